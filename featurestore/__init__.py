@@ -1,0 +1,1 @@
+"""Feature store: datasets -> decoded images -> registered extractors -> Parquet shards -> DuckDB views."""

@@ -1,0 +1,275 @@
+"""Datasets -> one `PairTable`: pair_id, split, name, ref/dist path + sha256, label.
+
+Two input shapes:
+- SeIQA layout: `Train|Val|Test/Ref/*.png` and `…/Dist/*.png` with the same names, `Train/Train_scores.xlsx`
+  (header row, then `name, score`, integers 0..5). `Val_scores.xlsx` / `Test_scores.xlsx` are read when present
+  (means of raters, real numbers 0..5).
+- Pairs table (CSV or Parquet, pyiqa meta-info style): `ref_name, dist_name[, mos][, split]`, paths relative
+  to a root folder (default: the table's folder). Labels may be on any finite scale there.
+
+Keys are content hashes: `pair_id` = sha256 of the two image hashes, so renaming files changes nothing.
+Every problem raises `SiqaError` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import SiqaError
+from .io import IMAGE_SUFFIXES, sha256_file
+
+COLUMNS = ["pair_id", "split", "name", "ref_path", "dist_path", "ref_sha256", "dist_sha256", "label"]
+SPLITS = ("train", "val", "test")
+SEIQA_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
+LABEL_RANGE = (0.0, 5.0)
+
+
+def pair_key(ref_sha256: str, dist_sha256: str) -> str:
+    return hashlib.sha256(f"{ref_sha256}:{dist_sha256}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class PairTable:
+    """All pairs of a dataset, one row each; `df` has exactly `COLUMNS`."""
+
+    df: pd.DataFrame
+    source: str = ""
+
+    def __post_init__(self):
+        missing = [c for c in COLUMNS if c not in self.df.columns]
+        if missing:
+            raise ValueError(f"PairTable lacks columns {missing}")
+        self.df = self.df[COLUMNS].reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    @property
+    def image_paths(self) -> dict[str, str]:
+        """sha256 -> one path holding that content (ref and dist images together)."""
+        out = dict(zip(self.df.ref_sha256, self.df.ref_path))
+        out.update(zip(self.df.dist_sha256, self.df.dist_path))
+        return out
+
+    def select_splits(self, splits) -> "PairTable":
+        if not splits:
+            return self
+        return PairTable(self.df[self.df.split.isin(list(splits))], self.source)
+
+    @classmethod
+    def from_paths(cls, rows, split: str = "test", labels=None, source: str = "") -> "PairTable":
+        """Build from `[(ref_path, dist_path), ...]`; names are the degraded file names."""
+        rows = [(str(r), str(d)) for r, d in rows]
+        labels = [math.nan] * len(rows) if labels is None else [float(x) for x in labels]
+        hashes = _hash_all([p for pair in rows for p in pair])
+        records = [
+            {
+                "split": split, "name": Path(d).name, "ref_path": r, "dist_path": d,
+                "ref_sha256": hashes[r], "dist_sha256": hashes[d], "label": y,
+            }
+            for (r, d), y in zip(rows, labels)
+        ]
+        return cls(_with_keys(pd.DataFrame(records, columns=COLUMNS[1:])), source)
+
+
+def load_pairs(path: str | Path, splits=None, root: str | Path | None = None) -> PairTable:
+    """Load a SeIQA-layout folder or a pairs table, keeping only `splits` (default: all)."""
+    path = Path(path)
+    if splits:
+        bad = set(splits) - set(SPLITS)
+        if bad:
+            raise SiqaError(f"--splits: unknown split(s) {sorted(bad)}; use {', '.join(SPLITS)}")
+    if not path.exists():
+        raise SiqaError(f"{path}: no such file or folder")
+    if path.is_dir():
+        table = _load_seiqa(path, splits)
+    else:
+        table = _load_table(path, Path(root) if root else path.parent)
+    table = table.select_splits(splits)
+    if len(table) == 0:
+        raise SiqaError(f"{path}: no pairs found" + (f" for splits {','.join(splits)}" if splits else ""))
+    return table
+
+
+# --- SeIQA layout -------------------------------------------------------------------------------------
+
+def _find_child(folder: Path, name: str) -> Path | None:
+    """Case-insensitive child lookup (SeIQA archives differ in capitalisation across platforms)."""
+    if not folder.is_dir():
+        return None
+    hits = [p for p in folder.iterdir() if p.name.lower() == name.lower()]
+    return hits[0] if hits else None
+
+
+def _image_names(folder: Path) -> dict[str, Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    out: dict[str, Path] = {}
+    stems: dict[str, Path] = {}
+    for p in files:
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        stem = p.stem.lower()
+        if stem in stems:
+            raise SiqaError(f"{p}: duplicate image name (also {stems[stem].name})")
+        stems[stem] = p
+        out[p.name] = p
+    return out
+
+
+def _load_seiqa(root: Path, splits) -> PairTable:
+    split_dirs = {s: _find_child(root, d) for s, d in SEIQA_DIRS.items()}
+    if not any(split_dirs.values()):
+        raise SiqaError(f"{root}: not a SeIQA folder (no Train/, Val/ or Test/) and not a pairs table")
+    frames = []
+    for split, folder in split_dirs.items():
+        if folder is None or (splits and split not in splits):
+            continue
+        ref_dir, dist_dir = _find_child(folder, "Ref"), _find_child(folder, "Dist")
+        if ref_dir is None or dist_dir is None:
+            raise SiqaError(f"{folder}: needs both Ref/ and Dist/ folders")
+        refs, dists = _image_names(ref_dir), _image_names(dist_dir)
+        for name in sorted(set(dists) - set(refs)):
+            raise SiqaError(f"{dists[name]}: degraded image has no reference {ref_dir / name}")
+        for name in sorted(set(refs) - set(dists)):
+            raise SiqaError(f"{refs[name]}: reference has no degraded image {dist_dir / name}")
+        names = sorted(dists)
+        labels = _seiqa_labels(folder, split, names)
+        frames.append(pd.DataFrame({
+            "split": split, "name": names,
+            "ref_path": [str(refs[n]) for n in names], "dist_path": [str(dists[n]) for n in names],
+            "label": [labels.get(n, math.nan) for n in names],
+        }))
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS[1:])
+    hashes = _hash_all(list(df.ref_path) + list(df.dist_path))
+    df["ref_sha256"] = df.ref_path.map(hashes)
+    df["dist_sha256"] = df.dist_path.map(hashes)
+    return PairTable(_with_keys(df), str(root))
+
+
+def _seiqa_labels(folder: Path, split: str, names: list[str]) -> dict[str, float]:
+    xlsx = _find_child(folder, f"{SEIQA_DIRS[split]}_scores.xlsx")
+    if xlsx is None:
+        if split == "train":
+            raise SiqaError(f"{folder}: missing {SEIQA_DIRS[split]}_scores.xlsx (train images need labels)")
+        return {}
+    labels = read_scores_xlsx(xlsx, integer=(split == "train"))
+    by_stem = {Path(n).stem.lower(): n for n in names}
+    out = {}
+    for label_name, y in labels.items():
+        key = Path(label_name).stem.lower()
+        if key not in by_stem:
+            raise SiqaError(f"{xlsx}: label for {label_name!r} but no such image in {folder}/Dist")
+        out[by_stem[key]] = y
+    if split == "train":
+        unlabelled = [n for n in names if n not in out]
+        if unlabelled:
+            raise SiqaError(f"{xlsx}: {len(unlabelled)} train image(s) without a label, e.g. {unlabelled[0]}")
+    return out
+
+
+def read_scores_xlsx(path: Path, integer: bool) -> dict[str, float]:
+    """Read `name, score` rows after a header row; validate names and scores."""
+    try:
+        raw = pd.read_excel(path, header=None, dtype=object, engine="openpyxl")
+    except Exception as exc:
+        raise SiqaError(f"{path}: unreadable xlsx ({type(exc).__name__}: {exc})") from None
+    raw = raw.dropna(how="all").dropna(axis=1, how="all")
+    if raw.shape[1] != 2 or len(raw) < 2:
+        raise SiqaError(f"{path}: expected a header row then two columns `name, score`, got {raw.shape[1]} column(s), {len(raw)} row(s)")
+    out: dict[str, float] = {}
+    for i, (name, score) in enumerate(raw.iloc[1:].itertuples(index=False), start=2):
+        name = str(name).strip()
+        if name in ("", "nan", "None"):
+            raise SiqaError(f"{path}: row {i}: empty image name")
+        try:
+            y = float(score)
+        except (TypeError, ValueError):
+            raise SiqaError(f"{path}: row {i} ({name}): score {score!r} is not a number") from None
+        if not math.isfinite(y) or not LABEL_RANGE[0] <= y <= LABEL_RANGE[1]:
+            raise SiqaError(f"{path}: row {i} ({name}): score {score!r} outside 0..5")
+        if integer and y != round(y):
+            raise SiqaError(f"{path}: row {i} ({name}): train score {score!r} is not an integer 0..5")
+        if name in out:
+            raise SiqaError(f"{path}: row {i}: duplicate name {name!r}")
+        out[name] = y
+    return out
+
+
+# --- pairs table ------------------------------------------------------------------------------------
+
+def _load_table(path: Path, root: Path) -> PairTable:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            raise SiqaError(f"{path}: pairs table must be .csv or .parquet")
+    except SiqaError:
+        raise
+    except Exception as exc:
+        raise SiqaError(f"{path}: unreadable table ({type(exc).__name__}: {exc})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in ("ref_name", "dist_name"):
+        if col not in df.columns:
+            raise SiqaError(f"{path}: missing column {col!r} (have {', '.join(df.columns)})")
+    if df.empty:
+        raise SiqaError(f"{path}: table has no rows")
+    label_col = next((c for c in ("mos", "dmos", "score", "label") if c in df.columns), None)
+    labels = pd.Series(math.nan, index=df.index)
+    if label_col:
+        labels = pd.to_numeric(df[label_col], errors="coerce")
+        bad = df[label_col].notna() & (labels.isna() | ~np.isfinite(labels))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise SiqaError(f"{path}: row {i + 2}: {label_col} {df[label_col].iloc[i]!r} is not a finite number")
+    split = df["split"].astype(str).str.lower().str.strip() if "split" in df.columns else pd.Series("train", index=df.index)
+    bad_split = ~split.isin(SPLITS)
+    if bad_split.any():
+        raise SiqaError(f"{path}: unknown split {split[bad_split].iloc[0]!r}; use {', '.join(SPLITS)}")
+    dup = pd.DataFrame({"s": split, "d": df.dist_name.astype(str)}).duplicated()
+    if dup.any():
+        raise SiqaError(f"{path}: duplicate dist_name {df.dist_name[dup].iloc[0]!r}")
+    ref_paths = [str(root / str(n)) for n in df.ref_name]
+    dist_paths = [str(root / str(n)) for n in df.dist_name]
+    for p in dict.fromkeys(ref_paths + dist_paths):
+        if not Path(p).is_file():
+            raise SiqaError(f"{path}: image {p} listed but not found")
+    hashes = _hash_all(ref_paths + dist_paths)
+    out = pd.DataFrame({
+        "split": split.to_numpy(), "name": df.dist_name.astype(str).to_numpy(),
+        "ref_path": ref_paths, "dist_path": dist_paths,
+        "ref_sha256": [hashes[p] for p in ref_paths], "dist_sha256": [hashes[p] for p in dist_paths],
+        "label": labels.astype(float).to_numpy(),
+    })
+    return PairTable(_with_keys(out), str(path))
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+def _hash_all(paths: list[str]) -> dict[str, str]:
+    unique = list(dict.fromkeys(paths))
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large buffers
+        digests = list(pool.map(_safe_sha256, unique))
+    return dict(zip(unique, digests))
+
+
+def _safe_sha256(path: str) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise SiqaError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _with_keys(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["pair_id"] = [pair_key(r, d) for r, d in zip(df.ref_sha256, df.dist_sha256)]
+    df["label"] = df["label"].astype(float)
+    return df

@@ -1,0 +1,343 @@
+"""The feature store: Parquet shards keyed by content hash, one folder per extractor version and config.
+
+Layout under `root`:
+    pairs.parquet                       the pair table(s) registered by `siqa features` (merged by split+name)
+    views.json                          extractor name -> folder of the configuration last used
+    features/<name>-v<ver>-<hash>/image/part-*.parquet    image-level columns keyed by `sha256`
+    features/<name>-v<ver>-<hash>/pair/part-*.parquet     pair columns keyed by `pair_id`
+    .lock                               held by the one process writing to the store
+
+Only missing keys are computed. Each chunk of work lands as its own shard, written to a temporary name,
+fsynced and renamed, so a killed run leaves whole shards only and the next run resumes from them. A
+store-wide lock serialises writers: a second `siqa features` waits, then finds the work done.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from .datasets import COLUMNS, PairTable
+from .errors import SiqaError
+from .extractors.base import Column, Extractor, check_columns
+from .io import DecodedImage, DecodedPair, decode, match_size
+
+log = logging.getLogger(__name__)
+
+PAIR_KEY, IMAGE_KEY = "pair_id", "sha256"
+
+
+@dataclass
+class ExtractSummary:
+    pairs: int = 0
+    computed: Counter = field(default_factory=Counter)   # "<extractor>/<level>" -> rows computed now
+    cached: Counter = field(default_factory=Counter)     # "<extractor>/<level>" -> rows already present
+    failures: dict[str, str] = field(default_factory=dict)  # path or pair name -> one-line reason
+    resized_pairs: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        out = [f"{self.pairs} pairs in {self.seconds:.1f}s"]
+        for key in sorted(set(self.computed) | set(self.cached)):
+            out.append(f"  {key:<28} computed {self.computed[key]:>6}  cached {self.cached[key]:>6}")
+        if self.resized_pairs:
+            out.append(f"  {self.resized_pairs} pair(s) with a degraded image of another size: resized to the reference")
+        if self.failures:
+            out.append(f"  {len(self.failures)} failure(s):")
+            out.extend(f"    {where}: {why}" for where, why in sorted(self.failures.items()))
+        return out
+
+
+def arrow_schema(key: str, columns: list[Column]) -> pa.Schema:
+    fields = [pa.field(key, pa.string(), nullable=False)]
+    for c in columns:
+        fields.append(pa.field(c.name, pa.float64() if c.dim == 0 else pa.list_(pa.float32(), c.dim)))
+    return pa.schema(fields)
+
+
+def to_arrow(key: str, keys: list[str], columns: list[Column], values: dict[str, np.ndarray]) -> pa.Table:
+    arrays = [pa.array(keys, pa.string())]
+    for c in columns:
+        v = np.asarray(values[c.name])
+        if c.dim == 0:
+            arrays.append(pa.array(v.astype(np.float64), pa.float64()))
+        else:
+            flat = pa.array(np.ascontiguousarray(v, dtype=np.float32).reshape(-1), pa.float32())
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, c.dim))
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(key, columns))
+
+
+class FeatureStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # --- paths --------------------------------------------------------------------------------
+    @property
+    def pairs_path(self) -> Path:
+        return self.root / "pairs.parquet"
+
+    def folder(self, extractor: Extractor, level: str) -> Path:
+        return self.root / "features" / extractor.folder / level
+
+    # --- atomic IO ----------------------------------------------------------------------------
+    @staticmethod
+    def _write_atomic(table: pa.Table, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _write_shard(self, folder: Path, table: pa.Table) -> None:
+        # Name by content order so reruns of the same work give the same names (deterministic store).
+        first = table.column(0)[0].as_py() if table.num_rows else "empty"
+        self._write_atomic(table, folder / f"part-{first[:16]}-{table.num_rows:06d}.parquet")
+
+    @staticmethod
+    def shards(folder: Path) -> list[Path]:
+        return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+    def keys(self, folder: Path, key: str) -> set[str]:
+        out: set[str] = set()
+        for shard in self.shards(folder):
+            out.update(pq.read_table(shard, columns=[key]).column(0).to_pylist())
+        return out
+
+    def read(self, folder: Path, keys: list[str] | None = None) -> pa.Table | None:
+        shards = self.shards(folder)
+        if not shards:
+            return None
+        table = pa.concat_tables(pq.read_table(s) for s in shards)
+        if keys is not None:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.is_in(table.column(0), pa.array(list(keys), pa.string())))
+        return table
+
+    @contextmanager
+    def lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("store %s is in use by another siqa process; waiting", self.root)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                self._remove_stale_temps()
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _remove_stale_temps(self) -> None:
+        # Only called under the lock: any temp file now is the remains of a killed writer.
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    # --- pairs and views ----------------------------------------------------------------------
+    def pairs(self) -> pd.DataFrame:
+        if not self.pairs_path.exists():
+            return pd.DataFrame(columns=COLUMNS)
+        return pd.read_parquet(self.pairs_path)
+
+    def register_pairs(self, table: PairTable) -> None:
+        merged = pd.concat([self.pairs(), table.df], ignore_index=True)
+        merged = merged.drop_duplicates(subset=["split", "name"], keep="last")
+        merged = merged.sort_values(["split", "name"]).reset_index(drop=True)
+        merged["label"] = merged["label"].astype(float)
+        self._write_atomic(pa.Table.from_pandas(merged[COLUMNS], preserve_index=False), self.pairs_path)
+
+    def views(self) -> dict[str, dict]:
+        path = self.root / "views.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def register_views(self, extractors: list[Extractor]) -> None:
+        views = self.views()
+        for ex in extractors:
+            views[ex.name] = {"folder": ex.folder, "level": ex.level, "config": ex.config}
+        tmp = self.root / ".views.json.tmp"
+        tmp.write_text(json.dumps(views, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, self.root / "views.json")
+
+    # --- extraction ---------------------------------------------------------------------------
+    def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True,
+                chunk_pairs: int = 32, decode_workers: int = 2) -> ExtractSummary:
+        """Compute every missing feature of `table` for `extractors`; returns what was done."""
+        t0 = time.perf_counter()
+        summary = ExtractSummary(pairs=len(table))
+        with self.lock():
+            self.register_pairs(table)
+            self.register_views(extractors)
+            df = table.df.drop_duplicates("pair_id")
+            todo = self._plan(df, extractors, summary)
+            self._compute_chunks(df, extractors, todo, summary, progress, chunk_pairs, decode_workers)
+            for ex in extractors:
+                if ex.level == "image":
+                    self._derive(df, ex, summary, progress)
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    def _plan(self, df, extractors, summary) -> dict[str, set[str]]:
+        """Per extractor: the keys (image sha256 or pair_id) still missing."""
+        todo = {}
+        images = set(df.ref_sha256) | set(df.dist_sha256)
+        for ex in extractors:
+            if ex.level == "image":
+                have = self.keys(self.folder(ex, "image"), IMAGE_KEY)
+                todo[ex.name] = images - have
+                summary.cached[f"{ex.name}/image"] += len(images & have)
+            else:
+                have = self.keys(self.folder(ex, "pair"), PAIR_KEY)
+                todo[ex.name] = set(df.pair_id) - have
+                summary.cached[f"{ex.name}/pair"] += len(set(df.pair_id) & have)
+        return todo
+
+    def _compute_chunks(self, df, extractors, todo, summary, progress, chunk_pairs, decode_workers):
+        need = df[[any(todo_hit(todo, ex, r) for ex in extractors) for r in df.itertuples()]]
+        if need.empty:
+            return
+        chunks = [need.iloc[i:i + chunk_pairs] for i in range(0, len(need), chunk_pairs)]
+        decoded: dict[str, DecodedImage | None] = {}  # owned by this thread; workers only return results
+        bar = tqdm(total=len(need), desc="features", unit="pair", disable=not progress)
+        with ThreadPoolExecutor(max_workers=1) as prefetch, ThreadPoolExecutor(max_workers=decode_workers) as pool:
+            # Decode the next chunk in the background while the extractors work on this one.
+            future = prefetch.submit(self._decode_chunk, chunks[0], frozenset(), pool)
+            for i, chunk in enumerate(chunks):
+                new, failures = future.result()
+                decoded.update(new)
+                summary.failures.update(failures)
+                if i + 1 < len(chunks):
+                    future = prefetch.submit(self._decode_chunk, chunks[i + 1], frozenset(decoded), pool)
+                self._run_extractors(chunk, decoded, extractors, todo, summary)
+                bar.update(len(chunk))
+                # Keep only images the next chunks still need (a shared reference is decoded once).
+                later = set()
+                for c in chunks[i + 1:i + 3]:
+                    later.update(c.ref_sha256)
+                    later.update(c.dist_sha256)
+                for sha in [s for s in decoded if s not in later]:
+                    del decoded[sha]
+        bar.close()
+
+    @staticmethod
+    def _decode_chunk(chunk, known: frozenset, pool) -> tuple[dict, dict]:
+        wanted = {}
+        for r in chunk.itertuples():
+            wanted.setdefault(r.ref_sha256, r.ref_path)
+            wanted.setdefault(r.dist_sha256, r.dist_path)
+        items = [(s, p) for s, p in wanted.items() if s not in known]
+
+        def one(item):
+            sha, path = item
+            try:
+                return sha, decode(path, sha), None
+            except SiqaError as exc:
+                return sha, None, (path, str(exc).split(": ", 1)[-1])
+
+        out, failures = {}, {}
+        for sha, img, failure in pool.map(one, items):
+            out[sha] = img
+            if failure:
+                failures[failure[0]] = failure[1]
+        return out, failures
+
+    def _run_extractors(self, chunk, images, extractors, todo, summary) -> None:
+        for ex in extractors:
+            missing = todo[ex.name]
+            if ex.level == "image":
+                shas = [s for s in dict.fromkeys(list(chunk.ref_sha256) + list(chunk.dist_sha256))
+                        if s in missing and images.get(s) is not None]
+                for i in range(0, len(shas), ex.batch_size):
+                    batch = shas[i:i + ex.batch_size]
+                    self._compute_and_store(ex, "image", IMAGE_KEY, batch,
+                                            lambda b=batch: ex.compute_images([images[s] for s in b]),
+                                            ex.image_columns(), summary)
+                    missing.difference_update(batch)
+            else:
+                rows = [r for r in chunk.itertuples() if r.pair_id in missing
+                        and images.get(r.ref_sha256) is not None and images.get(r.dist_sha256) is not None]
+                pairs = []
+                for r in rows:
+                    dist, resized = match_size(images[r.ref_sha256], images[r.dist_sha256])
+                    summary.resized_pairs += int(resized)
+                    pairs.append(DecodedPair(r.pair_id, images[r.ref_sha256], dist, resized))
+                for i in range(0, len(pairs), ex.batch_size):
+                    batch = pairs[i:i + ex.batch_size]
+                    self._compute_and_store(ex, "pair", PAIR_KEY, [p.pair_id for p in batch],
+                                            lambda b=batch: ex.compute_pairs(b), ex.pair_columns(), summary)
+                    missing.difference_update(p.pair_id for p in batch)
+
+    def _compute_and_store(self, ex, level, key, keys, compute, columns, summary) -> None:
+        if not keys:
+            return
+        try:
+            values = compute()
+            check_columns(ex, columns, values, len(keys))
+        except SiqaError:
+            raise
+        except Exception as exc:  # one bad batch must not stop the others; the summary names it
+            log.exception("%s failed on %d %s(s)", ex.name, len(keys), level)
+            summary.failures[f"{ex.name} on {len(keys)} {level}(s) starting {keys[0][:12]}"] = f"{type(exc).__name__}: {exc}"
+            return
+        self._write_shard(self.folder(ex, level), to_arrow(key, keys, columns, values))
+        summary.computed[f"{ex.name}/{level}"] += len(keys)
+
+    def _derive(self, df, ex, summary, progress) -> None:
+        """Pair columns of an image-level extractor, from its cached per-image columns."""
+        pair_folder = self.folder(ex, "pair")
+        have = self.keys(pair_folder, PAIR_KEY)
+        summary.cached[f"{ex.name}/pair"] += len(set(df.pair_id) & have)
+        rows = df[~df.pair_id.isin(have)]
+        if rows.empty:
+            return
+        image_table = self.read(self.folder(ex, "image"), set(rows.ref_sha256) | set(rows.dist_sha256))
+        if image_table is None:
+            return
+        index = {k: i for i, k in enumerate(image_table.column(0).to_pylist())}
+        rows = rows[rows.ref_sha256.isin(index) & rows.dist_sha256.isin(index)]
+        cols = {c.name: column_numpy(image_table.column(c.name), c.dim) for c in ex.image_columns()}
+        step = 4096
+        for i in tqdm(range(0, len(rows), step), desc=f"{ex.name} pairs", disable=not progress or len(rows) <= step):
+            part = rows.iloc[i:i + step]
+            ri = np.array([index[s] for s in part.ref_sha256])
+            di = np.array([index[s] for s in part.dist_sha256])
+            self._compute_and_store(ex, "pair", PAIR_KEY, list(part.pair_id),
+                                    lambda: ex.derive_pairs({k: v[ri] for k, v in cols.items()},
+                                                            {k: v[di] for k, v in cols.items()}),
+                                    ex.pair_columns(), summary)
+
+
+def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """Arrow column -> (n,) float64 or (n, dim) float32."""
+    arr = column.combine_chunks()
+    if dim == 0:
+        return arr.to_numpy(zero_copy_only=False).astype(np.float64)
+    return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def todo_hit(todo, ex, row) -> bool:
+    missing = todo[ex.name]
+    if ex.level == "image":
+        return row.ref_sha256 in missing or row.dist_sha256 in missing
+    return row.pair_id in missing

@@ -1,0 +1,50 @@
+"""Shared fixtures: small real photos (scikit-image) written as tiny datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def photo(name: str = "astronaut", size: int = 64) -> np.ndarray:
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return np.asarray(Image.fromarray(img[..., :3]).resize((size, size * 3 // 4)))
+
+
+@pytest.fixture
+def seiqa_dir(tmp_path) -> Path:
+    """A minimal SeIQA-layout folder: 6 train pairs (2 refs), 2 test pairs."""
+    import openpyxl
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "seiqa"
+    refs = {"astronaut": photo("astronaut"), "coffee": photo("coffee")}
+    rows = []
+    k = 0
+    for split, per_ref in (("Train", 3), ("Test", 1)):
+        (root / split / "Ref").mkdir(parents=True)
+        (root / split / "Dist").mkdir(parents=True)
+        for ref_name, ref in refs.items():
+            for level in range(per_ref):
+                k += 1
+                name = f"{k:06d}.png"
+                noisy = np.clip(ref + rng.normal(0, 10 * (level + 1), ref.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(ref).save(root / split / "Ref" / name)
+                Image.fromarray(noisy).save(root / split / "Dist" / name)
+                if split == "Train":
+                    rows.append((name, 5 - level))
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["name", "score"])
+    for r in rows:
+        ws.append(list(r))
+    wb.save(root / "Train" / "Train_scores.xlsx")
+    return root
