@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .errors import SiqaError
 from .store import FeatureStore
@@ -24,6 +26,19 @@ def _quote(name: str) -> str:
 
 def _parquet_glob(folder: Path) -> str:
     return str(folder / "part-*.parquet").replace("'", "''")
+
+
+def _select_list(folder: Path) -> str:
+    """Parquet has no fixed-size list type, so DuckDB reads dense blocks back as LIST; cast them to
+    ARRAY (FLOAT[d]) from the Arrow schema kept in the shard, so SQL can use array_cosine_similarity."""
+    schema = pq.read_schema(FeatureStore.shards(folder)[0])
+    parts = []
+    for f in schema:
+        if pa.types.is_fixed_size_list(f.type):
+            parts.append(f"CAST({_quote(f.name)} AS FLOAT[{f.type.list_size}]) AS {_quote(f.name)}")
+        else:
+            parts.append(_quote(f.name))
+    return ", ".join(parts)
 
 
 def connect(root: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
@@ -41,7 +56,7 @@ def connect(root: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConn
         for level, view in (("pair", name), ("image", f"{name}_image")):
             if FeatureStore.shards(base / level):
                 con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS "
-                            f"SELECT * FROM read_parquet('{_parquet_glob(base / level)}')")
+                            f"SELECT {_select_list(base / level)} FROM read_parquet('{_parquet_glob(base / level)}')")
         if not FeatureStore.shards(base / "pair"):
             continue
         alias = f"e_{len(joins)}"

@@ -1,0 +1,54 @@
+# siqa: `make demo` runs the whole pipeline on built-in demo data; `make test` runs the tests.
+# Every target creates ./.venv on first use. Override paths: make features DATA=/path/to/SeIQA CONFIG=configs/default.toml
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SIQA   := $(VENV)/bin/siqa
+DATA   ?= demo/data
+STORE  ?= store
+RUN    ?= runs/latest
+CONFIG ?= configs/default.toml
+QUERY  ?= SELECT split, count(*) AS pairs, avg(label) AS mean_label FROM pairs GROUP BY split ORDER BY split
+PYTEST_ARGS ?=
+
+.PHONY: venv features oof submit sql demo test bench bench-gpu clean
+
+venv: $(VENV)/.installed
+
+# torch is installed first and pinned so that no resolver swaps in another build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+features: venv
+	$(SIQA) features --data $(DATA) --store $(STORE) --config $(CONFIG)
+
+oof: venv
+	$(SIQA) oof --store $(STORE) --run $(RUN) --config $(CONFIG)
+
+submit: venv
+	$(SIQA) submit --run $(RUN)
+
+sql: venv
+	$(SIQA) sql --store $(STORE) "$(QUERY)"
+
+demo: venv
+	$(SIQA) demo-data --out demo/data
+	$(SIQA) features --data demo/data --store demo/store --config configs/offline.toml
+	$(SIQA) oof --store demo/store --run runs/demo --config configs/offline.toml
+	$(SIQA) submit --run runs/demo --out runs/demo/submission.zip
+	@cat runs/demo/leaderboard.csv
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/run_all.py
+
+bench-gpu: venv
+	$(PY) bench/bench_gpu.py
+
+clean:
+	rm -rf demo runs store

@@ -1,0 +1,286 @@
+"""siqa command line: features -> sql -> oof -> submit, plus predict, report, weights, demo-data, store gc.
+
+Every user-facing problem is a `SiqaError`, printed as one line `siqa: error: <file>: <problem>`, exit 2.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from featurestore.errors import SiqaError
+
+DEFAULT_STORE = "store"
+DEFAULT_RUN = "runs/latest"
+
+
+def _store_option(f):
+    return click.option("--store", "store", type=click.Path(file_okay=False), default=None,
+                        help=f"feature store folder (default $SIQA_STORE or ./{DEFAULT_STORE})")(f)
+
+
+def _resolve_store(store: str | None) -> Path:
+    return Path(store or os.environ.get("SIQA_STORE") or DEFAULT_STORE)
+
+
+def _config_option(f):
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                        help="TOML config (default configs/default.toml)")(f)
+
+
+def _quiet_option(f):
+    return click.option("--quiet", is_flag=True, help="no progress bars")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def app(verbose: bool):
+    """Semantic image quality assessment: feature store + tabular AutoML."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@click.option("--data", required=True, type=click.Path(), help="SeIQA folder or pairs table (CSV/Parquet)")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="image root of a pairs table (default: its folder)")
+@click.option("--splits", default=None, help="comma-separated subset of train,val,test")
+@_store_option
+@_config_option
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (with --backend ray)")
+@click.option("--strict", is_flag=True, help="exit non-zero if any image or pair failed")
+@_quiet_option
+def features(data, root, splits, store, config_path, backend, address, strict, quiet):
+    """Compute every missing feature of a dataset into the store."""
+    from featurestore.config import build_extractors, load_config
+    from featurestore.datasets import load_pairs
+    from featurestore.weights import require_weights
+
+    config = load_config(config_path)
+    extractors = build_extractors(config)
+    if not extractors:
+        raise SiqaError(f"{config['_path']}: no extractor enabled")
+    require_weights(extractors)
+    table = load_pairs(data, splits=splits.split(",") if splits else None, root=root)
+    if backend == "ray":
+        from featurestore.ray_backend import extract_with_ray
+
+        summary = extract_with_ray(_resolve_store(store), table, extractors, address=address, progress=not quiet)
+    else:
+        from featurestore.store import FeatureStore
+
+        summary = FeatureStore(_resolve_store(store)).extract(table, extractors, progress=not quiet)
+    for line in summary.lines():
+        click.echo(line)
+    if strict and summary.failures:
+        raise SiqaError(f"{data}: {len(summary.failures)} failure(s) during extraction (--strict)")
+
+
+@app.command()
+@click.argument("query", required=False)
+@_store_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "parquet", "json"]), default="table")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the result here")
+def sql(query, store, fmt, out):
+    """Run SQL over the store's views (pairs, labels, <extractor>, features); no query: interactive shell."""
+    from featurestore import sql as fsql
+
+    root = _resolve_store(store)
+    if query is None:
+        from featurestore.sql_shell import interactive
+
+        interactive(root)
+        return
+    df = fsql.query(root, query)
+    if fmt == "parquet" and not out:
+        raise SiqaError("--format parquet needs --out FILE")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        text = df.to_csv(index=False)
+    elif fmt == "json":
+        text = df.to_json(orient="records", indent=1, default_handler=str)
+    elif fmt == "parquet":
+        df.to_parquet(out, index=False)
+        click.echo(f"{len(df)} rows -> {out}")
+        return
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+            text = df.to_string(index=False) + "\n"
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"{len(df)} rows -> {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@app.command()
+@_store_option
+@click.option("--table", type=click.Path(dir_okay=False), default=None, help="bring-your-own feature table (CSV/Parquet)")
+@click.option("--label", default=None, help="label column of --table")
+@click.option("--group", default=None, help="group column of --table (folds never split a group)")
+@click.option("--lower-better", is_flag=True, help="the label grows with distortion (DMOS)")
+@click.option("--features", "feature_list", default=None, help="comma-separated feature columns (default: all numeric)")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_config_option
+@click.option("--preset", type=click.Choice(["fast", "default", "best"]), default=None, help="override the config's preset")
+@click.option("--seed", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the leaderboard")
+@_quiet_option
+def oof(store, table, label, group, lower_better, feature_list, run_dir, config_path, preset, seed, as_json, quiet):
+    """Grouped, nested out-of-fold evaluation of the model pool and blend; writes a run folder."""
+    from featurestore.config import load_config
+    from tabular.data import TabularData
+    from tabular.run import run_oof
+
+    config = load_config(config_path)
+    tab = dict(config.get("tabular") or {})
+    if preset:
+        tab["preset"] = preset
+    if seed is not None:
+        tab["seed"] = seed
+    if table:
+        if not label or not group:
+            raise SiqaError("--table needs --label COL and --group COL")
+        data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better,
+                                      features=feature_list.split(",") if feature_list else None)
+    else:
+        data = TabularData.from_store(_resolve_store(store), features=feature_list.split(",") if feature_list else None)
+    summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json))
+    if as_json:
+        click.echo(json.dumps(summary["headline"], sort_keys=True))
+    else:
+        click.echo(summary["leaderboard_text"])
+        click.echo(f"run -> {run_dir}")
+    if not (quiet or as_json) and not table:
+        try:
+            from blend.report import write_report
+
+            click.echo(f"report -> {write_report(Path(run_dir))}")
+        except ImportError:
+            pass
+
+
+@app.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="zip path (default RUN/submission.zip)")
+@click.option("--cpu/--gpu", default=True, help="what readme.txt declares as the device")
+@_quiet_option
+def submit(run_dir, split, out, cpu, quiet):
+    """Refit on all labelled rows, predict a split and write the validated submission zip."""
+    from blend.submission import submit_run
+
+    path, n = submit_run(Path(run_dir), split=split, out=Path(out) if out else None, cpu=cpu, progress=not quiet)
+    click.echo(f"{n} predictions -> {path}")
+
+
+@app.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@click.option("--ref", type=click.Path(dir_okay=False), default=None)
+@click.option("--dist", type=click.Path(dir_okay=False), default=None)
+@click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="pairs table: predict every row")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV for --pairs (default: stdout)")
+@_store_option
+@_quiet_option
+def predict(run_dir, ref, dist, pairs, out, store, quiet):
+    """Score new pairs with a fitted run, computing missing features through the store."""
+    from siqa import predict_pairs
+
+    if pairs:
+        from featurestore.datasets import load_pairs
+
+        table = load_pairs(pairs)
+    elif ref and dist:
+        from featurestore.datasets import PairTable
+
+        table = PairTable.from_paths([(ref, dist)], split="test")
+    else:
+        raise SiqaError("predict needs --ref IMG --dist IMG, or --pairs FILE")
+    scores = predict_pairs(table, run=Path(run_dir), store=_resolve_store(store), progress=not quiet)
+    if ref and dist and not pairs:
+        click.echo(f"{scores.score.iloc[0]:.4f}")
+    elif out:
+        scores.to_csv(out, index=False)
+        click.echo(f"{len(scores)} predictions -> {out}")
+    else:
+        click.echo(scores.to_csv(index=False), nl=False)
+
+
+@app.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+def report(run_dir):
+    """Write report.html and PNG plots for a run."""
+    from blend.report import write_report
+
+    click.echo(f"report -> {write_report(Path(run_dir))}")
+
+
+@app.command()
+@_config_option
+def weights(config_path):
+    """Say, per configured extractor, whether its weights load here and from where."""
+    from featurestore.config import build_extractors, load_config
+    from featurestore.weights import describe_weights
+
+    click.echo(describe_weights(build_extractors(load_config(config_path))))
+
+
+@app.command("demo-data")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_data(out, seed):
+    """Write a small SeIQA-layout dataset made from real photos shipped in scikit-image / scikit-learn."""
+    from featurestore.demo import make_demo_dataset
+
+    summary = make_demo_dataset(Path(out), seed=seed)
+    click.echo(f"demo data -> {out}: {summary}")
+
+
+@app.group()
+def store():
+    """Store maintenance."""
+
+
+@store.command("gc")
+@_store_option
+@click.option("--dry-run", is_flag=True)
+def store_gc(store, dry_run):
+    """Delete feature folders that no view uses any more (old versions and configs)."""
+    import shutil
+
+    from featurestore.store import FeatureStore
+
+    fs = FeatureStore(_resolve_store(store))
+    keep = {v["folder"] for v in fs.views().values()}
+    base = fs.root / "features"
+    stale = [p for p in sorted(base.iterdir()) if p.is_dir() and p.name not in keep] if base.is_dir() else []
+    for p in stale:
+        click.echo(("would remove " if dry_run else "removing ") + str(p))
+        if not dry_run:
+            with fs.lock():
+                shutil.rmtree(p)
+    click.echo(f"{len(stale)} stale folder(s)")
+
+
+def main(argv=None):
+    try:
+        app.main(args=argv, prog_name="siqa", standalone_mode=False)
+    except SiqaError as exc:
+        click.echo(f"siqa: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("siqa: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

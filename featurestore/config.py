@@ -1,0 +1,45 @@
+"""TOML configuration: which extractors run (and with what settings), and the tabular preset.
+
+    [extractors.<name>]      one table per extractor; keys are its config, plus `enabled` (default true)
+    [tabular]                `preset = "fast"|"default"|"best"` and overrides (see tabular/)
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from .errors import SiqaError
+from .extractors import REGISTRY, Extractor, load_all
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
+
+
+def load_config(path: str | Path | None = None) -> dict:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        with open(path, "rb") as fh:
+            config = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SiqaError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SiqaError(f"{path}: invalid TOML ({exc})") from None
+    config["_path"] = str(path)
+    return config
+
+
+def build_extractors(config: dict) -> list[Extractor]:
+    """Instantiate every enabled extractor, in the order the config lists them."""
+    load_all()
+    out = []
+    for name, table in (config.get("extractors") or {}).items():
+        table = dict(table)
+        if not table.pop("enabled", True):
+            continue
+        if name not in REGISTRY:
+            raise SiqaError(f"{config.get('_path', 'config')}: unknown extractor [extractors.{name}]; "
+                            f"known: {', '.join(sorted(REGISTRY))}")
+        try:
+            out.append(REGISTRY[name](**table))
+        except (TypeError, ValueError) as exc:
+            raise SiqaError(f"{config.get('_path', 'config')}: [extractors.{name}]: {exc}") from None
+    return out

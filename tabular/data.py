@@ -1,0 +1,218 @@
+"""`TabularData`: what the tabular stage learns from, read from a feature table or from the store.
+
+One row per (reference, degraded) pair:
+- `ids`     unique row key (store: pair_id; table: `pair_id`/`id` column, else the row number),
+- `X`       scalar features, a float64 DataFrame (inf is turned into NaN; models impute NaN themselves),
+- `dense`   dense blocks {name: (n, d) float32} (embedding |d-r|, d*r, hidden states, ...),
+- `y`       label as given (NaN = unlabelled: such rows are only predicted, never fit),
+- `groups`  reference key used for grouped folds (store: ref_sha256; table: the `--group` column,
+            compared case-insensitively because TID2013 spells one reference `I01.bmp` and `i01.bmp`),
+- `split`   train/val/test (table: `split` column if present, else train for labelled, test otherwise),
+- `names`   picture name written to the submission (store: `name`; table: the first of `name`,
+            `picture_name`, `dist_name`, `dist_img`, `img_name` present, else the id),
+- `higher_better`  False for labels such as DMOS where lower means better quality.
+
+Orientation: everything downstream fits `target` = y if higher_better else -y, so every model, blend and
+metric is "higher = better" and correlations are reported positive; the 0..5 score keeps that meaning.
+
+Default feature rule for tables: every numeric (int/float, not bool) column except the label, the group,
+id columns and columns that describe how a pair was made or how raters agreed, which a real user never
+has: `dst_type`, `dst_idx`, `dst_lev`, `var`, any `*_std`, and label-like columns (`mos`, `dmos`,
+`score`, `score_cls`, `label`). Pass `features=[...]` to choose explicitly; a requested column that is
+missing or not numeric raises `SiqaError` naming it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featurestore.errors import SiqaError
+
+NON_FEATURE_COLUMNS = frozenset({"dst_type", "dst_idx", "dst_lev", "var", "split", "pair_id", "id",
+                                 "mos", "dmos", "score", "score_cls", "label"})
+NAME_COLUMNS = ("name", "picture_name", "dist_name", "dist_img", "img_name")
+
+
+@dataclass
+class TabularData:
+    ids: np.ndarray
+    X: pd.DataFrame
+    y: np.ndarray
+    groups: np.ndarray
+    split: np.ndarray
+    names: np.ndarray
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    higher_better: bool = True
+    source: str = ""
+
+    def __post_init__(self):
+        n = len(self.ids)
+        for what, value in (("X", self.X), ("y", self.y), ("groups", self.groups), ("split", self.split),
+                            ("names", self.names), *self.dense.items()):
+            if len(value) != n:
+                raise ValueError(f"TabularData: {what} has {len(value)} rows, ids {n}")
+
+    # --- views ---------------------------------------------------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return len(self.ids)
+
+    @property
+    def target(self) -> np.ndarray:
+        """Label oriented so that higher = better quality."""
+        return self.y if self.higher_better else -self.y
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return np.isfinite(self.y)
+
+    def subset(self, mask: np.ndarray) -> "TabularData":
+        index = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+        return replace(self, ids=self.ids[index], X=self.X.iloc[index].reset_index(drop=True),
+                       y=self.y[index], groups=self.groups[index], split=self.split[index],
+                       names=self.names[index], dense={k: v[index] for k, v in self.dense.items()})
+
+    def describe(self) -> dict:
+        labelled = self.labelled
+        return {"source": self.source, "n_rows": int(self.n_rows), "n_labelled": int(labelled.sum()),
+                "n_groups": int(np.unique(self.groups[labelled]).size), "n_scalar": int(self.X.shape[1]),
+                "dense": {k: int(v.shape[1]) for k, v in self.dense.items()},
+                "higher_better": bool(self.higher_better)}
+
+    # --- readers -------------------------------------------------------------------------------
+    @classmethod
+    def from_table(cls, path, label: str, group: str, lower_better: bool = False,
+                   features: list[str] | None = None) -> "TabularData":
+        """Read a CSV or Parquet table of precomputed per-pair features (see the module docstring)."""
+        path = Path(path)
+        frame = _read_frame(path)
+        for role, column in (("label", label), ("group", group)):
+            if column not in frame.columns:
+                raise SiqaError(f"{path}: no {role} column {column!r} (columns: {', '.join(map(str, frame.columns))})")
+        y = _numeric_column(frame, label, path, "label")
+        if np.isinf(y).any():
+            raise SiqaError(f"{path}: label column {label!r} holds infinite values")
+        if frame[group].isna().any():
+            raise SiqaError(f"{path}: group column {group!r} has {int(frame[group].isna().sum())} empty values")
+        groups = frame[group].astype(str).str.strip().str.lower().to_numpy(dtype=object)
+
+        if features is None:
+            features = [c for c in frame.columns
+                        if c not in (label, group) and not _is_non_feature(str(c))
+                        and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+            if not features:
+                raise SiqaError(f"{path}: no numeric feature columns besides {label!r} and {group!r}")
+        else:
+            missing = [c for c in features if c not in frame.columns]
+            if missing:
+                raise SiqaError(f"{path}: no feature column(s) {', '.join(map(repr, missing))}")
+            for c in features:
+                if c in (label, group):
+                    raise SiqaError(f"{path}: {c!r} is the label or group column and cannot be a feature")
+        X = pd.DataFrame({str(c): _numeric_column(frame, c, path, "feature") for c in features})
+        X = X.replace([np.inf, -np.inf], np.nan)
+
+        ids = (frame[_first(frame, ("pair_id", "id"))].astype(str).to_numpy(dtype=object)
+               if _first(frame, ("pair_id", "id")) else np.array([f"row{i}" for i in range(len(frame))], dtype=object))
+        if pd.Series(ids).duplicated().any():
+            raise SiqaError(f"{path}: id column has duplicate values")
+        name_col = _first(frame, NAME_COLUMNS)
+        names = frame[name_col].astype(str).to_numpy(dtype=object) if name_col else ids.copy()
+        if "split" in frame.columns:
+            split = frame["split"].astype(str).str.lower().to_numpy(dtype=object)
+        else:
+            split = np.where(np.isfinite(y), "train", "test").astype(object)
+        return cls(ids=ids, X=X, y=y, groups=groups, split=split, names=names,
+                   higher_better=not lower_better, source=str(path))
+
+    @classmethod
+    def from_store(cls, root) -> "TabularData":
+        """Read the wide `features` view of a feature store through DuckDB.
+
+        Every column of `features` that is not a `pairs` column is a feature: DOUBLE -> scalar,
+        FLOAT[d] array -> dense block. The group is `ref_sha256`; labels are higher-is-better.
+        """
+        from featurestore import sql
+
+        root = Path(root)
+        con = sql.connect(root)
+        try:
+            pair_columns = {row[0] for row in con.execute("DESCRIBE pairs").fetchall()}
+            table = con.execute("SELECT * FROM features ORDER BY pair_id").arrow()
+        finally:
+            con.close()
+        if hasattr(table, "read_all"):  # newer DuckDB returns a RecordBatchReader
+            table = table.read_all()
+        if table.num_rows == 0:
+            raise SiqaError(f"{root}: the store has no pairs; run `siqa features` first")
+        scalars, dense = {}, {}
+        for name in table.column_names:
+            if name in pair_columns:
+                continue
+            column = table.column(name).combine_chunks()
+            if _is_list(column.type):
+                if column.null_count:
+                    raise SiqaError(f"{root}: dense feature {name!r} is missing for {column.null_count} pair(s); "
+                                    f"run `siqa features` on the same data")
+                width = column.type.list_size
+                dense[name] = np.asarray(column.flatten().to_numpy(zero_copy_only=False),
+                                         dtype=np.float32).reshape(len(column), width)
+                if not np.isfinite(dense[name]).all():
+                    raise SiqaError(f"{root}: dense feature {name!r} holds NaN or infinite values")
+            else:
+                scalars[name] = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        if not scalars and not dense:
+            raise SiqaError(f"{root}: the store has no feature columns; run `siqa features` first")
+        X = pd.DataFrame(scalars).replace([np.inf, -np.inf], np.nan)
+
+        def text(column: str) -> np.ndarray:
+            return np.asarray(table.column(column).to_pylist(), dtype=object)
+
+        y = np.array([np.nan if v is None else float(v) for v in table.column("label").to_pylist()])
+        return cls(ids=text("pair_id"), X=X, y=y, groups=text("ref_sha256"),
+                   split=np.array([str(s).lower() for s in text("split")], dtype=object),
+                   names=text("name"), dense=dense, higher_better=True, source=str(root))
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise SiqaError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise SiqaError(f"{path}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+        raise SiqaError(f"{path}: cannot read as {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'}"
+                        f" ({str(err).splitlines()[0]})") from None
+    if frame.empty:
+        raise SiqaError(f"{path}: the table has no rows")
+    return frame
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, path: Path, role: str) -> np.ndarray:
+    values = frame[column]
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+        example = f" (e.g. {values[bad].iloc[0]!r} in row {int(np.flatnonzero(bad.to_numpy())[0]) + 1})" if bad.any() else ""
+        raise SiqaError(f"{path}: {role} column {column!r} is not numeric{example}")
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _is_non_feature(column: str) -> bool:
+    return column.lower() in NON_FEATURE_COLUMNS or column.lower().endswith("_std")
+
+
+def _first(frame: pd.DataFrame, candidates) -> str | None:
+    return next((c for c in candidates if c in frame.columns), None)
+
+
+def _is_list(arrow_type) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_fixed_size_list(arrow_type)
