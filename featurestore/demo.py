@@ -29,6 +29,7 @@ is smaller. Levels grow the affected area (a third, two thirds, all of the objec
 Train labels are these integers 0..5; `demo_meta.csv` at the dataset root lists every pair's reference
 photo, degradation, level and rule score, including Val and Test, for transparency.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,9 +37,9 @@ import datetime
 import io
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -365,7 +366,12 @@ def _prepare_out(out: Path) -> None:
 
 
 def make_demo_dataset(
-    out: Path, n_train: int = 72, n_val: int = 12, n_test: int = 24, seed: int = 0, size: int = 256,
+    out: Path,
+    n_train: int = 72,
+    n_val: int = 12,
+    n_test: int = 24,
+    seed: int = 0,
+    size: int = 256,
     progress: bool = False,
 ) -> dict:
     """Write a SeIQA-layout demo dataset to `out` (see the module docstring for the label rule) and

@@ -92,11 +92,11 @@ def expected_answer(logits: np.ndarray, ids_per_option: Sequence[Sequence[int]],
     flat = [i for ids in ids_per_option for i in ids]
     if min(flat) < 0 or max(flat) >= logits.size:
         return Answer(math.nan, f"answer token id {max(flat)} outside the vocabulary of {logits.size}")
-    option_logits = logits[flat]
-    if not np.all(np.isfinite(option_logits)) or np.isnan(logits).any():
+    if np.isnan(logits).any() or np.isposinf(logits).any():  # -inf is a masked token: probability 0
         return Answer(math.nan, "non-finite logits")
-    top = np.max(logits[np.isfinite(logits)])
-    log_z = top + math.log(np.sum(np.exp(logits[np.isfinite(logits)] - top)))
+    finite = logits[np.isfinite(logits)]
+    top = finite.max()
+    log_z = top + math.log(np.sum(np.exp(finite - top)))
     probs = np.array([np.sum(np.exp(logits[list(ids)] - log_z)) for ids in ids_per_option])
     mass = float(probs.sum())
     if not mass > 0.0:

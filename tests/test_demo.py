@@ -1,6 +1,8 @@
 """The demo dataset: SeIQA layout, documented synthetic labels, graded degradations, byte-identical reruns."""
+
 import csv
 import hashlib
+import itertools
 import re
 
 import numpy as np
@@ -21,7 +23,13 @@ from featurestore.errors import SiqaError
 
 COUNTS = {"Train": 72, "Val": 12, "Test": 24}
 REQUIRED_FAMILIES = {
-    "gaussian_blur", "gaussian_noise", "jpeg", "object_removed", "object_pasted", "patch_shuffle", "object_recolour",
+    "gaussian_blur",
+    "gaussian_noise",
+    "jpeg",
+    "object_removed",
+    "object_pasted",
+    "patch_shuffle",
+    "object_recolour",
 }
 
 
@@ -123,7 +131,7 @@ def test_label_rule_falls_with_level_and_meaning_costs_more():
     for degradation in DEGRADATIONS.values():
         scores = [degradation.score(level) for level in LEVELS]
         assert all(0 <= s <= 5 for s in scores)
-        assert all(a > b for a, b in zip(scores, scores[1:])), degradation.name
+        assert all(a > b for a, b in itertools.pairwise(scores)), degradation.name
     for level in LEVELS:
         photometric = min(d.score(level) for d in DEGRADATIONS.values() if d.kind == "photometric")
         semantic = max(d.score(level) for d in DEGRADATIONS.values() if d.kind != "photometric")
@@ -155,3 +163,15 @@ def test_rerun_replaces_an_earlier_demo_but_not_other_folders(tmp_path):
     with pytest.raises(SiqaError, match="holds no earlier demo"):
         make_demo_dataset(foreign, size=64)
     assert (foreign / "holiday.jpg").read_bytes() == b"not ours"
+
+
+def test_the_seiqa_loader_reads_the_demo_and_ignores_its_meta_file(demo):
+    from featurestore.datasets import load_pairs
+
+    out, _ = demo
+    table = load_pairs(out).df
+    assert table.groupby("split").size().to_dict() == {"train": 72, "val": 12, "test": 24}
+    rule = {row["name"]: float(row["score"]) for row in _meta(out) if row["split"] == "train"}
+    train = table[table.split == "train"]
+    assert dict(zip(train.name, train.label)) == rule
+    assert table[table.split != "train"].label.isna().all()

@@ -7,6 +7,11 @@ from .base import REGISTRY, Column, Extractor, WeightSource, create, register
 
 _MODULES = [
     "formula",
+    "imagenet",
+    "clip",
+    "dino",
+    "pyiqa_deep",
+    "vlm",
 ]
 
 

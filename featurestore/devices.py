@@ -1,0 +1,140 @@
+"""Where and how the deep extractors run, and how decoded images become model-sized batches.
+
+- `Runtime`: the device (CUDA when present, else CPU), autocast precision (bf16 where the GPU supports it,
+  else fp16; full fp32 on the CPU, where autocast mostly costs time) and channels-last for convnets.
+- `model_batches`: resize under an explicit policy, normalise and group images that end up the same shape, so
+  a batch never mixes shapes and no image is silently squashed to a square:
+    keep    scale to about `size`x`size` pixels of area, aspect kept, sides rounded to `multiple`
+            (models that accept any shape: DINOv2 interpolates its position embeddings, convnets pool)
+    pad     fit the long side into `size`, pad the short side with the normalisation mean (a model with a
+            fixed square input still sees the whole image undistorted: CLIP)
+    crop    scale the short side to `size`, centre-crop a square (the CLIP training protocol; drops borders)
+    squash  resize to `size`x`size` regardless of aspect (only when asked for)
+Resizing runs on the device: the uint8 image goes over, not a float copy four times its size.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import DecodedImage
+
+RESIZE_POLICIES = ("keep", "pad", "crop", "squash")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available")
+    return device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: run in the model's own fp32
+    channels_last: bool
+
+    @classmethod
+    def create(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True) -> "Runtime":
+        dev = pick_device(device)
+        if precision == "auto":
+            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if dev.type == "cuda" else "fp32"
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+        return cls(dev, dtypes[precision], channels_last and dev.type == "cuda")
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.eval().to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    @contextlib.contextmanager
+    def inference(self):
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            yield
+
+    def to_input(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+
+def target_shape(height: int, width: int, size: int, policy: str, multiple: int = 1) -> tuple[int, int]:
+    """Output (height, width) of the model input for an image of this size."""
+    if policy == "keep":
+        scale = size / math.sqrt(height * width)
+        return (max(multiple, round(height * scale / multiple) * multiple),
+                max(multiple, round(width * scale / multiple) * multiple))
+    if policy in ("pad", "crop", "squash"):
+        return size, size
+    raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, not {policy!r}")
+
+
+def _resize_one(rgb: np.ndarray, size: int, policy: str, multiple: int, mean: torch.Tensor,
+                device: torch.device) -> torch.Tensor:
+    """3xHxW float in [0, 1] on `device`, before normalisation (pad fills with `mean`)."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    h, w = rgb.shape[:2]
+    th, tw = target_shape(h, w, size, policy, multiple)
+    if policy in ("pad", "crop"):
+        scale = (size / max(h, w)) if policy == "pad" else (size / min(h, w))
+        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    else:
+        rh, rw = th, tw
+    if (rh, rw) != (h, w):
+        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+    if policy == "pad":
+        canvas = mean.view(1, 3, 1, 1).expand(1, 3, size, size).clone()
+        top, left = (size - rh) // 2, (size - rw) // 2
+        canvas[:, :, top:top + rh, left:left + rw] = x
+        x = canvas
+    elif policy == "crop":
+        top, left = (rh - size) // 2, (rw - size) // 2
+        x = x[:, :, top:top + size, left:left + size]
+    return x[0]
+
+
+def model_batches(images: list[DecodedImage], size: int, policy: str, mean, std, runtime: Runtime,
+                  multiple: int = 1, cache_key: str = "") -> list[tuple[list[int], torch.Tensor]]:
+    """Normalised model inputs grouped by shape: `[(indices into images, N x 3 x H x W tensor), ...]`.
+
+    With `cache_key`, the normalised input is memoised on the `DecodedImage`, so two models with the same
+    preprocessing (CLIP ViT-L-14 and ViT-B-16 at 224) resize each image once."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=runtime.device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=runtime.device)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(target_shape(img.height, img.width, size, policy, multiple), []).append(i)
+
+    def prepared(img: DecodedImage) -> torch.Tensor:
+        x = _resize_one(img.rgb, size, policy, multiple, mean_t, runtime.device)
+        return (x - mean_t.view(3, 1, 1)) / std_t.view(3, 1, 1)
+
+    out = []
+    for idx in groups.values():
+        if cache_key:
+            key = ("model_input", cache_key, size, policy, multiple, tuple(mean), tuple(std), str(runtime.device))
+            tensors = [images[i].cached(key, lambda im=images[i]: prepared(im)) for i in idx]
+        else:
+            tensors = [prepared(images[i]) for i in idx]
+        out.append((idx, runtime.to_input(torch.stack(tensors))))
+    return out
+
+
+def scatter(groups: list[tuple[list[int], torch.Tensor]], n: int) -> torch.Tensor:
+    """Reassemble per-group outputs `[(indices, N x ...)]` into one tensor in the original image order."""
+    first = groups[0][1]
+    out = torch.empty((n, *first.shape[1:]), dtype=first.dtype, device=first.device)
+    for idx, values in groups:
+        out[torch.as_tensor(idx, device=first.device)] = values
+    return out

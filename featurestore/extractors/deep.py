@@ -1,0 +1,108 @@
+"""What every neural-network extractor shares: runtime settings, lazy loading, weights resolution, and
+the vector arithmetic that turns two cached per-image embeddings into pair features."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from ..devices import Runtime
+from ..weights import MissingWeights, WeightSpec, resolve
+from .base import Extractor, WeightSource
+
+#: settings that change where/how fast a model runs, not what it computes: left out of the store folder hash,
+#: so moving from CPU to GPU or changing the batch size reuses the features already stored
+RUNTIME_KEYS = {"device": "auto", "precision": "auto", "batch_size": 16}
+RANDOM_INIT = "random init (timing and tests only: values are meaningless)"
+
+
+class DeepExtractor(Extractor):
+    """A neural-network extractor. Subclasses declare `weight_specs()` and build their networks in `load()`.
+
+    `random_init = true` builds the same architecture without weights: same compute, meaningless values, for
+    benchmarks on machines with no model hub. The model loads on the first batch, after `check_weights`
+    has vetted every extractor, so a missing file stops the run before any work."""
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        self.batch_size = int(self.config["batch_size"])
+        self._runtime: Runtime | None = None
+        self._loaded = None
+
+    @property
+    def config_hash(self) -> str:
+        identity = {k: v for k, v in self.config.items() if k not in RUNTIME_KEYS}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime.create(self.config["device"], self.config["precision"])
+        return self._runtime
+
+    @property
+    def loaded(self):
+        """Whatever `load()` built (networks, text embeddings, ...), built once."""
+        if self._loaded is None:
+            self._loaded = self.load(self.runtime)
+        return self._loaded
+
+    def load(self, runtime: Runtime):
+        raise NotImplementedError
+
+    def weight_specs(self) -> list[WeightSpec]:
+        raise NotImplementedError
+
+    def weight_sources(self) -> list[WeightSource]:
+        if self.config["random_init"]:
+            return [WeightSource(spec.what, RANDOM_INIT) for spec in self.weight_specs()]
+        return [resolve(spec) for spec in self.weight_specs()]
+
+    def weight_path(self, spec: WeightSpec) -> str:
+        """Resolved location of one weight, for `load()`; raises if it vanished since the pre-flight check."""
+        source = resolve(spec)
+        if source.found is None:
+            raise MissingWeights([source])
+        return source.found
+
+    def close(self) -> None:
+        self._loaded = None
+        if self._runtime is not None and self._runtime.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+# --- pair arithmetic on cached per-image vectors (numpy, batched over pairs) ---------------------------------
+
+def unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of (n, d) blocks (also works on (n, k, d): cosine per k)."""
+    return np.sum(unit(a) * unit(b), axis=-1)
+
+
+def embedding_pair_columns(prefix: str, ref: np.ndarray, dist: np.ndarray, product: bool = True) -> dict:
+    """cosine, |d-r| of the unit vectors and (optionally) their element-wise product, whose sum is the cosine:
+    a linear model on the product learns which embedding directions matter to people."""
+    r, d = unit(ref), unit(dist)
+    out = {f"{prefix}cos": np.sum(r * d, axis=-1), f"{prefix}absdiff": np.abs(d - r).astype(np.float32)}
+    if product:
+        out[f"{prefix}prod"] = (d * r).astype(np.float32)
+    return out
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-10) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, None)
+    q = np.clip(np.asarray(q, dtype=np.float64), eps, None)
+    p, q = p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)
+    return np.sum(p * np.log(p / q), axis=-1)
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    m = 0.5 * (np.asarray(p, dtype=np.float64) + np.asarray(q, dtype=np.float64))
+    return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)

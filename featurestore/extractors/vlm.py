@@ -1,0 +1,403 @@
+"""Semantic judgments of a vision-language model (Qwen-VL family) as pair-level features.
+
+Three of the six SeIQA challenge teams used a Qwen vision-language model: structured questions fed to a
+gradient-boosting model (rank 3), the mean of sampled chain-of-thought scores (rank 4), hidden states as
+features for a small regressor (rank 1). This extractor gives all three to the tabular stage:
+
+- one column per question of `configs/vlm_questions.toml` (presence, attributes, layout, relations, text,
+  meaning, an overall 0..5 score): the expected answer under the model's next-token probabilities, read
+  from one forward pass (deterministic, no sampling; `featurestore.vlm_answers`);
+- with `k_samples > 0`, `<question>_sampled`: the mean of K sampled and parsed answers (test-time scaling);
+- `answer_mass`: the mean probability the model put on valid answers (how well it follows the format);
+- `hidden_last` / `hidden_mid`: last-layer and middle-layer hidden states at the answer position, averaged
+  over the questions, as dense blocks for the out-of-fold Ridge meta-features.
+
+Both images go into one chat prompt, reference first. Pixel budget rule: an image whose area exceeds
+`max_pixels` (or the processor's own limit, if smaller) is downscaled with Lanczos, aspect ratio kept, to the
+largest size whose sides are multiples of the vision tower's patch x merge size (28 px for Qwen2/2.5-VL, 32 px
+for Qwen3-VL) within the budget; the degraded image has the reference's size already, so both get the same.
+
+Runs on a CUDA GPU in bfloat16 (optionally 4-bit through bitsandbytes); on a CPU it falls back to float32
+and is slow for real checkpoints (tens of seconds per pair for a 7B model), hence disabled by default.
+An answer the model does not give in the expected form becomes NaN with a logged reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SiqaError
+from ..vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
+from .base import Column, Extractor, WeightSource, register
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "configs" / "vlm_questions.toml"
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+_RESERVED = {"answer_mass", "hidden_last", "hidden_mid"}
+_DTYPES = ("bfloat16", "float16", "float32")
+
+
+# --- question set ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    text: str
+    instruction: str
+    options: dict[str, float]
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """The prompt layout and the questions, as read from a TOML file (see configs/vlm_questions.toml)."""
+
+    system: str
+    reference: str
+    degraded: str
+    questions: tuple[Question, ...]
+    source: str = field(default="", compare=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "QuestionSet":
+        path = Path(path)
+        try:
+            with open(path, "rb") as fh:
+                spec = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SiqaError(f"{path}: question file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SiqaError(f"{path}: invalid TOML ({exc})") from None
+        prompt, kinds = spec.get("prompt", {}), spec.get("answers", {})
+        for key in ("reference", "degraded"):
+            if not isinstance(prompt.get(key), str):
+                raise SiqaError(f"{path}: [prompt] needs a text `{key}` (the caption before that image)")
+        for kind, table in kinds.items():
+            options = table.get("options")
+            if not isinstance(table.get("instruction"), str) or not isinstance(options, dict) or len(options) < 2:
+                raise SiqaError(f"{path}: [answers.{kind}] needs an `instruction` and at least two `options`")
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in options.values()):
+                raise SiqaError(f"{path}: [answers.{kind}] option values must be finite numbers")
+        questions, seen = [], set()
+        for i, q in enumerate(spec.get("questions", []), start=1):
+            qid, kind, text = q.get("id"), q.get("answer"), q.get("text")
+            if not isinstance(qid, str) or not _ID.match(qid) or qid in _RESERVED or qid.endswith("_sampled"):
+                raise SiqaError(f"{path}: question {i}: id {qid!r} must be lower_snake_case, not a reserved column name")
+            if qid in seen:
+                raise SiqaError(f"{path}: question {i}: duplicate id {qid!r}")
+            if kind not in kinds:
+                raise SiqaError(f"{path}: question {qid}: answer {kind!r} is not one of [answers.{', '.join(kinds)}]")
+            if not isinstance(text, str) or not text.strip():
+                raise SiqaError(f"{path}: question {qid}: empty `text`")
+            seen.add(qid)
+            options = {str(k): float(v) for k, v in kinds[kind]["options"].items()}
+            questions.append(Question(qid, text.strip(), kinds[kind]["instruction"].strip(), options))
+        if not questions:
+            raise SiqaError(f"{path}: no [[questions]]")
+        return cls(prompt.get("system", ""), prompt["reference"], prompt["degraded"], tuple(questions), str(path))
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the answers (not the file's name or comments)."""
+        blob = json.dumps([self.system, self.reference, self.degraded,
+                           [(q.id, q.text, q.instruction, q.options) for q in self.questions]])
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def messages(self, question: Question) -> list[dict]:
+        """Chat messages for one question: reference first, then the degraded image, then the question."""
+        user = [
+            {"type": "text", "text": self.reference}, {"type": "image"},
+            {"type": "text", "text": "\n" + self.degraded}, {"type": "image"},
+            {"type": "text", "text": f"\n{question.text} {question.instruction}"},
+        ]
+        system = [{"role": "system", "content": [{"type": "text", "text": self.system}]}] if self.system else []
+        return system + [{"role": "user", "content": user}]
+
+
+def budget_size(width: int, height: int, max_pixels: int, factor: int) -> tuple[int, int]:
+    """Largest (w, h), sides multiples of `factor`, aspect kept, w*h <= max_pixels (never upscales past the image)."""
+    scale = min(1.0, math.sqrt(max_pixels / (width * height)))
+    snap = lambda side: max(factor, int(side * scale) // factor * factor)  # noqa: E731
+    return snap(width), snap(height)
+
+
+# --- inference ------------------------------------------------------------------------------------------
+
+@dataclass
+class Judgment:
+    answers: dict[str, Answer]      # question id -> expected answer from the logits
+    sampled: dict[str, Answer]      # question id -> mean of K sampled answers (empty when k_samples = 0)
+    hidden_last: np.ndarray         # (hidden,) float32
+    hidden_mid: np.ndarray          # (hidden,) float32
+
+
+class VlmJudge:
+    """Asks one loaded model + processor every question of a `QuestionSet` about one image pair.
+
+    All questions of a pair go through the model as one left-padded batch, so the answer position is the
+    last one of every row and `logits_to_keep=1` spares the (questions x tokens x vocabulary) logits."""
+
+    def __init__(self, model, processor, questions: QuestionSet, max_pixels: int = 512 * 28 * 28,
+                 k_samples: int = 0, temperature: float = 1.0, max_new_tokens: int = 16,
+                 middle_layer: int | None = None, min_answer_mass: float = 0.0, seed: int = 0):
+        self.model, self.processor, self.questions = model, processor, questions
+        self.k_samples, self.temperature, self.max_new_tokens = k_samples, temperature, max_new_tokens
+        self.min_answer_mass, self.seed = min_answer_mass, seed
+        self.processor.tokenizer.padding_side = "left"
+        text_config = model.config.get_text_config()
+        layers = int(text_config.num_hidden_layers)
+        # hidden_states[0] is the embedding output, hidden_states[i] the output of decoder layer i
+        self.middle_layer = layers // 2 if middle_layer is None else int(middle_layer)
+        if not 0 <= self.middle_layer <= layers:
+            raise SiqaError(f"[extractors.vlm] middle_layer {middle_layer}: the model has layers 0..{layers}")
+        self.hidden_size = int(text_config.hidden_size)
+        image_processor = processor.image_processor
+        self.factor = int(image_processor.patch_size) * int(image_processor.merge_size)
+        own_limit = (getattr(image_processor, "size", None) or {}).get("longest_edge")
+        self.max_pixels = min(max_pixels, own_limit) if own_limit else max_pixels
+        self.prompts = [processor.apply_chat_template(questions.messages(q), add_generation_prompt=True,
+                                                      tokenize=False) for q in questions.questions]
+        encode = lambda s: processor.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+        self.option_ids = {}
+        for q in questions.questions:
+            ids, reason = option_token_ids(encode, list(q.options))
+            if reason:
+                log.warning("vlm: question %s will be NaN: %s", q.id, reason)
+            self.option_ids[q.id] = ids
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def fit_budget(self, rgb: np.ndarray) -> Image.Image:
+        image = Image.fromarray(rgb)
+        size = budget_size(image.width, image.height, self.max_pixels, self.factor)
+        return image if size == image.size else image.resize(size, Image.LANCZOS)
+
+    def _inputs(self, prompts: list[str], images: list[Image.Image]):
+        inputs = self.processor(text=prompts, images=images * len(prompts), padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
+    def judge(self, ref: np.ndarray, dist: np.ndarray, pair_id: str = "") -> Judgment:
+        import torch
+
+        images = [self.fit_budget(ref), self.fit_budget(dist)]
+        inputs = self._inputs(self.prompts, images)
+        with torch.inference_mode():
+            out = self.model(**inputs, output_hidden_states=True, logits_to_keep=1)
+        logits = out.logits[:, -1].float().cpu().numpy()
+        hidden_last = out.hidden_states[-1][:, -1].float().mean(0).cpu().numpy()
+        hidden_mid = out.hidden_states[self.middle_layer][:, -1].float().mean(0).cpu().numpy()
+        del out
+        answers, sampled = {}, {}
+        for i, q in enumerate(self.questions.questions):
+            answers[q.id] = expected_answer(logits[i], self.option_ids[q.id], list(q.options.values()),
+                                            self.min_answer_mass)
+            if self.k_samples:
+                sampled[q.id] = mean_of_samples([parse_answer(t, q.options)
+                                                 for t in self._sample(self.prompts[i], images)])
+        for suffix, found in (("", answers), ("_sampled", sampled)):
+            for qid, answer in found.items():
+                if answer.reason:
+                    log.debug("vlm: pair %s, %s%s: NaN (%s)", pair_id[:12], qid, suffix, answer.reason)
+        return Judgment(answers, sampled, hidden_last.astype(np.float32), hidden_mid.astype(np.float32))
+
+    def _sample(self, prompt: str, images: list[Image.Image]) -> list[str]:
+        """K sampled answers to one question; seeded per call so a pair's values do not depend on its batch."""
+        import torch
+
+        inputs = self._inputs([prompt], images)
+        torch.manual_seed(self.seed)
+        with torch.inference_mode():
+            # top_k / top_p / repetition_penalty overridden: Qwen checkpoints ship near-greedy generation defaults
+            out = self.model.generate(**inputs, do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0,
+                                      repetition_penalty=1.0, num_return_sequences=self.k_samples,
+                                      max_new_tokens=self.max_new_tokens,
+                                      pad_token_id=self.processor.tokenizer.pad_token_id)
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# --- weights --------------------------------------------------------------------------------------------
+
+def _has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")))
+
+
+def resolve_model_dir(model: str) -> Path | None:
+    """Where the checkpoint `model` (a folder or a Hugging Face id) is on this machine, without any network:
+    the folder itself -> `$SIQA_WEIGHTS_DIR/<model name>` -> the Hugging Face cache; None if nowhere."""
+    candidates = [Path(model).expanduser()]
+    if os.environ.get("SIQA_WEIGHTS_DIR"):
+        candidates.append(Path(os.environ["SIQA_WEIGHTS_DIR"]) / Path(model).name)
+    for folder in candidates:
+        if folder.is_dir() and _has_weights(folder):
+            return folder
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(repo_id=model, filename="config.json")
+    except HFValidationError:  # not a repo id (e.g. a folder path that does not exist)
+        return None
+    if isinstance(cached, str) and _has_weights(Path(cached).parent):
+        return Path(cached).parent
+    return None
+
+
+def load_model(folder: Path, dtype: str, device: str, load_in_4bit: bool):
+    """Model and processor from a local checkpoint folder (no network), placed on `device`."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if device.startswith("cpu") and dtype != "float32":
+        dtype = "float32"  # bf16/fp16 matmuls on CPUs are slow or missing; the values differ only by rounding
+    kwargs = {"dtype": getattr(torch, dtype), "local_files_only": True}
+    if load_in_4bit:
+        if not device.startswith("cuda") or importlib.util.find_spec("bitsandbytes") is None:
+            raise SiqaError("[extractors.vlm] load_in_4bit needs the bitsandbytes package and a CUDA GPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=kwargs["dtype"])
+    kwargs["device_map"] = {"": device}
+    model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs).eval()
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    return model, processor
+
+
+def _mean_mass(answers) -> float:
+    masses = [a.mass for a in answers if math.isfinite(a.mass)]
+    return float(np.mean(masses)) if masses else math.nan
+
+
+# --- extractor ------------------------------------------------------------------------------------------
+
+@register
+class VlmExtractor(Extractor):
+    name = "vlm"
+    version = 1
+    level = "pair"
+    batch_size = 4  # pairs per call; each pair is one forward pass of all its questions
+    default_config = {
+        "model": "Qwen/Qwen2.5-VL-7B-Instruct",  # Hugging Face id or checkpoint folder
+        "dtype": "bfloat16",                      # on a CPU: float32
+        "load_in_4bit": False,                    # needs bitsandbytes and a CUDA GPU
+        "device": "auto",                         # auto = cuda if available, else cpu
+        "max_pixels": 512 * 28 * 28,              # per image; see the pixel budget rule above
+        "questions": "",                          # question file; "" = configs/vlm_questions.toml
+        "k_samples": 0,                           # > 0 adds `<id>_sampled` columns (mean of K sampled answers)
+        "temperature": 1.0,                       # of the sampled answers
+        "max_new_tokens": 16,                     # of each sampled answer
+        "middle_layer": None,                     # hidden_mid layer; None = half the decoder depth
+        "min_answer_mass": 0.0,                   # NaN when less probability is on the answer options
+        "seed": 0,                                # of the sampled answers
+    }
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        if self.config["dtype"] not in _DTYPES:
+            raise ValueError(f"dtype {self.config['dtype']!r} is not one of {', '.join(_DTYPES)}")
+        if int(self.config["k_samples"]) < 0 or int(self.config["max_pixels"]) < 28 * 28:
+            raise ValueError("k_samples must be >= 0 and max_pixels >= 784")
+        self.questions = QuestionSet.load(self.config["questions"] or DEFAULT_QUESTIONS)
+        self._judge: VlmJudge | None = None
+        self._hidden_size: int | None = None
+
+    @property
+    def config_hash(self) -> str:
+        # The question file's content changes the outputs, its path alone does not say so.
+        blob = json.dumps([self.config, self.questions.fingerprint()], sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    @property
+    def device(self) -> str:
+        if self.config["device"] != "auto":
+            return self.config["device"]
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _model_dir(self) -> Path:
+        folder = resolve_model_dir(self.config["model"])
+        if folder is None:
+            source = self.weight_sources()[0]
+            raise SiqaError(f"[extractors.vlm] model {self.config['model']}: weights not found; {source.hint}")
+        return folder
+
+    def weight_sources(self) -> list[WeightSource]:
+        model = self.config["model"]
+        found = resolve_model_dir(model)
+        hint = (f"download it with `hf download {model} --local-dir $SIQA_WEIGHTS_DIR/{Path(model).name}` "
+                f"or set [extractors.vlm] model to a checkpoint folder")
+        return [WeightSource(f"transformers {model}", str(found) if found else None, hint)]
+
+    def pair_columns(self) -> list[Column]:
+        if self._hidden_size is None:
+            if self._judge is not None:
+                self._hidden_size = self._judge.hidden_size
+            else:
+                from transformers import AutoConfig
+
+                config = AutoConfig.from_pretrained(self._model_dir(), local_files_only=True)
+                self._hidden_size = int(config.get_text_config().hidden_size)
+        columns = []
+        for q in self.questions.questions:
+            columns.append(Column(q.id))
+            if self.config["k_samples"]:
+                columns.append(Column(f"{q.id}_sampled"))
+        return columns + [Column("answer_mass"), Column("hidden_last", self._hidden_size),
+                          Column("hidden_mid", self._hidden_size)]
+
+    def judge(self) -> VlmJudge:
+        """The loaded model, on first use."""
+        if self._judge is None:
+            model, processor = load_model(self._model_dir(), self.config["dtype"], self.device,
+                                          bool(self.config["load_in_4bit"]))
+            c = self.config
+            self._judge = VlmJudge(model, processor, self.questions, max_pixels=int(c["max_pixels"]),
+                                   k_samples=int(c["k_samples"]), temperature=float(c["temperature"]),
+                                   max_new_tokens=int(c["max_new_tokens"]), middle_layer=c["middle_layer"],
+                                   min_answer_mass=float(c["min_answer_mass"]), seed=int(c["seed"]))
+        return self._judge
+
+    def compute_pairs(self, pairs) -> dict[str, np.ndarray]:
+        judge = self.judge()
+        results = [judge.judge(p.ref.rgb, p.dist.rgb, p.pair_id) for p in pairs]
+        out: dict[str, np.ndarray] = {}
+        for q in self.questions.questions:
+            out[q.id] = self._values(q.id, [r.answers[q.id] for r in results], pairs)
+            if self.config["k_samples"]:
+                out[f"{q.id}_sampled"] = self._values(f"{q.id}_sampled", [r.sampled[q.id] for r in results], pairs)
+        out["answer_mass"] = np.array([_mean_mass(r.answers.values()) for r in results])
+        out["hidden_last"] = np.stack([r.hidden_last for r in results])
+        out["hidden_mid"] = np.stack([r.hidden_mid for r in results])
+        return out
+
+    @staticmethod
+    def _values(column: str, answers: list[Answer], pairs) -> np.ndarray:
+        """One column; unreadable answers are NaN and logged once per batch with the first reason."""
+        failed = [(p.pair_id, a.reason) for p, a in zip(pairs, answers) if a.reason]
+        if failed:
+            log.warning("vlm: %s is NaN for %d of %d pair(s), e.g. pair %s: %s",
+                        column, len(failed), len(answers), failed[0][0][:12], failed[0][1])
+        return np.array([a.value for a in answers], dtype=np.float64)
+
+    def close(self) -> None:
+        if self._judge is not None:
+            self._judge = None
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

@@ -1,0 +1,78 @@
+"""The model-pool contract and registry: adding a model is one module plus one `@register` line.
+
+A pool model is scikit-learn shaped: parameters in `__init__`, `fit(X, y, groups=None)` learns
+(`X` a float64 DataFrame of scalar features and meta-features, NaN allowed; `y` the target, higher =
+better; `groups` the reference keys, for models that tune themselves with grouped inner CV),
+`predict(X)` returns one score per row on the target's scale. Fitted state ends in `_`.
+Models that use threads take `threads`; models with randomness take `random_state`.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
+
+POOL_REGISTRY: dict[str, type["PoolModel"]] = {}
+
+
+def register(name: str):
+    def decorate(cls):
+        if name in POOL_REGISTRY:
+            raise ValueError(f"pool model {name!r} registered twice")
+        cls.name = name
+        POOL_REGISTRY[name] = cls
+        return cls
+    return decorate
+
+
+class PoolModel(BaseEstimator, RegressorMixin):
+    name: ClassVar[str]
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> "PoolModel":
+        raise NotImplementedError
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+class FiniteScaler(BaseEstimator, TransformerMixin):
+    """Median imputation then z-scoring, both learnt on the training rows.
+
+    For models that cannot take NaN (linear, kernel, neural). A column that is all-NaN in training is
+    imputed with 0; a constant column is only centred.
+    """
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            median = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0) if len(X) else np.zeros(X.shape[1])
+        self.median_ = np.nan_to_num(median, nan=0.0)
+        filled = self._fill(X)
+        self.mean_ = filled.mean(axis=0)
+        scale = filled.std(axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        return self
+
+    def _fill(self, X: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(X), X, self.median_)
+
+    def transform(self, X) -> np.ndarray:
+        return (self._fill(np.asarray(X, dtype=np.float64)) - self.mean_) / self.scale_
+
+
+def select_columns(X: pd.DataFrame, columns: list[str] | None, model: str) -> pd.DataFrame:
+    """The configured columns of X (all when None); a missing one is a configuration error."""
+    if columns is None:
+        return X
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        from featurestore.errors import SiqaError
+
+        raise SiqaError(f"config: tabular model {model}: no feature column(s) {', '.join(map(repr, missing))}")
+    return X[list(columns)]
+
+
+#: meta-feature columns (dense-block Ridge predictions) carry this prefix in the pool's input
+META_PREFIX = "meta_"

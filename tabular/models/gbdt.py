@@ -1,0 +1,98 @@
+"""Gradient-boosted trees: CatBoost, XGBoost, LightGBM (the pool runs several seeds of each).
+
+They take NaN natively, so they see the raw feature matrix. Each is pinned to a fixed thread count
+and deterministic mode, so a seed reproduces its predictions exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import PoolModel, register
+
+
+@register("catboost")
+class CatBoostModel(PoolModel):
+    def __init__(self, iterations: int = 500, depth: int = 6, learning_rate: float = 0.05,
+                 l2_leaf_reg: float = 3.0, rsm: float = 1.0, random_state: int = 0, threads: int = 2):
+        self.iterations = iterations
+        self.depth = depth
+        self.learning_rate = learning_rate
+        self.l2_leaf_reg = l2_leaf_reg
+        self.rsm = rsm
+        self.random_state = random_state
+        self.threads = threads
+
+    def fit(self, X, y, groups=None):
+        from catboost import CatBoostRegressor
+
+        self.model_ = CatBoostRegressor(
+            iterations=self.iterations, depth=self.depth, learning_rate=self.learning_rate,
+            l2_leaf_reg=self.l2_leaf_reg, rsm=self.rsm, random_seed=self.random_state,
+            thread_count=self.threads, verbose=False, allow_writing_files=False)
+        self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(np.asarray(X, dtype=np.float64))
+
+
+@register("xgboost")
+class XGBoostModel(PoolModel):
+    def __init__(self, n_estimators: int = 400, max_depth: int = 4, learning_rate: float = 0.05,
+                 subsample: float = 0.8, colsample_bytree: float = 0.8, min_child_weight: float = 1.0,
+                 reg_lambda: float = 1.0, random_state: int = 0, threads: int = 2):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.random_state = random_state
+        self.threads = threads
+
+    def fit(self, X, y, groups=None):
+        from xgboost import XGBRegressor
+
+        self.model_ = XGBRegressor(
+            n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
+            subsample=self.subsample, colsample_bytree=self.colsample_bytree,
+            min_child_weight=self.min_child_weight, reg_lambda=self.reg_lambda, tree_method="hist",
+            random_state=self.random_state, n_jobs=self.threads, verbosity=0)
+        self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(np.asarray(X, dtype=np.float64)).astype(np.float64)
+
+
+@register("lightgbm")
+class LightGBMModel(PoolModel):
+    def __init__(self, n_estimators: int = 400, num_leaves: int = 15, learning_rate: float = 0.05,
+                 min_child_samples: int = 10, subsample: float = 0.8, colsample_bytree: float = 0.8,
+                 reg_lambda: float = 1.0, random_state: int = 0, threads: int = 2):
+        self.n_estimators = n_estimators
+        self.num_leaves = num_leaves
+        self.learning_rate = learning_rate
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.random_state = random_state
+        self.threads = threads
+
+    def fit(self, X, y, groups=None):
+        from lightgbm import LGBMRegressor
+
+        self.model_ = LGBMRegressor(
+            n_estimators=self.n_estimators, num_leaves=self.num_leaves, learning_rate=self.learning_rate,
+            min_child_samples=self.min_child_samples, subsample=self.subsample, subsample_freq=1,
+            colsample_bytree=self.colsample_bytree, reg_lambda=self.reg_lambda,
+            random_state=self.random_state, n_jobs=self.threads, deterministic=True,
+            force_row_wise=True, verbose=-1)
+        # numpy, not a DataFrame: store column names may hold characters LightGBM rejects
+        self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(np.asarray(X, dtype=np.float64))

@@ -1,0 +1,94 @@
+"""Linear pool models: Ridge (optionally on log-features, optionally on a configured column set) and
+the best single feature.
+
+These are the fall-backs for small tables, where boosted trees lose to a Ridge on log-features or to
+the best single metric. The rank-6 recipe of the pool ("Ridge on a configured set of metric
+features with CV-chosen alpha") is this `ridge` model configured with `columns` and `log_features`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import metrics
+from ..ridge import DEFAULT_ALPHAS, GroupedRidgeCV
+from .base import META_PREFIX, FiniteScaler, PoolModel, register, select_columns
+
+
+class LogAugment:
+    """Adds log(x + c) for every column that is non-negative in training (metric values are skewed:
+    most pairs sit near zero distortion); c is half the smallest positive training value."""
+
+    def fit(self, X: np.ndarray) -> "LogAugment":
+        finite = np.where(np.isfinite(X), X, np.nan)
+        with np.errstate(all="ignore"):
+            low = np.nanmin(finite, axis=0)
+            positive_min = np.nanmin(np.where(finite > 0, finite, np.nan), axis=0)
+        self.columns_ = np.flatnonzero(np.nan_to_num(low, nan=-1.0) >= 0)
+        self.offset_ = np.nan_to_num(positive_min[self.columns_] / 2, nan=1.0)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            logged = np.log(np.clip(X[:, self.columns_], 0, None) + self.offset_)
+        return np.hstack([X, logged])
+
+
+@register("ridge")
+class RidgeModel(PoolModel):
+    def __init__(self, columns: list[str] | None = None, use_meta: bool = True, log_features: bool = False,
+                 alphas=DEFAULT_ALPHAS, inner_folds: int = 5, random_state: int = 0):
+        self.columns = columns
+        self.use_meta = use_meta
+        self.log_features = log_features
+        self.alphas = alphas
+        self.inner_folds = inner_folds
+        self.random_state = random_state
+
+    def _inputs(self, X: pd.DataFrame) -> np.ndarray:
+        X = select_columns(X, self.columns, self.name)
+        if not self.use_meta:
+            X = X[[c for c in X.columns if not c.startswith(META_PREFIX)]]
+        return X.to_numpy(dtype=np.float64)
+
+    def fit(self, X, y, groups=None):
+        Z = self._inputs(X)
+        if self.log_features:
+            self.log_ = LogAugment().fit(Z)
+            Z = self.log_.transform(Z)
+        self.scaler_ = FiniteScaler().fit(Z)
+        self.ridge_ = GroupedRidgeCV(alphas=tuple(self.alphas), n_splits=self.inner_folds,
+                                     random_state=self.random_state)
+        self.ridge_.fit(self.scaler_.transform(Z), y, groups)
+        return self
+
+    def predict(self, X):
+        Z = self._inputs(X)
+        if self.log_features:
+            Z = self.log_.transform(Z)
+        return self.ridge_.predict(self.scaler_.transform(Z))
+
+
+@register("best_feature")
+class BestFeatureModel(PoolModel):
+    """The single column with the best training Final (sign-aligned), mapped linearly onto the target."""
+
+    def __init__(self, columns: list[str] | None = None):
+        self.columns = columns
+
+    def fit(self, X, y, groups=None):
+        X = select_columns(X, self.columns, self.name)
+        Z = FiniteScaler().fit(X).transform(X)
+        scores = []
+        for j in range(Z.shape[1]):
+            sign = 1.0 if metrics.srocc(Z[:, j], y) >= 0 else -1.0
+            scores.append(metrics.final(sign * Z[:, j], y))
+        best = int(np.argmax(scores))
+        self.column_ = str(X.columns[best])
+        self.scaler_ = FiniteScaler().fit(X[[self.column_]])
+        x = self.scaler_.transform(X[[self.column_]])[:, 0]
+        self.slope_, self.intercept_ = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
+        return self
+
+    def predict(self, X):
+        return self.slope_ * self.scaler_.transform(X[[self.column_]])[:, 0] + self.intercept_

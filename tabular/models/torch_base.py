@@ -1,0 +1,75 @@
+"""Shared training loop for the small torch models of the pool (pairwise-rank MLP, rank-5 head).
+
+Inputs are imputed and z-scored, the target z-scored; training is mini-batch AdamW. The run is
+seeded inside `torch.random.fork_rng`, so a seed gives the same network every time without touching
+the caller's global random state. Subclasses define the network's output width, the loss and how an
+output becomes a score.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import FiniteScaler, PoolModel
+
+
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(n_in, width), nn.GELU(), nn.Dropout(dropout)]
+        n_in = width
+    layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class TorchPoolModel(PoolModel):
+    def _prepare(self, X, y: np.ndarray) -> tuple[int, torch.Tensor | None]:
+        """Learn input/target-dependent state before training.
+
+        Returns the network's output width and an optional per-row tensor handed to `_loss` with
+        each batch (e.g. class indices)."""
+        return 1, None
+
+    def _loss(self, output: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _score(self, output: torch.Tensor, X: np.ndarray) -> np.ndarray:
+        """Standardised score from network output; X is the raw (unscaled) input."""
+        raise NotImplementedError
+
+    def fit(self, X, y, groups=None):
+        y = np.asarray(y, dtype=np.float64)
+        self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
+        z = (y - self.y_mean_) / self.y_scale_
+        n_outputs, per_row = self._prepare(X, z)
+        X = np.asarray(X, dtype=np.float64)
+        self.scaler_ = FiniteScaler().fit(X)
+        inputs = torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)
+        targets = torch.as_tensor(z, dtype=torch.float32)
+        n = len(z)
+        batch = min(self.batch_size, n)
+        torch.set_num_threads(self.threads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            self.net_ = mlp(inputs.shape[1], tuple(self.hidden), n_outputs, self.dropout)
+            optimiser = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            generator = torch.Generator().manual_seed(self.random_state)
+            self.net_.train()
+            for _ in range(self.epochs):
+                order = torch.randperm(n, generator=generator)
+                # drop the ragged tail: a batch of one has no pairs and no correlation
+                for start in range(0, n - batch + 1, batch):
+                    index = order[start:start + batch]
+                    optimiser.zero_grad()
+                    rows = None if per_row is None else per_row[index]
+                    self._loss(self.net_(inputs[index]), targets[index], rows).backward()
+                    optimiser.step()
+        self.net_.eval()
+        return self
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        with torch.no_grad():
+            output = self.net_(torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32))
+        return self._score(output, X) * self.y_scale_ + self.y_mean_

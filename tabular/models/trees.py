@@ -1,0 +1,28 @@
+"""Extremely randomised trees on imputed features: a bagged, low-variance counterpart to the GBDTs."""
+from __future__ import annotations
+
+from sklearn.ensemble import ExtraTreesRegressor
+
+from .base import FiniteScaler, PoolModel, register
+
+
+@register("extratrees")
+class ExtraTreesModel(PoolModel):
+    def __init__(self, n_estimators: int = 300, min_samples_leaf: int = 2, max_features: float = 0.5,
+                 random_state: int = 0, threads: int = 2):
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.max_features = max_features
+        self.random_state = random_state
+        self.threads = threads
+
+    def fit(self, X, y, groups=None):
+        self.scaler_ = FiniteScaler().fit(X)
+        self.trees_ = ExtraTreesRegressor(
+            n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
+            max_features=self.max_features, random_state=self.random_state, n_jobs=self.threads)
+        self.trees_.fit(self.scaler_.transform(X), y)
+        return self
+
+    def predict(self, X):
+        return self.trees_.predict(self.scaler_.transform(X))
