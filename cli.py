@@ -157,13 +157,11 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
     else:
         click.echo(summary["leaderboard_text"])
         click.echo(f"run -> {run_dir}")
-    if not (quiet or as_json) and not table:
-        try:
-            from blend.report import write_report
+    from blend.report import write_report
 
-            click.echo(f"report -> {write_report(Path(run_dir))}")
-        except ImportError:
-            pass
+    report_path = write_report(Path(run_dir), progress=not (quiet or as_json))
+    if not as_json:
+        click.echo(f"report -> {report_path}")
 
 
 @app.command()
@@ -203,6 +201,10 @@ def predict(run_dir, ref, dist, pairs, out, store, quiet):
     else:
         raise SiqaError("predict needs --ref IMG --dist IMG, or --pairs FILE")
     scores = predict_pairs(table, run=Path(run_dir), store=_resolve_store(store), progress=not quiet)
+    if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
+        done = scores.attrs["extract"]
+        click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
+                   f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
     if ref and dist and not pairs:
         click.echo(f"{scores.score.iloc[0]:.4f}")
     elif out:
@@ -214,11 +216,12 @@ def predict(run_dir, ref, dist, pairs, out, store, quiet):
 
 @app.command()
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
-def report(run_dir):
+@_quiet_option
+def report(run_dir, quiet):
     """Write report.html and PNG plots for a run."""
     from blend.report import write_report
 
-    click.echo(f"report -> {write_report(Path(run_dir))}")
+    click.echo(f"report -> {write_report(Path(run_dir), progress=not quiet)}")
 
 
 @app.command()
@@ -234,11 +237,12 @@ def weights(config_path):
 @app.command("demo-data")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_data(out, seed):
+@_quiet_option
+def demo_data(out, seed, quiet):
     """Write a small SeIQA-layout dataset made from real photos shipped in scikit-image / scikit-learn."""
     from featurestore.demo import make_demo_dataset
 
-    summary = make_demo_dataset(Path(out), seed=seed)
+    summary = make_demo_dataset(Path(out), seed=seed, progress=not quiet)
     click.echo(f"demo data -> {out}: {summary}")
 
 

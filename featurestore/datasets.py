@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,8 @@ def _seiqa_labels(folder: Path, split: str, names: list[str]) -> dict[str, float
 
 def read_scores_xlsx(path: Path, integer: bool) -> dict[str, float]:
     """Read `name, score` rows after a header row; validate names and scores."""
+    if path.stat().st_size == 0:
+        raise SiqaError(f"{path}: unreadable xlsx: empty file (0 bytes)")
     try:
         raw = pd.read_excel(path, header=None, dtype=object, engine="openpyxl")
     except Exception as exc:
@@ -203,53 +206,86 @@ def read_scores_xlsx(path: Path, integer: bool) -> dict[str, float]:
 
 # --- pairs table ------------------------------------------------------------------------------------
 
+MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none"}
+
+
 def _load_table(path: Path, root: Path) -> PairTable:
+    """Names are taken verbatim (a CSV is read as text, so `001.png` or `NA` stay what they say); column
+    names are matched case-insensitively; an empty label cell (or nan/NA/null) means unlabelled."""
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise SiqaError(f"{path}: pairs table must be .csv or .parquet")
+    if path.stat().st_size == 0:
+        raise SiqaError(f"{path}: unreadable table: empty file (0 bytes)")
     try:
         if suffix == ".csv":
-            df = pd.read_csv(path)
-        elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
+            with warnings.catch_warnings():
+                # A row longer than the header would silently become an index or lose cells: refuse it.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
         else:
-            raise SiqaError(f"{path}: pairs table must be .csv or .parquet")
-    except SiqaError:
-        raise
+            df = pd.read_parquet(path)
     except Exception as exc:
-        raise SiqaError(f"{path}: unreadable table ({type(exc).__name__}: {exc})") from None
-    df.columns = [str(c).strip() for c in df.columns]
+        raise SiqaError(f"{path}: unreadable table ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
     for col in ("ref_name", "dist_name"):
         if col not in df.columns:
-            raise SiqaError(f"{path}: missing column {col!r} (have {', '.join(df.columns)})")
+            raise SiqaError(f"{path}: missing column {col!r} (have {', '.join(df.columns) or 'no columns'})")
+    if df.columns.duplicated().any():
+        raise SiqaError(f"{path}: column {df.columns[df.columns.duplicated()][0]!r} appears twice")
     if df.empty:
         raise SiqaError(f"{path}: table has no rows")
+    names = {col: _name_column(path, df[col], col) for col in ("ref_name", "dist_name")}
     label_col = next((c for c in ("mos", "dmos", "score", "label") if c in df.columns), None)
-    labels = pd.Series(math.nan, index=df.index)
-    if label_col:
-        labels = pd.to_numeric(df[label_col], errors="coerce")
-        bad = df[label_col].notna() & (labels.isna() | ~np.isfinite(labels))
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise SiqaError(f"{path}: row {i + 2}: {label_col} {df[label_col].iloc[i]!r} is not a finite number")
+    labels = _label_column(path, df[label_col], label_col) if label_col else np.full(len(df), math.nan)
     split = df["split"].astype(str).str.lower().str.strip() if "split" in df.columns else pd.Series("train", index=df.index)
     bad_split = ~split.isin(SPLITS)
     if bad_split.any():
-        raise SiqaError(f"{path}: unknown split {split[bad_split].iloc[0]!r}; use {', '.join(SPLITS)}")
-    dup = pd.DataFrame({"s": split, "d": df.dist_name.astype(str)}).duplicated()
+        i = int(np.flatnonzero(bad_split.to_numpy())[0])
+        raise SiqaError(f"{path}: row {i + 2}: unknown split {df['split'].iloc[i]!r}; use {', '.join(SPLITS)}")
+    dup = pd.DataFrame({"s": split.to_numpy(), "d": names["dist_name"]}).duplicated()
     if dup.any():
-        raise SiqaError(f"{path}: duplicate dist_name {df.dist_name[dup].iloc[0]!r}")
-    ref_paths = [str(root / str(n)) for n in df.ref_name]
-    dist_paths = [str(root / str(n)) for n in df.dist_name]
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise SiqaError(f"{path}: row {i + 2}: duplicate dist_name {names['dist_name'][i]!r} in split {split.iloc[i]}")
+    ref_paths = [str(root / n) for n in names["ref_name"]]
+    dist_paths = [str(root / n) for n in names["dist_name"]]
     for p in dict.fromkeys(ref_paths + dist_paths):
         if not Path(p).is_file():
             raise SiqaError(f"{path}: image {p} listed but not found")
     hashes = _hash_all(ref_paths + dist_paths)
     out = pd.DataFrame({
-        "split": split.to_numpy(), "name": df.dist_name.astype(str).to_numpy(),
+        "split": split.to_numpy(), "name": names["dist_name"],
         "ref_path": ref_paths, "dist_path": dist_paths,
         "ref_sha256": [hashes[p] for p in ref_paths], "dist_sha256": [hashes[p] for p in dist_paths],
-        "label": labels.astype(float).to_numpy(),
+        "label": labels,
     })
     return PairTable(_with_keys(out), str(path))
+
+
+def _name_column(path: Path, column: pd.Series, col: str) -> list[str]:
+    out = []
+    for i, v in enumerate(column):
+        if v is None or (isinstance(v, float) and math.isnan(v)) or not str(v).strip():
+            raise SiqaError(f"{path}: row {i + 2}: empty {col}")
+        out.append(str(v))
+    return out
+
+
+def _label_column(path: Path, column: pd.Series, col: str) -> np.ndarray:
+    out = np.full(len(column), math.nan)
+    for i, v in enumerate(column):
+        if v is None or (isinstance(v, str) and v.strip().lower() in MISSING_LABELS):
+            continue
+        try:
+            y = float(v)
+        except (TypeError, ValueError):
+            raise SiqaError(f"{path}: row {i + 2}: {col} {v!r} is not a finite number") from None
+        if math.isnan(y) and not isinstance(v, str):
+            continue  # a missing value in a typed (Parquet) column
+        if not math.isfinite(y):
+            raise SiqaError(f"{path}: row {i + 2}: {col} {v!r} is not a finite number")
+        out[i] = y
+    return out
 
 
 # --- helpers ----------------------------------------------------------------------------------------

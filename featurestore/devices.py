@@ -10,7 +10,6 @@
             fixed square input still sees the whole image undistorted: CLIP)
     crop    scale the short side to `size`, centre-crop a square (the CLIP training protocol; drops borders)
     squash  resize to `size`x`size` regardless of aspect (only when asked for)
-Resizing runs on the device: the uint8 image goes over, not a float copy four times its size.
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .io import DecodedImage
 
@@ -82,8 +82,10 @@ def target_shape(height: int, width: int, size: int, policy: str, multiple: int 
 
 def _resize_one(rgb: np.ndarray, size: int, policy: str, multiple: int, mean: torch.Tensor,
                 device: torch.device) -> torch.Tensor:
-    """3xHxW float in [0, 1] on `device`, before normalisation (pad fills with `mean`)."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    """3xHxW float in [0, 1] on `device`, before normalisation (pad fills with `mean`).
+
+    Antialiased bicubic either way: Pillow's on the CPU (on uint8, over 20x faster there than torch's float
+    kernel), torch's on a GPU (the uint8 image goes over, not a float copy four times its size)."""
     h, w = rgb.shape[:2]
     th, tw = target_shape(h, w, size, policy, multiple)
     if policy in ("pad", "crop"):
@@ -91,7 +93,10 @@ def _resize_one(rgb: np.ndarray, size: int, policy: str, multiple: int, mean: to
         rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
     else:
         rh, rw = th, tw
-    if (rh, rw) != (h, w):
+    if device.type == "cpu" and (rh, rw) != (h, w):
+        rgb = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.BICUBIC))
+    x = torch.tensor(rgb, dtype=torch.uint8).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    if tuple(x.shape[2:]) != (rh, rw):
         x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
     if policy == "pad":
         canvas = mean.view(1, 3, 1, 1).expand(1, 3, size, size).clone()

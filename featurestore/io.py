@@ -2,25 +2,62 @@
 
 Every extractor receives `DecodedImage` objects; the expensive conversions (float tensor, luma, grey)
 are computed lazily and cached on the object, so a batch decoded once feeds every extractor.
+
+Decoding rules (`read_rgb`); every image becomes HxWx3 uint8 sRGB-as-stored:
+- The file is read once; its bytes are both hashed and decoded, so a file changed after the pair table
+  was built is reported instead of caching features under a stale hash.
+- Empty files, files no Pillow plugin recognises (text or HTML saved as .png, ...), truncated or corrupt
+  data: `SiqaError("<file>: <problem>")`, one line. Pillow never guesses the missing part of a truncated file.
+- Multi-frame files (animated WebP, multi-page TIFF): the first frame.
+- 16-bit grey (`I;16*`, and `I`, read as 0..65535, clipped): rounded to 8 bits as round(v / 257).
+  16-bit RGB PNGs are reduced to 8 bits by Pillow's PNG reader (most significant byte).
+- Bilevel, grey, palette, YCbCr, CMYK: Pillow's conversion to RGB (CMYK naively, Adobe-inverted JPEGs
+  already corrected by the reader). Embedded ICC profiles are not applied.
+- Transparency (RGBA, LA, PA, palette with a transparent index): composited on white.
+- 32-bit float images (`F`): refused (no agreed value range).
+- EXIF orientation 2..8: applied (after any downscaling, so the budget is orientation-free).
+- Size: an image whose header says more than `MAX_DECODE_PIXELS` (after a JPEG's reduced-scale draft)
+  is refused before decoding (decompression-bomb guard). One with more than `max_pixels` (default
+  `MAX_PIXELS`, 16.8 megapixels) is downscaled, aspect kept, to floor(W*s) x floor(H*s) with
+  s = sqrt(max_pixels / (W*H)): JPEGs are first decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
+  stays at or above that size, then every format is resized with Lanczos (reducing_gap 3).
+- Fewer than 8 pixels on a side after all this: refused (no full-reference metric is defined there).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, UnidentifiedImageError
 
 from .errors import SiqaError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-# Larger images are downscaled (Lanczos, aspect kept) so that width*height <= this budget;
-# 12000x9000 would otherwise cost ~320 MB per float copy per extractor.
+# Larger images are downscaled to this many pixels: a 12000x9000 photo would otherwise cost
+# ~1.3 GB per float32 copy in every extractor, and no metric here gains from it.
 MAX_PIXELS = 4096 * 4096
+# Refused outright: decoding alone would need 3 bytes per pixel (600 MB at this cap) before downscaling.
+MAX_DECODE_PIXELS = 200_000_000
+MIN_SIDE = 8
 
-Image.MAX_IMAGE_PIXELS = None  # we enforce our own budget after a cheap header read
+# Pillow's own bomb check runs at open time on the full size, before a JPEG draft could shrink it;
+# `read_rgb` enforces MAX_DECODE_PIXELS itself on the size that will actually be decoded.
+Image.MAX_IMAGE_PIXELS = None
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -31,50 +68,76 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode to HxWx3 uint8 RGB: EXIF orientation applied, alpha composited on white,
-    16-bit / palette / CMYK / grey converted, oversize images downscaled to `max_pixels`."""
-    path = Path(path)
+def read_bytes(path: str | Path) -> bytes:
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", _draft_size(im.size, max_pixels))  # JPEG: decode at reduced size if huge
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            rgb = _to_rgb(im)
-    except SiqaError:
-        raise
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise SiqaError(f"{path}: file not found") from None
-    except Exception as exc:  # PIL raises many types for corrupt data
+    except OSError as exc:
+        raise SiqaError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a file to HxWx3 uint8 RGB by the rules in the module docstring."""
+    return decode_rgb(read_bytes(path), path, max_pixels)
+
+
+def decode_rgb(data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`read_rgb` on bytes already read; `path` only names the file in error messages."""
+    if not data:
+        raise SiqaError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", _fit(im.size, max_pixels))  # JPEG: decode at a reduced DCT scale if huge
+            w, h = im.size
+            if w * h > MAX_DECODE_PIXELS:
+                raise SiqaError(f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} megapixels), over the "
+                                f"{MAX_DECODE_PIXELS / 1e6:.0f}-megapixel decode limit; downscale it first")
+            im.load()
+            orientation = _orientation(im)  # after load: Pillow's PNG reader loads pixels to find EXIF
+            rgb = _to_rgb(im, path)
+    except SiqaError:
+        raise
+    except UnidentifiedImageError:
+        raise SiqaError(f"{path}: not an image file (no image format recognised in its "
+                        f"{len(data)} bytes)") from None
+    except Exception as exc:  # Pillow raises many types for corrupt data
         raise SiqaError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
-    w, h = rgb.size
-    if w * h > max_pixels:
-        scale = (max_pixels / (w * h)) ** 0.5
-        rgb = rgb.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.LANCZOS)
-    arr = np.asarray(rgb, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 8:
-        raise SiqaError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, smaller than 8x8")
-    return arr
+    if rgb.width * rgb.height > max_pixels:
+        rgb = rgb.resize(_fit(rgb.size, max_pixels), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if orientation in _TRANSPOSE_FOR_ORIENTATION:
+        rgb = rgb.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation])
+    if min(rgb.size) < MIN_SIDE:
+        raise SiqaError(f"{path}: image is {rgb.width}x{rgb.height}, smaller than {MIN_SIDE}x{MIN_SIDE}")
+    return np.asarray(rgb, dtype=np.uint8)
 
 
-def _draft_size(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a malformed EXIF block must not cost the pixels; it only loses the rotation
+        return 1
+
+
+def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     w, h = size
     if w * h <= max_pixels:
         return size
     scale = (max_pixels / (w * h)) ** 0.5
-    return int(w * scale), int(h * scale)
+    return max(1, int(w * scale)), max(1, int(h * scale))
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float64)
-        a = a / (65535.0 if a.max() > 255 else 255.0) * 255.0
-        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+def _to_rgb(im: Image.Image, path) -> Image.Image:
+    if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I: 16-bit grey
+        a = np.clip(np.asarray(im), 0, 65535).astype(np.uint32)
+        return Image.fromarray(((a + 128) // 257).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":
+        raise SiqaError(f"{path}: 32-bit float image (mode F) has no defined value range; save it as 8- or 16-bit")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, im).convert("RGB")
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 @dataclass(eq=False)
@@ -134,8 +197,13 @@ class DecodedPair:
     resized: bool = False
 
 
-def decode(path: str | Path, sha256: str | None = None) -> DecodedImage:
-    return DecodedImage(sha256=sha256 or sha256_file(path), rgb=read_rgb(path), path=str(path))
+def decode(path: str | Path, sha256: str | None = None, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Read the file once, hash and decode those bytes; `sha256` (from the pair table) must still match."""
+    data = read_bytes(path)
+    actual = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and actual != sha256:
+        raise SiqaError(f"{path}: file changed since the pair table was read (sha256 differs); run again")
+    return DecodedImage(sha256=actual, rgb=decode_rgb(data, path, max_pixels), path=str(path))
 
 
 def match_size(ref: DecodedImage, dist: DecodedImage) -> tuple[DecodedImage, bool]:

@@ -7,13 +7,28 @@ Layout under `root`:
     features/<name>-v<ver>-<hash>/pair/part-*.parquet     pair columns keyed by `pair_id`
     .lock                               held by the one process writing to the store
 
-Only missing keys are computed. Each chunk of work lands as its own shard, written to a temporary name,
-fsynced and renamed, so a killed run leaves whole shards only and the next run resumes from them. A
-store-wide lock serialises writers: a second `siqa features` waits, then finds the work done.
+Only missing keys are computed. Each batch of work lands as its own shard, written to a temporary name,
+fsynced and renamed, so a killed run leaves whole shards only and the next run resumes from them; the
+temporary files of a killed writer are deleted by the next one. A shard is named after a hash of the keys
+it holds, in order: the same work gives the same names, and two different shards cannot collide. A
+store-wide lock (flock on `.lock`) serialises writers: a second `siqa features` waits, then finds the
+work done; readers (DuckDB views) need no lock since every file appears whole or not at all.
+
+Two stores are the same when every extractor folder holds the same keys with the same values: a run that
+was killed and resumed may cut its shards at other places than an uninterrupted one, never more or fewer
+rows, and never one key twice.
+
+Failures never stop the run: an image that does not decode is reported by path (with the reason from
+`featurestore.io`), and its pairs are skipped; a batch that raises is retried one key at a time, so
+only the keys that fail themselves are skipped and reported, each naming its file. `siqa features
+--strict` turns any failure into an error exit. Pairs whose degraded image differs in size from the
+reference are handed to pair-level extractors resized to the reference (`featurestore.io.match_size`)
+and counted in the summary.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +54,7 @@ from .io import DecodedImage, DecodedPair, decode, match_size
 log = logging.getLogger(__name__)
 
 PAIR_KEY, IMAGE_KEY = "pair_id", "sha256"
+PAIRS_SCHEMA = pa.schema([pa.field(c, pa.float64() if c == "label" else pa.string()) for c in COLUMNS])
 
 
 @dataclass
@@ -46,8 +62,8 @@ class ExtractSummary:
     pairs: int = 0
     computed: Counter = field(default_factory=Counter)   # "<extractor>/<level>" -> rows computed now
     cached: Counter = field(default_factory=Counter)     # "<extractor>/<level>" -> rows already present
-    failures: dict[str, str] = field(default_factory=dict)  # path or pair name -> one-line reason
-    resized_pairs: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # file (and extractor) -> one-line reason
+    resized_pairs: int = 0  # pairs decoded in this run whose degraded image differs in size from the reference
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -55,7 +71,8 @@ class ExtractSummary:
         for key in sorted(set(self.computed) | set(self.cached)):
             out.append(f"  {key:<28} computed {self.computed[key]:>6}  cached {self.cached[key]:>6}")
         if self.resized_pairs:
-            out.append(f"  {self.resized_pairs} pair(s) with a degraded image of another size: resized to the reference")
+            out.append(f"  {self.resized_pairs} pair(s) with a degraded image of another size than the reference: "
+                       "resized to the reference for pair-level extractors")
         if self.failures:
             out.append(f"  {len(self.failures)} failure(s):")
             out.extend(f"    {where}: {why}" for where, why in sorted(self.failures.items()))
@@ -95,40 +112,62 @@ class FeatureStore:
 
     # --- atomic IO ----------------------------------------------------------------------------
     @staticmethod
-    def _write_atomic(table: pa.Table, path: Path) -> None:
+    def _write_atomic(write, path: Path) -> None:
+        """`write(file)` into a hidden temp file beside `path`, fsync, rename over `path`, fsync the folder.
+        A reader sees the old file or the new one, never a part; a kill leaves at most the temp file."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            with open(tmp, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SiqaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+    @classmethod
+    def _write_parquet(cls, table: pa.Table, path: Path) -> None:
+        cls._write_atomic(lambda fh: pq.write_table(table, fh, compression="zstd"), path)
+
+    @staticmethod
+    def shard_name(keys: list[str]) -> str:
+        """Named by the keys it holds: the same work gives the same name; different key lists never collide."""
+        return f"part-{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:32]}.parquet"
 
     def _write_shard(self, folder: Path, table: pa.Table) -> None:
-        # Name by content order so reruns of the same work give the same names (deterministic store).
-        first = table.column(0)[0].as_py() if table.num_rows else "empty"
-        self._write_atomic(table, folder / f"part-{first[:16]}-{table.num_rows:06d}.parquet")
+        self._write_parquet(table, folder / self.shard_name(table.column(0).to_pylist()))
 
     @staticmethod
     def shards(folder: Path) -> list[Path]:
         return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
 
+    @staticmethod
+    def _read_shard(shard: Path, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return pq.read_table(shard, columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            # Never written by this store (writes are atomic): damaged since, or put there by hand.
+            raise SiqaError(f"{shard}: unreadable feature shard ({str(exc).splitlines()[0]}); "
+                            "delete it and run `siqa features` again to recompute its rows") from None
+
     def keys(self, folder: Path, key: str) -> set[str]:
         out: set[str] = set()
         for shard in self.shards(folder):
-            out.update(pq.read_table(shard, columns=[key]).column(0).to_pylist())
+            out.update(self._read_shard(shard, [key]).column(0).to_pylist())
         return out
 
     def read(self, folder: Path, keys: list[str] | None = None) -> pa.Table | None:
         shards = self.shards(folder)
         if not shards:
             return None
-        table = pa.concat_tables(pq.read_table(s) for s in shards)
+        table = pa.concat_tables(self._read_shard(s) for s in shards)
         if keys is not None:
             import pyarrow.compute as pc
 
@@ -162,11 +201,14 @@ class FeatureStore:
         return pd.read_parquet(self.pairs_path)
 
     def register_pairs(self, table: PairTable) -> None:
-        merged = pd.concat([self.pairs(), table.df], ignore_index=True)
-        merged = merged.drop_duplicates(subset=["split", "name"], keep="last")
-        merged = merged.sort_values(["split", "name"]).reset_index(drop=True)
-        merged["label"] = merged["label"].astype(float)
-        self._write_atomic(pa.Table.from_pandas(merged[COLUMNS], preserve_index=False), self.pairs_path)
+        """Merge `table` into pairs.parquet (a pair is its split + name; the newest registration wins).
+        Written with a fixed schema and no pandas metadata, so the bytes depend on the rows only, not on
+        the order or number of registrations that led to them."""
+        frames = [f for f in (self.pairs(), table.df) if len(f)]
+        merged = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["split", "name"], keep="last")
+        merged = merged.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
+        arrow = pa.Table.from_pandas(merged[COLUMNS], schema=PAIRS_SCHEMA, preserve_index=False)
+        self._write_parquet(arrow.replace_schema_metadata(None), self.pairs_path)
 
     def views(self) -> dict[str, dict]:
         path = self.root / "views.json"
@@ -176,9 +218,8 @@ class FeatureStore:
         views = self.views()
         for ex in extractors:
             views[ex.name] = {"folder": ex.folder, "level": ex.level, "config": ex.config}
-        tmp = self.root / ".views.json.tmp"
-        tmp.write_text(json.dumps(views, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, self.root / "views.json")
+        text = json.dumps(views, indent=2, sort_keys=True, default=str).encode()
+        self._write_atomic(lambda fh: fh.write(text), self.root / "views.json")
 
     # --- extraction ---------------------------------------------------------------------------
     def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True,
@@ -227,6 +268,7 @@ class FeatureStore:
                 new, failures = future.result()
                 decoded.update(new)
                 summary.failures.update(failures)
+                summary.resized_pairs += self.count_resized(chunk, decoded)
                 if i + 1 < len(chunks):
                     future = prefetch.submit(self._decode_chunk, chunks[i + 1], frozenset(decoded), pool)
                 self._run_extractors(chunk, decoded, extractors, todo, summary)
@@ -263,6 +305,16 @@ class FeatureStore:
         return out, failures
 
     def _run_extractors(self, chunk, images, extractors, todo, summary) -> None:
+        """Compute, batch by batch, the keys of `chunk` that `todo` still lacks, and store each batch."""
+        paths = dict(zip(chunk.ref_sha256, chunk.ref_path)) | dict(zip(chunk.dist_sha256, chunk.dist_path))
+        matched: dict[str, DecodedPair] = {}  # one size-matched pair shared by every pair-level extractor
+
+        def pair(r) -> DecodedPair:
+            if r.pair_id not in matched:
+                dist, resized = match_size(images[r.ref_sha256], images[r.dist_sha256])
+                matched[r.pair_id] = DecodedPair(r.pair_id, images[r.ref_sha256], dist, resized)
+            return matched[r.pair_id]
+
         for ex in extractors:
             missing = todo[ex.name]
             if ex.level == "image":
@@ -270,38 +322,61 @@ class FeatureStore:
                         if s in missing and images.get(s) is not None]
                 for i in range(0, len(shas), ex.batch_size):
                     batch = shas[i:i + ex.batch_size]
-                    self._compute_and_store(ex, "image", IMAGE_KEY, batch,
-                                            lambda b=batch: ex.compute_images([images[s] for s in b]),
+                    self._compute_and_store(ex, "image", IMAGE_KEY, batch, [f"{paths[s]} [{ex.name}]" for s in batch],
+                                            lambda idx, b=batch: ex.compute_images([images[b[j]] for j in idx]),
                                             ex.image_columns(), summary)
                     missing.difference_update(batch)
             else:
                 rows = [r for r in chunk.itertuples() if r.pair_id in missing
                         and images.get(r.ref_sha256) is not None and images.get(r.dist_sha256) is not None]
-                pairs = []
-                for r in rows:
-                    dist, resized = match_size(images[r.ref_sha256], images[r.dist_sha256])
-                    summary.resized_pairs += int(resized)
-                    pairs.append(DecodedPair(r.pair_id, images[r.ref_sha256], dist, resized))
-                for i in range(0, len(pairs), ex.batch_size):
-                    batch = pairs[i:i + ex.batch_size]
-                    self._compute_and_store(ex, "pair", PAIR_KEY, [p.pair_id for p in batch],
-                                            lambda b=batch: ex.compute_pairs(b), ex.pair_columns(), summary)
-                    missing.difference_update(p.pair_id for p in batch)
+                for i in range(0, len(rows), ex.batch_size):
+                    batch = rows[i:i + ex.batch_size]
+                    pairs = [pair(r) for r in batch]
+                    self._compute_and_store(ex, "pair", PAIR_KEY, [p.pair_id for p in pairs], pair_labels(ex, batch),
+                                            lambda idx, b=pairs: ex.compute_pairs([b[j] for j in idx]),
+                                            ex.pair_columns(), summary)
+                    missing.difference_update(p.pair_id for p in pairs)
 
-    def _compute_and_store(self, ex, level, key, keys, compute, columns, summary) -> None:
+    @staticmethod
+    def count_resized(chunk, images) -> int:
+        """Pairs of `chunk` (both images decoded) whose degraded image differs in size from the reference."""
+        return sum(1 for r in chunk.itertuples()
+                   if images.get(r.ref_sha256) is not None and images.get(r.dist_sha256) is not None
+                   and images[r.ref_sha256].rgb.shape != images[r.dist_sha256].rgb.shape)
+
+    def _compute_and_store(self, ex, level, key, keys, where, compute, columns, summary) -> None:
+        """Compute `keys` (`compute(positions)` gives the columns of `keys[positions]`) and store them as one
+        shard. A batch that raises is retried one key at a time, so one bad image or pair costs only
+        itself; each key that fails alone is reported under `where[position]` (its file and extractor)."""
         if not keys:
             return
+        positions = list(range(len(keys)))
         try:
-            values = compute()
-            check_columns(ex, columns, values, len(keys))
+            values = checked(ex, columns, compute, positions)
         except SiqaError:
             raise
-        except Exception as exc:  # one bad batch must not stop the others; the summary names it
-            log.exception("%s failed on %d %s(s)", ex.name, len(keys), level)
-            summary.failures[f"{ex.name} on {len(keys)} {level}(s) starting {keys[0][:12]}"] = f"{type(exc).__name__}: {exc}"
-            return
-        self._write_shard(self.folder(ex, level), to_arrow(key, keys, columns, values))
-        summary.computed[f"{ex.name}/{level}"] += len(keys)
+        except Exception as exc:
+            if len(keys) == 1:
+                summary.failures[where[0]] = one_line(exc)
+                return
+            log.warning("%s failed on a batch of %d %ss (%s); retrying them one at a time",
+                        ex.name, len(keys), level, one_line(exc))
+            ok, parts = [], []
+            for i in positions:
+                try:
+                    parts.append(checked(ex, columns, compute, [i]))
+                    ok.append(i)
+                except SiqaError:
+                    raise
+                except Exception as exc_one:
+                    summary.failures[where[i]] = one_line(exc_one)
+            if not ok:
+                return
+            positions = ok
+            values = {c.name: np.concatenate([np.asarray(p[c.name]) for p in parts]) for c in columns}
+        kept = [keys[i] for i in positions]
+        self._write_shard(self.folder(ex, level), to_arrow(key, kept, columns, values))
+        summary.computed[f"{ex.name}/{level}"] += len(kept)
 
     def _derive(self, df, ex, summary, progress) -> None:
         """Pair columns of an image-level extractor, from its cached per-image columns."""
@@ -315,6 +390,7 @@ class FeatureStore:
         if image_table is None:
             return
         index = {k: i for i, k in enumerate(image_table.column(0).to_pylist())}
+        # Pairs with an image that failed to decode or compute are already reported under that image.
         rows = rows[rows.ref_sha256.isin(index) & rows.dist_sha256.isin(index)]
         cols = {c.name: column_numpy(image_table.column(c.name), c.dim) for c in ex.image_columns()}
         step = 4096
@@ -322,10 +398,26 @@ class FeatureStore:
             part = rows.iloc[i:i + step]
             ri = np.array([index[s] for s in part.ref_sha256])
             di = np.array([index[s] for s in part.dist_sha256])
-            self._compute_and_store(ex, "pair", PAIR_KEY, list(part.pair_id),
-                                    lambda: ex.derive_pairs({k: v[ri] for k, v in cols.items()},
-                                                            {k: v[di] for k, v in cols.items()}),
+            self._compute_and_store(ex, "pair", PAIR_KEY, list(part.pair_id), pair_labels(ex, part.itertuples()),
+                                    lambda idx: ex.derive_pairs({k: v[ri[idx]] for k, v in cols.items()},
+                                                                {k: v[di[idx]] for k, v in cols.items()}),
                                     ex.pair_columns(), summary)
+
+
+def checked(ex: Extractor, columns: list[Column], compute, positions: list[int]) -> dict[str, np.ndarray]:
+    values = compute(positions)
+    check_columns(ex, columns, values, len(positions))
+    return values
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def pair_labels(ex: Extractor, rows) -> list[str]:
+    """How a failure of each pair is reported: its degraded file, the extractor and the reference."""
+    return [f"{r.dist_path} [{ex.name}, reference {r.ref_path}]" for r in rows]
 
 
 def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:

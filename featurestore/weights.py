@@ -23,7 +23,9 @@ from .extractors.base import Extractor, WeightSource
 
 WEIGHTS_ENV = "SIQA_WEIGHTS_DIR"
 #: a model folder is complete when it holds its config and one of these weight files
-MODEL_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+#: (the index files stand for sharded checkpoints such as the 7B vision-language models)
+MODEL_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                        "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,12 @@ class MissingWeights(SiqaError):
 
     def __init__(self, missing: list[WeightSource]):
         self.missing = missing
-        lines = [f"missing pretrained weights for {len(missing)} model file(s); nothing was computed "
-                 f"(see `siqa weights`):"]
-        lines += [f"  - {m.what}: {m.hint}" for m in missing]
+        lines = [f"missing pretrained weights ({len(missing)}); nothing was computed (see `siqa weights`):"]
+        # one line per file: LPIPS-vgg and DISTS need the same torchvision checkpoint
+        by_hint: dict[str, list[str]] = {}
+        for m in missing:
+            by_hint.setdefault(m.hint, []).append(m.what)
+        lines += [f"  - {' and '.join(whats)}: {hint}" for hint, whats in by_hint.items()]
         super().__init__("\n".join(lines))
 
 
@@ -110,6 +115,8 @@ def resolve(spec: WeightSpec) -> WeightSource:
             return WeightSource(spec.what, str(cache))
     where = f"${WEIGHTS_ENV}/{spec.local_name}" + (f" (now {root / spec.local_name})" if root else
                                                    f" (set {WEIGHTS_ENV} first)")
+    if spec.caches:
+        where += f" or at {spec.caches[0]}"
     return WeightSource(spec.what, None, f"download {spec.download} and put the {kind} at {where}")
 
 

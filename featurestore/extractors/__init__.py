@@ -7,6 +7,8 @@ from .base import REGISTRY, Column, Extractor, WeightSource, create, register
 
 _MODULES = [
     "formula",
+    "frequency",
+    "colour",
     "imagenet",
     "clip",
     "dino",

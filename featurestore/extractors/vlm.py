@@ -23,22 +23,25 @@ An answer the model does not give in the expected form becomes NaN with a logged
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import logging
 import math
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 
+from ..devices import pick_device
 from ..errors import SiqaError
 from ..vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
+from ..weights import MissingWeights, WeightSpec, hf_cached_folder, resolve
 from .base import Column, Extractor, WeightSource, register
 
 log = logging.getLogger(__name__)
@@ -207,14 +210,14 @@ class VlmJudge:
                                             self.min_answer_mass)
             if self.k_samples:
                 sampled[q.id] = mean_of_samples([parse_answer(t, q.options)
-                                                 for t in self._sample(self.prompts[i], images)])
+                                                 for t in self.sample(self.prompts[i], images)])
         for suffix, found in (("", answers), ("_sampled", sampled)):
             for qid, answer in found.items():
                 if answer.reason:
                     log.debug("vlm: pair %s, %s%s: NaN (%s)", pair_id[:12], qid, suffix, answer.reason)
         return Judgment(answers, sampled, hidden_last.astype(np.float32), hidden_mid.astype(np.float32))
 
-    def _sample(self, prompt: str, images: list[Image.Image]) -> list[str]:
+    def sample(self, prompt: str, images: list[Image.Image]) -> list[str]:
         """K sampled answers to one question; seeded per call so a pair's values do not depend on its batch."""
         import torch
 
@@ -231,47 +234,22 @@ class VlmJudge:
 
 # --- weights --------------------------------------------------------------------------------------------
 
-def _has_weights(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")))
-
-
-def resolve_model_dir(model: str) -> Path | None:
-    """Where the checkpoint `model` (a folder or a Hugging Face id) is on this machine, without any network:
-    the folder itself -> `$SIQA_WEIGHTS_DIR/<model name>` -> the Hugging Face cache; None if nowhere."""
-    candidates = [Path(model).expanduser()]
-    if os.environ.get("SIQA_WEIGHTS_DIR"):
-        candidates.append(Path(os.environ["SIQA_WEIGHTS_DIR"]) / Path(model).name)
-    for folder in candidates:
-        if folder.is_dir() and _has_weights(folder):
-            return folder
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        cached = try_to_load_from_cache(repo_id=model, filename="config.json")
-    except HFValidationError:  # not a repo id (e.g. a folder path that does not exist)
-        return None
-    if isinstance(cached, str) and _has_weights(Path(cached).parent):
-        return Path(cached).parent
-    return None
-
-
-def load_model(folder: Path, dtype: str, device: str, load_in_4bit: bool):
+def load_model(folder: Path, dtype: str, device, load_in_4bit: bool):
     """Model and processor from a local checkpoint folder (no network), placed on `device`."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if device.startswith("cpu") and dtype != "float32":
+    if device.type == "cpu" and dtype != "float32":
         dtype = "float32"  # bf16/fp16 matmuls on CPUs are slow or missing; the values differ only by rounding
     kwargs = {"dtype": getattr(torch, dtype), "local_files_only": True}
     if load_in_4bit:
-        if not device.startswith("cuda") or importlib.util.find_spec("bitsandbytes") is None:
+        if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
             raise SiqaError("[extractors.vlm] load_in_4bit needs the bitsandbytes package and a CUDA GPU")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=kwargs["dtype"])
-    kwargs["device_map"] = {"": device}
+    kwargs["device_map"] = {"": str(device)}
     model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     return model, processor
@@ -291,7 +269,8 @@ class VlmExtractor(Extractor):
     level = "pair"
     batch_size = 4  # pairs per call; each pair is one forward pass of all its questions
     default_config = {
-        "model": "Qwen/Qwen2.5-VL-7B-Instruct",  # Hugging Face id or checkpoint folder
+        "model": "Qwen/Qwen2.5-VL-7B-Instruct",  # Hugging Face repo id (any Qwen2/2.5/3-VL instruct checkpoint)
+        "path": "",                               # checkpoint folder; "" = $SIQA_WEIGHTS_DIR/<model>, then HF cache
         "dtype": "bfloat16",                      # on a CPU: float32
         "load_in_4bit": False,                    # needs bitsandbytes and a CUDA GPU
         "device": "auto",                         # auto = cuda if available, else cpu
@@ -311,6 +290,7 @@ class VlmExtractor(Extractor):
             raise ValueError(f"dtype {self.config['dtype']!r} is not one of {', '.join(_DTYPES)}")
         if int(self.config["k_samples"]) < 0 or int(self.config["max_pixels"]) < 28 * 28:
             raise ValueError("k_samples must be >= 0 and max_pixels >= 784")
+        validate_repo_id(self.config["model"])  # a ValueError naming the problem; folders go in `path`
         self.questions = QuestionSet.load(self.config["questions"] or DEFAULT_QUESTIONS)
         self._judge: VlmJudge | None = None
         self._hidden_size: int | None = None
@@ -321,27 +301,18 @@ class VlmExtractor(Extractor):
         blob = json.dumps([self.config, self.questions.fingerprint()], sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
-    @property
-    def device(self) -> str:
-        if self.config["device"] != "auto":
-            return self.config["device"]
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
-    def _model_dir(self) -> Path:
-        folder = resolve_model_dir(self.config["model"])
-        if folder is None:
-            source = self.weight_sources()[0]
-            raise SiqaError(f"[extractors.vlm] model {self.config['model']}: weights not found; {source.hint}")
-        return folder
-
     def weight_sources(self) -> list[WeightSource]:
         model = self.config["model"]
-        found = resolve_model_dir(model)
-        hint = (f"download it with `hf download {model} --local-dir $SIQA_WEIGHTS_DIR/{Path(model).name}` "
-                f"or set [extractors.vlm] model to a checkpoint folder")
-        return [WeightSource(f"transformers {model}", str(found) if found else None, hint)]
+        cached = hf_cached_folder(model)
+        spec = WeightSpec(f"transformers {model}", local_name=model, download=f"https://huggingface.co/{model}",
+                          config_path=self.config["path"], caches=(cached,) if cached else (), folder=True)
+        return [resolve(spec)]
+
+    def _model_dir(self) -> Path:
+        source = self.weight_sources()[0]
+        if source.found is None:
+            raise MissingWeights([dataclasses.replace(source, what=f"{self.name}: {source.what}")])
+        return Path(source.found)
 
     def pair_columns(self) -> list[Column]:
         if self._hidden_size is None:
@@ -363,8 +334,8 @@ class VlmExtractor(Extractor):
     def judge(self) -> VlmJudge:
         """The loaded model, on first use."""
         if self._judge is None:
-            model, processor = load_model(self._model_dir(), self.config["dtype"], self.device,
-                                          bool(self.config["load_in_4bit"]))
+            model, processor = load_model(self._model_dir(), self.config["dtype"],
+                                          pick_device(self.config["device"]), bool(self.config["load_in_4bit"]))
             c = self.config
             self._judge = VlmJudge(model, processor, self.questions, max_pixels=int(c["max_pixels"]),
                                    k_samples=int(c["k_samples"]), temperature=float(c["temperature"]),

@@ -1,0 +1,541 @@
+"""Run report: `RUN/report.html` (self-contained: every image is embedded) and one PNG per plot in `RUN/report/`.
+
+What it shows, all from out-of-fold data (the honest view):
+- predicted vs human score for the calibrated blend and the best pool members, with the least-squares line;
+- the leaderboard as bars, with the Final of every outer fold as dots (the fold-to-fold spread);
+- the blend weights of the final blender, and of each fold's nested blender as dots;
+- feature importance of the top features: GBDT gain and permutation importance, from a LightGBM refit on
+  the run's features once per outer fold (dense blocks enter as out-of-fold Ridge meta-features, as in
+  the pool) and scored on the held-out fold;
+- per split, histograms of labels and scores (train: out-of-fold; val/test: the run's fitted pipeline);
+- Final per distortion (where the data names one) and per reference group;
+- the worst-predicted pairs (largest distance from the fitted line), as reference | degraded thumbnails.
+
+Pool-member predictions and `blend` live on the target scale (higher = better); `blend_calibrated` and
+labels live on the label scale. Correlations do not care, so the plots use each as it is.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from featurestore.errors import SiqaError
+from tabular import metrics
+from tabular.data import TabularData
+from tabular.run import FIXED_COLUMNS, HEADLINE, Run, load_run
+
+SCATTER_MEMBERS = 3        # pool members plotted next to the blend
+TOP_FEATURES = 30
+PERMUTED_FEATURES = 60     # permutation importance for this many features with the most gain
+PERMUTATION_REPEATS = 3
+WORST_PAIRS = 10
+MIN_GROUP_ROWS = 3         # a correlation over fewer rows says nothing
+MAX_GROUP_BARS = 40        # more groups than this: a histogram of their Final instead of one bar each
+DISTORTION_COLUMNS = ("dst_type", "distortion", "degradation", "kind")
+DEMO_META = "demo_meta.csv"  # featurestore.demo writes it at the dataset root: degradation and kind per pair
+
+
+@dataclass
+class Plot:
+    name: str      # PNG file stem
+    title: str
+    caption: str
+    png: bytes
+
+
+class SectionSkipped(Exception):
+    """A section that this run cannot show; the message goes into the report instead."""
+
+
+@dataclass
+class ReportInputs:
+    run: Run
+    rows: pd.DataFrame              # one row per labelled pair: id, group, label, target, fold, predictions, metadata
+    members: list[str]
+    data: TabularData | None        # every row of the run's feature source; None with `data_problem` set
+    data_problem: str = ""
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+def _load_inputs(run: Run) -> ReportInputs:
+    oof = run.oof()
+    members = [c for c in oof.columns if c not in FIXED_COLUMNS]
+    predictions = members + ["blend", HEADLINE]
+    # One row per pair: predictions averaged over the repeats, fold of the first repeat.
+    first = oof[oof["repeat"] == oof["repeat"].min()].set_index("id")
+    rows = first[["group", "label", "target", "fold"]].join(oof.groupby("id")[predictions].mean())
+    rows = rows.reset_index()
+    data, problem = _load_data(run)
+    rows = rows.merge(_metadata(run, data), on="id", how="left")
+    return ReportInputs(run=run, rows=rows, members=members, data=data, data_problem=problem)
+
+
+def _source(run: Run) -> Path:
+    return Path(run.summary["source"]["source"])
+
+
+def _load_data(run: Run) -> tuple[TabularData | None, str]:
+    source = _source(run)
+    try:
+        if (source / "pairs.parquet").is_file():
+            return TabularData.from_store(source), ""
+        if source.is_file():
+            return _table_data(source, run), ""
+    except SiqaError as exc:
+        return None, str(exc)
+    return None, f"{source}: the run's feature source is no longer there"
+
+
+def _table_ids(frame: pd.DataFrame) -> np.ndarray:
+    # the id rule of TabularData.from_table, so table rows line up with oof.parquet
+    column = next((c for c in ("pair_id", "id") if c in frame.columns), None)
+    if column:
+        return frame[column].astype(str).to_numpy(dtype=object)
+    return np.array([f"row{i}" for i in range(len(frame))], dtype=object)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+
+
+def _table_data(path: Path, run: Run) -> TabularData:
+    """The labelled rows of a feature table with the run's scalar columns (tables have no dense blocks)."""
+    frame = _read_table(path)
+    frame["id"] = _table_ids(frame)
+    oof = run.oof().drop_duplicates("id").set_index("id")
+    frame = frame[frame["id"].isin(oof.index)].reset_index(drop=True)
+    columns = run.summary["columns"]
+    return TabularData(ids=frame["id"].to_numpy(dtype=object),
+                       X=frame[columns].apply(pd.to_numeric, errors="coerce").astype(np.float64),
+                       y=oof.loc[frame["id"], "label"].to_numpy(dtype=np.float64),
+                       groups=oof.loc[frame["id"], "group"].to_numpy(dtype=object),
+                       split=np.full(len(frame), "train", dtype=object), names=frame["id"].to_numpy(dtype=object),
+                       higher_better=bool(run.summary["source"]["higher_better"]), source=str(path))
+
+
+def _metadata(run: Run, data: TabularData | None) -> pd.DataFrame:
+    """Per id: split, name, image paths, reference name and distortion columns, where the source has them."""
+    source = _source(run)
+    if (source / "pairs.parquet").is_file():
+        from featurestore import sql
+
+        pairs = sql.query(source, "SELECT pair_id AS id, split, name, ref_path, dist_path FROM pairs")
+        pairs["reference"] = pairs["ref_path"].map(lambda p: Path(p).name)
+        return pairs.merge(_demo_meta(pairs), on=["split", "name"], how="left")
+    if source.is_file():
+        frame = _read_table(source)
+        frame["id"] = _table_ids(frame)
+        keep = ["id"] + [c for c in DISTORTION_COLUMNS if c in frame.columns]
+        return frame[keep].astype({c: str for c in keep})
+    return pd.DataFrame({"id": pd.Series(dtype=object)})
+
+
+def _demo_meta(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Distortion columns of a `siqa demo-data` dataset (a real SeIQA folder has none)."""
+    empty = pd.DataFrame({"split": pd.Series(dtype=object), "name": pd.Series(dtype=object)})
+    if pairs.empty:
+        return empty
+    # SeIQA layout: <root>/<Split>/Ref/<name>
+    roots = {Path(p).parents[2] for p in pairs["ref_path"] if len(Path(p).parents) > 2}
+    frames = [pd.read_csv(r / DEMO_META, dtype=str) for r in sorted(roots) if (r / DEMO_META).is_file()]
+    if not frames:
+        return empty
+    meta = pd.concat(frames, ignore_index=True)
+    return meta[["split", "name"] + [c for c in DISTORTION_COLUMNS if c in meta.columns]].drop_duplicates(["split", "name"])
+
+
+# --- plotting helpers ---------------------------------------------------------------------------------
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _line(prediction: np.ndarray, label: np.ndarray) -> tuple[float, float]:
+    """Least-squares line label ~ a + b * prediction (b = 0 when the prediction is constant)."""
+    if np.ptp(prediction) == 0:
+        return float(np.mean(label)), 0.0
+    b, a = np.polyfit(prediction, label, 1)
+    return float(a), float(b)
+
+
+def _label_axis(run: Run) -> str:
+    return "human score" + ("" if run.summary["source"]["higher_better"] else " (lower = better)")
+
+
+def _board(run: Run) -> pd.DataFrame:
+    return run.leaderboard.set_index("model")
+
+
+# --- sections -----------------------------------------------------------------------------------------
+
+def plot_scatter(inputs: ReportInputs, progress: bool = False) -> Plot:
+    board = _board(inputs.run)
+    top = [m for m in board.index if m in inputs.members][:SCATTER_MEMBERS]
+    models = [HEADLINE] + top
+    cols = min(len(models), 2)
+    nrows = math.ceil(len(models) / cols)
+    fig = _figure(5.2 * cols, 4.4 * nrows)
+    label = inputs.rows["label"].to_numpy()
+    for i, model in enumerate(models):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        pred = inputs.rows[model].to_numpy()
+        ax.scatter(pred, label, s=14, alpha=0.6, edgecolors="none")
+        a, b = _line(pred, label)
+        xs = np.linspace(pred.min(), pred.max(), 2)
+        ax.plot(xs, a + b * xs, color="crimson", lw=1.5)
+        row = board.loc[model]
+        ax.set_title(f"{model}: Final {row['final']:.4f} (SROCC {row['srocc']:.3f}, PLCC {row['plcc']:.3f})", fontsize=9)
+        ax.set_xlabel("prediction (0..5)" if model == HEADLINE else "prediction (target scale)")
+        ax.set_ylabel(_label_axis(inputs.run))
+        ax.grid(alpha=0.3)
+    return Plot("scatter", "Predicted vs human score",
+                "Out-of-fold predictions (mean over repeats) of the calibrated blend and the best pool members; "
+                "red: least-squares line. Titles give the leaderboard metrics.", _png(fig))
+
+
+def fold_finals(inputs: ReportInputs) -> pd.DataFrame:
+    """Final of every model inside every (repeat, outer fold): rows = folds, columns = models."""
+    oof = inputs.run.oof()
+    models = inputs.members + ["blend", HEADLINE]
+    out = {}
+    for (repeat, fold), part in oof.groupby(["repeat", "fold"]):
+        out[f"r{repeat}f{fold}"] = {m: metrics.final(part[m], part["target"]) for m in models}
+    return pd.DataFrame(out).T
+
+
+def plot_leaderboard(inputs: ReportInputs, progress: bool = False) -> Plot:
+    board = _board(inputs.run)
+    per_fold = fold_finals(inputs)
+    order = list(board.index)[::-1]  # best on top
+    fig = _figure(8, 0.9 + 0.38 * len(order))
+    ax = fig.add_subplot()
+    y = np.arange(len(order))
+    colors = ["#d95f02" if m in ("blend", HEADLINE) else "#1b9e77" for m in order]
+    ax.barh(y, board.loc[order, "final"], xerr=board.loc[order, "final_std"], color=colors, alpha=0.8,
+            error_kw={"ecolor": "black", "capsize": 3})
+    for i, model in enumerate(order):
+        ax.scatter(per_fold[model], np.full(len(per_fold), i), s=12, color="black", zorder=3)
+        ax.text(max(board.loc[model, "final"], 0) + 0.01, i + 0.28, f"{board.loc[model, 'final']:.4f}", fontsize=7)
+    ax.set_yticks(y, order, fontsize=8)
+    ax.set_xlabel("Final = 0.6 SROCC + 0.4 PLCC")
+    ax.grid(axis="x", alpha=0.3)
+    return Plot("leaderboard", "Leaderboard",
+                f"Bars: out-of-fold Final (mean over {inputs.run.summary['repeats']} repeat(s); whiskers: std over "
+                f"repeats). Dots: Final inside each outer fold of each repeat ({len(per_fold)} in all).", _png(fig))
+
+
+def plot_blend_weights(inputs: ReportInputs, progress: bool = False) -> Plot:
+    blend = inputs.run.summary["blend"]
+    weights = pd.Series(blend["weights"], dtype=float).reindex(inputs.members).fillna(0.0)
+    nested = pd.DataFrame([b["weights"] for b in inputs.run.summary.get("nested_blends", [])]).reindex(
+        columns=inputs.members).fillna(0.0)
+    fig = _figure(8, 0.9 + 0.38 * len(weights))
+    ax = fig.add_subplot()
+    y = np.arange(len(weights))
+    ax.barh(y, weights.to_numpy(), color="#7570b3", alpha=0.8, label="final blender")
+    for i, member in enumerate(weights.index):
+        if len(nested):
+            ax.scatter(nested[member], np.full(len(nested), i), s=12, color="black", zorder=3,
+                       label="nested blender of one fold" if i == 0 else None)
+    ax.set_yticks(y, list(weights.index), fontsize=8)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("weight")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in (blend.get("inner_cv") or {}).items())
+    return Plot("blend_weights", "Blend weights",
+                f"Method chosen: {blend['method']}" + (f" (inner-CV Final: {scores})" if scores else "") +
+                ". Dots: weights of the blender fit inside each outer fold.", _png(fig))
+
+
+def feature_importance(inputs: ReportInputs, progress: bool = False) -> pd.DataFrame:
+    """Per feature: `gain` (share of total LightGBM gain over the fold models) and `permutation` (drop in the
+    pooled out-of-fold Final when the feature is shuffled within each held-out fold; NaN when not measured)."""
+    import lightgbm as lgb
+
+    from tabular.meta import DenseMetaFeatures
+
+    data, rows, run = inputs.data, inputs.rows, inputs.run
+    settings = run.config["tabular"]
+    index = {k: i for i, k in enumerate(data.ids)}
+    take = np.array([index[i] for i in rows["id"]])
+    X = data.X.iloc[take].reset_index(drop=True)[[c for c in run.summary["columns"] if c in data.X.columns]]
+    dense = {b: v[take] for b, v in data.dense.items()}
+    target, groups, fold = rows["target"].to_numpy(), rows["group"].to_numpy(), rows["fold"].to_numpy()
+    folds = np.unique(fold)
+
+    models, tests, gain = {}, {}, None
+    for k in folds:
+        train, test = fold != k, fold == k
+        Xtr, Xte = X[train].reset_index(drop=True), X[test].reset_index(drop=True)
+        if dense:
+            meta = DenseMetaFeatures(alphas=settings["meta"]["alphas"], n_splits=settings["meta"]["folds"],
+                                     random_state=int(settings["seed"]))
+            Xtr = pd.concat([Xtr, meta.fit_transform({b: v[train] for b, v in dense.items()}, target[train],
+                                                     groups[train])], axis=1)
+            Xte = pd.concat([Xte, meta.transform({b: v[test] for b, v in dense.items()})], axis=1)
+        model = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=15,
+                                  min_child_samples=max(2, min(20, int(train.sum()) // 10)),
+                                  random_state=int(settings["seed"]), n_jobs=int(settings["threads"]), verbose=-1)
+        model.fit(Xtr, target[train])
+        models[k], tests[k] = model, Xte
+        fold_gain = pd.Series(model.booster_.feature_importance("gain"), index=Xtr.columns, dtype=float)
+        gain = fold_gain if gain is None else gain.add(fold_gain, fill_value=0.0)
+    total = gain.sum()
+    out = pd.DataFrame({"gain": gain / total if total > 0 else gain, "permutation": np.nan})
+
+    def pooled_final(shuffled: str | None, rng) -> float:
+        pred = np.empty(len(rows))
+        for k in folds:
+            Xte = tests[k]
+            if shuffled is not None:
+                Xte = Xte.copy()
+                Xte[shuffled] = rng.permutation(Xte[shuffled].to_numpy())
+            pred[fold == k] = models[k].predict(Xte)
+        return metrics.final(pred, target)
+
+    base = pooled_final(None, None)
+    # A feature no fold model splits on cannot change a prediction: only features with gain are shuffled.
+    candidates = [f for f in out.sort_values("gain", ascending=False).index if out.loc[f, "gain"] > 0][:PERMUTED_FEATURES]
+    rng = np.random.default_rng(int(settings["seed"]))
+    for feature in tqdm(candidates, desc="permutation importance", unit="feature", disable=not progress, leave=False):
+        out.loc[feature, "permutation"] = base - np.mean([pooled_final(feature, rng) for _ in range(PERMUTATION_REPEATS)])
+    out.attrs["base_final"] = base
+    return out
+
+
+def plot_importance(inputs: ReportInputs, progress: bool = False) -> Plot:
+    if inputs.data is None:
+        raise SectionSkipped(f"Feature importance left out: {inputs.data_problem}")
+    importance = feature_importance(inputs, progress)
+    by_gain = importance.sort_values("gain", ascending=False).head(TOP_FEATURES)[::-1]
+    by_perm = importance.dropna(subset=["permutation"]).sort_values("permutation", ascending=False).head(TOP_FEATURES)[::-1]
+    n = max(len(by_gain), len(by_perm), 1)
+    fig = _figure(13, 1.2 + 0.3 * n)
+    for i, (frame, column, title, color) in enumerate((
+            (by_gain, "gain", "GBDT gain (share of total)", "#1b9e77"),
+            (by_perm, "permutation", "permutation: drop in out-of-fold Final", "#d95f02"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.barh(np.arange(len(frame)), frame[column], color=color, alpha=0.85)
+        ax.set_yticks(np.arange(len(frame)), list(frame.index), fontsize=7)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    return Plot("importance", f"Feature importance (top {TOP_FEATURES})",
+                f"A LightGBM refit once per outer fold (first repeat) on the run's scalar features, dense blocks as "
+                f"out-of-fold Ridge meta-features (`meta_*`); its pooled out-of-fold Final is "
+                f"{importance.attrs['base_final']:.4f}. Gain is summed over the fold models. Permutation: the "
+                f"{min(PERMUTED_FEATURES, int((importance['gain'] > 0).sum()))} features with the most gain are "
+                f"shuffled within each held-out fold ({PERMUTATION_REPEATS} shuffles).", _png(fig))
+
+
+def split_scores(inputs: ReportInputs) -> dict[str, dict[str, np.ndarray]]:
+    """split -> {"label": ..., "prediction": ...}: train from out-of-fold, other splits from the fitted pipeline."""
+    # labels go through the run's affine label scale, so every split is on the scores' 0..5, higher = better
+    scale = inputs.run.pipeline.scale_
+    out = {"train": {"label": scale.transform(inputs.rows["target"].to_numpy()),
+                     "prediction": inputs.rows[HEADLINE].to_numpy()}}
+    data = inputs.data
+    if data is not None:
+        others = np.isin(data.split, ["train"], invert=True) & ~np.isin(data.ids, inputs.rows["id"])
+        if others.any():
+            part = data.subset(others)
+            scores = inputs.run.pipeline.predict(part)
+            for split in sorted(set(part.split)):
+                mask = part.split == split
+                target = part.target[mask]
+                out[split] = {"label": scale.transform(target[np.isfinite(target)]), "prediction": scores[mask]}
+    return out
+
+
+def plot_split_histograms(inputs: ReportInputs, progress: bool = False) -> Plot:
+    scores = split_scores(inputs)
+    fig = _figure(4.2 * len(scores), 3.4)
+    bins = np.linspace(0, 5, 26)
+    for i, (split, values) in enumerate(scores.items()):
+        ax = fig.add_subplot(1, len(scores), i + 1)
+        if len(values["label"]):
+            ax.hist(np.clip(values["label"], 0, 5), bins=bins, alpha=0.5, label=f"human ({len(values['label'])})",
+                    color="#7570b3")
+        ax.hist(np.clip(values["prediction"], 0, 5), bins=bins, alpha=0.5, color="#d95f02",
+                label=f"predicted ({len(values['prediction'])})")
+        ax.set_title(split)
+        ax.set_xlabel("score (0..5)")
+        ax.legend(fontsize=8)
+    return Plot("split_histograms", "Scores per split",
+                "Train: labels and out-of-fold calibrated blend. Other splits: scores of the run's fitted pipeline, "
+                "with labels where the split has them. Labels are mapped to 0..5 (higher = better) by the run's "
+                "label scale." +
+                (f" Other splits not shown: {inputs.data_problem}" if inputs.data is None else ""), _png(fig))
+
+
+def group_finals(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Final of the calibrated blend inside each value of `column` (values with too few rows are left out)."""
+    out = []
+    for value, part in rows.dropna(subset=[column]).groupby(column):
+        if len(part) >= MIN_GROUP_ROWS and part["target"].nunique() > 1:
+            out.append({column: value, "n": len(part), "final": metrics.final(part[HEADLINE], part["target"])})
+    return pd.DataFrame(out, columns=[column, "n", "final"]).sort_values("final").reset_index(drop=True)
+
+
+def plot_groups(inputs: ReportInputs, progress: bool = False) -> Plot:
+    rows = inputs.rows.copy()
+    # SeIQA names a reference file after its pair, so one reference image has several file names:
+    # show a group by the first of them.
+    names = rows["reference"].fillna(rows["group"]) if "reference" in rows.columns else rows["group"]
+    rows["reference"] = names.groupby(rows["group"]).transform("min")
+    columns = [c for c in DISTORTION_COLUMNS if c in rows.columns and rows[c].notna().any()] + ["reference"]
+    tables = {c: group_finals(rows, c) for c in columns}
+    tables = {c: t for c, t in tables.items() if len(t)}
+    if not tables:
+        raise SectionSkipped(f"Final per group left out: no group has {MIN_GROUP_ROWS} or more pairs with different labels.")
+    fig = _figure(6.5 * len(tables), 1.2 + 0.28 * min(max(len(t) for t in tables.values()), MAX_GROUP_BARS))
+    for i, (column, table) in enumerate(tables.items()):
+        ax = fig.add_subplot(1, len(tables), i + 1)
+        if len(table) > MAX_GROUP_BARS:
+            ax.hist(table["final"], bins=20, color="#1b9e77", alpha=0.8)
+            ax.set_xlabel("Final inside one group")
+            ax.set_ylabel("groups")
+        else:
+            ax.barh(np.arange(len(table)), table["final"], color="#1b9e77", alpha=0.8)
+            ax.set_yticks(np.arange(len(table)), [f"{v} ({n})" for v, n in zip(table[column], table["n"])], fontsize=7)
+            ax.set_xlabel("Final")
+        ax.set_title(f"per {column}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    return Plot("groups", "Final per group",
+                "Final of the out-of-fold calibrated blend inside each group (number of pairs in brackets; groups "
+                f"with fewer than {MIN_GROUP_ROWS} pairs or one label value are left out). Within one reference the "
+                "question is whether the ranking of its degraded versions is right.", _png(fig))
+
+
+def worst_pairs(rows: pd.DataFrame, n: int = WORST_PAIRS) -> pd.DataFrame:
+    """Pairs furthest from the least-squares line label ~ calibrated blend (same rule as SQL `worst_pairs`)."""
+    a, b = _line(rows[HEADLINE].to_numpy(), rows["label"].to_numpy())
+    out = rows.assign(prediction=rows[HEADLINE], fitted=a + b * rows[HEADLINE])
+    out["residual"] = out["label"] - out["fitted"]
+    order = np.lexsort((out["id"].to_numpy(), -out["residual"].abs().to_numpy()))
+    return out.iloc[order[:n]].reset_index(drop=True)
+
+
+def _thumbnail(path) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((240, 240))
+            return np.asarray(img)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:
+    worst = worst_pairs(inputs.rows)
+    if not ({"ref_path", "dist_path"} <= set(worst.columns) and worst["dist_path"].notna().any()):
+        raise SectionSkipped("Thumbnails of the worst pairs left out: the run's source has no image paths.")
+    # two pairs per row: reference | degraded | reference | degraded
+    nrows = math.ceil(len(worst) / 2)
+    fig = _figure(12.8, 2.4 * nrows)
+    for i, row in enumerate(worst.itertuples()):
+        for j, (path, side) in enumerate(((row.ref_path, "reference"), (row.dist_path, "degraded"))):
+            ax = fig.add_subplot(nrows, 4, 2 * i + j + 1)
+            ax.set_axis_off()
+            image = _thumbnail(path) if isinstance(path, str) else None
+            if image is None:
+                ax.text(0.5, 0.5, "image not found", ha="center", va="center", fontsize=8)
+            else:
+                ax.imshow(image)
+            if j == 0:
+                ax.set_title(f"{row.name}  {side}", fontsize=8, loc="left")
+            else:
+                ax.set_title(f"label {row.label:.2f} | predicted {row.prediction:.2f} | residual {row.residual:+.2f}",
+                             fontsize=8, loc="left")
+    return Plot("worst_pairs", f"The {len(worst)} worst-predicted pairs",
+                "Reference | degraded, sorted by distance from the least-squares line of the scatter plot "
+                "(out-of-fold calibrated blend); residual = label - line, so > 0 means the pair was scored too "
+                "low.", _png(fig))
+
+
+# --- html ---------------------------------------------------------------------------------------------
+
+CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;padding:0 16px;max-width:1280px;
+color:#222;box-sizing:border-box}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee}.caption{color:#555;font-size:.9em;max-width:1000px}.note{color:#a33}"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, escape=True)
+
+
+def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
+    s = inputs.run.summary
+    worst = worst_pairs(inputs.rows)
+    headline = pd.DataFrame([{k: s[k] for k in ("final", "final_std", "srocc", "plcc", "krcc", "rmse")}])
+    facts = (f"{s['n_rows']} labelled pairs, {s['n_groups']} reference groups, {s.get('n_unlabelled', 0)} unlabelled; "
+             f"preset {s['preset']}, {s['folds']} grouped folds x {s['repeats']} repeat(s), seed {s['seed']}; "
+             f"best single model {s['best_model']} ({s['best_model_final']:.4f}); source {s['source']['source']}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>siqa run {html.escape(inputs.run.path.name)}</title>",
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>siqa run report: {html.escape(str(inputs.run.path))}</h1>",
+             "<h2>Headline (out-of-fold, calibrated blend)</h2>", _table(headline),
+             f"<p class='caption'>{html.escape(facts)}</p>",
+             "<h2>Leaderboard</h2>", _table(inputs.run.leaderboard)]
+    for note in notes:
+        parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    for plot in plots:
+        parts += [f"<h2 id='{plot.name}'>{html.escape(plot.title)}</h2>", _img(plot.png, plot.title),
+                  f"<p class='caption'>{html.escape(plot.caption)}</p>"]
+    columns = [c for c in ("name", "split", "reference", *DISTORTION_COLUMNS, "id", "label", "prediction", "fitted",
+                           "residual") if c in worst.columns]
+    parts += ["<h2>Worst-predicted pairs (table)</h2>", _table(worst[columns]), "</body></html>"]
+    return "\n".join(parts)
+
+
+SECTIONS = (plot_scatter, plot_leaderboard, plot_blend_weights, plot_importance, plot_split_histograms,
+            plot_groups, plot_worst)
+
+
+def write_report(run_dir, progress: bool = False) -> Path:
+    """Write RUN/report.html and RUN/report/*.png for a finished run; returns the HTML path."""
+    inputs = _load_inputs(load_run(run_dir))
+    plots: list[Plot] = []
+    notes: list[str] = []
+    for section in tqdm(SECTIONS, desc="report", unit="section", disable=not progress):
+        try:
+            plots.append(section(inputs, progress))
+        except SectionSkipped as skipped:
+            notes.append(str(skipped))
+    folder = inputs.run.path / "report"
+    folder.mkdir(exist_ok=True)
+    for stale in folder.glob("*.png"):  # a section skipped now must not leave last run's plot behind
+        stale.unlink()
+    for plot in plots:
+        (folder / f"{plot.name}.png").write_bytes(plot.png)
+    out = inputs.run.path / "report.html"
+    out.write_text(_html(inputs, plots, notes), encoding="utf-8")
+    return out

@@ -1,0 +1,167 @@
+"""Challenge submission: a zip with `prediction.xlsx` (`picture_name, Score`) and `readme.txt`, validated.
+
+`write_submission(run_dir, data, out_zip, runtime_per_image, cpu)` predicts the rows of `data` in the
+requested split with the run's fitted pipeline, writes the zip and validates it against those rows:
+every picture exactly once, scores finite and within 0..5, readme lines present. The zip is
+byte-reproducible: the xlsx is repacked with fixed timestamps (openpyxl stamps the save time into
+docProps/core.xml and into its own zip entries), and the outer zip entries carry a fixed date too.
+
+readme.txt lines:
+    runtime per image [s] : X
+    CPU[1] / GPU[0] : X
+    Extra Data [1] / No Extra Data [0] : X
+    Other description : ...
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featurestore.errors import SiqaError
+
+PREDICTION_FILE = "prediction.xlsx"
+README_FILE = "readme.txt"
+COLUMNS = ("picture_name", "Score")
+README_KEYS = ("runtime per image [s]", "CPU[1] / GPU[0]", "Extra Data [1] / No Extra Data [0]", "Other description")
+SCORE_RANGE = (0.0, 5.0)
+_FIXED_DATE = (2020, 1, 1, 0, 0, 0)
+_FIXED_STAMP = "2020-01-01T00:00:00Z"
+
+
+def _deterministic_zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, payload in entries.items():
+            info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, payload)
+    return buffer.getvalue()
+
+
+def prediction_xlsx(names, scores) -> bytes:
+    """The prediction workbook as bytes, identical for identical input."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(list(COLUMNS))
+    for name, score in zip(names, scores):
+        sheet.append([str(name), float(score)])
+    raw = io.BytesIO()
+    workbook.save(raw)
+    entries = {}
+    with zipfile.ZipFile(io.BytesIO(raw.getvalue())) as saved:
+        for info in saved.infolist():
+            payload = saved.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                payload = re.sub(rb"(<dcterms:(created|modified)[^>]*>)[^<]*(</dcterms:\2>)",
+                                 rb"\g<1>" + _FIXED_STAMP.encode() + rb"\g<3>", payload)
+            entries[info.filename] = payload
+    return _deterministic_zip(entries)
+
+
+def readme_text(runtime_per_image: float, cpu: bool, extra_data: bool, description: str) -> str:
+    values = (f"{runtime_per_image:.4f}", int(bool(cpu)), int(bool(extra_data)), " ".join(description.split()))
+    return "".join(f"{key} : {value}\n" for key, value in zip(README_KEYS, values))
+
+
+def write_submission_zip(names, scores, out_zip, runtime_per_image: float, cpu: bool,
+                         extra_data: bool = False, description: str = "") -> Path:
+    out_zip = Path(out_zip)
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    payload = _deterministic_zip({PREDICTION_FILE: prediction_xlsx(names, scores),
+                                  README_FILE: readme_text(runtime_per_image, cpu, extra_data, description).encode()})
+    temporary = out_zip.with_name(out_zip.name + ".tmp")
+    temporary.write_bytes(payload)
+    temporary.replace(out_zip)
+    return out_zip
+
+
+def read_submission(zip_path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(prediction table, readme key -> value) of a submission zip."""
+    zip_path = Path(zip_path)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            missing = [f for f in (PREDICTION_FILE, README_FILE) if f not in archive.namelist()]
+            if missing:
+                raise SiqaError(f"{zip_path}: submission lacks {', '.join(missing)}")
+            table = pd.read_excel(io.BytesIO(archive.read(PREDICTION_FILE)), engine="openpyxl")
+            readme = archive.read(README_FILE).decode("utf-8", errors="replace")
+    except (zipfile.BadZipFile, FileNotFoundError) as err:
+        raise SiqaError(f"{zip_path}: not a readable zip ({err})") from None
+    fields = {}
+    for line in readme.splitlines():
+        key, sep, value = line.partition(" : ")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return table, fields
+
+
+def validate_submission(zip_path, expected_names) -> None:
+    """Raise `SiqaError` unless the zip predicts every expected picture exactly once, in 0..5."""
+    zip_path = Path(zip_path)
+    table, fields = read_submission(zip_path)
+    if list(table.columns) != list(COLUMNS):
+        raise SiqaError(f"{zip_path}: {PREDICTION_FILE} columns are {list(table.columns)}, expected {list(COLUMNS)}")
+    names = table["picture_name"].astype(str)
+    duplicated = sorted(set(names[names.duplicated()]))
+    if duplicated:
+        raise SiqaError(f"{zip_path}: picture(s) listed more than once: {', '.join(duplicated[:5])}")
+    expected = {str(n) for n in expected_names}
+    missing, extra = sorted(expected - set(names)), sorted(set(names) - expected)
+    if missing:
+        raise SiqaError(f"{zip_path}: {len(missing)} test picture(s) missing, e.g. {', '.join(missing[:5])}")
+    if extra:
+        raise SiqaError(f"{zip_path}: {len(extra)} picture(s) not in the test split, e.g. {', '.join(extra[:5])}")
+    scores = pd.to_numeric(table["Score"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(scores) | (scores < SCORE_RANGE[0]) | (scores > SCORE_RANGE[1])
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise SiqaError(f"{zip_path}: {int(bad.sum())} score(s) not finite or outside 0..5, "
+                        f"e.g. {names.iloc[row]} = {table['Score'].iloc[row]!r}")
+    absent = [key for key in README_KEYS if key not in fields]
+    if absent:
+        raise SiqaError(f"{zip_path}: {README_FILE} lacks line(s) {', '.join(absent)}")
+    for key in README_KEYS[:3]:
+        try:
+            value = float(fields[key])
+        except ValueError:
+            raise SiqaError(f"{zip_path}: {README_FILE} value of {key!r} is not a number: {fields[key]!r}") from None
+        if not math.isfinite(value) or value < 0 or (key != README_KEYS[0] and value not in (0, 1)):
+            raise SiqaError(f"{zip_path}: {README_FILE} value of {key!r} is invalid: {fields[key]!r}")
+
+
+def describe_run(summary: dict) -> str:
+    weights = summary.get("blend", {}).get("weights", {})
+    used = ", ".join(f"{m} {w:.2f}" for m, w in sorted(weights.items(), key=lambda kv: -kv[1]) if w > 0)
+    return (f"siqa: cached full-reference feature store + tabular AutoML; nested grouped CV Final "
+            f"{summary.get('final', float('nan')):.4f}; blend ({summary.get('blend', {}).get('method', '?')}): {used}; "
+            f"monotone calibration to 0..5")
+
+
+def write_submission(run_dir, data, out_zip, runtime_per_image: float, cpu: bool, split: str = "test",
+                     extra_data: bool = False, description: str | None = None) -> Path:
+    """Predict the `split` rows of `data` with the run in `run_dir`, write `out_zip` and validate it."""
+    from tabular.run import load_run
+
+    rows = np.asarray(data.split == split.lower())
+    if not rows.any():
+        raise SiqaError(f"{data.source}: no rows in split {split!r} to submit")
+    subset = data.subset(rows)
+    duplicated = pd.Series(subset.names).duplicated()
+    if duplicated.any():
+        raise SiqaError(f"{data.source}: picture name {subset.names[duplicated.to_numpy()][0]!r} appears twice "
+                        f"in split {split!r}")
+    run = load_run(run_dir)
+    scores = run.pipeline.predict(subset)
+    write_submission_zip(subset.names, scores, out_zip, runtime_per_image, cpu, extra_data,
+                         description if description is not None else describe_run(run.summary))
+    validate_submission(out_zip, subset.names)
+    return Path(out_zip)

@@ -1,0 +1,166 @@
+"""DINOv2 features (transformers): global content (CLS) and where in the image the content changed (patches).
+
+Per image and input size: the CLS embedding and a `grid` x `grid` map of patch tokens (unit-normalised per
+token, averaged per cell; with `patch_proj_dim` > 0 projected by a fixed seeded Gaussian matrix, which keeps
+cosines to within about 1/sqrt(dim) — closest where they matter, near 1 — at a fraction of the storage).
+Per pair: CLS cosine and |d-r|; per-cell patch cosine statistics (mean, min, 10th percentile), the map of
+dissimilarity (1 - cosine) per cell, and the worst 2x2-cell region — a local semantic edit (an object
+removed or pasted) barely moves the CLS token but shows up there.
+
+Input: aspect kept (`resize = "keep"`: about size x size pixels of area, sides multiples of the 14-pixel
+patch); DINOv2 interpolates its position embeddings to any grid. Images of different shapes run in
+separate batches.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..devices import RESIZE_POLICIES, Runtime, model_batches
+from ..weights import WeightSpec, hf_cached_folder, resolve
+from .base import Column, register
+from .deep import RUNTIME_KEYS, DeepExtractor, cosine, embedding_pair_columns
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: architectures of the published checkpoints, so `random_init` (benchmarks) needs no hub
+KNOWN_ARCHITECTURES = {
+    "facebook/dinov2-small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6},
+    "facebook/dinov2-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "facebook/dinov2-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
+    "facebook/dinov2-giant": {"hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24,
+                              "use_swiglu_ffn": True},
+}
+
+
+@register
+class DinoExtractor(DeepExtractor):
+    name = "dino"
+    version = 1
+    level = "image"
+    default_config = {
+        "model": "facebook/dinov2-large",
+        "sizes": [224, 336],
+        "resize": "keep",
+        "grid": 8,
+        "patch_proj_dim": 128,   # 0 = store full-width patch vectors
+        "weights": "",           # explicit model folder (config.json + model.safetensors)
+        "random_init": False,
+        **RUNTIME_KEYS,
+    }
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        if self.config["resize"] not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
+        if self.config["random_init"] and self.config["model"] not in KNOWN_ARCHITECTURES:
+            raise ValueError(f"random_init needs a known architecture: {sorted(KNOWN_ARCHITECTURES)}")
+        self._hidden: int | None = None
+
+    # --- schema -------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        """Embedding width, from the published architecture or the resolved model folder (no model load)."""
+        if self._hidden is None:
+            known = KNOWN_ARCHITECTURES.get(self.config["model"])
+            if known:
+                self._hidden = known["hidden_size"]
+            else:
+                source = resolve(self.weight_specs()[0])
+                if source.found is None:
+                    raise ValueError(f"dino model {self.config['model']!r}: {source.hint}")
+                self._hidden = int(json.loads((Path(source.found) / "config.json").read_text())["hidden_size"])
+        return self._hidden
+
+    @property
+    def patch_dim(self) -> int:
+        return self.config["patch_proj_dim"] or self.hidden_size
+
+    def image_columns(self) -> list[Column]:
+        cells = self.config["grid"] ** 2
+        cols = []
+        for s in self.config["sizes"]:
+            cols += [Column(f"s{s}_cls", self.hidden_size), Column(f"s{s}_patches", cells * self.patch_dim)]
+        return cols
+
+    def pair_columns(self) -> list[Column]:
+        cells = self.config["grid"] ** 2
+        cols = []
+        for s in self.config["sizes"]:
+            cols += [Column(f"s{s}_cls_cos"), Column(f"s{s}_cls_absdiff", self.hidden_size),
+                     Column(f"s{s}_patch_cos_mean"), Column(f"s{s}_patch_cos_min"), Column(f"s{s}_patch_cos_p10"),
+                     Column(f"s{s}_worst_region"), Column(f"s{s}_patch_dissim_map", cells)]
+        return cols
+
+    # --- weights and model --------------------------------------------------------------------------
+    def weight_specs(self) -> list[WeightSpec]:
+        repo = self.config["model"]
+        cached = hf_cached_folder(repo)
+        return [WeightSpec(f"DINOv2 {repo}", repo, f"https://huggingface.co/{repo} (config.json, model.safetensors)",
+                           self.config["weights"], (cached,) if cached else (), folder=True)]
+
+    def load(self, runtime: Runtime) -> dict:
+        from transformers import Dinov2Config, Dinov2Model
+
+        if self.config["random_init"]:
+            # 518 = the published checkpoints' position-embedding grid (37 x 37 patches)
+            model = Dinov2Model(Dinov2Config(image_size=518, **KNOWN_ARCHITECTURES[self.config["model"]]))
+        else:
+            model = Dinov2Model.from_pretrained(self.weight_path(self.weight_specs()[0]), local_files_only=True)
+        hidden = model.config.hidden_size
+        projection = None
+        if self.config["patch_proj_dim"]:
+            gen = torch.Generator().manual_seed(0)
+            projection = torch.randn(hidden, self.config["patch_proj_dim"], generator=gen)
+            projection = (projection / self.config["patch_proj_dim"] ** 0.5).to(runtime.device)
+        return {"model": runtime.prepare(model), "patch": model.config.patch_size, "projection": projection}
+
+    # --- compute ------------------------------------------------------------------------------------
+    def compute_images(self, images) -> dict[str, np.ndarray]:
+        rt, m, grid = self.runtime, self.loaded, self.config["grid"]
+        out = {}
+        for size in self.config["sizes"]:
+            cls = np.zeros((len(images), self.hidden_size), np.float32)
+            patches = np.zeros((len(images), grid * grid * self.patch_dim), np.float32)
+            groups = model_batches(images, size, self.config["resize"], IMAGENET_MEAN, IMAGENET_STD, rt,
+                                   multiple=m["patch"])
+            for idx, x in groups:
+                with rt.inference():
+                    tokens = m["model"](pixel_values=x).last_hidden_state.float()
+                gh, gw = x.shape[2] // m["patch"], x.shape[3] // m["patch"]
+                cls[idx] = tokens[:, 0].cpu().numpy()
+                patch = F.normalize(tokens[:, 1:1 + gh * gw], dim=-1)
+                patch = patch.transpose(1, 2).reshape(len(idx), -1, gh, gw)
+                cells = F.adaptive_avg_pool2d(patch, grid).flatten(2).transpose(1, 2)  # B x cells x D
+                if m["projection"] is not None:
+                    cells = cells @ m["projection"]
+                patches[idx] = cells.reshape(len(idx), -1).cpu().numpy()
+            out[f"s{size}_cls"], out[f"s{size}_patches"] = cls, patches
+        return out
+
+    def derive_pairs(self, ref, dist) -> dict[str, np.ndarray]:
+        grid, out = self.config["grid"], {}
+        for s in self.config["sizes"]:
+            cls = embedding_pair_columns(f"s{s}_cls_", ref[f"s{s}_cls"], dist[f"s{s}_cls"], product=False)
+            out.update(cls)
+            n = len(ref[f"s{s}_patches"])
+            cos = cosine(ref[f"s{s}_patches"].reshape(n, grid * grid, -1),
+                         dist[f"s{s}_patches"].reshape(n, grid * grid, -1))  # n x cells
+            dissim = 1.0 - cos
+            out[f"s{s}_patch_cos_mean"] = cos.mean(axis=1)
+            out[f"s{s}_patch_cos_min"] = cos.min(axis=1)
+            out[f"s{s}_patch_cos_p10"] = np.percentile(cos, 10, axis=1)
+            out[f"s{s}_patch_dissim_map"] = dissim.astype(np.float32)
+            out[f"s{s}_worst_region"] = _worst_window(dissim.reshape(n, grid, grid))
+        return out
+
+
+def _worst_window(dissim: np.ndarray, window: int = 2) -> np.ndarray:
+    """Largest mean dissimilarity over `window` x `window` cell neighbourhoods, per pair."""
+    n, g, _ = dissim.shape
+    w = min(window, g)
+    views = np.lib.stride_tricks.sliding_window_view(dissim, (w, w), axis=(1, 2))
+    return views.mean(axis=(-1, -2)).reshape(n, -1).max(axis=1)

@@ -1,0 +1,262 @@
+"""`siqa features --backend ray`: the local store's extraction, spread over a Ray cluster, same results.
+
+The driver does what `FeatureStore.extract` does around the work, with the same code: it holds the store
+lock, registers pairs and views, plans the missing keys, splits the pairs that miss anything into the same
+chunks, and at the end derives the pair columns of image-level extractors from their cached image columns.
+Each missing key is handed to exactly one chunk (the first that holds it, as the local run computes it), so
+an image shared by many pairs is computed once on the whole cluster. In between, the cluster works:
+
+- one decode task per chunk reads that chunk's images (paths + sha256s); the decoded batch stays in Ray's
+  object store and feeds every extractor's worker (zero-copy for workers on the same node);
+- one pool of actors per extractor holds its model: when the extractor's `device` is cuda (or `auto` on a
+  cluster with GPUs) each GPU hosts one replica of every such extractor (a GPU share each), otherwise
+  the actors split the CPUs left after decoding;
+- an actor computes its keys of a chunk with the local store's batching code (`_run_extractors`) and
+  writes the shards itself with the same atomic writer, so batches, shard names and values are those of a
+  local run, and a killed run leaves whole shards that the next run (either backend) resumes from.
+
+Workers write straight into the store: on a multi-node cluster the store and the images must be on a
+filesystem that every node mounts at the same path. Ray is an optional extra (`pip install .[ray]`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .datasets import PairTable
+from .errors import SiqaError
+from .extractors.base import Extractor
+from .store import ExtractSummary, FeatureStore, todo_hit
+
+WORK_COLUMNS = ["pair_id", "ref_path", "dist_path", "ref_sha256", "dist_sha256"]
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise SiqaError("--backend ray: Ray is not installed; install the extra with `pip install '.[ray]'` "
+                        "(or `pip install 'ray[data]>=2.9'`)") from None
+    return ray
+
+
+# --- planning (driver, no Ray needed) -------------------------------------------------------------
+
+@dataclass
+class ChunkWork:
+    rows: pd.DataFrame                # WORK_COLUMNS of the chunk's pairs, absolute paths
+    keys: dict[str, list[str]]        # extractor name -> keys (sha256 or pair_id) this chunk computes
+
+
+def plan_chunks(df: pd.DataFrame, extractors: list[Extractor], todo: dict[str, set[str]],
+                chunk_pairs: int) -> list[ChunkWork]:
+    """The local store's chunks of pairs that miss anything; each missing key goes to the first chunk
+    holding it, in the order the local store would compute it, so batches are the same."""
+    need = df[[any(todo_hit(todo, ex, r) for ex in extractors) for r in df.itertuples()]]
+    need = need[WORK_COLUMNS].assign(ref_path=need.ref_path.map(os.path.abspath),
+                                     dist_path=need.dist_path.map(os.path.abspath))
+    left = {name: set(keys) for name, keys in todo.items()}
+    chunks = []
+    for i in range(0, len(need), chunk_pairs):
+        rows = need.iloc[i:i + chunk_pairs]
+        keys = {}
+        for ex in extractors:
+            if ex.level == "image":
+                candidates = dict.fromkeys(list(rows.ref_sha256) + list(rows.dist_sha256))
+            else:
+                candidates = rows.pair_id
+            mine = [k for k in candidates if k in left[ex.name]]
+            left[ex.name].difference_update(mine)
+            if mine:
+                keys[ex.name] = mine
+        # A chunk whose keys all went to earlier chunks is still decoded, as locally: its resized pairs count.
+        chunks.append(ChunkWork(rows.reset_index(drop=True), keys))
+    return chunks
+
+
+def wants_gpu(extractor: Extractor, cluster_gpus: int) -> bool:
+    device = str(extractor.config.get("device", "cpu")).lower()
+    return device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    replicas: int
+    options: dict  # Ray actor options: num_cpus, num_gpus
+
+
+def _floor4(x: float) -> float:
+    # Ray keeps resource amounts to 4 decimals; rounding down keeps the shares' sum within the total.
+    return math.floor(x * 10_000) / 10_000
+
+
+def plan_resources(extractors: list[Extractor], resources: dict) -> tuple[dict[str, WorkerPlan], float]:
+    """Actor pool per extractor and the CPU share of one decode task, from the cluster's resources.
+
+    A quarter of the CPUs (half on a machine of fewer than 4) is left to decode tasks, so actors that
+    hold CPUs for their lifetime can never starve the decoding they wait on."""
+    cpus, gpus = float(resources.get("CPU", 1.0)), int(resources.get("GPU", 0))
+    on_gpu = [ex for ex in extractors if wants_gpu(ex, gpus)]
+    if on_gpu and not gpus:
+        raise SiqaError(f"--backend ray: {', '.join(ex.name for ex in on_gpu)} run(s) on cuda but the Ray cluster "
+                        "has no GPU; set device = \"cpu\" for it in the config or add GPU nodes")
+    on_cpu = [ex for ex in extractors if ex not in on_gpu]
+    decode_cpus = cpus / 4 if cpus >= 4 else cpus / 2
+    plans = {}
+    for ex in on_gpu:
+        # Every GPU holds one replica of each GPU extractor: a chunk decoded once feeds them all.
+        plans[ex.name] = WorkerPlan(gpus, {"num_gpus": _floor4(1 / len(on_gpu)), "num_cpus": 0})
+    if on_cpu:
+        budget = cpus - decode_cpus
+        replicas = max(1, int(budget // len(on_cpu)))
+        share = _floor4(budget / (len(on_cpu) * replicas))
+        for ex in on_cpu:
+            plans[ex.name] = WorkerPlan(replicas, {"num_cpus": share})
+    return plans, _floor4(min(1.0, decode_cpus))
+
+
+# --- work on the cluster --------------------------------------------------------------------------
+
+def decode_chunk(rows: pd.DataFrame) -> tuple[dict, tuple[dict, int]]:
+    """Every image of a chunk, decoded once. Two results: the images (sha256 -> DecodedImage or None),
+    which only the workers fetch, and the driver's small report (decode failures by path, resized pairs)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        images, failures = FeatureStore._decode_chunk(rows, frozenset(), pool)
+    return images, (failures, FeatureStore.count_resized(rows, images))
+
+
+class ExtractorWorker:
+    """One extractor (and its loaded model) on its own resources; computes its keys of a chunk and writes
+    the shards into the store with the local store's code."""
+
+    def __init__(self, extractor: Extractor, root: str):
+        if not Path(root).is_dir():
+            raise SiqaError(f"{root}: the store is not visible on Ray node {socket.gethostname()}; "
+                            "put it on a filesystem every node mounts at the same path")
+        self.extractor = extractor
+        self.store = FeatureStore(root)
+
+    def run(self, rows: pd.DataFrame, images: dict, keys: list[str]) -> ExtractSummary:
+        summary = ExtractSummary()
+        self.store._run_extractors(rows, images, [self.extractor], {self.extractor.name: set(keys)}, summary)
+        return summary
+
+
+@contextmanager
+def ray_session(ray, address: str | None):
+    """Use the Ray session already open in this process (notebook, test, benchmark) if any; else connect
+    to `address` (shipping this package so workers run the driver's code) or start Ray on this machine."""
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        kwargs = {"address": address, "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}}
+    else:
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+    try:
+        ray.init(logging_level=logging.WARNING, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SiqaError(f"--address {address}: cannot start or reach Ray ({str(exc).splitlines()[0]})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _reraise(ray, exc: Exception, what: str):
+    """A SiqaError raised on a worker comes back as itself; anything else as one line."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, SiqaError):
+        raise cause from None
+    if isinstance(exc, ray.exceptions.RayActorError) and "SiqaError: " in str(exc):
+        raise SiqaError(str(exc).split("SiqaError: ", 1)[1].splitlines()[0]) from None
+    detail = str(cause or exc).strip().splitlines()
+    raise SiqaError(f"--backend ray: {what} failed ({type(cause or exc).__name__}: {detail[-1] if detail else ''}); "
+                    "finished shards are kept, run again to resume") from None
+
+
+def run_chunks(ray, root: Path, chunks: list[ChunkWork], extractors: list[Extractor], summary: ExtractSummary,
+               progress: bool) -> None:
+    """Decode every chunk once on the cluster and let each extractor's actors compute and store its keys."""
+    busy = [ex for ex in extractors if any(ex.name in c.keys for c in chunks)]
+    plans, decode_cpus = plan_resources(busy, ray.cluster_resources())
+    decode = ray.remote(num_cpus=decode_cpus, num_returns=2)(decode_chunk)
+    worker_class = ray.remote(ExtractorWorker)
+    pools = {ex.name: [worker_class.options(**plans[ex.name].options).remote(ex, str(root))
+                       for _ in range(plans[ex.name].replicas)] for ex in busy}
+    load = Counter()  # actor -> calls queued on it
+    # Enough chunks in flight to keep every replica fed, few enough to bound decoded images in memory.
+    max_chunks = 2 * max(p.replicas for p in plans.values()) + 1
+    waiting: dict = {}  # result ref -> (chunk index, actor or None for the decode report, extractor name)
+    open_calls: Counter = Counter()  # chunk index -> results not yet back
+    bar = tqdm(total=sum(len(c.rows) for c in chunks), desc="features (ray)", unit="pair", disable=not progress)
+    next_chunk = 0
+    try:
+        while next_chunk < len(chunks) or waiting:
+            while next_chunk < len(chunks) and len(open_calls) < max_chunks:
+                chunk = chunks[next_chunk]
+                images, report = decode.remote(chunk.rows)
+                waiting[report] = (next_chunk, None, "decoding")
+                for name, keys in chunk.keys.items():
+                    actor = min(pools[name], key=lambda a: load[a])
+                    load[actor] += 1
+                    waiting[actor.run.remote(chunk.rows, images, keys)] = (next_chunk, actor, name)
+                open_calls[next_chunk] = 1 + len(chunk.keys)
+                next_chunk += 1
+            (ref,), _ = ray.wait(list(waiting), num_returns=1)
+            index, actor, name = waiting.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                _reraise(ray, exc, f"{name} on chunk {index + 1}/{len(chunks)}")
+            if actor is None:
+                failures, resized = result
+                summary.failures.update(failures)
+                summary.resized_pairs += resized
+            else:
+                load[actor] -= 1
+                summary.computed.update(result.computed)
+                summary.failures.update(result.failures)
+            open_calls[index] -= 1
+            if not open_calls[index]:
+                del open_calls[index]
+                bar.update(len(chunks[index].rows))
+    finally:
+        bar.close()
+        for pool in pools.values():
+            for actor in pool:
+                ray.kill(actor)
+
+
+def extract_with_ray(store_root: str | Path, table: PairTable, extractors: list[Extractor], address: str | None = None,
+                     progress: bool = True, chunk_pairs: int = 32) -> ExtractSummary:
+    """`FeatureStore(store_root).extract(table, extractors)` with the chunks computed on a Ray cluster:
+    the same keys, shards and values; `address` None starts Ray on this machine."""
+    ray = import_ray()
+    t0 = time.perf_counter()
+    store = FeatureStore(Path(store_root).resolve())  # workers write to the path the driver sees
+    summary = ExtractSummary(pairs=len(table))
+    with store.lock():
+        store.register_pairs(table)
+        store.register_views(extractors)
+        df = table.df.drop_duplicates("pair_id")
+        chunks = plan_chunks(df, extractors, store._plan(df, extractors, summary), chunk_pairs)
+        if chunks:
+            with ray_session(ray, address):
+                run_chunks(ray, store.root, chunks, extractors, summary, progress)
+        for ex in extractors:
+            if ex.level == "image":
+                store._derive(df, ex, summary, progress)
+    summary.seconds = time.perf_counter() - t0
+    return summary

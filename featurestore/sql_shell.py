@@ -1,0 +1,136 @@
+"""`siqa sql` without a query: a small interactive DuckDB shell over the store's views.
+
+Statements may span lines and run when a line ends with `;`. Dot commands:
+    .tables           views and table macros ready to query
+    .schema NAME      columns of one view
+    .help             this list
+    .quit / .exit     leave (so does end of input or Ctrl-D)
+Ctrl-C drops the statement being typed. With a terminal, lines are edited and kept in a readline
+history file (`$SIQA_SQL_HISTORY`, default ~/.siqa_sql_history); fed from a pipe, the shell prints no
+prompts, so `siqa sql < questions.sql` works as a script.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import duckdb
+import pandas as pd
+
+from . import sql as fsql
+
+PROMPT, CONTINUE = "siqa> ", "  ..> "
+MAX_ROWS = 200
+HELP = """.tables           views and table macros
+.schema NAME      columns of a view
+.help             this list
+.quit             leave
+SQL ends with ';' and may span lines. Try: SELECT * FROM feature_srocc LIMIT 10;"""
+
+
+def _history_path() -> Path:
+    return Path(os.environ.get("SIQA_SQL_HISTORY") or Path.home() / ".siqa_sql_history")
+
+
+def _setup_readline():
+    """Line editing and history for a terminal; None where readline is unavailable (it is optional)."""
+    try:
+        import readline
+    except ImportError:
+        return None
+    path = _history_path()
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    readline.set_history_length(2000)
+    return readline
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> str:
+    views = [r[0] for r in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall()]
+    macros = [f"{name}({', '.join(params)})" for name, params in con.execute(
+        "SELECT function_name, parameters FROM duckdb_functions() "
+        "WHERE function_type = 'table_macro' AND NOT internal ORDER BY function_name").fetchall()]
+    return "\n".join(["views: " + ", ".join(views), "macros: " + (", ".join(macros) or "-")])
+
+
+def _format(df: pd.DataFrame) -> str:
+    with pd.option_context("display.max_rows", MAX_ROWS, "display.min_rows", 20,
+                           "display.max_columns", 50, "display.width", 200):
+        text = df.to_string(index=False, max_rows=MAX_ROWS) if len(df.columns) else "(no columns)"
+    return f"{text}\n({len(df)} row{'s' if len(df) != 1 else ''})"
+
+
+def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> None:
+    """Run every statement of `text`, printing each result; an error is printed and ends this text only."""
+    try:
+        statements = duckdb.extract_statements(text)
+        for statement in statements:
+            con.execute(statement)
+            if con.description is not None:
+                print(_format(con.fetchdf()), file=out)
+    except duckdb.Error as exc:
+        print(f"error: {str(exc).strip()}", file=out)
+
+
+def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool:
+    """Handle one dot command; returns False when the shell should end."""
+    word, _, arg = line.partition(" ")
+    if word in (".quit", ".exit", ".q"):
+        return False
+    if word == ".tables":
+        print(_tables(con), file=out)
+    elif word == ".schema" and arg.strip():
+        run_statements(con, f"DESCRIBE {fsql._quote(arg.strip())};", out)
+    elif word == ".help":
+        print(HELP, file=out)
+    else:
+        print(f"error: unknown command {line!r}; .help lists them", file=out)
+    return True
+
+
+def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
+    """Read statements until `.quit` or end of input and print their results."""
+    stdin, out = stdin or sys.stdin, out or sys.stdout
+    con = fsql.connect(root)
+    tty = stdin.isatty() and stdin is sys.stdin
+    readline = _setup_readline() if tty else None
+    if tty:
+        print(f"siqa sql on {root} - {_tables(con)}\n.help for commands; statements end with ';'", file=out)
+    buffer: list[str] = []
+    try:
+        while True:
+            prompt = CONTINUE if buffer else PROMPT
+            try:
+                line = input(prompt) if tty else stdin.readline()
+            except KeyboardInterrupt:
+                print("^C", file=out)
+                buffer.clear()
+                continue
+            except EOFError:
+                break
+            if not tty and line == "":  # end of a piped input
+                break
+            line = line.rstrip("\n")
+            if not buffer and line.strip().startswith("."):
+                if not _dot_command(con, line.strip(), out):
+                    break
+                continue
+            if line.strip():
+                buffer.append(line)
+            if buffer and line.rstrip().endswith(";"):
+                run_statements(con, "\n".join(buffer), out)
+                buffer.clear()
+        if buffer:  # a last statement without ';' still runs
+            run_statements(con, "\n".join(buffer), out)
+    finally:
+        con.close()
+        if readline is not None:
+            try:
+                readline.write_history_file(_history_path())
+            except OSError:
+                pass

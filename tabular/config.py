@@ -1,0 +1,54 @@
+"""The `[tabular]` configuration: a preset from `configs/presets/<name>.toml` merged with run overrides.
+
+A run config (e.g. `configs/default.toml`) may carry a `[tabular]` section: `preset = "fast" |
+"default" | "best"` (default `default`) picks the base, and every other key overrides the preset's,
+tables merging key by key (`[tabular.pool.catboost] seeds = [0]`, `[tabular.pool.svr] enabled = false`).
+The keys and their meaning are documented in `configs/presets/default.toml`.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from featurestore.errors import SiqaError
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
+KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "meta", "blend", "pool"}
+SECTION_KEYS = {"meta": {"folds", "alphas"},
+                "blend": {"method", "cap", "rounds", "folds", "calibration"}}
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve(config: dict | None) -> dict:
+    """The effective tabular settings for a run config (the whole parsed TOML, or None)."""
+    section = dict((config or {}).get("tabular", {}))
+    unknown = set(section) - KEYS
+    if unknown:
+        raise SiqaError(f"config: unknown [tabular] key(s) {', '.join(sorted(unknown))}")
+    name = section.pop("preset", "default")
+    path = PRESETS_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise SiqaError(f"config: unknown tabular preset {name!r} (known: {', '.join(presets())})")
+    with path.open("rb") as handle:
+        base = tomllib.load(handle)["tabular"]
+    resolved = _merge(base, section)
+    for key, allowed in SECTION_KEYS.items():
+        extra = set(resolved.get(key, {})) - allowed
+        if extra:
+            raise SiqaError(f"config: unknown [tabular.{key}] key(s) {', '.join(sorted(extra))}")
+    resolved["preset"] = name
+    return resolved

@@ -1,0 +1,54 @@
+"""The model pool: a registry of scikit-learn shaped regressors and `build_pool` from configuration.
+
+Pool configuration (`[tabular.pool.<member>]` tables): the member name is also the registry name,
+unless `model = "<registry name>"` says otherwise (so one model can appear twice with different
+settings, as the rank-6 Ridge does); `enabled = false` drops it; `seeds = [..]` makes one member per
+seed, named `<member>_s<seed>`; every other key is a constructor parameter. `threads` is filled in
+for models that take it.
+"""
+from __future__ import annotations
+
+import inspect
+from importlib import import_module
+
+from featurestore.errors import SiqaError
+
+from .base import META_PREFIX, POOL_REGISTRY, PoolModel, register
+
+_MODULES = ("gbdt", "linear", "kernel", "trees", "pairwise_mlp", "rank5", "rank3")
+for _module in _MODULES:
+    import_module(f"{__name__}.{_module}")
+
+__all__ = ["META_PREFIX", "POOL_REGISTRY", "PoolModel", "build_pool", "register"]
+
+
+def build_pool(pool_config: dict, threads: int, seed: int) -> list[tuple[str, PoolModel]]:
+    """(member name, unfitted estimator) for every enabled member of the pool configuration."""
+    members = []
+    for member, settings in pool_config.items():
+        params = dict(settings)
+        if not params.pop("enabled", True):
+            continue
+        model = params.pop("model", member)
+        if model not in POOL_REGISTRY:
+            raise SiqaError(f"config: unknown tabular model {model!r} for pool member {member!r} "
+                            f"(known: {', '.join(sorted(POOL_REGISTRY))})")
+        cls = POOL_REGISTRY[model]
+        accepted = inspect.signature(cls.__init__).parameters
+        if "threads" in accepted:
+            params["threads"] = threads
+        unknown = set(params) - set(accepted) - {"seeds"}
+        if unknown:
+            raise SiqaError(f"config: tabular model {member}: unknown setting(s) {', '.join(sorted(unknown))}")
+        seeds = params.pop("seeds", None)
+        if seeds is not None and "random_state" not in accepted:
+            raise SiqaError(f"config: tabular model {member}: takes no seeds")
+        if seeds is None:
+            if "random_state" in accepted:
+                params["random_state"] = seed
+            members.append((member, cls(**params)))
+        else:
+            members.extend((f"{member}_s{s}", cls(**params, random_state=int(s))) for s in seeds)
+    if not members:
+        raise SiqaError("config: the tabular pool has no enabled model")
+    return members

@@ -1,0 +1,65 @@
+"""`FittedPipeline`: what a run keeps for prediction — the stacked pool refit on all labelled rows,
+the blender and calibrator fit on the out-of-fold predictions of every repeat, and the label scale.
+
+Blend weights are learnt from out-of-fold predictions (the only honest view of how each model does on
+unseen references), stacked over the repeats so that one fold split's luck counts less, and applied
+to the predictions of the pool refit on all labelled rows.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from blend.calibration import LabelScale, MonotoneCalibrator
+from featurestore.errors import SiqaError
+
+from .data import TabularData
+from .nested import make_blender
+from .stack import StackedPool
+
+
+class FittedPipeline:
+    def __init__(self, settings: dict, columns: list[str], blocks: dict[str, int], higher_better: bool):
+        self.settings = settings
+        self.columns = columns
+        self.blocks = blocks
+        self.higher_better = higher_better
+
+    def fit(self, data: TabularData, oof: pd.DataFrame, oof_target: np.ndarray, oof_groups: np.ndarray,
+            scale: LabelScale, on_member: Callable[[str], None] | None = None) -> "FittedPipeline":
+        """`data`: all labelled rows; `oof`: out-of-fold member predictions stacked over repeats."""
+        seed = int(self.settings["seed"])
+        self.scale_ = scale
+        self.pool_ = StackedPool(self.settings, self.columns, sorted(self.blocks), seed).fit(data, on_member)
+        started = time.perf_counter()
+        self.blender_ = make_blender(self.settings, seed).fit(oof.to_numpy(), oof_target, oof_groups)
+        self.calibrator_ = MonotoneCalibrator(self.settings["blend"]["calibration"]).fit(
+            self.blender_.predict(oof.to_numpy()), scale.transform(oof_target))
+        self.blend_seconds_ = time.perf_counter() - started
+        return self
+
+    def check(self, data: TabularData) -> None:
+        """The data must carry every feature the pipeline was fit on."""
+        missing = [c for c in self.columns if c not in data.X.columns]
+        missing += [b for b in self.blocks if b not in data.dense]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise SiqaError(f"{data.source}: missing {len(missing)} feature(s) the run was fit on: {shown}")
+        for block, width in self.blocks.items():
+            if data.dense[block].shape[1] != width:
+                raise SiqaError(f"{data.source}: dense feature {block!r} has width {data.dense[block].shape[1]}, "
+                                f"the run was fit on width {width}")
+
+    def predict_frame(self, data: TabularData) -> pd.DataFrame:
+        """Per-member predictions (target scale), `blend` (target scale) and `score` (0..5, higher = better)."""
+        self.check(data)
+        frame = self.pool_.predict(data)
+        frame["blend"] = self.blender_.predict(frame.to_numpy())
+        frame["score"] = self.calibrator_.transform(frame["blend"].to_numpy())
+        return frame
+
+    def predict(self, data: TabularData) -> np.ndarray:
+        return self.predict_frame(data)["score"].to_numpy()

@@ -1,0 +1,193 @@
+"""Run folders: `run_oof` evaluates and fits a tabular run; `load_run` / `predict` use one.
+
+Public entry points (called by cli.py):
+- `run_oof(data, config, run_dir, progress=True) -> dict`: nested CV + refit on all labelled rows;
+  writes the run folder and returns the summary (also saved as run.json).
+- `load_run(run_dir) -> Run`: summary, config, leaderboard and the fitted pipeline.
+- `predict(run_dir, data) -> np.ndarray`: 0..5 quality scores (higher = better) for every row of `data`.
+
+Run folder layout:
+- `config.json`: {"input": the config given to run_oof, "tabular": the resolved [tabular] settings}.
+- `oof.parquet`: one row per (repeat, labelled row), ordered by repeat then input order. Columns:
+  `id`, `group`, `label` (as given), `target` (= label, or -label when lower is better: higher = better),
+  `repeat`, `fold` (outer fold of the row in that repeat), one float64 column per pool member (its
+  outer out-of-fold prediction, target scale), `blend` (nested blend, target scale) and
+  `blend_calibrated` (nested blend after the calibration to 0..5: what a submission would hold).
+  The same data, config and seed give byte-identical files.
+- `leaderboard.csv`: model, srocc, plcc, krcc, rmse, final, final_std, fit_seconds — one row per member
+  plus `blend` and `blend_calibrated`, sorted by final. Metrics are computed per repeat over all rows
+  and averaged; final_std is their standard deviation across repeats; correlations are against
+  `target`, so positive; rmse is on the 0..5 scale (members and blend mapped by the affine label scale);
+  fit_seconds is the total fitting time of that member over the nested run and the final refit (for
+  the blend rows: blender and calibrator fitting).
+- `run.json`: summary — headline metrics (of `blend_calibrated`), data description, settings, the final
+  blend (method, weights, inner-CV scores of each method), per-fold nested blends, dropped columns, time.
+- `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
+
+Column handling: scalar columns that are constant or all-NaN over the labelled rows carry no signal and
+are dropped (listed in run.json as `dropped_columns`); other NaN values are imputed inside the models
+that need it (trees and boosting take NaN natively).
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from blend.calibration import LabelScale
+from featurestore.errors import SiqaError
+
+from . import metrics
+from .config import resolve
+from .data import TabularData
+from .nested import nested_cv
+from .pipeline import FittedPipeline
+
+HEADLINE = "blend_calibrated"
+FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
+PIPELINE_FILE = Path("models") / "pipeline.pkl"
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict
+    config: dict
+    leaderboard: pd.DataFrame
+    pipeline: FittedPipeline
+
+    def oof(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "oof.parquet")
+
+
+def usable_columns(data: TabularData) -> tuple[list[str], list[str]]:
+    """(kept, dropped) scalar columns: dropped = constant or all-NaN over the labelled rows."""
+    labelled = data.X[data.labelled]
+    kept, dropped = [], []
+    for column in data.X.columns:
+        values = labelled[column].to_numpy(dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        (kept if finite.size and np.ptp(finite) > 0 else dropped).append(str(column))
+    return kept, dropped
+
+
+def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, scale: LabelScale,
+                 seconds: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    scaled_target = scale.transform(target)
+    for name, per_repeat in columns.items():
+        on_scale = name != HEADLINE  # the calibrated blend is already on 0..5
+        scores = [metrics.all_metrics(scale.transform(p) if on_scale else p, scaled_target) for p in per_repeat]
+        finals = [s["final"] for s in scores]
+        row = {"model": name, **{k: float(np.mean([s[k] for s in scores])) for k in ("srocc", "plcc", "krcc", "rmse")}}
+        row["final"] = float(np.mean(finals))
+        row["final_std"] = float(np.std(finals, ddof=1)) if len(finals) > 1 else 0.0
+        row["fit_seconds"] = round(float(seconds.get(name, 0.0)), 3)
+        rows.append(row)
+    board = pd.DataFrame(rows)
+    return board.sort_values("final", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = True) -> dict:
+    """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary."""
+    started = time.perf_counter()
+    settings = resolve(config)
+    run_dir = Path(run_dir)
+    labelled = data.subset(data.labelled)
+    if labelled.n_rows == 0:
+        raise SiqaError(f"{data.source}: no labelled rows to learn from")
+    columns, dropped = usable_columns(data)
+    if not columns and not data.dense:
+        raise SiqaError(f"{data.source}: every feature column is constant or empty over the labelled rows")
+    target = labelled.target
+    scale = LabelScale().fit(target)
+
+    result = nested_cv(labelled, settings, columns, scale, progress=progress)
+    members = result.members
+    clash = sorted(set(members) & set(FIXED_COLUMNS))
+    if clash:
+        raise SiqaError(f"config: pool member name(s) {', '.join(clash)} clash with oof.parquet columns")
+
+    stacked = pd.concat(result.predictions, ignore_index=True)
+    repeats = len(result.predictions)
+    pipeline = FittedPipeline(settings, columns, {b: int(v.shape[1]) for b, v in labelled.dense.items()},
+                              data.higher_better)
+    with tqdm(total=len(members), disable=not progress, desc="refit on all labelled rows", unit="fit",
+              dynamic_ncols=True) as bar:
+        def announce(name):
+            bar.set_description(f"refit on all labelled rows: {name}")
+            bar.update(1)
+
+        pipeline.fit(labelled, stacked, np.tile(target, repeats), np.tile(labelled.groups, repeats), scale, announce)
+    seconds = {m: result.fit_seconds[m] + pipeline.pool_.fit_seconds_[m] for m in members}
+    seconds["blend"] = seconds[HEADLINE] = result.blend_seconds + pipeline.blend_seconds_
+
+    oof = pd.concat([pd.DataFrame({
+        "id": labelled.ids.astype(str), "group": labelled.groups.astype(str), "label": labelled.y,
+        "target": target, "repeat": np.full(labelled.n_rows, r, dtype=np.int64),
+        "fold": result.folds[r].astype(np.int64)}) for r in range(repeats)], ignore_index=True)
+    oof = pd.concat([oof, stacked, pd.DataFrame({"blend": np.concatenate(result.blend),
+                                                 HEADLINE: np.concatenate(result.calibrated)})], axis=1)
+    board = _leaderboard({**{m: [p[m].to_numpy() for p in result.predictions] for m in members},
+                          "blend": result.blend, HEADLINE: result.calibrated}, target, scale, seconds)
+
+    headline = board.set_index("model").loc[HEADLINE]
+    singles = board[board["model"].isin(members)]
+    summary = {
+        "final": float(headline["final"]), "final_std": float(headline["final_std"]),
+        "srocc": float(headline["srocc"]), "plcc": float(headline["plcc"]),
+        "krcc": float(headline["krcc"]), "rmse": float(headline["rmse"]),
+        "headline": HEADLINE,
+        "n_rows": int(labelled.n_rows), "n_groups": int(np.unique(labelled.groups).size),
+        "n_unlabelled": int(data.n_rows - labelled.n_rows),
+        "best_model": str(singles.iloc[0]["model"]), "best_model_final": float(singles.iloc[0]["final"]),
+        "source": data.describe(), "preset": settings["preset"], "folds": int(settings["folds"]),
+        "repeats": int(settings["repeats"]), "seed": int(settings["seed"]),
+        "columns": columns, "dropped_columns": dropped, "members": members,
+        "blend": {"method": pipeline.blender_.method_,
+                  "weights": dict(zip(members, map(float, pipeline.blender_.weights_))),
+                  "inner_cv": pipeline.blender_.cv_scores_},
+        "nested_blends": result.blends,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    _write(run_dir, config, settings, oof, board, summary, pipeline)
+    return summary
+
+
+def _write(run_dir: Path, config, settings, oof, board, summary, pipeline) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"input": config or {}, "tabular": settings}, indent=2,
+                                                    sort_keys=True, default=str))
+    oof.to_parquet(run_dir / "oof.parquet", index=False)
+    board.to_csv(run_dir / "leaderboard.csv", index=False, float_format="%.6f")
+    (run_dir / "run.json").write_text(json.dumps(summary, indent=2, default=str))
+    models = run_dir / PIPELINE_FILE.parent
+    if models.exists():
+        shutil.rmtree(models)
+    models.mkdir()
+    with (run_dir / PIPELINE_FILE).open("wb") as handle:
+        pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_run(run_dir) -> Run:
+    run_dir = Path(run_dir)
+    for name in ("run.json", "config.json", "leaderboard.csv", str(PIPELINE_FILE)):
+        if not (run_dir / name).is_file():
+            raise SiqaError(f"{run_dir}: not a complete run folder (no {name}); run `siqa oof` first")
+    with (run_dir / PIPELINE_FILE).open("rb") as handle:
+        pipeline = pickle.load(handle)
+    return Run(path=run_dir, summary=json.loads((run_dir / "run.json").read_text()),
+               config=json.loads((run_dir / "config.json").read_text()),
+               leaderboard=pd.read_csv(run_dir / "leaderboard.csv"), pipeline=pipeline)
+
+
+def predict(run_dir, data: TabularData) -> np.ndarray:
+    """0..5 quality scores (higher = better) for every row of `data`, from the run's fitted pipeline."""
+    return load_run(run_dir).pipeline.predict(data)

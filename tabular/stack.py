@@ -1,0 +1,57 @@
+"""`StackedPool`: meta-features plus the model pool, fit on one set of rows, predicting any other rows.
+
+This is the unit the nested engine refits once per (repeat, excluded folds) and the run refits once on
+all labelled rows. Fitting: dense blocks -> out-of-fold Ridge meta-features on the training rows
+(`DenseMetaFeatures`), appended to the scalar columns; then every pool member is fit on that matrix.
+Predicting: meta-features from the Ridges refit on all training rows, then every member predicts.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from .data import TabularData
+from .meta import DenseMetaFeatures
+from .models import build_pool
+
+
+class StackedPool:
+    def __init__(self, settings: dict, columns: list[str], blocks: list[str], seed: int):
+        self.settings = settings
+        self.columns = columns
+        self.blocks = blocks
+        self.seed = seed
+
+    def member_names(self) -> list[str]:
+        return [name for name, _ in build_pool(copy.deepcopy(self.settings["pool"]), self.settings["threads"], self.seed)]
+
+    def _inputs(self, data: TabularData, meta: pd.DataFrame) -> pd.DataFrame:
+        X = data.X[self.columns].reset_index(drop=True)
+        return pd.concat([X, meta], axis=1) if self.blocks else X
+
+    def fit(self, data: TabularData, on_member: Callable[[str], None] | None = None) -> "StackedPool":
+        """Fit on every row of `data` (all labelled); `on_member(name)` is called before each member fits."""
+        target = data.target
+        self.meta_ = DenseMetaFeatures(alphas=self.settings["meta"]["alphas"], n_splits=self.settings["meta"]["folds"],
+                                       random_state=self.seed)
+        meta = self.meta_.fit_transform({b: data.dense[b] for b in self.blocks}, target, data.groups)
+        X = self._inputs(data, meta)
+        self.members_, self.fit_seconds_ = [], {}
+        for name, model in build_pool(copy.deepcopy(self.settings["pool"]), self.settings["threads"], self.seed):
+            if on_member is not None:
+                on_member(name)
+            start = time.perf_counter()
+            model.fit(X, target, data.groups)
+            self.fit_seconds_[name] = time.perf_counter() - start
+            self.members_.append((name, model))
+        return self
+
+    def predict(self, data: TabularData) -> pd.DataFrame:
+        """One column per pool member, on the target's scale (higher = better)."""
+        meta = self.meta_.transform({b: data.dense[b] for b in self.blocks}) if self.blocks else None
+        X = self._inputs(data, meta)
+        return pd.DataFrame({name: np.asarray(model.predict(X), dtype=np.float64) for name, model in self.members_})

@@ -1,0 +1,78 @@
+"""Real-weight semantic sanity: EfficientNet-Lite0's packaged ImageNet weights on real photos (skimage.data)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featurestore.extractors import create
+from featurestore.io import DecodedImage
+
+from conftest import photo
+
+PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
+
+
+def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def paste(base: np.ndarray, obj: np.ndarray) -> np.ndarray:
+    """Paste `obj` scaled to half the width of `base` into its centre: a new object, most pixels untouched."""
+    h, w = base.shape[:2]
+    small = np.asarray(Image.fromarray(obj).resize((w // 2, h // 2), Image.BICUBIC))
+    out = base.copy()
+    out[h // 4:h // 4 + h // 2, w // 4:w // 4 + w // 2] = small
+    return out
+
+
+@pytest.fixture(scope="module")
+def imagenet():
+    extractor = create("imagenet")
+    assert "efficientnet-lite0-57934424.pth" in extractor.weight_sources()[0].found
+    return extractor
+
+
+def pair_values(extractor, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Pair columns for [(ref, dist), ...], all images in one batch."""
+    images = [DecodedImage(str(i), rgb) for i, rgb in enumerate(x for pair in pairs for x in pair)]
+    cols = extractor.compute_images(images)
+    return extractor.derive_pairs({k: v[0::2] for k, v in cols.items()}, {k: v[1::2] for k, v in cols.items()})
+
+
+def test_heavy_jpeg_is_closer_than_another_photo(imagenet):
+    refs = [photo(name, 256) for name in PHOTOS]
+    others = refs[1:] + refs[:1]
+    v = pair_values(imagenet, [(r, jpeg(r, 10)) for r in refs] + list(zip(refs, others)))
+    n = len(refs)
+    for i, name in enumerate(PHOTOS):
+        assert v["embed_cos"][i] > v["embed_cos"][n + i], name
+        assert v["js"][i] < v["js"][n + i], name
+        assert v["deep_dist"][i] < v["deep_dist"][n + i], name
+
+
+def test_pasted_object_moves_classes_more_than_mild_noise(imagenet):
+    cases = [("coffee", "chelsea"), ("astronaut", "rocket"), ("chelsea", "coffee")]
+    rng = np.random.default_rng(0)
+    pairs = []
+    for base, obj in cases:
+        ref = photo(base, 256)
+        noisy = np.clip(ref + rng.normal(0, 5, ref.shape), 0, 255).astype(np.uint8)
+        pairs += [(ref, paste(ref, photo(obj, 256))), (ref, noisy)]
+    v = pair_values(imagenet, pairs)
+    for i, case in enumerate(cases):
+        edit, noise = 2 * i, 2 * i + 1
+        assert v["kl"][edit] > v["kl"][noise], case
+        assert v["js"][edit] > v["js"][noise], case
+        assert v["embed_cos"][edit] < v["embed_cos"][noise], case
+
+
+def test_recognises_the_photos(imagenet):
+    cols = imagenet.compute_images([DecodedImage(n, photo(n, 256)) for n in ("coffee", "chelsea")])
+    top = cols["probs"].argmax(axis=1)
+    assert top[0] in (967, 968, 504)  # espresso / cup / coffee mug
+    assert 281 <= top[1] <= 285      # a domestic cat class

@@ -1,0 +1,154 @@
+"""`--backend ray` against `--backend local`: same keys, values, shard names, summaries; resume across backends."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from featurestore.datasets import load_pairs
+from featurestore.errors import SiqaError
+from featurestore.extractors.base import Column, Extractor
+from featurestore.ray_backend import extract_with_ray, plan_resources
+from featurestore.store import FeatureStore
+
+
+class ChannelStats(Extractor):
+    """Image-level: channel means and a batch-size column, which exposes any difference in batching."""
+
+    name = "raytest_stats"
+    level = "image"
+    batch_size = 3
+
+    def image_columns(self):
+        return [Column("mean", 3), Column("batch_len")]
+
+    def pair_columns(self):
+        return [Column("delta"), Column("absdiff", 3)]
+
+    def compute_images(self, images):
+        return {"mean": np.stack([im.float01.mean(axis=(0, 1)) for im in images]),
+                "batch_len": np.full(len(images), float(len(images)))}
+
+    def derive_pairs(self, ref, dist):
+        return {"delta": (dist["mean"] - ref["mean"]).sum(1), "absdiff": np.abs(dist["mean"] - ref["mean"])}
+
+
+class PairError(Extractor):
+    """Pair-level: mean squared error; fails on every batch holding a pair of `fail_on` (a reference sha256)."""
+
+    name = "raytest_mse"
+    level = "pair"
+    batch_size = 2
+    default_config = {"fail_on": "", "device": "cpu"}
+
+    def pair_columns(self):
+        return [Column("mse")]
+
+    def compute_pairs(self, pairs):
+        if any(p.ref.sha256 == self.config["fail_on"] for p in pairs):
+            raise ValueError("planted failure")
+        return {"mse": np.array([np.mean((p.ref.float01 - p.dist.float01) ** 2) for p in pairs])}
+
+
+class NeedsWeights(PairError):
+    name = "raytest_weights"
+
+    def compute_pairs(self, pairs):
+        raise SiqaError("/nowhere/model.pt: weights not found")
+
+
+@pytest.fixture(scope="module")
+def ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    # Workers cannot import this test module by name: ship its extractor classes by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray
+    ray.shutdown()
+
+
+def store_content(root, drop: str = "") -> dict:
+    """Per extractor folder and level: shard names and {key: row values} (without column `drop`)."""
+    out = {}
+    for folder in sorted((root / "features").glob("*/*")):
+        shards = FeatureStore.shards(folder)
+        table = FeatureStore(root).read(folder)
+        key = table.column_names[0]
+        rows = {r[key]: {c: v for c, v in r.items() if c not in (key, drop)} for r in table.to_pylist()}
+        out[f"{folder.parent.name}/{folder.name}"] = ([s.name for s in shards], rows)
+    return out
+
+
+def extractors(fail_on=""):
+    return [ChannelStats(), PairError(fail_on=fail_on)]
+
+
+def test_ray_matches_local(ray, tmp_path, seiqa_dir):
+    # A corrupt degraded image and a batch that raises: both backends must report and skip the same things.
+    (seiqa_dir / "Train" / "Dist" / "000002.png").write_bytes(b"not a png")
+    table = load_pairs(seiqa_dir)
+    fail_on = table.df.ref_sha256.iloc[-1]
+    local = FeatureStore(tmp_path / "local").extract(table, extractors(fail_on), progress=False, chunk_pairs=3)
+    remote = extract_with_ray(tmp_path / "ray", table, extractors(fail_on), progress=False, chunk_pairs=3)
+    assert remote.computed == local.computed and remote.cached == local.cached
+    assert remote.failures == local.failures
+    assert str(seiqa_dir / "Train" / "Dist" / "000002.png") in remote.failures
+    assert any("planted failure" in why for why in remote.failures.values())
+    # 10 distinct images minus the corrupt one, each computed once though the references span chunks.
+    assert remote.computed["raytest_stats/image"] == 9
+    local_content, ray_content = store_content(tmp_path / "local"), store_content(tmp_path / "ray")
+    assert list(ray_content) == list(local_content) and len(ray_content) == 3
+    for where, (shards, rows) in local_content.items():
+        assert ray_content[where][0] == shards, where
+        assert ray_content[where][1] == rows, where
+
+
+def test_ray_resumes_a_local_store(ray, tmp_path, seiqa_dir):
+    train = load_pairs(seiqa_dir, splits=["train"])
+    everything = load_pairs(seiqa_dir)
+    FeatureStore(tmp_path / "mixed").extract(train, extractors(), progress=False)
+    resumed = extract_with_ray(tmp_path / "mixed", everything, extractors(), progress=False)
+    # Only the two test pairs were missing: their two new degraded images (references are shared).
+    assert resumed.computed == {"raytest_stats/image": 2, "raytest_stats/pair": 2, "raytest_mse/pair": 2}
+    assert resumed.cached["raytest_mse/pair"] == 6
+    again = extract_with_ray(tmp_path / "mixed", everything, extractors(), progress=False)
+    assert not again.computed and again.cached["raytest_mse/pair"] == 8
+    FeatureStore(tmp_path / "local").extract(everything, extractors(), progress=False)
+    # Same keys and values as one local run, except `batch_len`: the resumed run batched other images together.
+    mixed, local = (store_content(tmp_path / name, drop="batch_len") for name in ("mixed", "local"))
+    assert {k: v[1] for k, v in mixed.items()} == {k: v[1] for k, v in local.items()}
+
+
+def test_worker_siqa_error_comes_back_as_one_line(ray, tmp_path, seiqa_dir):
+    with pytest.raises(SiqaError, match=r"^/nowhere/model.pt: weights not found$"):
+        extract_with_ray(tmp_path / "store", load_pairs(seiqa_dir), [NeedsWeights()], progress=False)
+
+
+def test_without_ray_stops_with_one_line(monkeypatch, tmp_path, seiqa_dir):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(SiqaError) as err:
+        extract_with_ray(tmp_path / "store", load_pairs(seiqa_dir), extractors(), progress=False)
+    assert "\n" not in str(err.value) and "pip install '.[ray]'" in str(err.value)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("resources", [{"CPU": 1.0}, {"CPU": 2.0}, {"CPU": 16.0, "GPU": 1.0}, {"CPU": 64.0, "GPU": 8.0}])
+def test_resource_plan_fits_the_cluster(resources):
+    gpu = [type(name, (PairError,), {"name": name})(device="cuda") for name in ("raytest_gpu1", "raytest_gpu2")]
+    cpu = [ChannelStats(), PairError()]
+    chosen = cpu + (gpu if resources.get("GPU") else [])
+    plans, decode_cpus = plan_resources(chosen, resources)
+    assert set(plans) == {ex.name for ex in chosen}
+    cpus = sum(p.replicas * p.options.get("num_cpus", 0) for p in plans.values())
+    gpus = sum(p.replicas * p.options.get("num_gpus", 0) for p in plans.values())
+    assert 0 < decode_cpus and cpus + decode_cpus <= resources["CPU"] and gpus <= resources.get("GPU", 0)
+    assert all(p.replicas >= 1 for p in plans.values())
+    if resources.get("GPU"):
+        assert all(plans[ex.name].replicas == resources["GPU"] for ex in gpu)
+
+
+def test_cuda_extractor_on_a_cluster_without_gpu_stops_before_work():
+    with pytest.raises(SiqaError, match="raytest_mse run"):
+        plan_resources([PairError(device="cuda")], {"CPU": 8.0})

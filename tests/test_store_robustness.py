@@ -1,0 +1,221 @@
+"""Killed runs, concurrent runs and determinism of the feature store, with real processes.
+
+"The same store" throughout: for every extractor folder and level, the same set of keys with the same
+values, each key in exactly one row, no temporary files left, and the same `pairs.parquet` and
+`views.json` bytes. Shard boundaries may differ after a kill (a resumed run batches what was left), so
+shard names are compared only between uninterrupted runs, where they must be identical too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from featurestore.datasets import load_pairs
+from featurestore.sql import query
+from featurestore.store import FeatureStore
+from store_worker import extractors
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).resolve().parent / "store_worker.py"
+N_REFS, PER_REF = 6, 4  # 24 pairs, 30 distinct images; train = first 3 references
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """SeIQA layout, 16 train + 8 test pairs of tiny random images; each reference file is repeated
+    under every name that uses it (as in SeIQA), so it is one sha256 decoded once."""
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("robust") / "data"
+    labels = []
+    k = 0
+    for r in range(N_REFS):
+        split = "Train" if r < 4 else "Test"
+        ref = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+        for level in range(PER_REF):
+            k += 1
+            name = f"{k:06d}.png"
+            dist = np.clip(ref + rng.normal(0, 8 * (level + 1), ref.shape), 0, 255).astype(np.uint8)
+            for sub, img in (("Ref", ref), ("Dist", dist)):
+                (root / split / sub).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(root / split / sub / name)
+            if split == "Train":
+                labels.append((name, level + 1))
+    wb = openpyxl.Workbook()
+    wb.active.append(["name", "score"])
+    for row in labels:
+        wb.active.append(list(row))
+    wb.save(root / "Train" / "Train_scores.xlsx")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> dict:
+    """An uninterrupted run, in this process, counting its atomic renames."""
+    store = tmp_path_factory.mktemp("reference") / "store"
+    renames = []
+    real_replace = os.replace
+
+    def counting_replace(src, dst):
+        renames.append(Path(dst).name)
+        real_replace(src, dst)
+
+    os.replace = counting_replace
+    try:
+        summary = FeatureStore(store).extract(load_pairs(data), extractors(), progress=False, chunk_pairs=2)
+    finally:
+        os.replace = real_replace
+    assert not summary.failures
+    return {"store": store, "snapshot": snapshot(store), "renames": renames, "computed": dict(summary.computed)}
+
+
+def snapshot(root: Path) -> dict:
+    """Everything that defines the store's content, independent of shard boundaries."""
+    assert not temp_files(root), temp_files(root)
+    out = {"pairs.parquet": (root / "pairs.parquet").read_bytes(), "views.json": (root / "views.json").read_bytes()}
+    for folder in sorted((root / "features").glob("*/*")):
+        rows = whole_shards(folder)
+        out[f"{folder.parent.name}/{folder.name}"] = rows
+    return out
+
+
+def whole_shards(folder: Path) -> dict:
+    """key -> row values over every shard of `folder`; every shard must read whole, every key once."""
+    rows = {}
+    for shard in FeatureStore.shards(folder):
+        table = pq.read_table(shard)
+        for row in table.to_pylist():
+            key = row.pop(table.column_names[0])
+            assert key not in rows, f"duplicate key {key} in {folder}"
+            rows[key] = row
+    return rows
+
+
+def temp_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name.endswith(".tmp"))
+
+
+def worker(data: Path, store: Path, *args: str, sleep: float = 0.0) -> subprocess.Popen:
+    env = {**os.environ, "ROBUST_SLEEP": str(sleep), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(WORKER), "--data", str(data), "--store", str(store), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def resume(data: Path, store: Path):
+    return FeatureStore(store).extract(load_pairs(data), extractors(), progress=False, chunk_pairs=2)
+
+
+def shard_count(store: Path) -> int:
+    return len(list((store / "features").glob("*/*/part-*.parquet"))) if (store / "features").is_dir() else 0
+
+
+def test_uninterrupted_runs_are_byte_identical(data, reference, tmp_path):
+    """Same data, same extractors: same files, same names, same bytes (pairs.parquet, views.json, shards)."""
+    again = tmp_path / "again"
+    resume(data, again)
+
+    def files(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name != ".lock"}
+
+    first, second = files(reference["store"]), files(again)
+    assert list(first) == list(second)
+    assert first == second
+    # and the work matches the data: 30 distinct images, 24 pairs, each computed once
+    assert reference["computed"] == {"robust_mean/image": N_REFS * (PER_REF + 1), "robust_mean/pair": 24,
+                                     "robust_mse/pair": 24}
+
+
+KILL_POINTS = [(when, position) for position in ("pairs.parquet", "views.json", "first shard", "middle shard", "last shard")
+               for when in ("during", "before", "after")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when,position", KILL_POINTS)
+def test_killed_inside_each_write_then_resumed_gives_the_same_store(data, reference, tmp_path, when, position):
+    """SIGKILL inside the N-th atomic write: with half its bytes written ("during"), with its temp file
+    whole and fsynced but not renamed ("before"), or just renamed ("after"). No partial file is ever
+    visible, and a rerun completes to the same store."""
+    renames = reference["renames"]
+    assert renames[:2] == ["pairs.parquet", "views.json"] and all(n.startswith("part-") for n in renames[2:])
+    n = {"pairs.parquet": 1, "views.json": 2, "first shard": 3, "middle shard": len(renames) // 2,
+         "last shard": len(renames)}[position]
+    store = tmp_path / "store"
+    proc = worker(data, store, f"--die-{when}", str(n))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err
+    # What the kill left: whole shards only, each key once; a temp file unless the rename happened.
+    for folder in (store / "features").glob("*/*"):
+        whole_shards(folder)
+    committed = n if when == "after" else n - 1
+    assert shard_count(store) == max(0, committed - 2)
+    assert len(temp_files(store)) == (when != "after")
+    if committed >= 1:
+        pq.read_table(store / "pairs.parquet")
+    if committed >= 2:
+        json.loads((store / "views.json").read_text())
+    summary = resume(data, store)
+    assert not summary.failures
+    assert snapshot(store) == reference["snapshot"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_gives_the_same_store(data, reference, tmp_path):
+    """A real `kill -9` at a random moment of a slowed-down run, three times over, then a rerun."""
+    seed = random.SystemRandom().randrange(10**6)
+    rng = random.Random(seed)
+    store = tmp_path / "store"
+    interrupted = 0
+    for _ in range(3):
+        before = shard_count(store)
+        proc = worker(data, store, sleep=0.04)
+        deadline = time.monotonic() + 60
+        while shard_count(store) == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # wait until this run is storing work
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        interrupted += proc.returncode == -signal.SIGKILL
+        for folder in (store / "features").glob("*/*"):
+            whole_shards(folder)  # whole shards, no key twice, whatever the moment
+    assert interrupted >= 1, f"no kill landed mid-run (seed {seed})"
+    resume(data, store)
+    assert snapshot(store) == reference["snapshot"], f"seed {seed}"
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_and_a_reader_do_not_corrupt_the_store(data, reference, tmp_path):
+    """Two workers at once on one store (train and test, so both must register their pairs) while this
+    process keeps querying it: the lock serialises the writers, every key is computed once in all, and
+    the reader never sees a partial file."""
+    store = tmp_path / "store"
+    procs = [worker(data, store, "--splits", split, sleep=0.02) for split in ("train", "test", "train,test")]
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        if (store / "pairs.parquet").exists() and (store / "views.json").exists():
+            query(store, "SELECT count(*) AS n FROM features")
+            reads += 1
+        time.sleep(0.05)
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    total = {}
+    for r in results:
+        for key, n in r["computed"].items():
+            total[key] = total.get(key, 0) + n
+    assert total == reference["computed"]  # nothing computed twice, nothing lost
+    assert reads > 0
+    assert snapshot(store) == reference["snapshot"]

@@ -1,0 +1,208 @@
+"""The `vlm` extractor end to end with a tiny randomly initialised Qwen2-VL (no download, CPU, seconds).
+
+The tiny checkpoint is written the way a downloaded one sits on disk (config, safetensors, tokenizer,
+processor, chat template), so the real loading path runs: `path`, `$SIQA_WEIGHTS_DIR`, Hugging Face cache."""
+import dataclasses
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from featurestore.datasets import PairTable, load_pairs
+from featurestore.errors import SiqaError
+from featurestore.extractors.vlm import DEFAULT_QUESTIONS, QuestionSet, VlmExtractor, VlmJudge, budget_size
+from featurestore.sql import query
+from featurestore.store import FeatureStore
+from featurestore.vlm_random import save_tiny_vlm
+from featurestore.weights import MissingWeights
+
+HIDDEN = 32  # text width of the tiny model
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    return save_tiny_vlm(tmp_path_factory.mktemp("tiny") / "tiny-qwen2-vl")
+
+
+@pytest.fixture(autouse=True)
+def no_weights_env(monkeypatch, tmp_path):
+    """Nothing from the developer's real caches: an empty weights folder and hub cache per test."""
+    monkeypatch.setenv("SIQA_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
+@pytest.fixture(scope="module")
+def two_questions(tmp_path_factory):
+    """The default question file cut to its first (Yes/No) and last (0..5) question: sampling tests stay fast."""
+    head, *questions = DEFAULT_QUESTIONS.read_text().split("\n[[questions]]\n")
+    path = tmp_path_factory.mktemp("questions") / "two.toml"
+    path.write_text("\n[[questions]]\n".join([head, questions[0], questions[-1]]))
+    return path
+
+
+def tiny(tiny_vlm, **config):
+    return VlmExtractor(path=str(tiny_vlm), device="cpu", **config)
+
+
+def test_extract_through_store_and_resume(tmp_path, seiqa_dir, tiny_vlm):
+    table = load_pairs(seiqa_dir)
+    store = FeatureStore(tmp_path / "store")
+    ex = tiny(tiny_vlm)
+    first = store.extract(table, [ex], progress=False)
+    assert first.computed["vlm/pair"] == len(table) == 8 and not first.failures
+    ids = [q.id for q in ex.questions.questions]
+    df = query(store.root, "SELECT * FROM features ORDER BY name")
+    for qid in ids:
+        values = df[f"vlm_{qid}"]
+        kind = ex.questions.questions[ids.index(qid)].options
+        assert values.notna().all(), qid  # every answer option is a single token of the tiny tokenizer
+        assert values.between(min(kind.values()), max(kind.values())).all(), qid
+    assert df.vlm_answer_mass.between(0, 1).all() and df.vlm_answer_mass.gt(0).all()
+    hidden = np.stack(df.vlm_hidden_last)
+    assert hidden.shape == (8, HIDDEN) and np.isfinite(hidden).all()
+    assert np.stack(df.vlm_hidden_mid).shape == (8, HIDDEN)
+    assert np.ptp(hidden, axis=0).max() > 0  # the images reach the answer position
+    second = store.extract(table, [tiny(tiny_vlm)], progress=False)
+    assert not second.computed and second.cached["vlm/pair"] == 8
+
+
+def test_questions_batched_per_pair_match_one_at_a_time(tiny_vlm):
+    """Left padding must not move the answer: each question alone gives the batched value."""
+    ex = tiny(tiny_vlm)
+    judge = ex.judge()
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    dist = np.clip(ref.astype(int) + rng.integers(-40, 40, ref.shape), 0, 255).astype(np.uint8)
+    batched = judge.judge(ref, dist)
+    for q in ex.questions.questions[:3] + ex.questions.questions[-1:]:
+        alone = VlmJudge(judge.model, judge.processor, dataclasses.replace(ex.questions, questions=(q,)),
+                         max_pixels=ex.config["max_pixels"]).judge(ref, dist)
+        assert alone.answers[q.id].value == pytest.approx(batched.answers[q.id].value, abs=1e-5)
+
+
+def test_prompt_puts_reference_first(tiny_vlm):
+    judge = tiny(tiny_vlm).judge()
+    prompt = judge.prompts[0]
+    assert prompt.count("<|vision_start|>") == 2
+    qs = QuestionSet.load(DEFAULT_QUESTIONS)
+    assert prompt.index(qs.reference) < prompt.index(qs.degraded) < prompt.index(qs.questions[0].text)
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("size, budget, factor, expect", [
+    ((1000, 700), 56 * 56, 28, (56, 28)),
+    ((4000, 3000), 512 * 28 * 28, 28, (728, 532)),
+    ((640, 480), 512 * 28 * 28, 28, (616, 476)),   # within budget: only snapped to the patch grid
+    ((4000, 3000), 512 * 28 * 28, 32, (704, 544)),  # Qwen3-VL: 16 px patches
+    ((20, 9), 512 * 28 * 28, 28, (28, 28)),
+])
+def test_pixel_budget_rule(size, budget, factor, expect):
+    w, h = budget_size(*size, budget, factor)
+    assert (w, h) == expect and w * h <= max(budget, factor * factor) and w % factor == h % factor == 0
+
+
+def test_oversize_pair_is_resized_to_the_budget(tmp_path, tiny_vlm):
+    rng = np.random.default_rng(1)
+    ref = rng.integers(0, 255, (700, 1000, 3), dtype=np.uint8)
+    Image.fromarray(ref).save(tmp_path / "r.png")
+    Image.fromarray(255 - ref).save(tmp_path / "d.png")
+    ex = tiny(tiny_vlm, max_pixels=56 * 56)
+    assert ex.judge().fit_budget(ref).size == (56, 28)
+    summary = FeatureStore(tmp_path / "store").extract(
+        PairTable.from_paths([(tmp_path / "r.png", tmp_path / "d.png")]), [ex], progress=False)
+    assert summary.computed["vlm/pair"] == 1 and not summary.failures
+
+
+def test_unreadable_answers_become_nan_and_are_logged(tiny_vlm, two_questions, seiqa_dir, caplog):
+    """A random model neither puts 99% on the answer tokens nor writes parseable text: NaN, never a crash."""
+    pairs = load_pairs(seiqa_dir, splits=["test"])
+    ex = tiny(tiny_vlm, questions=str(two_questions), min_answer_mass=0.99, k_samples=3, max_new_tokens=2)
+    with caplog.at_level(logging.WARNING, logger="featurestore.extractors.vlm"):
+        store = FeatureStore(seiqa_dir.parent / "store")
+        summary = store.extract(pairs, [ex], progress=False)
+    assert summary.computed["vlm/pair"] == 2 and not summary.failures
+    df = query(store.root, "SELECT * FROM vlm")
+    assert df.overall.isna().all() and df.subject_present.isna().all()
+    assert "overall_sampled" in df and np.isfinite(np.stack(df.hidden_last)).all()
+    assert "overall is NaN for 2 of 2 pair(s)" in caplog.text and "min_answer_mass 0.99" in caplog.text
+
+
+def test_sampled_answers_are_parsed_and_averaged(tiny_vlm, two_questions, monkeypatch):
+    judge = tiny(tiny_vlm, questions=str(two_questions), k_samples=3, max_new_tokens=2).judge()
+    rgb = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    texts = judge.sample(judge.prompts[-1], [judge.fit_budget(rgb)] * 2)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    canned = {"Yes": ["Yes", "no", "yes."], "0": ["Score: 4", "5/5", "cannot tell"]}
+    monkeypatch.setattr(judge, "sample", lambda prompt, images: canned["Yes" if "Yes or No" in prompt else "0"])
+    result = judge.judge(rgb, rgb)
+    assert result.sampled["subject_present"].value == pytest.approx(2 / 3)
+    assert result.sampled["overall"].value == pytest.approx(4.5)
+
+
+def test_weight_resolution_order(tmp_path, tiny_vlm, monkeypatch):
+    ex = VlmExtractor(device="cpu")
+    assert ex.weight_sources()[0].found is None
+    with pytest.raises(MissingWeights, match="vlm: transformers Qwen/Qwen2.5-VL-7B-Instruct"):
+        ex.pair_columns()
+    # Hugging Face cache: a snapshot as `hf download` leaves it (refs/main -> snapshots/<commit>)
+    repo = tmp_path / "hf" / "models--Qwen--Qwen2.5-VL-7B-Instruct"
+    shutil.copytree(tiny_vlm, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    assert ex.weight_sources()[0].found == str(repo / "snapshots" / ("0" * 40))
+    # $SIQA_WEIGHTS_DIR/<repo id> comes before the cache
+    shutil.copytree(tiny_vlm, tmp_path / "weights" / DEFAULT_MODEL)
+    assert ex.weight_sources()[0].found == str(tmp_path / "weights" / DEFAULT_MODEL)
+    assert ex.pair_columns()[-1].dim == HIDDEN  # the schema is read from the found config, no model load
+    # an explicit path wins, and a wrong one is reported instead of silently falling through
+    assert VlmExtractor(path=str(tiny_vlm)).weight_sources()[0].found == str(tiny_vlm)
+    assert VlmExtractor(path=str(tmp_path / "nope")).weight_sources()[0].found is None
+
+
+def test_siqa_weights_lists_the_vlm(tmp_path, tiny_vlm):
+    from cli import app
+
+    config = tmp_path / "vlm.toml"
+    config.write_text(f'[extractors.vlm]\npath = "{tiny_vlm}"\n')
+    result = CliRunner().invoke(app, ["weights", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "vlm: ok" in result.output and f"from {tiny_vlm}" in result.output
+    config.write_text("[extractors.vlm]\nenabled = true\n")
+    result = CliRunner().invoke(app, ["weights", "--config", str(config)])
+    assert "vlm: MISSING" in result.output and DEFAULT_MODEL in result.output
+
+
+def test_question_file_is_validated_and_hashed(tmp_path):
+    good = DEFAULT_QUESTIONS.read_text()
+    edited = tmp_path / "q.toml"
+    edited.write_text(good.replace("Overall, how much", "Overall, how well"))
+    assert VlmExtractor(questions=str(edited)).folder != VlmExtractor().folder
+    renamed = tmp_path / "same.toml"
+    renamed.write_text(good)
+    assert VlmExtractor(questions=str(renamed)).questions.fingerprint() == VlmExtractor().questions.fingerprint()
+    broken = tmp_path / "broken.toml"
+    for text, problem in [
+        (good.replace('id = "overall"', 'id = "subject_present"'), "duplicate id 'subject_present'"),
+        (good.replace('answer = "score"', 'answer = "stars"', 1), "answer 'stars' is not one of"),
+        (good.replace('id = "overall"', 'id = "hidden_last"'), "reserved column name"),
+        ("[prompt]\n", "needs a text `reference`"),
+        ("x = [", "invalid TOML"),
+    ]:
+        broken.write_text(text)
+        with pytest.raises(SiqaError, match=f"^{broken}: .*{problem}"):
+            VlmExtractor(questions=str(broken))
+    with pytest.raises(SiqaError, match="question file not found"):
+        VlmExtractor(questions=str(tmp_path / "missing.toml"))
+    with pytest.raises(ValueError):
+        VlmExtractor(model="/not/a/repo/id")
+
+
+def test_answer_columns_follow_the_question_file(tiny_vlm):
+    n = len(QuestionSet.load(DEFAULT_QUESTIONS).questions)
+    assert len(tiny(tiny_vlm).pair_columns()) == n + 3
+    columns = [c.name for c in tiny(tiny_vlm, k_samples=4).pair_columns()]
+    assert len(columns) == 2 * n + 3 and "overall_sampled" in columns
