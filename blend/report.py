@@ -77,7 +77,7 @@ def _load_inputs(run: Run) -> ReportInputs:
     rows = first[["group", "label", "target", "fold"]].join(oof.groupby("id")[predictions].mean())
     rows = rows.reset_index()
     data, problem = _load_data(run)
-    rows = rows.merge(_metadata(run, data), on="id", how="left")
+    rows = rows.merge(_metadata(run), on="id", how="left")
     return ReportInputs(run=run, rows=rows, members=members, data=data, data_problem=problem)
 
 
@@ -117,20 +117,23 @@ def _table_data(path: Path, run: Run) -> TabularData:
     frame = frame[frame["id"].isin(oof.index)].reset_index(drop=True)
     columns = run.summary["columns"]
     return TabularData(ids=frame["id"].to_numpy(dtype=object),
-                       X=frame[columns].apply(pd.to_numeric, errors="coerce").astype(np.float64),
+                       X=frame[columns].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+                       .replace([np.inf, -np.inf], np.nan),
                        y=oof.loc[frame["id"], "label"].to_numpy(dtype=np.float64),
                        groups=oof.loc[frame["id"], "group"].to_numpy(dtype=object),
                        split=np.full(len(frame), "train", dtype=object), names=frame["id"].to_numpy(dtype=object),
                        higher_better=bool(run.summary["source"]["higher_better"]), source=str(path))
 
 
-def _metadata(run: Run, data: TabularData | None) -> pd.DataFrame:
+def _metadata(run: Run) -> pd.DataFrame:
     """Per id: split, name, image paths, reference name and distortion columns, where the source has them."""
     source = _source(run)
     if (source / "pairs.parquet").is_file():
         from featurestore import sql
 
-        pairs = sql.query(source, "SELECT pair_id AS id, split, name, ref_path, dist_path FROM pairs")
+        # a pair registered under two names (or splits) is one row of the run: keep its labelled registration
+        pairs = sql.query(source, "SELECT pair_id AS id, split, name, ref_path, dist_path FROM pairs "
+                                  "ORDER BY label IS NULL, split, name").drop_duplicates("id")
         pairs["reference"] = pairs["ref_path"].map(lambda p: Path(p).name)
         return pairs.merge(_demo_meta(pairs), on=["split", "name"], how="left")
     if source.is_file():
@@ -152,7 +155,8 @@ def _demo_meta(pairs: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return empty
     meta = pd.concat(frames, ignore_index=True)
-    return meta[["split", "name"] + [c for c in DISTORTION_COLUMNS if c in meta.columns]].drop_duplicates(["split", "name"])
+    columns = ["split", "name"] + [c for c in DISTORTION_COLUMNS if c in meta.columns]
+    return meta[columns].drop_duplicates(["split", "name"])
 
 
 # --- plotting helpers ---------------------------------------------------------------------------------
@@ -203,7 +207,8 @@ def plot_scatter(inputs: ReportInputs, progress: bool = False) -> Plot:
         xs = np.linspace(pred.min(), pred.max(), 2)
         ax.plot(xs, a + b * xs, color="crimson", lw=1.5)
         row = board.loc[model]
-        ax.set_title(f"{model}: Final {row['final']:.4f} (SROCC {row['srocc']:.3f}, PLCC {row['plcc']:.3f})", fontsize=9)
+        ax.set_title(f"{model}: Final {row['final']:.4f} (SROCC {row['srocc']:.3f}, PLCC {row['plcc']:.3f})",
+                     fontsize=9)
         ax.set_xlabel("prediction (0..5)" if model == HEADLINE else "prediction (target scale)")
         ax.set_ylabel(_label_axis(inputs.run))
         ax.grid(alpha=0.3)
@@ -238,7 +243,7 @@ def plot_leaderboard(inputs: ReportInputs, progress: bool = False) -> Plot:
     ax.set_yticks(y, order, fontsize=8)
     ax.set_xlabel("Final = 0.6 SROCC + 0.4 PLCC")
     ax.grid(axis="x", alpha=0.3)
-    return Plot("leaderboard", "Leaderboard",
+    return Plot("leaderboard", "Leaderboard with fold spread",
                 f"Bars: out-of-fold Final (mean over {inputs.run.summary['repeats']} repeat(s); whiskers: std over "
                 f"repeats). Dots: Final inside each outer fold of each repeat ({len(per_fold)} in all).", _png(fig))
 
@@ -277,9 +282,14 @@ def feature_importance(inputs: ReportInputs, progress: bool = False) -> pd.DataF
     data, rows, run = inputs.data, inputs.rows, inputs.run
     settings = run.config["tabular"]
     index = {k: i for i, k in enumerate(data.ids)}
+    missing = [i for i in rows["id"] if i not in index]
+    if missing:
+        raise SectionSkipped(f"Feature importance left out: {data.source} no longer holds {len(missing)} of the "
+                             f"run's pairs (e.g. {missing[0]})")
     take = np.array([index[i] for i in rows["id"]])
+    # exactly what the run was fit on, even if the store has gained columns since
     X = data.X.iloc[take].reset_index(drop=True)[[c for c in run.summary["columns"] if c in data.X.columns]]
-    dense = {b: v[take] for b, v in data.dense.items()}
+    dense = {b: data.dense[b][take] for b in run.pipeline.blocks if b in data.dense}
     target, groups, fold = rows["target"].to_numpy(), rows["group"].to_numpy(), rows["fold"].to_numpy()
     folds = np.unique(fold)
 
@@ -293,9 +303,11 @@ def feature_importance(inputs: ReportInputs, progress: bool = False) -> pd.DataF
             Xtr = pd.concat([Xtr, meta.fit_transform({b: v[train] for b, v in dense.items()}, target[train],
                                                      groups[train])], axis=1)
             Xte = pd.concat([Xte, meta.transform({b: v[test] for b, v in dense.items()})], axis=1)
+        # One thread: on a few hundred rows OpenMP start-up costs more than it saves, and on a busy
+        # machine two threads were measured 10x slower than one.
         model = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=15,
                                   min_child_samples=max(2, min(20, int(train.sum()) // 10)),
-                                  random_state=int(settings["seed"]), n_jobs=int(settings["threads"]), verbose=-1)
+                                  random_state=int(settings["seed"]), n_jobs=1, verbose=-1)
         model.fit(Xtr, target[train])
         models[k], tests[k] = model, Xte
         fold_gain = pd.Series(model.booster_.feature_importance("gain"), index=Xtr.columns, dtype=float)
@@ -315,10 +327,12 @@ def feature_importance(inputs: ReportInputs, progress: bool = False) -> pd.DataF
 
     base = pooled_final(None, None)
     # A feature no fold model splits on cannot change a prediction: only features with gain are shuffled.
-    candidates = [f for f in out.sort_values("gain", ascending=False).index if out.loc[f, "gain"] > 0][:PERMUTED_FEATURES]
+    ranked = out.sort_values("gain", ascending=False)
+    candidates = list(ranked.index[ranked["gain"] > 0][:PERMUTED_FEATURES])
     rng = np.random.default_rng(int(settings["seed"]))
     for feature in tqdm(candidates, desc="permutation importance", unit="feature", disable=not progress, leave=False):
-        out.loc[feature, "permutation"] = base - np.mean([pooled_final(feature, rng) for _ in range(PERMUTATION_REPEATS)])
+        shuffled = [pooled_final(feature, rng) for _ in range(PERMUTATION_REPEATS)]
+        out.loc[feature, "permutation"] = base - float(np.mean(shuffled))
     out.attrs["base_final"] = base
     return out
 
@@ -328,7 +342,8 @@ def plot_importance(inputs: ReportInputs, progress: bool = False) -> Plot:
         raise SectionSkipped(f"Feature importance left out: {inputs.data_problem}")
     importance = feature_importance(inputs, progress)
     by_gain = importance.sort_values("gain", ascending=False).head(TOP_FEATURES)[::-1]
-    by_perm = importance.dropna(subset=["permutation"]).sort_values("permutation", ascending=False).head(TOP_FEATURES)[::-1]
+    measured = importance.dropna(subset=["permutation"])
+    by_perm = measured.sort_values("permutation", ascending=False).head(TOP_FEATURES)[::-1]
     n = max(len(by_gain), len(by_perm), 1)
     fig = _figure(13, 1.2 + 0.3 * n)
     for i, (frame, column, title, color) in enumerate((
@@ -347,27 +362,32 @@ def plot_importance(inputs: ReportInputs, progress: bool = False) -> Plot:
                 f"shuffled within each held-out fold ({PERMUTATION_REPEATS} shuffles).", _png(fig))
 
 
-def split_scores(inputs: ReportInputs) -> dict[str, dict[str, np.ndarray]]:
-    """split -> {"label": ..., "prediction": ...}: train from out-of-fold, other splits from the fitted pipeline."""
+def split_scores(inputs: ReportInputs) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+    """split -> {"label": ..., "prediction": ...}: train from out-of-fold, other splits from the fitted pipeline;
+    and why other splits are missing, if they are."""
     # labels go through the run's affine label scale, so every split is on the scores' 0..5, higher = better
     scale = inputs.run.pipeline.scale_
     out = {"train": {"label": scale.transform(inputs.rows["target"].to_numpy()),
                      "prediction": inputs.rows[HEADLINE].to_numpy()}}
     data = inputs.data
-    if data is not None:
-        others = np.isin(data.split, ["train"], invert=True) & ~np.isin(data.ids, inputs.rows["id"])
-        if others.any():
-            part = data.subset(others)
+    if data is None:
+        return out, inputs.data_problem
+    others = np.isin(data.split, ["train"], invert=True) & ~np.isin(data.ids, inputs.rows["id"])
+    if others.any():
+        part = data.subset(others)
+        try:
             scores = inputs.run.pipeline.predict(part)
-            for split in sorted(set(part.split)):
-                mask = part.split == split
-                target = part.target[mask]
-                out[split] = {"label": scale.transform(target[np.isfinite(target)]), "prediction": scores[mask]}
-    return out
+        except SiqaError as exc:  # the store changed since the run (features removed or re-configured)
+            return out, str(exc)
+        for split in sorted(set(part.split)):
+            mask = part.split == split
+            target = part.target[mask]
+            out[split] = {"label": scale.transform(target[np.isfinite(target)]), "prediction": scores[mask]}
+    return out, ""
 
 
 def plot_split_histograms(inputs: ReportInputs, progress: bool = False) -> Plot:
-    scores = split_scores(inputs)
+    scores, problem = split_scores(inputs)
     fig = _figure(4.2 * len(scores), 3.4)
     bins = np.linspace(0, 5, 26)
     for i, (split, values) in enumerate(scores.items()):
@@ -384,7 +404,7 @@ def plot_split_histograms(inputs: ReportInputs, progress: bool = False) -> Plot:
                 "Train: labels and out-of-fold calibrated blend. Other splits: scores of the run's fitted pipeline, "
                 "with labels where the split has them. Labels are mapped to 0..5 (higher = better) by the run's "
                 "label scale." +
-                (f" Other splits not shown: {inputs.data_problem}" if inputs.data is None else ""), _png(fig))
+                (f" Other splits not shown: {problem}" if problem else ""), _png(fig))
 
 
 def group_finals(rows: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -406,7 +426,8 @@ def plot_groups(inputs: ReportInputs, progress: bool = False) -> Plot:
     tables = {c: group_finals(rows, c) for c in columns}
     tables = {c: t for c, t in tables.items() if len(t)}
     if not tables:
-        raise SectionSkipped(f"Final per group left out: no group has {MIN_GROUP_ROWS} or more pairs with different labels.")
+        raise SectionSkipped(f"Final per group left out: no group has {MIN_GROUP_ROWS} or more pairs "
+                             "with different labels.")
     fig = _figure(6.5 * len(tables), 1.2 + 0.28 * min(max(len(t) for t in tables.values()), MAX_GROUP_BARS))
     for i, (column, table) in enumerate(tables.items()):
         ax = fig.add_subplot(1, len(tables), i + 1)
@@ -476,8 +497,8 @@ def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:
 
 # --- html ---------------------------------------------------------------------------------------------
 
-CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;padding:0 16px;max-width:1280px;
-color:#222;box-sizing:border-box}
+CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;padding:0 16px;
+max-width:1280px;color:#222;box-sizing:border-box}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
@@ -499,7 +520,8 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
     facts = (f"{s['n_rows']} labelled pairs, {s['n_groups']} reference groups, {s.get('n_unlabelled', 0)} unlabelled; "
              f"preset {s['preset']}, {s['folds']} grouped folds x {s['repeats']} repeat(s), seed {s['seed']}; "
              f"best single model {s['best_model']} ({s['best_model_final']:.4f}); source {s['source']['source']}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>siqa run {html.escape(inputs.run.path.name)}</title>",
+    title = f"siqa run {html.escape(inputs.run.path.name)}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>siqa run report: {html.escape(str(inputs.run.path))}</h1>",
              "<h2>Headline (out-of-fold, calibrated blend)</h2>", _table(headline),

@@ -104,7 +104,7 @@ def _find_child(folder: Path, name: str) -> Path | None:
     """Case-insensitive child lookup (SeIQA archives differ in capitalisation across platforms)."""
     if not folder.is_dir():
         return None
-    hits = [p for p in folder.iterdir() if p.name.lower() == name.lower()]
+    hits = [p for p in folder.iterdir() if p.name.casefold() == name.casefold()]
     return hits[0] if hits else None
 
 
@@ -115,7 +115,7 @@ def _image_names(folder: Path) -> dict[str, Path]:
     for p in files:
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        stem = p.stem.lower()
+        stem = p.stem.casefold()
         if stem in stems:
             raise SiqaError(f"{p}: duplicate image name (also {stems[stem].name})")
         stems[stem] = p
@@ -160,13 +160,16 @@ def _seiqa_labels(folder: Path, split: str, names: list[str]) -> dict[str, float
             raise SiqaError(f"{folder}: missing {SEIQA_DIRS[split]}_scores.xlsx (train images need labels)")
         return {}
     labels = read_scores_xlsx(xlsx, integer=(split == "train"))
-    by_stem = {Path(n).stem.lower(): n for n in names}
+    # A score file names an image with or without its extension, in any case (stems are unique per folder).
+    lookup = {Path(n).stem.casefold(): n for n in names} | {n.casefold(): n for n in names}
     out = {}
     for label_name, y in labels.items():
-        key = Path(label_name).stem.lower()
-        if key not in by_stem:
+        key = label_name.casefold()
+        if key not in lookup:
             raise SiqaError(f"{xlsx}: label for {label_name!r} but no such image in {folder}/Dist")
-        out[by_stem[key]] = y
+        if lookup[key] in out:
+            raise SiqaError(f"{xlsx}: image {lookup[key]} has two labels")
+        out[lookup[key]] = y
     if split == "train":
         unlabelled = [n for n in names if n not in out]
         if unlabelled:
@@ -179,21 +182,25 @@ def read_scores_xlsx(path: Path, integer: bool) -> dict[str, float]:
     if path.stat().st_size == 0:
         raise SiqaError(f"{path}: unreadable xlsx: empty file (0 bytes)")
     try:
-        raw = pd.read_excel(path, header=None, dtype=object, engine="openpyxl")
+        # Cells verbatim (an image may be called `None` or `NA`); only blank cells are missing.
+        raw = pd.read_excel(path, header=None, dtype=object, engine="openpyxl", keep_default_na=False)
     except Exception as exc:
-        raise SiqaError(f"{path}: unreadable xlsx ({type(exc).__name__}: {exc})") from None
-    raw = raw.dropna(how="all").dropna(axis=1, how="all")
+        raise SiqaError(f"{path}: unreadable xlsx ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
+    raw = raw.replace(r"^\s*$", np.nan, regex=True).dropna(how="all").dropna(axis=1, how="all")
     if raw.shape[1] != 2 or len(raw) < 2:
         raise SiqaError(f"{path}: expected a header row then two columns `name, score`, got {raw.shape[1]} column(s), {len(raw)} row(s)")
     out: dict[str, float] = {}
-    for i, (name, score) in enumerate(raw.iloc[1:].itertuples(index=False), start=2):
-        name = str(name).strip()
-        if name in ("", "nan", "None"):
+    for index, name, score in raw.iloc[1:].itertuples(index=True):
+        i = int(index) + 1  # the spreadsheet's row number, blank rows included
+        if name is None or (isinstance(name, float) and math.isnan(name)) or not str(name).strip():
             raise SiqaError(f"{path}: row {i}: empty image name")
+        name = str(name).strip()
         try:
             y = float(score)
         except (TypeError, ValueError):
             raise SiqaError(f"{path}: row {i} ({name}): score {score!r} is not a number") from None
+        if math.isnan(y):
+            raise SiqaError(f"{path}: row {i} ({name}): no score")
         if not math.isfinite(y) or not LABEL_RANGE[0] <= y <= LABEL_RANGE[1]:
             raise SiqaError(f"{path}: row {i} ({name}): score {score!r} outside 0..5")
         if integer and y != round(y):

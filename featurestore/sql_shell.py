@@ -75,6 +75,8 @@ def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> No
                 print(_format(con.fetchdf()), file=out)
     except duckdb.Error as exc:
         print(f"error: {str(exc).strip()}", file=out)
+    except KeyboardInterrupt:  # Ctrl-C during a long query stops the query, not the shell
+        print("interrupted", file=out)
 
 
 def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool:
@@ -84,8 +86,11 @@ def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool
         return False
     if word == ".tables":
         print(_tables(con), file=out)
-    elif word == ".schema" and arg.strip():
-        run_statements(con, f"DESCRIBE {fsql._quote(arg.strip())};", out)
+    elif word == ".schema":
+        if arg.strip():
+            run_statements(con, f"DESCRIBE {fsql._quote(arg.strip())};", out)
+        else:
+            print("usage: .schema NAME (.tables lists the names)", file=out)
     elif word == ".help":
         print(HELP, file=out)
     else:
@@ -111,7 +116,8 @@ def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | Non
                 print("^C", file=out)
                 buffer.clear()
                 continue
-            except EOFError:
+            except EOFError:  # Ctrl-D
+                print(file=out)
                 break
             if not tty and line == "":  # end of a piped input
                 break

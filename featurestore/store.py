@@ -154,8 +154,8 @@ class FeatureStore:
             return pq.read_table(shard, columns=columns)
         except (OSError, pa.ArrowException) as exc:
             # Never written by this store (writes are atomic): damaged since, or put there by hand.
-            raise SiqaError(f"{shard}: unreadable feature shard ({str(exc).splitlines()[0]}); "
-                            "delete it and run `siqa features` again to recompute its rows") from None
+            raise SiqaError(f"{shard}: unreadable ({str(exc).splitlines()[0]}); "
+                            "delete it and run `siqa features` again to recompute what it held") from None
 
     def keys(self, folder: Path, key: str) -> set[str]:
         out: set[str] = set()
@@ -176,13 +176,21 @@ class FeatureStore:
 
     @contextmanager
     def lock(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as fh:
+        """Exclusive writer lock for the whole store; the kernel releases it when its holder dies."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / ".lock", "a+")
+        except OSError as exc:
+            raise SiqaError(f"{self.root}: cannot use as a feature store ({exc.strerror or exc})") from None
+        with fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 log.warning("store %s is in use by another siqa process; waiting", self.root)
                 fcntl.flock(fh, fcntl.LOCK_EX)
+            except OSError as exc:  # e.g. a network filesystem without flock
+                raise SiqaError(f"{self.root / '.lock'}: cannot lock the store ({exc.strerror or exc}); "
+                                "put the store on a local filesystem") from None
             try:
                 self._remove_stale_temps()
                 yield
@@ -198,7 +206,7 @@ class FeatureStore:
     def pairs(self) -> pd.DataFrame:
         if not self.pairs_path.exists():
             return pd.DataFrame(columns=COLUMNS)
-        return pd.read_parquet(self.pairs_path)
+        return self._read_shard(self.pairs_path).to_pandas()
 
     def register_pairs(self, table: PairTable) -> None:
         """Merge `table` into pairs.parquet (a pair is its split + name; the newest registration wins).
@@ -212,7 +220,13 @@ class FeatureStore:
 
     def views(self) -> dict[str, dict]:
         path = self.root / "views.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SiqaError(f"{path}: unreadable ({str(exc).splitlines()[0]}); delete it and run "
+                            "`siqa features` again to rewrite it") from None
 
     def register_views(self, extractors: list[Extractor]) -> None:
         views = self.views()

@@ -122,7 +122,7 @@ def tiny_qwen2_vl(tokenizer, seed: int = 0):
     return Qwen2VLForConditionalGeneration(config).eval()
 
 
-def save_tiny_vlm(folder: str | Path, seed: int = 0, max_pixels: int = 56 * 56) -> Path:
+def save_tiny_vlm(folder: str | Path, seed: int = 0, max_pixels: int = 112 * 112) -> Path:
     """Write a tiny random Qwen2-VL checkpoint (weights, config, tokenizer, processor, chat template) that
     `AutoModelForImageTextToText` / `AutoProcessor.from_pretrained(folder)` load like a downloaded one."""
     folder = Path(folder)

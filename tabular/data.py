@@ -141,11 +141,9 @@ class TabularData:
         con = sql.connect(root)
         try:
             pair_columns = {row[0] for row in con.execute("DESCRIBE pairs").fetchall()}
-            table = con.execute("SELECT * FROM features ORDER BY pair_id").arrow()
+            table = con.sql("SELECT * FROM features ORDER BY pair_id").to_arrow_table()
         finally:
             con.close()
-        if hasattr(table, "read_all"):  # newer DuckDB returns a RecordBatchReader
-            table = table.read_all()
         if table.num_rows == 0:
             raise SiqaError(f"{root}: the store has no pairs; run `siqa features` first")
         scalars, dense = {}, {}

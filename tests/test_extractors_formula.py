@@ -64,7 +64,7 @@ def test_schema(extractor, values, pairs):
 def test_identical_images_score_perfectly(values):
     same = {m: v[0] for m, v in values.items()}
     for m in ("ssim", "ms_ssim", "fsim", "vsi", "vif", "cw_ssim"):
-        assert same[m] == pytest.approx(1.0, abs=1e-6), m
+        assert same[m] == pytest.approx(1.0, abs=1e-5), m  # vif's float32 GSM fit gives 0.9999987
     for m in ("gmsd", "nlpd"):
         assert same[m] == pytest.approx(0.0, abs=1e-6), m
     assert same["psnr"] > 70  # 10*log10(1/eps): pyiqa's mse guard, no infinity
@@ -83,12 +83,14 @@ def test_values_match_pyiqa_one_metric_and_pair_at_a_time(values, pairs):
     move the values: pyiqa's own path, metric by metric and pair by pair, gives the same numbers."""
     import pyiqa
 
+    # float32 metrics sum in another order in a batch than alone (~1e-7 relative); vif's float32
+    # Gaussian-scale-mixture fit (pinverse, eigh) moves ~2e-5 with the other images in its batch
+    rel = {"vif": 1e-4}
     for m in DEFAULT_METRICS:
         metric = pyiqa.create_metric(m, device="cpu")
         for i, p in enumerate(pairs[1:], start=1):
             expect = metric(p.dist.tensor, p.ref.tensor).item()
-            # float32 metrics differ in summation order between a batch and a single image (~1e-7 relative)
-            assert values[m][i] == pytest.approx(expect, rel=1e-5, abs=1e-6), (m, p.pair_id)
+            assert values[m][i] == pytest.approx(expect, rel=rel.get(m, 1e-5), abs=1e-6), (m, p.pair_id)
 
 
 def test_small_pair_gets_nan_for_the_metric_that_cannot_run(extractor, caplog):

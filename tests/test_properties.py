@@ -87,7 +87,7 @@ split_names = st.lists(st.tuples(stems, st.sampled_from(SUFFIXES)), min_size=1, 
                        unique_by=lambda r: r[0].lower())
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=20)
 @given(train=split_names, test=split_names, label_names=st.sampled_from(["file", "stem", "upper"]),
        seed=st.integers(0, 2**16))
 def test_seiqa_folder_round_trip(train, test, label_names, seed):
@@ -158,7 +158,7 @@ def test_table_labels_may_be_missing_in_any_spelling(tmp_path):
     assert labels[:3].isna().all() and labels[3] == 2.5
 
 
-@pytest.mark.parametrize("content,message", [(b"", "empty file"), (b"PK\x03\x04 not really a zip", "unreadable xlsx")])
+@pytest.mark.parametrize("content,message", [(b"", "unreadable xlsx: empty file"), (b"PK\x03\x04 not really a zip", "unreadable xlsx")])
 def test_broken_score_files(seiqa_dir, content, message):
     (seiqa_dir / "Train" / "Train_scores.xlsx").write_bytes(content)
     with pytest.raises(SiqaError, match=f"Train_scores.xlsx: {message}"):
@@ -244,7 +244,7 @@ def test_store_round_trip_through_shards_and_duckdb(stored):
                 got = (df[c.name].to_numpy(np.float64) if c.dim == 0
                        else np.stack([np.asarray(v, np.float32) for v in df[c.name]]))
                 assert same(got, values[c.name]), (sql, c)
-        types = dict(con.execute("SELECT column_name, data_type FROM (DESCRIBE prop)").fetchall())
+        types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE prop)").fetchall())
         for c in columns:
             assert types[c.name] == ("DOUBLE" if c.dim == 0 else f"FLOAT[{c.dim}]")
         con.close()

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from featurestore.config import build_extractors, load_config
 from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
 from featurestore.extractors.base import Column, Extractor
 from featurestore.ray_backend import extract_with_ray, plan_resources
 from featurestore.store import FeatureStore
+
+OFFLINE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline.toml"
 
 
 class ChannelStats(Extractor):
@@ -103,6 +107,34 @@ def test_ray_matches_local(ray, tmp_path, seiqa_dir):
     for where, (shards, rows) in local_content.items():
         assert ray_content[where][0] == shards, where
         assert ray_content[where][1] == rows, where
+
+
+def offline_extractors() -> list[Extractor]:
+    """The formula, frequency and colour extractors as configs/offline.toml sets them, formula without its
+    slowest metrics (and no ImageNet model: its actor start alone would double the test's time)."""
+    config = load_config(OFFLINE_CONFIG)
+    config["extractors"] = {name: config["extractors"][name] for name in ("formula", "frequency", "colour")}
+    config["extractors"]["formula"] = {**config["extractors"]["formula"], "metrics": ["psnr", "ssim", "gmsd", "vif"]}
+    return build_extractors(config)
+
+
+def test_offline_extractors_match_local(ray, tmp_path, seiqa_dir):
+    table = load_pairs(seiqa_dir)
+    local = FeatureStore(tmp_path / "local").extract(table, offline_extractors(), progress=False)
+    remote = extract_with_ray(tmp_path / "ray", table, offline_extractors(), progress=False)
+    assert remote.computed == local.computed and remote.failures == local.failures
+    local_content, ray_content = store_content(tmp_path / "local"), store_content(tmp_path / "ray")
+    assert list(ray_content) == list(local_content)
+    assert {f.split("-")[0] for f in local_content} == {"formula", "frequency", "colour"}
+    for where, (_, rows) in local_content.items():
+        assert ray_content[where][1].keys() == rows.keys(), where
+        for key, values in rows.items():
+            for column, value in values.items():
+                # Torch's CPU kernels split reductions by thread count, and a Ray worker runs with its CPU
+                # share of threads: float32 rounding may differ (about 1e-6); equal thread counts give equal bits.
+                np.testing.assert_allclose(np.asarray(ray_content[where][1][key][column], dtype=float),
+                                           np.asarray(value, dtype=float), rtol=1e-4, atol=1e-5,
+                                           err_msg=f"{where} {key} {column}")
 
 
 def test_ray_resumes_a_local_store(ray, tmp_path, seiqa_dir):

@@ -121,17 +121,22 @@ def shard_count(store: Path) -> int:
 
 
 def test_uninterrupted_runs_are_byte_identical(data, reference, tmp_path):
-    """Same data, same extractors: same files, same names, same bytes (pairs.parquet, views.json, shards)."""
-    again = tmp_path / "again"
-    resume(data, again)
+    """Same data, same extractors: same files, same names, same bytes (pairs.parquet, views.json, shards),
+    in this process and in another one (whose string hashing, hence set order, differs)."""
+    resume(data, tmp_path / "again")
+    proc = worker(data, tmp_path / "elsewhere")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
 
     def files(root):
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
                 if p.is_file() and p.name != ".lock"}
 
-    first, second = files(reference["store"]), files(again)
-    assert list(first) == list(second)
-    assert first == second
+    first = files(reference["store"])
+    for other in ("again", "elsewhere"):
+        second = files(tmp_path / other)
+        assert list(first) == list(second)
+        assert first == second
     # and the work matches the data: 30 distinct images, 24 pairs, each computed once
     assert reference["computed"] == {"robust_mean/image": N_REFS * (PER_REF + 1), "robust_mean/pair": 24,
                                      "robust_mse/pair": 24}
@@ -219,3 +224,81 @@ def test_two_concurrent_runs_and_a_reader_do_not_corrupt_the_store(data, referen
     assert total == reference["computed"]  # nothing computed twice, nothing lost
     assert reads > 0
     assert snapshot(store) == reference["snapshot"]
+
+
+@pytest.fixture
+def photo_pairs(tmp_path) -> Path:
+    """48 test pairs of real photos (scikit-image), 128x96, with graded noise and blur."""
+    from PIL import ImageFilter
+
+    from conftest import photo
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "photos"
+    for sub in ("Ref", "Dist"):
+        (root / "Test" / sub).mkdir(parents=True)
+    k = 0
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        ref = photo(name, 128)
+        for level in range(12):
+            k += 1
+            dist = Image.fromarray(np.clip(ref + rng.normal(0, 2 * level, ref.shape), 0, 255).astype(np.uint8))
+            Image.fromarray(ref).save(root / "Test" / "Ref" / f"{k:04d}.png")
+            dist.filter(ImageFilter.GaussianBlur(level / 4)).save(root / "Test" / "Dist" / f"{k:04d}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_siqa_features_killed_and_rerun_equals_an_uninterrupted_run(tmp_path, photo_pairs, capsys):
+    """End to end through the command line with real offline extractors: `siqa features` SIGKILLed at a
+    random moment after it started storing, then run again, gives the store an uninterrupted run gives."""
+    import cli
+
+    config = tmp_path / "offline_small.toml"
+    config.write_text("[extractors.frequency]\n[extractors.colour]\n")
+    args = ["features", "--data", str(photo_pairs), "--config", str(config), "--quiet"]
+    cli.main(args + ["--store", str(tmp_path / "whole")])  # uninterrupted, in this process
+    seed = random.SystemRandom().randrange(10**6)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *args, "--store", str(killed)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while shard_count(killed) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(random.Random(seed).uniform(0.0, 0.05))
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill (seed {seed}): {err[-500:]}"
+    cli.main(args + ["--store", str(killed)])  # the rerun
+    assert "computed" in capsys.readouterr().out
+    assert snapshot(killed) == snapshot(tmp_path / "whole"), f"seed {seed}"
+
+
+@pytest.mark.parametrize("damage", ["shard", "pairs.parquet", "views.json"])
+def test_a_damaged_store_file_is_named_in_one_line(data, reference, tmp_path, damage):
+    """Writes are atomic, so only damage from outside can leave a bad file: the error names it and says
+    how to recover, instead of a traceback from pyarrow or json."""
+    import shutil
+
+    from featurestore.errors import SiqaError
+
+    store = tmp_path / "store"
+    shutil.copytree(reference["store"], store)
+    victim = {"shard": sorted((store / "features").glob("*/image/part-*.parquet"))[0],
+              "pairs.parquet": store / "pairs.parquet", "views.json": store / "views.json"}[damage]
+    victim.write_bytes(victim.read_bytes()[:40])
+    with pytest.raises(SiqaError) as info:
+        resume(data, store)
+    message = str(info.value)
+    assert message.startswith(f"{victim}: unreadable") and "\n" not in message and "delete it" in message
+    victim.unlink()  # the advice works
+    resume(data, store)
+    assert snapshot(store) == reference["snapshot"]
+
+
+def test_store_path_that_is_a_file(data, tmp_path):
+    from featurestore.errors import SiqaError
+
+    (tmp_path / "store").write_text("not a folder")
+    with pytest.raises(SiqaError, match="store: cannot use as a feature store"):
+        resume(data, tmp_path / "store")

@@ -70,18 +70,25 @@ def test_extract_through_store_and_resume(tmp_path, seiqa_dir, tiny_vlm):
     assert not second.computed and second.cached["vlm/pair"] == 8
 
 
-def test_questions_batched_per_pair_match_one_at_a_time(tiny_vlm):
-    """Left padding must not move the answer: each question alone gives the batched value."""
+def test_shared_prefix_and_batching_do_not_move_the_answer(tiny_vlm):
+    """The images run once per pair and the questions continue from their cache in a left-padded batch:
+    the same logits and hidden states as every question's whole prompt on its own (a wrong M-RoPE position
+    moves the logits by ~1e-4 here, so the tolerance has teeth)."""
     ex = tiny(tiny_vlm)
     judge = ex.judge()
+    assert judge.share_prefix and judge.prefix.endswith("<|vision_end|>")
     rng = np.random.default_rng(0)
-    ref = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    ref = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)  # 16 visual tokens: 2-D positions matter
     dist = np.clip(ref.astype(int) + rng.integers(-40, 40, ref.shape), 0, 255).astype(np.uint8)
-    batched = judge.judge(ref, dist)
-    for q in ex.questions.questions[:3] + ex.questions.questions[-1:]:
+    images = [judge.fit_budget(ref), judge.fit_budget(dist)]
+    shared = judge._answer_states_shared(images)
+    assert judge.model.model.rope_deltas.item() != 0
+    for q in ex.questions.questions[:2] + ex.questions.questions[-1:]:
         alone = VlmJudge(judge.model, judge.processor, dataclasses.replace(ex.questions, questions=(q,)),
-                         max_pixels=ex.config["max_pixels"]).judge(ref, dist)
-        assert alone.answers[q.id].value == pytest.approx(batched.answers[q.id].value, abs=1e-5)
+                         share_prefix=False)._answer_states(images)
+        row = ex.questions.questions.index(q)
+        for got, want in zip(shared, alone):
+            np.testing.assert_allclose(got[row].numpy(), want[0].numpy(), atol=2e-6, rtol=1e-5)
 
 
 def test_prompt_puts_reference_first(tiny_vlm):
@@ -131,13 +138,29 @@ def test_unreadable_answers_become_nan_and_are_logged(tiny_vlm, two_questions, s
     assert "overall is NaN for 2 of 2 pair(s)" in caplog.text and "min_answer_mass 0.99" in caplog.text
 
 
+def test_greedy_sampler_continues_like_generate(tiny_vlm, two_questions):
+    """The shared-prefix decoding loop (cache, mask, M-RoPE positions per step) against transformers'
+    `generate` on each whole prompt, greedy so both must pick the same tokens."""
+    judge = tiny(tiny_vlm, questions=str(two_questions), k_samples=2, temperature=0.0, max_new_tokens=6).judge()
+    rgb = np.random.default_rng(3).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    images = [judge.fit_budget(rgb), judge.fit_budget(255 - rgb)]
+    texts = judge.sample(images)
+    for prompt, got in zip(judge.prompts, texts):
+        inputs = judge._inputs([prompt], images)
+        out = judge.model.generate(**inputs, do_sample=False, max_new_tokens=6,
+                                   pad_token_id=judge.processor.tokenizer.pad_token_id)
+        want = judge.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        assert got == [want, want]
+
+
 def test_sampled_answers_are_parsed_and_averaged(tiny_vlm, two_questions, monkeypatch):
     judge = tiny(tiny_vlm, questions=str(two_questions), k_samples=3, max_new_tokens=2).judge()
     rgb = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    texts = judge.sample(judge.prompts[-1], [judge.fit_budget(rgb)] * 2)
-    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    canned = {"Yes": ["Yes", "no", "yes."], "0": ["Score: 4", "5/5", "cannot tell"]}
-    monkeypatch.setattr(judge, "sample", lambda prompt, images: canned["Yes" if "Yes or No" in prompt else "0"])
+    texts = judge.sample([judge.fit_budget(rgb)] * 2)
+    assert [len(t) for t in texts] == [3, 3] and all(isinstance(t, str) for t in texts[0])
+    assert judge.sample([judge.fit_budget(rgb)] * 2) == texts  # seeded: the same pair gives the same answers
+    canned = [["Yes", "no", "yes."], ["Score: 4", "5/5", "cannot tell"]]
+    monkeypatch.setattr(judge, "sample", lambda images: canned)
     result = judge.judge(rgb, rgb)
     assert result.sampled["subject_present"].value == pytest.approx(2 / 3)
     assert result.sampled["overall"].value == pytest.approx(4.5)

@@ -8,6 +8,7 @@ Models that use threads take `threads`; models with randomness take `random_stat
 """
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -46,7 +47,8 @@ class FiniteScaler(BaseEstimator, TransformerMixin):
 
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=np.float64)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: imputed with 0 below
             median = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0) if len(X) else np.zeros(X.shape[1])
         self.median_ = np.nan_to_num(median, nan=0.0)
         filled = self._fill(X)

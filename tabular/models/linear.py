@@ -7,6 +7,8 @@ features with CV-chosen alpha") is this `ridge` model configured with `columns` 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -21,7 +23,8 @@ class LogAugment:
 
     def fit(self, X: np.ndarray) -> "LogAugment":
         finite = np.where(np.isfinite(X), X, np.nan)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled by nan_to_num below
             low = np.nanmin(finite, axis=0)
             positive_min = np.nanmin(np.where(finite > 0, finite, np.nan), axis=0)
         self.columns_ = np.flatnonzero(np.nan_to_num(low, nan=-1.0) >= 0)

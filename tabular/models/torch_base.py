@@ -49,7 +49,9 @@ class TorchPoolModel(PoolModel):
         targets = torch.as_tensor(z, dtype=torch.float32)
         n = len(z)
         batch = min(self.batch_size, n)
-        torch.set_num_threads(self.threads)
+        # one thread: these networks are too small for intra-op parallelism, and on a busy machine
+        # a second OpenMP thread spin-waiting makes each step several times slower
+        torch.set_num_threads(1)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.net_ = mlp(inputs.shape[1], tuple(self.hidden), n_outputs, self.dropout)

@@ -1,0 +1,206 @@
+"""The formula metrics through siqa vs through pyiqa the way its command line runs them, on the five real
+TID2013 pairs in ../shared/data/calib (512x384).
+
+    pyiqa path   per metric: `pyiqa.create_metric(name)`, then per pair `metric(dist_path, ref_path)`
+                 (what `pyiqa <metric> -t dist -r ref` does: both files decoded again for every metric)
+    siqa cold    hash the files, `FeatureStore.extract` into an empty store (decode each image once, one
+                 batch per size, shared luma and SSIM pyramid), write the Parquet shards
+    siqa warm    `extract` again on the same store (everything cached) + read the values back through
+                 `featurestore.sql.connect`
+
+Each path runs in a fresh process (imports done before the clock starts, so both pay the same Python/torch
+start-up outside the timing); `--repeats` alternates them and reports medians. The values of both paths
+are compared metric by metric, then a breakdown shows where each path spends its time.
+
+    python bench/bench_formula.py [--repeats 3] [--threads N] [--calib DIR] [--metrics psnr,ssim,...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIB = ROOT.parent / "shared" / "data" / "calib"
+sys.path.insert(0, str(ROOT))
+
+
+def calib_pairs(calib: Path) -> list[tuple[str, str]]:
+    pairs = [(str(calib / "ref" / p.name), str(p)) for p in sorted((calib / "dist").glob("*.bmp"))]
+    if not pairs:
+        sys.exit(f"{calib}: no calibration pairs (dist/*.bmp); pass --calib DIR")
+    return pairs
+
+
+def run_pyiqa(pairs, metrics) -> dict:
+    import pyiqa
+
+    per_metric, values, created = {}, {}, {}
+    t0 = time.perf_counter()
+    for m in metrics:
+        t = time.perf_counter()
+        created[m] = pyiqa.create_metric(m, device="cpu")
+        values[m] = [created[m](dist, ref).item() for ref, dist in pairs]
+        per_metric[m] = time.perf_counter() - t
+    cold = time.perf_counter() - t0
+    # the same metric objects once more: pyiqa has no cache, so this is its best repeat
+    t0 = time.perf_counter()
+    for m in metrics:
+        [created[m](dist, ref).item() for ref, dist in pairs]
+    return {"cold": cold, "warm": time.perf_counter() - t0, "values": values, "breakdown": per_metric}
+
+
+def run_siqa(pairs, metrics) -> dict:
+    from featurestore.datasets import PairTable
+    from featurestore.extractors import create
+    from featurestore.sql import connect
+    from featurestore.store import FeatureStore
+
+    columns = ", ".join(f"formula_{m}" for m in metrics)
+    with tempfile.TemporaryDirectory() as root:
+        t0 = time.perf_counter()
+        table = PairTable.from_paths(pairs)
+        FeatureStore(root).extract(table, [create("formula", metrics=metrics)], progress=False)
+        cold = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        table = PairTable.from_paths(pairs)
+        summary = FeatureStore(root).extract(table, [create("formula", metrics=metrics)], progress=False)
+        con = connect(root)
+        rows = con.execute(f"SELECT dist_path, {columns} FROM features ORDER BY dist_path").fetchall()
+        con.close()
+        warm = time.perf_counter() - t0
+    if summary.computed:
+        sys.exit(f"warm run computed {dict(summary.computed)}: the cache did not hold")
+    order = {dist: i for i, (_, dist) in enumerate(pairs)}
+    rows.sort(key=lambda r: order[r[0]])
+    values = {m: [r[1 + j] for r in rows] for j, m in enumerate(metrics)}
+    return {"cold": cold, "warm": warm, "values": values, "breakdown": siqa_breakdown(pairs, metrics)}
+
+
+def siqa_breakdown(pairs, metrics) -> dict:
+    """Where a cold run's time goes: hashing + decoding, building the pyiqa networks, each metric's share
+    of the batch, and the store around it (the timers wrap the extractor's per-metric scorers)."""
+    from featurestore.datasets import PairTable
+    from featurestore.extractors import formula
+    from featurestore.io import DecodedPair, decode, match_size
+
+    out = {}
+    t = time.perf_counter()
+    table = PairTable.from_paths(pairs)
+    images = {}
+    for r in table.df.itertuples():
+        images.setdefault(r.ref_sha256, decode(r.ref_path, r.ref_sha256))
+        images.setdefault(r.dist_sha256, decode(r.dist_path, r.dist_sha256))
+    decoded = [DecodedPair(r.pair_id, images[r.ref_sha256], match_size(images[r.ref_sha256], images[r.dist_sha256])[0])
+               for r in table.df.itertuples()]
+    out["hash + decode"] = time.perf_counter() - t
+
+    ex = formula.FormulaExtractor(metrics=metrics)
+    t = time.perf_counter()
+    ex.nets
+    out["build networks"] = time.perf_counter() - t
+    real = dict(formula._SCORERS)
+
+    def timed(name):
+        def score(batch, nets):
+            t0 = time.perf_counter()
+            try:
+                return real[name](batch, nets)
+            finally:
+                out[name] = out.get(name, 0.0) + time.perf_counter() - t0
+        return score
+
+    formula._SCORERS.update({m: timed(m) for m in metrics})
+    t = time.perf_counter()
+    ex.compute_pairs(decoded)
+    out["batch + luma (rest of compute_pairs)"] = time.perf_counter() - t - sum(out.get(m, 0.0) for m in metrics)
+    formula._SCORERS.update(real)
+    return out
+
+
+def child(path: str, calib: Path, metrics: list[str], threads: int, out: Path) -> None:
+    import warnings
+
+    import torch
+
+    warnings.simplefilter("ignore")
+    if threads:
+        torch.set_num_threads(threads)
+    # imports both paths share, outside the clock
+    import pyiqa  # noqa: F401
+    import featurestore.extractors.formula  # noqa: F401
+    import featurestore.sql  # noqa: F401
+    import featurestore.store  # noqa: F401
+
+    pairs = calib_pairs(calib)
+    result = run_pyiqa(pairs, metrics) if path == "pyiqa" else run_siqa(pairs, metrics)
+    out.write_text(json.dumps(result))
+
+
+def main() -> int:
+    from featurestore.extractors.formula import DEFAULT_METRICS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calib", type=Path, default=CALIB)
+    ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in both paths (0: torch's default)")
+    ap.add_argument("--child", choices=["siqa", "pyiqa"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    metrics = args.metrics.split(",")
+    if args.child:
+        child(args.child, args.calib, metrics, args.threads, args.out)
+        return 0
+
+    n = len(calib_pairs(args.calib))
+    runs = {"siqa": [], "pyiqa": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for path in ("pyiqa", "siqa") if r % 2 == 0 else ("siqa", "pyiqa"):
+                out = Path(tmp) / f"{path}{r}.json"
+                subprocess.run([sys.executable, __file__, "--child", path, "--calib", str(args.calib),
+                                "--metrics", args.metrics, "--threads", str(args.threads), "--out", str(out)],
+                               check=True)
+                runs[path].append(json.loads(out.read_text()))
+                print(f"  run {r + 1}/{args.repeats} {path:5s}: cold {runs[path][-1]['cold']:.3f}s  "
+                      f"warm {runs[path][-1]['warm']:.4f}s", flush=True)
+
+    med = {p: {k: statistics.median(run[k] for run in runs[p]) for k in ("cold", "warm")} for p in runs}
+    threads = args.threads or "torch default"
+    print(f"\n{n} pairs, metrics {','.join(metrics)}, threads: {threads}, median of {args.repeats} fresh processes")
+    print(f"  pyiqa CLI-style  cold {med['pyiqa']['cold']:8.3f}s   repeat in the same process {med['pyiqa']['warm']:8.3f}s")
+    print(f"  siqa store       cold {med['siqa']['cold']:8.3f}s   warm (cached + SQL read)  {med['siqa']['warm']:8.4f}s")
+    print(f"  speed-up cold: {med['pyiqa']['cold'] / med['siqa']['cold']:.1f}x   "
+          f"warm vs pyiqa cold: {med['pyiqa']['cold'] / med['siqa']['warm']:.0f}x   "
+          f"warm vs pyiqa repeat: {med['pyiqa']['warm'] / med['siqa']['warm']:.0f}x")
+
+    print("\nvalues, max |siqa - pyiqa| over the pairs (first run of each):")
+    worst = 0.0
+    for m in metrics:
+        a, b = runs["siqa"][0]["values"][m], runs["pyiqa"][0]["values"][m]
+        diff = max(abs(x - y) for x, y in zip(a, b))
+        rel = max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a, b))
+        worst = max(worst, rel)
+        print(f"  {m:8s} {diff:.2e}  (relative {rel:.1e})")
+
+    print("\nwhere the time goes (median seconds):")
+    for p in ("pyiqa", "siqa"):
+        keys = list(runs[p][0]["breakdown"])
+        parts = {k: statistics.median(run["breakdown"][k] for run in runs[p]) for k in keys}
+        print(f"  {p}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])))
+    # pyiqa itself moves vif by ~2e-5 between batch compositions (float32 GSM fit); beyond 1e-4 is a bug
+    if worst > 1e-4:
+        print(f"FAIL: siqa and pyiqa disagree by up to {worst:.1e} (relative)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""BoundedBlender: weights honour [0, cap] and sum to 1; it can fall back to one model; auto picks by CV."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from blend.blender import METHODS, BoundedBlender
+from featurestore.errors import SiqaError
+from tabular import metrics
+
+
+def _predictions(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n)
+    good = [y + rng.normal(0, s, n) for s in (0.5, 0.6, 0.8)]
+    noise = [rng.normal(size=n) for _ in range(3)]
+    return np.column_stack(good + noise), y, np.repeat(np.arange(n // 10), 10)
+
+
+@pytest.mark.parametrize("method", [*METHODS, "auto"])
+@pytest.mark.parametrize("cap", [1.0, 0.5, 0.34])
+def test_weights_are_bounded_and_sum_to_one(method, cap):
+    P, y, groups = _predictions()
+    blender = BoundedBlender(cap=cap, method=method, rounds=15, n_splits=3).fit(P, y, groups)
+    w = blender.weights_
+    assert w.shape == (6,) and w.sum() == pytest.approx(1.0)
+    assert (w >= 0).all() and (w <= cap + 1e-9).all()
+    np.testing.assert_allclose(blender.predict(P), P @ w)
+    assert blender.method_ in METHODS
+
+
+def test_blend_beats_members_and_ignores_noise():
+    P, y, groups = _predictions()
+    for method in ("greedy", "slsqp"):
+        blender = BoundedBlender(method=method).fit(P, y, groups)
+        assert blender.weights_[3:].sum() < 0.1
+        assert metrics.final(blender.predict(P), y) > max(metrics.final(P[:, j], y) for j in range(6))
+
+
+def test_falls_back_to_the_single_best_model():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=200)
+    P = np.column_stack([y + rng.normal(0, 0.1, 200), y + rng.normal(0, 3.0, 200), rng.normal(size=200)])
+    blender = BoundedBlender(method="greedy").fit(P, y)
+    assert blender.weights_[0] > 0.9
+    assert BoundedBlender(method="best").fit(P, y).weights_.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_auto_reports_the_inner_cv_of_every_method():
+    P, y, groups = _predictions()
+    blender = BoundedBlender(method="auto", n_splits=3, rounds=10).fit(P, y, groups)
+    assert set(blender.cv_scores_) == set(METHODS)
+    assert blender.cv_scores_[blender.method_] == max(blender.cv_scores_.values())
+
+
+def test_impossible_settings_are_errors():
+    P, y, _ = _predictions()
+    with pytest.raises(SiqaError, match="cap 0.1 cannot give 6 model"):
+        BoundedBlender(cap=0.1).fit(P, y)
+    with pytest.raises(SiqaError, match="blend method 'median'"):
+        BoundedBlender(method="median").fit(P, y)

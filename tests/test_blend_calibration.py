@@ -1,0 +1,40 @@
+"""Monotone calibration to 0..5 and the affine label scale."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from blend.calibration import LabelScale, MonotoneCalibrator
+from tabular import metrics
+
+
+def _xy(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return x, np.clip(2.5 + 2 * np.tanh(x) + rng.normal(0, 0.3, n), 0, 5)
+
+
+@pytest.mark.parametrize("method", ["pchip", "isotonic", "linear"])
+def test_calibration_is_monotone_and_within_range(method):
+    x, y = _xy()
+    calibrator = MonotoneCalibrator(method).fit(x, y)
+    grid = np.linspace(-10, 10, 2001)
+    out = calibrator.transform(grid)
+    assert (out >= 0).all() and (out <= 5).all()
+    assert (np.diff(out) >= 0).all()
+
+
+def test_pchip_keeps_order_and_straightens_a_curved_relation():
+    x, y = _xy()
+    x_test, y_test = _xy(seed=1)
+    out = MonotoneCalibrator("pchip").fit(x, y).transform(x_test)
+    assert np.unique(out).size == out.size  # strictly increasing: no ties, SROCC is untouched
+    assert metrics.srocc(out, y_test) == pytest.approx(metrics.srocc(x_test, y_test))
+    assert metrics.plcc(out, y_test) > metrics.plcc(x_test, y_test) + 0.01
+
+
+def test_label_scale():
+    assert LabelScale().fit(np.array([0.0, 3.0, 5.0])).transform(np.array([2.0]))[0] == 2.0
+    scale = LabelScale().fit(np.array([-1.0, -0.5, 0.0]))  # e.g. -DMOS
+    np.testing.assert_allclose(scale.transform(np.array([-1.0, -0.5, 0.0])), [0.0, 2.5, 5.0])
+    np.testing.assert_allclose(LabelScale().fit(np.array([0.24, 7.21])).transform(np.array([0.24, 7.21])), [0, 5])

@@ -1,0 +1,97 @@
+"""The model pool: every registered model fits and predicts; the special heads do what they claim."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from featurestore.errors import SiqaError
+from tabular import metrics
+from tabular.models import POOL_REGISTRY, build_pool
+from tabular.models.pairwise_mlp import fidelity_loss, plcc_loss
+from tabular.models.rank5 import OrdinalClassHead
+
+# small settings so the whole registry fits in seconds; a model missing here runs with its defaults
+TINY = {
+    "catboost": dict(iterations=30, depth=3), "xgboost": dict(n_estimators=30), "lightgbm": dict(n_estimators=30),
+    "extratrees": dict(n_estimators=30), "pairwise_mlp": dict(hidden=(16,), epochs=30, batch_size=32),
+    "rank5": dict(hidden=(16,), epochs=30, batch_size=32), "rank3": dict(n_seeds=2, iterations=30, depth=3),
+}
+
+
+def _data(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)])
+    X.loc[::17, "f3"] = np.nan  # models must cope with missing values
+    y = (2 * X["f0"] + X["f1"] + 0.3 * rng.normal(size=n)).to_numpy()
+    groups = np.repeat(np.arange(n // 8), 8)
+    return X, y, groups
+
+
+@pytest.mark.parametrize("name", sorted(POOL_REGISTRY))
+def test_every_registered_model_learns_a_simple_signal(name):
+    X, y, groups = _data()
+    model = POOL_REGISTRY[name](**TINY.get(name, {}))
+    model.fit(X[:120], y[:120], groups[:120])
+    pred = model.predict(X[120:])
+    assert pred.shape == (40,) and np.isfinite(pred).all()
+    assert metrics.final(pred, y[120:]) > 0.6, name
+
+
+@pytest.mark.parametrize("name", ["pairwise_mlp", "rank5", "catboost", "lightgbm"])
+def test_a_seed_reproduces_predictions(name):
+    X, y, groups = _data()
+    first = POOL_REGISTRY[name](**TINY[name], random_state=3).fit(X, y, groups).predict(X)
+    second = POOL_REGISTRY[name](**TINY[name], random_state=3).fit(X, y, groups).predict(X)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_fidelity_loss_matches_a_hand_computed_value():
+    pred = torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64)
+    y = torch.tensor([2.0, 1.0, 1.0], dtype=torch.float64)
+    # pairs (0,1): p = Phi(0.5), g = 1; (0,2): p = Phi(-0.5), g = 1; (1,2): p = Phi(-1), g = 1/2 (tie)
+    # 1 - sqrt(.691462) = .168458; 1 - sqrt(.308538) = .444538; 1 - sqrt(.158655/2) - sqrt(.841345/2) = .069756
+    assert fidelity_loss(pred, y).item() == pytest.approx((0.168458 + 0.444538 + 0.069756) / 3, abs=1e-6)
+    assert fidelity_loss(torch.tensor([3.0, -3.0]), torch.tensor([1.0, 0.0])).item() < 0.002  # right order
+    assert fidelity_loss(torch.tensor([-3.0, 3.0]), torch.tensor([1.0, 0.0])).item() > 0.99  # wrong order
+    assert plcc_loss(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.0])).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_rank5_uses_label_values_as_classes_and_gates_toward_class_zero():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"cos": rng.uniform(0.5, 1.0, 120), "f": rng.normal(size=120)})
+    y = np.clip(np.round((X["cos"] - 0.5) * 10), 0, 5).to_numpy()
+    plain = OrdinalClassHead(hidden=(16,), epochs=20).fit(X, y)
+    assert plain.class_values_.size == 6  # distinct integer labels 0..5, standardised
+    gated = OrdinalClassHead(hidden=(16,), epochs=20, gate_feature="cos", gate_threshold=0.7,
+                             gate_softness=0.001).fit(X, y)
+    low = X["cos"] < 0.69
+    np.testing.assert_allclose(gated.predict(X)[low], y.min(), atol=1e-6)  # below the gate: class 0's value
+    np.testing.assert_allclose(gated.predict(X)[~low & (X["cos"] > 0.72)], plain.predict(X)[~low & (X["cos"] > 0.72)],
+                               atol=1e-6)
+    with pytest.raises(SiqaError, match="no gate feature column 'nope'"):
+        OrdinalClassHead(gate_feature="nope", epochs=1).fit(X, y)
+
+
+def test_best_feature_and_rank6_pick_configured_columns():
+    X, y, groups = _data()
+    best = POOL_REGISTRY["best_feature"]().fit(X, y)
+    assert best.column_ == "f0"
+    rank6 = build_pool({"rank6": {"model": "ridge", "columns": ["f1", "f0"], "log_features": True}}, 1, 0)[0][1]
+    assert metrics.final(rank6.fit(X, y, groups).predict(X), y) > 0.9
+    with pytest.raises(SiqaError, match="ridge: no feature column.*'zz'"):
+        POOL_REGISTRY["ridge"](columns=["f0", "zz"]).fit(X, y, groups)
+
+
+def test_build_pool_names_seeds_and_rejects_bad_settings():
+    members = build_pool({"lightgbm": {"seeds": [0, 4]}, "rank6": {"model": "ridge", "log_features": True},
+                          "svr": {"enabled": False}}, threads=1, seed=0)
+    assert [name for name, _ in members] == ["lightgbm_s0", "lightgbm_s4", "rank6"]
+    assert members[1][1].random_state == 4 and members[0][1].threads == 1
+    with pytest.raises(SiqaError, match="unknown tabular model 'nope'"):
+        build_pool({"nope": {}}, 1, 0)
+    with pytest.raises(SiqaError, match="lightgbm: unknown setting"):
+        build_pool({"lightgbm": {"trees": 3}}, 1, 0)
+    with pytest.raises(SiqaError, match="no enabled model"):
+        build_pool({"svr": {"enabled": False}}, 1, 0)
