@@ -57,13 +57,13 @@ def features(data, root, splits, store, config_path, backend, address, strict, q
     """Compute every missing feature of a dataset into the store."""
     from featurestore.config import build_extractors, load_config
     from featurestore.datasets import load_pairs
-    from featurestore.weights import require_weights
+    from featurestore.weights import check_weights
 
     config = load_config(config_path)
     extractors = build_extractors(config)
     if not extractors:
         raise SiqaError(f"{config['_path']}: no extractor enabled")
-    require_weights(extractors)
+    check_weights(extractors)  # stops before any work, listing every missing weight
     table = load_pairs(data, splits=splits.split(",") if splits else None, root=root)
     if backend == "ray":
         from featurestore.ray_backend import extract_with_ray

@@ -70,7 +70,6 @@ def _model_and_extractor_rows(label: str, name: str, config: dict, model_input: 
     rows = [{"benchmark": f"{label} model, {tuple(batch.shape[2:])}", **_timed(model_step, BATCH)},
             {"benchmark": f"{label} extractor, 512x384 photos", **_timed(_extractor_step(ex, images), BATCH)}]
     ex.close()
-    del ex
     torch.cuda.empty_cache()
     return rows
 

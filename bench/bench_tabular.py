@@ -1,6 +1,7 @@
 """Benchmark of the tabular stack on real full-reference IQA tables (TID2013, CSIQ).
 
     python bench/bench_tabular.py [--preset default] [--repeats 3] [--tables tid2013,csiq] [--runs DIR]
+    python bench/bench_tabular.py --budget [--preset default]   # the time budget on SeIQA-sized data
 
 Features are the nine metric columns only (DSSIM, SSIMULACRA, Butteraugli and six Butteraugli-XL
 norms); folds are grouped by reference (TID2013 `ref_img` lower-cased, CSIQ `image`). Everything is
@@ -99,13 +100,42 @@ def bench_table(name: str, spec: dict, config: dict, runs: Path) -> dict:
     return {"table": name, "final": headline, "best_single": float(best_single.final), "seconds": seconds}
 
 
+def budget(preset: str) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n, n_labelled = 670, 510
+    quality = rng.normal(size=n)
+    X = pd.DataFrame(rng.normal(size=(n, 300)) + quality[:, None] * rng.uniform(0, 0.3, 300),
+                     columns=[f"x{i}_score" for i in range(300)])
+    dense = {f"emb{d}_absdiff": (rng.normal(size=(n, d)) + quality[:, None] * 0.05).astype(np.float32)
+             for d in (768, 1024)}
+    y = np.clip(np.round(2.5 + 1.2 * quality + rng.normal(0, 0.5, n)), 0, 5)
+    y[n_labelled:] = np.nan
+    data = TabularData(ids=np.array([f"p{i}" for i in range(n)], dtype=object), X=X, y=y,
+                       groups=np.array([f"ref{i % 170}" for i in range(n)], dtype=object),
+                       split=np.where(np.isnan(y), "test", "train").astype(object),
+                       names=np.array([f"{i:06d}.png" for i in range(n)], dtype=object), dense=dense,
+                       source="synthetic SeIQA-shaped")
+    wall, cpu = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as scratch:
+        summary = run_oof(data, {"tabular": {"preset": preset}}, Path(scratch) / "run", progress=True)
+    print(f"budget ({preset}): {n_labelled} labelled rows x 300 scalars + dense 768/1024, "
+          f"{summary['folds']} folds x {summary['repeats']} repeats, {len(summary['members'])} models: "
+          f"wall {time.perf_counter() - wall:.0f} s, CPU {time.process_time() - cpu:.0f} s, CV Final {summary['final']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--runs", type=Path, default=None, help="keep run folders here (default: a temp dir)")
+    parser.add_argument("--budget", action="store_true", help="time the preset on SeIQA-shaped synthetic data")
     args = parser.parse_args()
+    if args.budget:
+        budget(args.preset)
+        return
     config = {"tabular": {"preset": args.preset, "repeats": args.repeats, "folds": 5}}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:

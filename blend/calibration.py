@@ -11,7 +11,10 @@ CSIQ -DMOS). Being affine, it changes no correlation.
   label's shape, which is what PLCC rewards. Beyond the outermost knots the curve continues with a
   tiny slope, so order is kept there too, and the result is clipped to [0, 5];
 - `isotonic`: the isotonic steps themselves;
-- `linear`: least-squares affine map (changes neither SROCC nor PLCC, only the scale), clipped.
+- `linear`: least-squares affine map (changes neither SROCC nor PLCC, only the scale), clipped;
+- `auto` (default): `pchip` or `linear`, whichever gives the higher Final on grouped inner folds of the
+  calibration rows (ties: `linear`). On big, smooth data the curve straightens the blend and wins; on
+  small or already linear data its wiggles cost more than they give and the affine map is kept.
 """
 from __future__ import annotations
 
@@ -20,9 +23,12 @@ from scipy.interpolate import PchipInterpolator
 from sklearn.isotonic import IsotonicRegression
 
 from featurestore.errors import SiqaError
+from tabular import metrics
+from tabular.folds import inner_folds
 
 LOW, HIGH = 0.0, 5.0
 METHODS = ("pchip", "isotonic", "linear")
+AUTO_CANDIDATES = ("linear", "pchip")
 _TAIL_SLOPE = 1e-6  # relative: keeps order beyond the knots without visibly moving the score
 
 
@@ -41,13 +47,32 @@ class LabelScale:
 
 
 class MonotoneCalibrator:
-    def __init__(self, method: str = "pchip"):
+    def __init__(self, method: str = "auto", n_splits: int = 5, random_state: int = 0):
         self.method = method
+        self.n_splits = n_splits
+        self.random_state = random_state
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "MonotoneCalibrator":
-        if self.method not in METHODS:
-            raise SiqaError(f"config: calibration {self.method!r} is not one of {', '.join(METHODS)}")
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "MonotoneCalibrator":
+        if self.method not in (*METHODS, "auto"):
+            raise SiqaError(f"config: calibration {self.method!r} is not one of {', '.join((*METHODS, 'auto'))}")
         x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        self.cv_scores_ = {}
+        self.method_ = self.method
+        if self.method == "auto":
+            fold = inner_folds(np.arange(len(y)) if groups is None else np.asarray(groups), self.n_splits,
+                               self.random_state)
+            for candidate in AUTO_CANDIDATES:
+                held_out = np.empty(len(y))
+                for k in np.unique(fold):
+                    train, test = fold != k, fold == k
+                    held_out[test] = MonotoneCalibrator(candidate).fit(x[train], y[train]).transform(x[test])
+                self.cv_scores_[candidate] = metrics.final(held_out, y)
+            self.method_ = max(AUTO_CANDIDATES, key=lambda c: (self.cv_scores_[c], -AUTO_CANDIDATES.index(c)))
+        self._fit_curves(x, y)
+        return self
+
+    def _fit_curves(self, x: np.ndarray, y: np.ndarray) -> None:
         y = np.clip(np.asarray(y, dtype=np.float64), LOW, HIGH)
         slope, intercept = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(y.mean()))
         self.linear_ = (float(slope), float(intercept))
@@ -59,13 +84,12 @@ class MonotoneCalibrator:
         self.curve_ = PchipInterpolator(centres, levels) if levels.size >= 2 else None
         self.knots_ = (float(centres.min()), float(centres.max()))
         self.span_ = float(np.ptp(x)) or 1.0
-        return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        if self.method == "linear" or (self.method == "pchip" and self.curve_ is None):
+        if self.method_ == "linear" or (self.method_ == "pchip" and self.curve_ is None):
             out = self.linear_[0] * x + self.linear_[1]
-        elif self.method == "isotonic":
+        elif self.method_ == "isotonic":
             out = self.isotonic_.predict(x)
         else:
             inside = np.clip(x, *self.knots_)

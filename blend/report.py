@@ -29,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from featurestore.datasets import SPLITS
 from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
@@ -135,7 +136,10 @@ def _metadata(run: Run) -> pd.DataFrame:
         pairs = sql.query(source, "SELECT pair_id AS id, split, name, ref_path, dist_path FROM pairs "
                                   "ORDER BY label IS NULL, split, name").drop_duplicates("id")
         pairs["reference"] = pairs["ref_path"].map(lambda p: Path(p).name)
-        return pairs.merge(_demo_meta(pairs), on=["split", "name"], how="left")
+        pairs = pairs.merge(_demo_meta(pairs), on=["split", "name"], how="left", suffixes=("", "_meta"))
+        if "reference_meta" in pairs.columns:  # the demo names its photos: nicer than a file name
+            pairs["reference"] = pairs.pop("reference_meta").fillna(pairs["reference"])
+        return pairs
     if source.is_file():
         frame = _read_table(source)
         frame["id"] = _table_ids(frame)
@@ -145,7 +149,8 @@ def _metadata(run: Run) -> pd.DataFrame:
 
 
 def _demo_meta(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Distortion columns of a `siqa demo-data` dataset (a real SeIQA folder has none)."""
+    """Distortion columns and reference photo names of a `siqa demo-data` dataset (a real SeIQA folder has
+    neither)."""
     empty = pd.DataFrame({"split": pd.Series(dtype=object), "name": pd.Series(dtype=object)})
     if pairs.empty:
         return empty
@@ -155,7 +160,7 @@ def _demo_meta(pairs: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return empty
     meta = pd.concat(frames, ignore_index=True)
-    columns = ["split", "name"] + [c for c in DISTORTION_COLUMNS if c in meta.columns]
+    columns = ["split", "name"] + [c for c in (*DISTORTION_COLUMNS, "reference") if c in meta.columns]
     return meta[columns].drop_duplicates(["split", "name"])
 
 
@@ -356,7 +361,7 @@ def plot_importance(inputs: ReportInputs, progress: bool = False) -> Plot:
         ax.grid(axis="x", alpha=0.3)
     return Plot("importance", f"Feature importance (top {TOP_FEATURES})",
                 f"A LightGBM refit once per outer fold (first repeat) on the run's scalar features, dense blocks as "
-                f"out-of-fold Ridge meta-features (`meta_*`); its pooled out-of-fold Final is "
+                f"out-of-fold Ridge meta-features (meta_*); its pooled out-of-fold Final is "
                 f"{importance.attrs['base_final']:.4f}. Gain is summed over the fold models. Permutation: the "
                 f"{min(PERMUTED_FEATURES, int((importance['gain'] > 0).sum()))} features with the most gain are "
                 f"shuffled within each held-out fold ({PERMUTATION_REPEATS} shuffles).", _png(fig))
@@ -379,7 +384,7 @@ def split_scores(inputs: ReportInputs) -> tuple[dict[str, dict[str, np.ndarray]]
             scores = inputs.run.pipeline.predict(part)
         except SiqaError as exc:  # the store changed since the run (features removed or re-configured)
             return out, str(exc)
-        for split in sorted(set(part.split)):
+        for split in sorted(set(part.split), key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s)):
             mask = part.split == split
             target = part.target[mask]
             out[split] = {"label": scale.transform(target[np.isfinite(target)]), "prediction": scores[mask]}
@@ -428,7 +433,8 @@ def plot_groups(inputs: ReportInputs, progress: bool = False) -> Plot:
     if not tables:
         raise SectionSkipped(f"Final per group left out: no group has {MIN_GROUP_ROWS} or more pairs "
                              "with different labels.")
-    fig = _figure(6.5 * len(tables), 1.2 + 0.28 * min(max(len(t) for t in tables.values()), MAX_GROUP_BARS))
+    # at most 13 inches wide, so the PNG shows at full size on a laptop screen
+    fig = _figure(min(6.5 * len(tables), 13), 1.2 + 0.28 * min(max(len(t) for t in tables.values()), MAX_GROUP_BARS))
     for i, (column, table) in enumerate(tables.items()):
         ax = fig.add_subplot(1, len(tables), i + 1)
         if len(table) > MAX_GROUP_BARS:
@@ -474,9 +480,10 @@ def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:
         raise SectionSkipped("Thumbnails of the worst pairs left out: the run's source has no image paths.")
     # two pairs per row: reference | degraded | reference | degraded
     nrows = math.ceil(len(worst) / 2)
+    distortion = next((c for c in DISTORTION_COLUMNS if c in worst.columns and worst[c].notna().any()), None)
     fig = _figure(12.8, 2.4 * nrows)
     for i, row in enumerate(worst.itertuples()):
-        for j, (path, side) in enumerate(((row.ref_path, "reference"), (row.dist_path, "degraded"))):
+        for j, path in enumerate((row.ref_path, row.dist_path)):
             ax = fig.add_subplot(nrows, 4, 2 * i + j + 1)
             ax.set_axis_off()
             image = _thumbnail(path) if isinstance(path, str) else None
@@ -485,7 +492,8 @@ def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:
             else:
                 ax.imshow(image)
             if j == 0:
-                ax.set_title(f"{row.name}  {side}", fontsize=8, loc="left")
+                what = getattr(row, distortion) if distortion else None
+                ax.set_title(f"{row.name}" + (f" ({what})" if isinstance(what, str) else ""), fontsize=8, loc="left")
             else:
                 ax.set_title(f"label {row.label:.2f} | predicted {row.prediction:.2f} | residual {row.residual:+.2f}",
                              fontsize=8, loc="left")

@@ -1,11 +1,14 @@
 """Datasets -> one `PairTable`: pair_id, split, name, ref/dist path + sha256, label.
 
 Two input shapes:
-- SeIQA layout: `Train|Val|Test/Ref/*.png` and `…/Dist/*.png` with the same names, `Train/Train_scores.xlsx`
-  (header row, then `name, score`, integers 0..5). `Val_scores.xlsx` / `Test_scores.xlsx` are read when present
-  (means of raters, real numbers 0..5).
+- SeIQA layout: `Train|Val|Test/Ref/*.png` and `…/Dist/*.png` with the same names (matched by stem,
+  case-insensitively, so `0001.png` pairs with `0001.JPG`; a pair is named by its degraded file),
+  `Train/Train_scores.xlsx` (header row, then `name, score`, integers 0..5; names with or without
+  extension, any case). `Val_scores.xlsx` / `Test_scores.xlsx` are read when present (means of raters,
+  real numbers 0..5). Hidden files and files without an image extension are ignored.
 - Pairs table (CSV or Parquet, pyiqa meta-info style): `ref_name, dist_name[, mos][, split]`, paths relative
-  to a root folder (default: the table's folder). Labels may be on any finite scale there.
+  to a root folder (default: the table's folder). Names are taken verbatim; labels may be on any finite
+  scale there, and an empty cell (or nan/NA/null) means unlabelled.
 
 Keys are content hashes: `pair_id` = sha256 of the two image hashes, so renaming files changes nothing.
 Every problem raises `SiqaError` naming the file and what is wrong.
@@ -109,8 +112,9 @@ def _find_child(folder: Path, name: str) -> Path | None:
 
 
 def _image_names(folder: Path) -> dict[str, Path]:
+    """Images of a Ref/ or Dist/ folder by case-folded stem: a reference and its degraded image pair up
+    by name whatever their extensions or capitalisation (`0001.png` with `0001.JPG`)."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    out: dict[str, Path] = {}
     stems: dict[str, Path] = {}
     for p in files:
         if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -119,8 +123,7 @@ def _image_names(folder: Path) -> dict[str, Path]:
         if stem in stems:
             raise SiqaError(f"{p}: duplicate image name (also {stems[stem].name})")
         stems[stem] = p
-        out[p.name] = p
-    return out
+    return stems
 
 
 def _load_seiqa(root: Path, splits) -> PairTable:
@@ -135,15 +138,16 @@ def _load_seiqa(root: Path, splits) -> PairTable:
         if ref_dir is None or dist_dir is None:
             raise SiqaError(f"{folder}: needs both Ref/ and Dist/ folders")
         refs, dists = _image_names(ref_dir), _image_names(dist_dir)
-        for name in sorted(set(dists) - set(refs)):
-            raise SiqaError(f"{dists[name]}: degraded image has no reference {ref_dir / name}")
-        for name in sorted(set(refs) - set(dists)):
-            raise SiqaError(f"{refs[name]}: reference has no degraded image {dist_dir / name}")
-        names = sorted(dists)
+        for stem in sorted(set(dists) - set(refs)):
+            raise SiqaError(f"{dists[stem]}: degraded image has no reference {ref_dir / dists[stem].name}")
+        for stem in sorted(set(refs) - set(dists)):
+            raise SiqaError(f"{refs[stem]}: reference has no degraded image {dist_dir / refs[stem].name}")
+        stems = sorted(dists, key=lambda k: dists[k].name)
+        names = [dists[k].name for k in stems]  # a pair is named by its degraded file
         labels = _seiqa_labels(folder, split, names)
         frames.append(pd.DataFrame({
             "split": split, "name": names,
-            "ref_path": [str(refs[n]) for n in names], "dist_path": [str(dists[n]) for n in names],
+            "ref_path": [str(refs[k]) for k in stems], "dist_path": [str(dists[k]) for k in stems],
             "label": [labels.get(n, math.nan) for n in names],
         }))
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS[1:])
@@ -229,7 +233,7 @@ def _load_table(path: Path, root: Path) -> PairTable:
             with warnings.catch_warnings():
                 # A row longer than the header would silently become an index or lose cells: refuse it.
                 warnings.simplefilter("error", pd.errors.ParserWarning)
-                df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+                df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
         else:
             df = pd.read_parquet(path)
     except Exception as exc:

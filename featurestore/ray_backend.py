@@ -40,6 +40,8 @@ from .extractors.base import Extractor
 from .store import ExtractSummary, FeatureStore, todo_hit
 
 WORK_COLUMNS = ["pair_id", "ref_path", "dist_path", "ref_sha256", "dist_sha256"]
+#: where extractors look for weights (featurestore.weights); passed on to the workers of an existing cluster
+WEIGHT_ENV = ("SIQA_WEIGHTS_DIR", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME")
 
 
 def import_ray():
@@ -80,8 +82,8 @@ def plan_chunks(df: pd.DataFrame, extractors: list[Extractor], todo: dict[str, s
             left[ex.name].difference_update(mine)
             if mine:
                 keys[ex.name] = mine
-        # A chunk whose keys all went to earlier chunks is still decoded, as locally: its resized pairs count.
-        chunks.append(ChunkWork(rows.reset_index(drop=True), keys))
+        if keys:  # else every key of these pairs went to earlier chunks (images they share with them)
+            chunks.append(ChunkWork(rows.reset_index(drop=True), keys))
     return chunks
 
 
@@ -128,12 +130,13 @@ def plan_resources(extractors: list[Extractor], resources: dict) -> tuple[dict[s
 
 # --- work on the cluster --------------------------------------------------------------------------
 
-def decode_chunk(rows: pd.DataFrame) -> tuple[dict, tuple[dict, int]]:
+def decode_chunk(rows: pd.DataFrame, pair_ids: set[str]) -> tuple[dict, tuple[dict, int]]:
     """Every image of a chunk, decoded once. Two results: the images (sha256 -> DecodedImage or None),
-    which only the workers fetch, and the driver's small report (decode failures by path, resized pairs)."""
+    which only the workers fetch, and the driver's small report: decode failures by path, and how many of
+    the pairs that pair-level extractors compute here (`pair_ids`) get a resized degraded image."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         images, failures = FeatureStore._decode_chunk(rows, frozenset(), pool)
-    return images, (failures, FeatureStore.count_resized(rows, images))
+    return images, (failures, FeatureStore.count_resized(rows[rows.pair_id.isin(pair_ids)], images))
 
 
 class ExtractorWorker:
@@ -156,18 +159,23 @@ class ExtractorWorker:
 @contextmanager
 def ray_session(ray, address: str | None):
     """Use the Ray session already open in this process (notebook, test, benchmark) if any; else connect
-    to `address` (shipping this package so workers run the driver's code) or start Ray on this machine."""
+    to `address` or $RAY_ADDRESS (shipping this package, so workers run the driver's code, and the
+    driver's weight locations) or start Ray on this machine (its workers inherit this environment)."""
     if ray.is_initialized():
         yield
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        kwargs = {"address": address, "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}}
+        env = {name: os.environ[name] for name in WEIGHT_ENV if os.environ.get(name)}
+        kwargs = {"address": address,
+                  "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)], "env_vars": env}}
     else:
         kwargs = {"include_dashboard": False, "log_to_driver": False}
     try:
         ray.init(logging_level=logging.WARNING, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise SiqaError(f"--address {address}: cannot start or reach Ray ({str(exc).splitlines()[0]})") from None
+        where = f"--address {address}" if address else "--backend ray"
+        raise SiqaError(f"{where}: cannot start or reach Ray ({str(exc).splitlines()[0]})") from None
     try:
         yield
     finally:
@@ -181,8 +189,9 @@ def _reraise(ray, exc: Exception, what: str):
         raise cause from None
     if isinstance(exc, ray.exceptions.RayActorError) and "SiqaError: " in str(exc):
         raise SiqaError(str(exc).split("SiqaError: ", 1)[1].splitlines()[0]) from None
-    detail = str(cause or exc).strip().splitlines()
-    raise SiqaError(f"--backend ray: {what} failed ({type(cause or exc).__name__}: {detail[-1] if detail else ''}); "
+    lines = str(cause or exc).strip().splitlines()
+    detail = lines[-1].split(". ")[0] if lines else ""  # Ray's last line holds the reason, then advice
+    raise SiqaError(f"--backend ray: {what} failed ({type(cause or exc).__name__}: {detail}); "
                     "finished shards are kept, run again to resume") from None
 
 
@@ -206,7 +215,8 @@ def run_chunks(ray, root: Path, chunks: list[ChunkWork], extractors: list[Extrac
         while next_chunk < len(chunks) or waiting:
             while next_chunk < len(chunks) and len(open_calls) < max_chunks:
                 chunk = chunks[next_chunk]
-                images, report = decode.remote(chunk.rows)
+                pair_ids = {k for ex in busy if ex.level == "pair" for k in chunk.keys.get(ex.name, ())}
+                images, report = decode.remote(chunk.rows, pair_ids)
                 waiting[report] = (next_chunk, None, "decoding")
                 for name, keys in chunk.keys.items():
                     actor = min(pools[name], key=lambda a: load[a])

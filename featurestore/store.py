@@ -282,7 +282,9 @@ class FeatureStore:
                 new, failures = future.result()
                 decoded.update(new)
                 summary.failures.update(failures)
-                summary.resized_pairs += self.count_resized(chunk, decoded)
+                pair_todo = [todo[ex.name] for ex in extractors if ex.level == "pair"]
+                summary.resized_pairs += self.count_resized(
+                    chunk[[any(r.pair_id in t for t in pair_todo) for r in chunk.itertuples()]], decoded)
                 if i + 1 < len(chunks):
                     future = prefetch.submit(self._decode_chunk, chunks[i + 1], frozenset(decoded), pool)
                 self._run_extractors(chunk, decoded, extractors, todo, summary)
@@ -337,7 +339,7 @@ class FeatureStore:
                 for i in range(0, len(shas), ex.batch_size):
                     batch = shas[i:i + ex.batch_size]
                     self._compute_and_store(ex, "image", IMAGE_KEY, batch, [f"{paths[s]} [{ex.name}]" for s in batch],
-                                            lambda idx, b=batch: ex.compute_images([images[b[j]] for j in idx]),
+                                            lambda idx, b=batch, ex=ex: ex.compute_images([images[b[j]] for j in idx]),
                                             ex.image_columns(), summary)
                     missing.difference_update(batch)
             else:
@@ -347,13 +349,14 @@ class FeatureStore:
                     batch = rows[i:i + ex.batch_size]
                     pairs = [pair(r) for r in batch]
                     self._compute_and_store(ex, "pair", PAIR_KEY, [p.pair_id for p in pairs], pair_labels(ex, batch),
-                                            lambda idx, b=pairs: ex.compute_pairs([b[j] for j in idx]),
+                                            lambda idx, b=pairs, ex=ex: ex.compute_pairs([b[j] for j in idx]),
                                             ex.pair_columns(), summary)
                     missing.difference_update(p.pair_id for p in pairs)
 
     @staticmethod
     def count_resized(chunk, images) -> int:
-        """Pairs of `chunk` (both images decoded) whose degraded image differs in size from the reference."""
+        """Pairs of `chunk` (both images decoded) whose degraded image differs in size from the reference;
+        `chunk` holds the pairs some pair-level extractor is about to compute."""
         return sum(1 for r in chunk.itertuples()
                    if images.get(r.ref_sha256) is not None and images.get(r.dist_sha256) is not None
                    and images[r.ref_sha256].rgb.shape != images[r.dist_sha256].rgb.shape)
@@ -413,8 +416,8 @@ class FeatureStore:
             ri = np.array([index[s] for s in part.ref_sha256])
             di = np.array([index[s] for s in part.dist_sha256])
             self._compute_and_store(ex, "pair", PAIR_KEY, list(part.pair_id), pair_labels(ex, part.itertuples()),
-                                    lambda idx: ex.derive_pairs({k: v[ri[idx]] for k, v in cols.items()},
-                                                                {k: v[di[idx]] for k, v in cols.items()}),
+                                    lambda idx, ri=ri, di=di: ex.derive_pairs({k: v[ri[idx]] for k, v in cols.items()},
+                                                                              {k: v[di[idx]] for k, v in cols.items()}),
                                     ex.pair_columns(), summary)
 
 

@@ -1,8 +1,8 @@
 """Randomly initialised Qwen vision-language models built offline, for tests and benchmarks of the `vlm` extractor.
 
 No model hub is reachable from CI or the development machines, so the real classes are built from
-configurations written here: a tiny Qwen2-VL (~100k parameters, runs on a CPU in milliseconds) saved as a
-folder the extractor loads exactly as it would load a downloaded checkpoint, and the public Qwen2.5-VL-7B
+configurations written here: tiny Qwen2-VL and Qwen3-VL models (~100k parameters, milliseconds on a CPU) saved
+as folders the extractor loads exactly as it would load a downloaded checkpoint, and the public Qwen2.5-VL-7B
 configuration for throughput measurements on a GPU. The tokenizer is a byte-level BPE trained on the spot
 with the Qwen special tokens; its vocabulary is small, which does not change the cost of a forward pass
 once the model's `vocab_size` is the real one. Values such models produce are meaningless by design.
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+
+from .extractors.vlm import DEFAULT_QUESTIONS
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -45,20 +47,34 @@ QWEN25_VL_7B = {
     },
 }
 
-# 2 text layers of width 32 (head dim 8: the mrope sections 1+1+2 must sum to half of it), 1 vision layer.
-TINY_QWEN2_VL = {
-    "text_config": {
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 10000.0},
+# Tiny members of two families: 2 text layers of width 32 (head dim 8: the M-RoPE sections must sum to half of
+# it), a 1- or 2-layer vision tower. Qwen2-VL has 14 px patches, Qwen3-VL 16 px ones and deepstack features.
+TINY = {
+    "qwen2_vl": {
+        "classes": ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+        "patch_size": 14,
+        "text_config": {
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 10000.0},
+        },
+        "vision_config": {"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2},
     },
-    "vision_config": {"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2},
+    "qwen3_vl": {
+        "classes": ("Qwen3VLConfig", "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", "Qwen3VLVideoProcessor"),
+        "patch_size": 16,
+        "text_config": {
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True,
+                                "rope_theta": 10000.0},
+        },
+        "vision_config": {"depth": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
+                          "out_hidden_size": 32, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+    },
 }
 
-QUESTIONS_FILE = Path(__file__).resolve().parents[1] / "configs" / "vlm_questions.toml"
-
-
-def training_sentences(questions_file: str | Path = QUESTIONS_FILE) -> list[str]:
+def training_sentences(questions_file: str | Path = DEFAULT_QUESTIONS) -> list[str]:
     """Every prompt and answer text of a question set, with the answer words repeated so BPE merges them into
     single tokens as a real Qwen vocabulary has them."""
     with open(questions_file, "rb") as fh:
@@ -85,14 +101,16 @@ def train_tokenizer(sentences: list[str], vocab_size: int = 600):
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
-def build_processor(tokenizer, max_pixels: int, min_pixels: int = 28 * 28, processor: str = "Qwen2VLProcessor"):
-    """The processor of a Qwen2-VL family checkpoint around `tokenizer` (patch 14, merge 2, CLIP mean/std)."""
+def build_processor(tokenizer, max_pixels: int, min_pixels: int = 28 * 28, processor: str = "Qwen2VLProcessor",
+                    video_processor: str = "Qwen2VLVideoProcessor", patch_size: int = 14):
+    """The processor of a Qwen-VL family checkpoint around `tokenizer` (merge 2, CLIP mean/std)."""
     import transformers
-    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers import Qwen2VLImageProcessor
 
     return getattr(transformers, processor)(
-        image_processor=Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
-        tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_CHAT_TEMPLATE)
+        image_processor=Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size),
+        tokenizer=tokenizer, video_processor=getattr(transformers, video_processor)(),
+        chat_template=QWEN_CHAT_TEMPLATE)
 
 
 def special_token_ids(tokenizer) -> dict:
@@ -110,25 +128,29 @@ def _text_ids(tokenizer) -> dict:
             "pad_token_id": tokenizer.pad_token_id}
 
 
-def tiny_qwen2_vl(tokenizer, seed: int = 0):
-    """A randomly initialised `Qwen2VLForConditionalGeneration` of ~100k parameters (float32, CPU)."""
+def tiny_vlm(tokenizer, family: str = "qwen2_vl", seed: int = 0):
+    """A randomly initialised Qwen2-VL or Qwen3-VL of ~100k parameters (float32, CPU)."""
     import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    import transformers
 
-    text = {**TINY_QWEN2_VL["text_config"], "vocab_size": len(tokenizer), **_text_ids(tokenizer)}
-    config = Qwen2VLConfig(text_config=text, vision_config=dict(TINY_QWEN2_VL["vision_config"]),
-                           **special_token_ids(tokenizer))
+    spec = TINY[family]
+    config_class, model_class = (getattr(transformers, name) for name in spec["classes"][:2])
+    text = {**spec["text_config"], "vocab_size": len(tokenizer), **_text_ids(tokenizer)}
+    config = config_class(text_config=text, vision_config=dict(spec["vision_config"]), **special_token_ids(tokenizer))
     torch.manual_seed(seed)
-    return Qwen2VLForConditionalGeneration(config).eval()
+    return model_class(config).eval()
 
 
-def save_tiny_vlm(folder: str | Path, seed: int = 0, max_pixels: int = 112 * 112) -> Path:
-    """Write a tiny random Qwen2-VL checkpoint (weights, config, tokenizer, processor, chat template) that
+def save_tiny_vlm(folder: str | Path, family: str = "qwen2_vl", seed: int = 0, max_pixels: int = 112 * 112) -> Path:
+    """Write a tiny random checkpoint (weights, config, tokenizer, processor, chat template) that
     `AutoModelForImageTextToText` / `AutoProcessor.from_pretrained(folder)` load like a downloaded one."""
     folder = Path(folder)
+    spec = TINY[family]
     tokenizer = train_tokenizer(training_sentences())
-    tiny_qwen2_vl(tokenizer, seed).save_pretrained(folder)
-    build_processor(tokenizer, max_pixels=max_pixels).save_pretrained(folder)
+    tiny_vlm(tokenizer, family, seed).save_pretrained(folder)
+    patch = spec["patch_size"]
+    build_processor(tokenizer, max_pixels=max_pixels, min_pixels=(2 * patch) ** 2, processor=spec["classes"][2],
+                    video_processor=spec["classes"][3], patch_size=patch).save_pretrained(folder)
     return folder
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from featurestore.errors import SiqaError
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
-KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "meta", "blend", "pool"}
+KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "jobs", "meta", "blend", "pool"}
 SECTION_KEYS = {"meta": {"folds", "alphas"},
                 "blend": {"method", "cap", "rounds", "folds", "calibration"}}
 

@@ -18,8 +18,10 @@ metric is "higher = better" and correlations are reported positive; the 0..5 sco
 Default feature rule for tables: every numeric (int/float, not bool) column except the label, the group,
 id columns and columns that describe how a pair was made or how raters agreed, which a real user never
 has: `dst_type`, `dst_idx`, `dst_lev`, `var`, any `*_std`, and label-like columns (`mos`, `dmos`,
-`score`, `score_cls`, `label`). Pass `features=[...]` to choose explicitly; a requested column that is
-missing or not numeric raises `SiqaError` naming it.
+`score`, `score_cls`, `label`). Text columns (file names) are skipped, but a column whose values are
+mostly numbers with a few unparsable cells raises `SiqaError` naming it and the first bad cell, rather
+than silently losing the feature. Pass `features=[...]` to choose explicitly; a requested column that
+is missing or not numeric raises `SiqaError` naming it.
 """
 from __future__ import annotations
 
@@ -100,9 +102,12 @@ class TabularData:
         groups = frame[group].astype(str).str.strip().str.lower().to_numpy(dtype=object)
 
         if features is None:
-            features = [c for c in frame.columns
-                        if c not in (label, group) and not _is_non_feature(str(c))
-                        and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+            candidates = [c for c in frame.columns if c not in (label, group) and not _is_non_feature(str(c))]
+            for c in candidates:
+                if _mostly_numeric_text(frame[c]):  # a numeric column spoilt by a few bad cells
+                    _numeric_column(frame, c, path, "feature")
+            features = [c for c in candidates
+                        if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
             if not features:
                 raise SiqaError(f"{path}: no numeric feature columns besides {label!r} and {group!r}")
         else:
@@ -200,6 +205,13 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: Path, role: str) -> 
         example = f" (e.g. {values[bad].iloc[0]!r} in row {int(np.flatnonzero(bad.to_numpy())[0]) + 1})" if bad.any() else ""
         raise SiqaError(f"{path}: {role} column {column!r} is not numeric{example}")
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _mostly_numeric_text(values: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    present = values.dropna()
+    return len(present) > 0 and pd.to_numeric(present, errors="coerce").notna().mean() >= 0.5
 
 
 def _is_non_feature(column: str) -> bool:

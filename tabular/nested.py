@@ -35,6 +35,11 @@ def make_blender(settings: dict, seed: int) -> BoundedBlender:
                           n_splits=blend["folds"], random_state=seed)
 
 
+def make_calibrator(settings: dict, seed: int) -> MonotoneCalibrator:
+    blend = settings["blend"]
+    return MonotoneCalibrator(blend["calibration"], n_splits=blend["folds"], random_state=seed)
+
+
 @dataclass
 class NestedResult:
     members: list[str]
@@ -45,6 +50,40 @@ class NestedResult:
     blends: list[dict] = field(default_factory=list)   # per (repeat, fold): method, weights, inner CV scores
     fit_seconds: dict[str, float] = field(default_factory=dict)
     blend_seconds: float = 0.0                  # blender + calibrator fitting, all folds
+
+
+def _fit_predict(train: TabularData, held: TabularData, settings, columns, blocks, seed, on_member=None):
+    pool = StackedPool(settings, columns, blocks, seed).fit(train, on_member=on_member)
+    return pool.predict(held), pool.fit_seconds_
+
+
+def _pool_fits(data, fold, excluded_sets, settings, columns, blocks, seed, bar, what):
+    """Yield (excluded folds, predictions of those folds' rows, fit seconds) for every excluded set.
+
+    With `jobs` > 1 the fits run in that many worker processes (each fit is seeded and independent,
+    so the results do not depend on `jobs`); progress is then reported per finished fit."""
+    tasks = [(excluded, data.subset(~np.isin(fold, excluded)), data.subset(np.isin(fold, excluded)))
+             for excluded in excluded_sets]
+    jobs = int(settings.get("jobs", 1))
+    if jobs <= 1:
+        for excluded, train, held in tasks:
+            label = "+".join(str(k + 1) for k in excluded)
+
+            def announce(name, label=label):
+                bar.set_description(f"{what} without fold {label}: {name}")
+                bar.update(1)
+
+            yield (excluded, *_fit_predict(train, held, settings, columns, blocks, seed, announce))
+        return
+    from joblib import Parallel, delayed
+
+    bar.set_description(f"{what}: {len(tasks)} pool fits on {jobs} workers")
+    results = Parallel(n_jobs=jobs, return_as="generator")(
+        delayed(_fit_predict)(train, held, settings, columns, blocks, seed) for _, train, held in tasks)
+    for (excluded, _, _), (frame, seconds) in zip(tasks, results):
+        bar.set_description(f"{what}: fit without fold {'+'.join(str(k + 1) for k in excluded)} done")
+        bar.update(len(seconds))
+        yield excluded, frame, seconds
 
 
 def nested_cv(data: TabularData, settings: dict, columns: list[str], scale: LabelScale,
@@ -68,18 +107,11 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], scale: Labe
         fold = assign_folds(target, data.groups, K, seed + r, settings["label_bins"], source=data.source or "labels")
         # predictions[excluded] = pool fit without the excluded folds, predicting exactly those folds' rows
         predictions: dict[tuple, pd.DataFrame] = {}
-        for excluded in excluded_sets:
-            held = np.isin(fold, excluded)
-            label = "+".join(str(k + 1) for k in excluded)
-
-            def announce(name, label=label):
-                bar.set_description(f"repeat {r + 1}/{repeats} without fold {label}: {name}")
-                bar.update(1)
-
-            pool = StackedPool(settings, columns, blocks, seed).fit(data.subset(~held), on_member=announce)
-            for name, seconds in pool.fit_seconds_.items():
-                result.fit_seconds[name] += seconds
-            predictions[excluded] = pool.predict(data.subset(held)).set_index(pd.Index(np.flatnonzero(held)))
+        for excluded, frame, seconds in _pool_fits(data, fold, excluded_sets, settings, columns, blocks, seed,
+                                                   bar, f"repeat {r + 1}/{repeats}"):
+            for name, value in seconds.items():
+                result.fit_seconds[name] += value
+            predictions[excluded] = frame.set_index(pd.Index(np.flatnonzero(np.isin(fold, excluded))))
 
         outer = pd.concat([predictions[(k,)] for k in range(K)]).sort_index()
         blend = np.empty(len(target))
@@ -90,15 +122,16 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], scale: Labe
             rows = inner.index.to_numpy()
             started = time.perf_counter()
             blender = make_blender(settings, seed).fit(inner.to_numpy(), target[rows], data.groups[rows])
-            calibrator = MonotoneCalibrator(settings["blend"]["calibration"]).fit(
-                blender.predict(inner.to_numpy()), scale.transform(target[rows]))
+            calibrator = make_calibrator(settings, seed).fit(
+                blender.predict(inner.to_numpy()), scale.transform(target[rows]), data.groups[rows])
             result.blend_seconds += time.perf_counter() - started
             test = np.flatnonzero(fold == k)
             blend[test] = blender.predict(outer.loc[test].to_numpy())
             calibrated[test] = calibrator.transform(blend[test])
             result.blends.append({"repeat": r, "fold": k, "method": blender.method_,
                                   "weights": dict(zip(members, map(float, blender.weights_))),
-                                  "inner_cv": blender.cv_scores_})
+                                  "inner_cv": blender.cv_scores_, "calibration": calibrator.method_,
+                                  "calibration_cv": calibrator.cv_scores_})
         result.predictions.append(outer[members].reset_index(drop=True))
         result.folds.append(fold)
         result.blend.append(blend)

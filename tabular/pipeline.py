@@ -13,20 +13,19 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from blend.calibration import LabelScale, MonotoneCalibrator
+from blend.calibration import LabelScale
 from featurestore.errors import SiqaError
 
 from .data import TabularData
-from .nested import make_blender
+from .nested import make_blender, make_calibrator
 from .stack import StackedPool
 
 
 class FittedPipeline:
-    def __init__(self, settings: dict, columns: list[str], blocks: dict[str, int], higher_better: bool):
+    def __init__(self, settings: dict, columns: list[str], blocks: dict[str, int]):
         self.settings = settings
         self.columns = columns
         self.blocks = blocks
-        self.higher_better = higher_better
 
     def fit(self, data: TabularData, oof: pd.DataFrame, oof_target: np.ndarray, oof_groups: np.ndarray,
             scale: LabelScale, on_member: Callable[[str], None] | None = None) -> "FittedPipeline":
@@ -36,8 +35,8 @@ class FittedPipeline:
         self.pool_ = StackedPool(self.settings, self.columns, sorted(self.blocks), seed).fit(data, on_member)
         started = time.perf_counter()
         self.blender_ = make_blender(self.settings, seed).fit(oof.to_numpy(), oof_target, oof_groups)
-        self.calibrator_ = MonotoneCalibrator(self.settings["blend"]["calibration"]).fit(
-            self.blender_.predict(oof.to_numpy()), scale.transform(oof_target))
+        self.calibrator_ = make_calibrator(self.settings, seed).fit(
+            self.blender_.predict(oof.to_numpy()), scale.transform(oof_target), oof_groups)
         self.blend_seconds_ = time.perf_counter() - started
         return self
 

@@ -117,8 +117,7 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
 
     stacked = pd.concat(result.predictions, ignore_index=True)
     repeats = len(result.predictions)
-    pipeline = FittedPipeline(settings, columns, {b: int(v.shape[1]) for b, v in labelled.dense.items()},
-                              data.higher_better)
+    pipeline = FittedPipeline(settings, columns, {b: int(v.shape[1]) for b, v in labelled.dense.items()})
     with tqdm(total=len(members), disable=not progress, desc="refit on all labelled rows", unit="fit",
               dynamic_ncols=True) as bar:
         def announce(name):
@@ -153,7 +152,8 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
         "columns": columns, "dropped_columns": dropped, "members": members,
         "blend": {"method": pipeline.blender_.method_,
                   "weights": dict(zip(members, map(float, pipeline.blender_.weights_))),
-                  "inner_cv": pipeline.blender_.cv_scores_},
+                  "inner_cv": pipeline.blender_.cv_scores_, "calibration": pipeline.calibrator_.method_,
+                  "calibration_cv": pipeline.calibrator_.cv_scores_},
         "nested_blends": result.blends,
         "seconds": round(time.perf_counter() - started, 2),
     }

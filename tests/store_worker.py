@@ -25,9 +25,9 @@ import numpy as np
 if __name__ == "__main__":  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from featurestore.datasets import load_pairs  # noqa: E402
-from featurestore.extractors.base import Column, Extractor  # noqa: E402
-from featurestore.store import FeatureStore  # noqa: E402
+from featurestore.datasets import load_pairs
+from featurestore.extractors.base import Column, Extractor
+from featurestore.store import FeatureStore
 
 
 def _nap() -> None:

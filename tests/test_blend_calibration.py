@@ -33,6 +33,16 @@ def test_pchip_keeps_order_and_straightens_a_curved_relation():
     assert metrics.plcc(out, y_test) > metrics.plcc(x_test, y_test) + 0.01
 
 
+def test_auto_picks_the_curve_only_where_it_helps_held_out_rows():
+    x, y = _xy(n=600)
+    curved = MonotoneCalibrator("auto").fit(x, y, np.repeat(np.arange(60), 10))
+    assert curved.method_ == "pchip" and curved.cv_scores_["pchip"] > curved.cv_scores_["linear"]
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=60)
+    straight = MonotoneCalibrator("auto").fit(x, np.clip(2.5 + x + rng.normal(0, 0.5, 60), 0, 5))
+    assert straight.method_ == "linear"
+
+
 def test_label_scale():
     assert LabelScale().fit(np.array([0.0, 3.0, 5.0])).transform(np.array([2.0]))[0] == 2.0
     scale = LabelScale().fit(np.array([-1.0, -0.5, 0.0]))  # e.g. -DMOS

@@ -7,12 +7,12 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import photo
 from PIL import Image
 
 from featurestore import io as fio
 from featurestore.errors import SiqaError
 from featurestore.io import decode, read_rgb
-from conftest import photo
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -263,10 +263,11 @@ def break_files(seiqa_dir):
 
 
 def test_bad_files_in_a_dataset_are_listed_and_the_other_pairs_extracted(tmp_path, seiqa_dir):
+    from store_worker import extractors
+
     from featurestore.datasets import load_pairs
     from featurestore.sql import query
     from featurestore.store import FeatureStore
-    from store_worker import extractors
 
     bad = break_files(seiqa_dir)
     summary = FeatureStore(tmp_path / "store").extract(load_pairs(seiqa_dir), extractors(), progress=False)
@@ -282,9 +283,10 @@ def test_bad_files_in_a_dataset_are_listed_and_the_other_pairs_extracted(tmp_pat
 
 
 def test_a_pair_that_breaks_an_extractor_costs_only_itself(tmp_path, seiqa_dir):
+    from store_worker import RobustMean, RobustMse
+
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
-    from store_worker import RobustMean, RobustMse
 
     table = load_pairs(seiqa_dir)
     victim = table.df.iloc[2]
@@ -317,9 +319,10 @@ def test_a_pair_that_breaks_an_extractor_costs_only_itself(tmp_path, seiqa_dir):
 
 
 def test_pairs_of_different_sizes_are_resized_to_the_reference_and_counted(tmp_path, seiqa_dir):
+    from store_worker import RobustMean, extractors
+
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
-    from store_worker import RobustMean, extractors
 
     dist = seiqa_dir / "Train" / "Dist"
     originals = {}
@@ -333,6 +336,7 @@ def test_pairs_of_different_sizes_are_resized_to_the_reference_and_counted(tmp_p
     assert not summary.failures and summary.computed["robust_mse/pair"] == 8
     assert summary.resized_pairs == 3
     assert any("3 pair(s) with a degraded image of another size" in line for line in summary.lines())
+    assert store.extract(table, extractors(), progress=False).resized_pairs == 0  # counted when computed
     # image-level features see the degraded image as it is, not resized
     means = store.read(store.folder(RobustMean(), "image"))
     stored = dict(zip(means.column(0).to_pylist(), means.column("mean").to_pylist()))
@@ -342,9 +346,10 @@ def test_pairs_of_different_sizes_are_resized_to_the_reference_and_counted(tmp_p
 
 
 def test_strict_turns_failures_into_an_error_exit(tmp_path, seiqa_dir, monkeypatch, capsys):
+    from store_worker import RobustMse
+
     import cli
     from featurestore.extractors import REGISTRY, load_all
-    from store_worker import RobustMse
 
     load_all()
     monkeypatch.setitem(REGISTRY, RobustMse.name, RobustMse)

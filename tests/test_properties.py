@@ -83,8 +83,17 @@ def test_pairs_table_round_trip(rows, fmt, with_split, subfolder):
 
 # --- SeIQA folders ------------------------------------------------------------------------------------
 
-split_names = st.lists(st.tuples(stems, st.sampled_from(SUFFIXES)), min_size=1, max_size=6,
-                       unique_by=lambda r: r[0].lower())
+# (stem, dist suffix, how the reference file is spelled: same name, other extension, other case)
+split_names = st.lists(st.tuples(stems, st.sampled_from(SUFFIXES), st.sampled_from(["same", "suffix", "case"])),
+                       min_size=1, max_size=6, unique_by=lambda r: r[0].casefold())
+
+
+def ref_spelling(stem: str, suffix: str, how: str) -> str:
+    if how == "suffix":
+        return stem + (".bmp" if suffix != ".bmp" else ".png")
+    if how == "case" and stem.upper().casefold() == stem.casefold():
+        return stem.upper() + suffix.upper()
+    return stem + suffix
 
 
 @settings(SETTINGS, max_examples=20)
@@ -98,15 +107,15 @@ def test_seiqa_folder_round_trip(train, test, label_names, seed):
         for split, folder, names in (("train", "Train", train), ("test", "Test", test)):
             for sub in ("Ref", "Dist"):
                 (root / folder / sub).mkdir(parents=True)
-            for stem, suffix in names:
+            for stem, suffix, how in names:
                 ref, dist = rng.integers(0, len(CONTENTS), 2)
-                (root / folder / "Ref" / f"{stem}{suffix}").write_bytes(CONTENTS[ref])
+                (root / folder / "Ref" / ref_spelling(stem, suffix, how)).write_bytes(CONTENTS[ref])
                 (root / folder / "Dist" / f"{stem}{suffix}").write_bytes(CONTENTS[dist])
                 label = float(rng.integers(0, 6)) if split == "train" else math.nan
                 expected[(split, f"{stem}{suffix}")] = (label, sha(CONTENTS[ref]), sha(CONTENTS[dist]))
         wb = openpyxl.Workbook()
         wb.active.append(["name", "score"])
-        for stem, suffix in train:
+        for stem, suffix, _ in train:
             # SeIQA score files name images with or without the extension, in any case
             written = {"file": f"{stem}{suffix}", "stem": stem, "upper": f"{stem}{suffix}".upper()}[label_names]
             wb.active.append([written, int(expected[("train", f"{stem}{suffix}")][0])])
@@ -146,6 +155,13 @@ def test_pairs_table_errors(tmp_path, text, message):
     with pytest.raises(SiqaError, match=message) as info:
         load_pairs(path)
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_table_saved_by_excel_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "pairs.csv"
+    (tmp_path / "a.png").write_bytes(CONTENTS[0])
+    path.write_bytes("ref_name,dist_name,mos\r\na.png,a.png,3\r\n".encode("utf-8-sig"))
+    assert load_pairs(path).df.label.tolist() == [3.0]
 
 
 def test_table_labels_may_be_missing_in_any_spelling(tmp_path):
@@ -235,7 +251,7 @@ def test_store_round_trip_through_shards_and_duckdb(stored):
             assert same(column_numpy(table.column(c.name), c.dim)[order], values[c.name]), c
         # 2. DuckDB: the extractor view and the wide features view
         con = connect(tmp)
-        for sql in (f"SELECT * FROM prop ORDER BY pair_id",
+        for sql in ("SELECT * FROM prop ORDER BY pair_id",
                     "SELECT pair_id, " + ", ".join(f"prop_{c.name} AS {c.name}" for c in columns) +
                     " FROM features ORDER BY pair_id"):
             df = con.execute(sql).df()

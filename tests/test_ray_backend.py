@@ -1,12 +1,14 @@
 """`--backend ray` against `--backend local`: same keys, values, shard names, summaries; resume across backends."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from featurestore.config import build_extractors, load_config
 from featurestore.datasets import load_pairs
@@ -63,6 +65,19 @@ class NeedsWeights(PairError):
         raise SiqaError("/nowhere/model.pt: weights not found")
 
 
+class DiesOnce(PairError):
+    """Kills its worker process at its first batch holding a pair of `die_on`, unless `marker` exists."""
+
+    default_config = {"fail_on": "", "die_on": "", "marker": ""}
+
+    def compute_pairs(self, pairs):
+        marker = Path(self.config["marker"])
+        if not marker.exists() and any(p.ref.sha256 == self.config["die_on"] for p in pairs):
+            marker.touch()
+            os._exit(1)
+        return super().compute_pairs(pairs)
+
+
 @pytest.fixture(scope="module")
 def ray():
     ray = pytest.importorskip("ray")
@@ -90,14 +105,18 @@ def extractors(fail_on=""):
 
 
 def test_ray_matches_local(ray, tmp_path, seiqa_dir):
-    # A corrupt degraded image and a batch that raises: both backends must report and skip the same things.
+    # A corrupt degraded image and a batch that raises: both backends must report and skip the same things;
+    # a degraded image of another size: both must resize it alike.
     (seiqa_dir / "Train" / "Dist" / "000002.png").write_bytes(b"not a png")
+    smaller = seiqa_dir / "Test" / "Dist" / "000007.png"
+    Image.open(smaller).resize((40, 30)).save(smaller)
     table = load_pairs(seiqa_dir)
     fail_on = table.df.ref_sha256.iloc[-1]
     local = FeatureStore(tmp_path / "local").extract(table, extractors(fail_on), progress=False, chunk_pairs=3)
     remote = extract_with_ray(tmp_path / "ray", table, extractors(fail_on), progress=False, chunk_pairs=3)
     assert remote.computed == local.computed and remote.cached == local.cached
     assert remote.failures == local.failures
+    assert remote.resized_pairs == local.resized_pairs == 1
     assert str(seiqa_dir / "Train" / "Dist" / "000002.png") in remote.failures
     assert any("planted failure" in why for why in remote.failures.values())
     # 10 distinct images minus the corrupt one, each computed once though the references span chunks.
@@ -151,6 +170,20 @@ def test_ray_resumes_a_local_store(ray, tmp_path, seiqa_dir):
     # Same keys and values as one local run, except `batch_len`: the resumed run batched other images together.
     mixed, local = (store_content(tmp_path / name, drop="batch_len") for name in ("mixed", "local"))
     assert {k: v[1] for k, v in mixed.items()} == {k: v[1] for k, v in local.items()}
+
+
+def test_a_dead_worker_loses_nothing(ray, tmp_path, seiqa_dir):
+    table = load_pairs(seiqa_dir)
+    dies = DiesOnce(die_on=table.df.ref_sha256.iloc[-1], marker=str(tmp_path / "died"))
+    with pytest.raises(SiqaError, match=r"^--backend ray: raytest_mse on chunk .* run again to resume$"):
+        extract_with_ray(tmp_path / "ray", table, [dies], progress=False, chunk_pairs=2)
+    kept = FeatureStore(tmp_path / "ray").keys(FeatureStore(tmp_path / "ray").folder(dies, "pair"), "pair_id")
+    assert 0 < len(kept) < len(table)  # the shards written before the death survive, whole
+    resumed = extract_with_ray(tmp_path / "ray", table, [dies], progress=False, chunk_pairs=2)
+    assert resumed.computed["raytest_mse/pair"] == len(table) - len(kept)
+    FeatureStore(tmp_path / "local").extract(table, [PairError()], progress=False)
+    assert ([rows for _, rows in store_content(tmp_path / "ray").values()]
+            == [rows for _, rows in store_content(tmp_path / "local").values()])
 
 
 def test_worker_siqa_error_comes_back_as_one_line(ray, tmp_path, seiqa_dir):

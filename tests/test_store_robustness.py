@@ -21,11 +21,11 @@ import openpyxl
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from store_worker import extractors
 
 from featurestore.datasets import load_pairs
 from featurestore.sql import query
 from featurestore.store import FeatureStore
-from store_worker import extractors
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "store_worker.py"
@@ -229,9 +229,8 @@ def test_two_concurrent_runs_and_a_reader_do_not_corrupt_the_store(data, referen
 @pytest.fixture
 def photo_pairs(tmp_path) -> Path:
     """48 test pairs of real photos (scikit-image), 128x96, with graded noise and blur."""
-    from PIL import ImageFilter
-
     from conftest import photo
+    from PIL import ImageFilter
 
     rng = np.random.default_rng(3)
     root = tmp_path / "photos"
@@ -284,7 +283,7 @@ def test_a_damaged_store_file_is_named_in_one_line(data, reference, tmp_path, da
 
     store = tmp_path / "store"
     shutil.copytree(reference["store"], store)
-    victim = {"shard": sorted((store / "features").glob("*/image/part-*.parquet"))[0],
+    victim = {"shard": min((store / "features").glob("*/image/part-*.parquet")),
               "pairs.parquet": store / "pairs.parquet", "views.json": store / "views.json"}[damage]
     victim.write_bytes(victim.read_bytes()[:40])
     with pytest.raises(SiqaError) as info:

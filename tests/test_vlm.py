@@ -28,6 +28,11 @@ def tiny_vlm(tmp_path_factory):
     return save_tiny_vlm(tmp_path_factory.mktemp("tiny") / "tiny-qwen2-vl")
 
 
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen3_vl"])
+def any_family(request, tmp_path_factory):
+    return save_tiny_vlm(tmp_path_factory.mktemp(request.param) / request.param, family=request.param)
+
+
 @pytest.fixture(autouse=True)
 def no_weights_env(monkeypatch, tmp_path):
     """Nothing from the developer's real caches: an empty weights folder and hub cache per test."""
@@ -64,17 +69,18 @@ def test_extract_through_store_and_resume(tmp_path, seiqa_dir, tiny_vlm):
     assert df.vlm_answer_mass.between(0, 1).all() and df.vlm_answer_mass.gt(0).all()
     hidden = np.stack(df.vlm_hidden_last)
     assert hidden.shape == (8, HIDDEN) and np.isfinite(hidden).all()
-    assert np.stack(df.vlm_hidden_mid).shape == (8, HIDDEN)
+    mid = np.stack(df.vlm_hidden_mid)
+    assert mid.shape == (8, HIDDEN) and not np.allclose(mid, hidden)  # layer 1 of 2, not the last
     assert np.ptp(hidden, axis=0).max() > 0  # the images reach the answer position
     second = store.extract(table, [tiny(tiny_vlm)], progress=False)
     assert not second.computed and second.cached["vlm/pair"] == 8
 
 
-def test_shared_prefix_and_batching_do_not_move_the_answer(tiny_vlm):
+def test_shared_prefix_and_batching_do_not_move_the_answer(any_family):
     """The images run once per pair and the questions continue from their cache in a left-padded batch:
     the same logits and hidden states as every question's whole prompt on its own (a wrong M-RoPE position
     moves the logits by ~1e-4 here, so the tolerance has teeth)."""
-    ex = tiny(tiny_vlm)
+    ex = tiny(any_family)
     judge = ex.judge()
     assert judge.share_prefix and judge.prefix.endswith("<|vision_end|>")
     rng = np.random.default_rng(0)
@@ -138,19 +144,37 @@ def test_unreadable_answers_become_nan_and_are_logged(tiny_vlm, two_questions, s
     assert "overall is NaN for 2 of 2 pair(s)" in caplog.text and "min_answer_mass 0.99" in caplog.text
 
 
-def test_greedy_sampler_continues_like_generate(tiny_vlm, two_questions):
+def test_greedy_sampler_continues_like_generate(any_family, two_questions, monkeypatch):
     """The shared-prefix decoding loop (cache, mask, M-RoPE positions per step) against transformers'
-    `generate` on each whole prompt, greedy so both must pick the same tokens."""
-    judge = tiny(tiny_vlm, questions=str(two_questions), k_samples=2, temperature=0.0, max_new_tokens=6).judge()
+    `generate` on each whole prompt: the same greedy tokens and the same logits at every step (a position
+    off by one step moves them by ~1e-4 here)."""
+    steps = 5
+    judge = tiny(any_family, questions=str(two_questions), k_samples=2, temperature=0.0, max_new_tokens=steps).judge()
     rgb = np.random.default_rng(3).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     images = [judge.fit_budget(rgb), judge.fit_budget(255 - rgb)]
+    seen, forward = [], judge.model.forward
+
+    def spy(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        seen.append(out.logits[:, -1].clone())
+        return out
+
+    monkeypatch.setattr(judge.model, "forward", spy)
     texts = judge.sample(images)
-    for prompt, got in zip(judge.prompts, texts):
+    monkeypatch.setattr(judge.model, "forward", forward)
+    # seen[0]: the shared prefix; seen[1]: the questions' own tokens (one row each), then one call per new
+    # token with K rows per question
+    per_step = [seen[1].repeat_interleave(2, 0)] + seen[2:]
+    for i, (prompt, got) in enumerate(zip(judge.prompts, texts)):
         inputs = judge._inputs([prompt], images)
-        out = judge.model.generate(**inputs, do_sample=False, max_new_tokens=6,
-                                   pad_token_id=judge.processor.tokenizer.pad_token_id)
-        want = judge.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
-        assert got == [want, want]
+        out = judge.model.generate(**inputs, do_sample=False, max_new_tokens=steps, output_logits=True,
+                                   return_dict_in_generate=True, pad_token_id=judge.processor.tokenizer.pad_token_id)
+        want = judge.processor.batch_decode(out.sequences[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert got == want * 2
+        for mine, theirs in zip(per_step, out.logits):
+            np.testing.assert_allclose(mine[2 * i].numpy(), theirs[0].numpy(), atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(mine[2 * i + 1].numpy(), theirs[0].numpy(), atol=1e-5, rtol=1e-5)
+    assert len(per_step) == steps
 
 
 def test_sampled_answers_are_parsed_and_averaged(tiny_vlm, two_questions, monkeypatch):
@@ -229,3 +253,12 @@ def test_answer_columns_follow_the_question_file(tiny_vlm):
     assert len(tiny(tiny_vlm).pair_columns()) == n + 3
     columns = [c.name for c in tiny(tiny_vlm, k_samples=4).pair_columns()]
     assert len(columns) == 2 * n + 3 and "overall_sampled" in columns
+
+
+def test_model_settings_fail_clearly(tiny_vlm):
+    with pytest.raises(SiqaError, match="load_in_4bit needs the bitsandbytes package and a CUDA GPU"):
+        tiny(tiny_vlm, load_in_4bit=True).judge()
+    with pytest.raises(SiqaError, match="middle_layer 3: the model has layers 0..2"):
+        tiny(tiny_vlm, middle_layer=3).judge()
+    with pytest.raises(ValueError, match="dtype"):
+        VlmExtractor(dtype="int8")

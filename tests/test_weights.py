@@ -58,7 +58,7 @@ def test_model_folder_needs_config_and_weights(tmp_path, monkeypatch):
     assert resolve(spec).found == str(folder)
 
 
-def test_missing_weights_stop_with_one_list(empty_caches, tiny_clip_arch):
+def test_missing_weights_stop_with_one_list(empty_caches, tiny_clip_arch):  # noqa: F811
     extractors = [create("clip", models=[{"arch": "ViT-B-16", "pretrained": "openai"},
                                          {"arch": tiny_clip_arch, "pretrained": "test"}]),
                   create("dino"), create("lpips"), create("dists"), create("topiq_fr"), create("imagenet")]
@@ -90,7 +90,7 @@ def _hub_layout(hub, repo: str, files: dict) -> None:
         (snapshot / name).write_bytes(source.read_bytes())
 
 
-def test_real_loading_path_through_hugging_face_cache(empty_caches, monkeypatch, tiny_clip_arch):
+def test_real_loading_path_through_hugging_face_cache(empty_caches, monkeypatch, tiny_clip_arch):  # noqa: F811
     """Random weights placed in a temporary Hugging Face cache, in its own layout, load unchanged."""
     from open_clip.pretrained import _PRETRAINED
 

@@ -144,12 +144,12 @@ class ClipExtractor(DeepExtractor):
                                            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
             model = runtime.prepare(model)
             tokenizer = open_clip.get_tokenizer(spec["arch"])
-            with runtime.inference():
-                text = _unit(model.encode_text(tokenizer(self.config["prompts"]).to(runtime.device)).float()) \
-                    if self.config["prompts"] else None
-                quality = _unit(model.encode_text(tokenizer(self.config["quality_prompts"]).to(runtime.device)).float())
+            prompts = self.config["prompts"]
+            text = _encode_text(model, tokenizer, prompts, runtime) if prompts else None
+            quality = _encode_text(model, tokenizer, self.config["quality_prompts"], runtime)
             loaded.append({**spec, "model": model, "text": text, "quality": quality,
-                           "mean": tuple(tag_cfg.get("mean", OPENAI_MEAN)), "std": tuple(tag_cfg.get("std", OPENAI_STD)),
+                           "mean": tuple(tag_cfg.get("mean", OPENAI_MEAN)),
+                           "std": tuple(tag_cfg.get("std", OPENAI_STD)),
                            "logit_scale": float(model.logit_scale.detach().exp())})
         return loaded
 
@@ -191,6 +191,12 @@ def _square(size) -> int:
             raise ValueError(f"clip model with non-square input {size} is not supported")
         return int(size[0])
     return int(size)
+
+
+def _encode_text(model, tokenizer, prompts: list[str], runtime: Runtime) -> torch.Tensor:
+    """Unit text embeddings of `prompts`, computed once when the model loads."""
+    with runtime.inference():
+        return _unit(model.encode_text(tokenizer(prompts).to(runtime.device)).float())
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

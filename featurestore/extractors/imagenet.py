@@ -104,7 +104,7 @@ class ImageNetExtractor(DeepExtractor):
             if idx in tap_index:
                 k = tap_index[idx]
                 f = h.float()
-                # unit vectors per position (as LPIPS), then pooled: a grid cell's vector shrinks where content disagrees
+                # unit vectors per position (as LPIPS), then pooled: a cell's vector shrinks where its content varies
                 out[f"grid_l{k}"] = F.adaptive_avg_pool2d(F.normalize(f, dim=1), grid).flatten(1)
                 out[f"mean_l{k}"] = f.mean(dim=(2, 3))
                 out[f"std_l{k}"] = f.std(dim=(2, 3), unbiased=False)

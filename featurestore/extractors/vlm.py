@@ -17,10 +17,11 @@ Both images go into one chat prompt, reference first. Pixel budget rule: an imag
 largest size whose sides are multiples of the vision tower's patch x merge size (28 px for Qwen2/2.5-VL, 32 px
 for Qwen3-VL) within the budget; the degraded image has the reference's size already, so both get the same.
 
-Runs on a CUDA GPU in bfloat16 (optionally 4-bit through bitsandbytes): 0.13 s per pair for the 11 default
-questions with Qwen2.5-VL-7B on an H100. On a CPU it falls back to float32; a 7B model needs ~16 TFLOP per pair
-there (tens of seconds), hence the extractor is disabled in configs/default.toml.
-An answer the model does not give in the expected form becomes NaN with a logged reason.
+Runs on a CUDA GPU in bfloat16 (optionally 4-bit through bitsandbytes): 0.13-0.17 s per pair for the 11
+default questions with a Qwen2.5-VL-7B on an H100 (`make bench-gpu`), 1.3 s with K=64 sampled answers each.
+On a CPU it falls back to float32; a 7B model needs ~25 TFLOP per 448x448 pair (tens of seconds), hence the
+extractor is disabled in configs/default.toml. An answer the model does not give in the expected form becomes
+NaN with a logged reason.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ class QuestionSet:
                 raise SiqaError(f"{path}: question {i} is not a [[questions]] table")
             qid, kind, text = q.get("id"), q.get("answer"), q.get("text")
             if not isinstance(qid, str) or not _ID.match(qid) or qid in _RESERVED or qid.endswith("_sampled"):
-                raise SiqaError(f"{path}: question {i}: id {qid!r} must be lower_snake_case, not a reserved column name")
+                raise SiqaError(f"{path}: question {i}: id {qid!r} must be lower_snake_case and not a reserved "
+                                f"column name")
             if qid in seen:
                 raise SiqaError(f"{path}: question {i}: duplicate id {qid!r}")
             if kind not in kinds:
@@ -251,42 +253,47 @@ class VlmJudge:
     def _answer_states_shared(self, images: list[Image.Image]):
         """As `_answer_states`, but the shared prefix (most of the tokens and the whole vision tower) runs once
         and its key/value cache is repeated for the questions."""
-        out, *_ = self._continue_prefix(images, repeat=1, hidden_states=True)
+        out, *_ = self._continue_prefix(images, hidden_states=True)
         return out.logits[:, -1], out.hidden_states[-1][:, -1], out.hidden_states[self.middle_layer][:, -1]
 
-    def _continue_prefix(self, images: list[Image.Image], repeat: int, hidden_states: bool = False):
-        """Run the shared prefix once, repeat its key/value cache for every question `repeat` times (rows
-        question-major), and run the questions' own tokens as one left-padded batch from it.
+    def _continue_prefix(self, images: list[Image.Image], repeat: int = 1, hidden_states: bool = False):
+        """Run the shared prefix once, repeat its key/value cache for the questions, run their own tokens as
+        one left-padded batch from it, then repeat every question's row `repeat` times (question-major).
 
-        Returns (model output, cache, attention mask so far, M-RoPE position of each row's last token)."""
+        Returns (output of the questions' forward, cache, attention mask so far, M-RoPE position of each
+        row's last token); the last three have `repeat` rows per question."""
         import torch
 
+        n = len(self.suffixes)
         prefix = self._inputs([self.prefix], images)
         length = prefix["input_ids"].shape[1]
-        rest = self.processor.tokenizer([s for s in self.suffixes for _ in range(repeat)], padding=True,
-                                        add_special_tokens=False, return_tensors="pt").to(self.device)
-        rows = rest["input_ids"].shape[0]
+        rest = self.processor.tokenizer(self.suffixes, padding=True, add_special_tokens=False, return_tensors="pt")
+        rest = rest.to(self.device)
         with torch.inference_mode():
             out = self.model(**prefix, use_cache=True, logits_to_keep=1)
             cache = out.cache if "cache" in out else out.past_key_values
-            cache.batch_repeat_interleave(rows)
+            cache.batch_repeat_interleave(n)
             # M-RoPE gives image tokens 2-D positions; text after them continues from the largest, which the
             # model keeps as `rope_deltas` (position = token index + delta). Pads (left) get any position.
             start = length + int(self.model.model.rope_deltas.view(-1)[0])
             mask = rest["attention_mask"]
             positions = start + (mask.cumsum(-1) - 1).clamp(min=0)
-            mask = torch.cat([mask.new_ones(rows, length), mask], 1)
+            mask = torch.cat([mask.new_ones(n, length), mask], 1)
             out = self.model(input_ids=rest["input_ids"], attention_mask=mask,
                              position_ids=positions.unsqueeze(0).expand(3, -1, -1), logits_to_keep=1,
                              output_hidden_states=hidden_states, **{self._cache_kwarg: cache})
-        return out, cache, mask, positions[:, -1]
+        if repeat > 1:
+            cache.batch_repeat_interleave(repeat)
+        return out, cache, mask.repeat_interleave(repeat, 0), positions[:, -1].repeat_interleave(repeat, 0)
 
     def sample(self, images: list[Image.Image]) -> list[list[str]]:
-        """K sampled answers per question (temperature 0: greedy). The prefix runs once, the K x questions
-        rows decode together; a generator seeded by `seed` makes a pair's answers independent of its batch."""
+        """K sampled answers per question (temperature 0: greedy). The prefix and each question run once,
+        then the K x questions rows decode together; a generator seeded by `seed` makes a pair's answers
+        independent of its batch."""
         import torch
 
         out, cache, mask, position = self._continue_prefix(images, repeat=self.k_samples)
+        logits = out.logits[:, -1].float().repeat_interleave(self.k_samples, 0)
         generator = torch.Generator(self.device).manual_seed(self.seed)
         tokenizer = self.processor.tokenizer
         stop = torch.tensor(sorted(self._stop_ids), device=self.device)
@@ -294,9 +301,9 @@ class VlmJudge:
         tokens = []
         with torch.inference_mode():
             for step in range(self.max_new_tokens):
-                logits = out.logits[:, -1].float()
                 if self.temperature > 0:
-                    token = torch.multinomial(torch.softmax(logits / self.temperature, -1), 1, generator=generator)[:, 0]
+                    probs = torch.softmax(logits / self.temperature, -1)
+                    token = torch.multinomial(probs, 1, generator=generator)[:, 0]
                 else:
                     token = logits.argmax(-1)
                 token = token.masked_fill(done, tokenizer.pad_token_id)
@@ -305,9 +312,10 @@ class VlmJudge:
                 if bool(done.all()) or step + 1 == self.max_new_tokens:
                     break
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-                position = position + 4
+                position = position + 1
                 out = self.model(input_ids=token[:, None], attention_mask=mask, logits_to_keep=1,
                                  position_ids=position.view(1, -1, 1).expand(3, -1, -1), **{self._cache_kwarg: cache})
+                logits = out.logits[:, -1].float()
         texts = tokenizer.batch_decode(torch.stack(tokens, 1), skip_special_tokens=True)
         return [texts[i:i + self.k_samples] for i in range(0, len(texts), self.k_samples)]
 

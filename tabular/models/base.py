@@ -17,6 +17,9 @@ from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 
 POOL_REGISTRY: dict[str, type["PoolModel"]] = {}
 
+#: meta-feature columns (dense-block Ridge predictions) carry this prefix in the pool's input
+META_PREFIX = "meta_"
+
 
 def register(name: str):
     def decorate(cls):
@@ -74,7 +77,3 @@ def select_columns(X: pd.DataFrame, columns: list[str] | None, model: str) -> pd
 
         raise SiqaError(f"config: tabular model {model}: no feature column(s) {', '.join(map(repr, missing))}")
     return X[list(columns)]
-
-
-#: meta-feature columns (dense-block Ridge predictions) carry this prefix in the pool's input
-META_PREFIX = "meta_"

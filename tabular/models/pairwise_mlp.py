@@ -38,7 +38,7 @@ class PairwiseRankMLP(TorchPoolModel):
     def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.1, epochs: int = 150,
                  batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-3,
                  lambda_fidelity: float = 1.0, lambda_plcc: float = 1.0, lambda_mse: float = 0.1,
-                 random_state: int = 0):
+                 log_features: bool = False, random_state: int = 0):
         self.hidden = hidden
         self.dropout = dropout
         self.epochs = epochs
@@ -48,6 +48,7 @@ class PairwiseRankMLP(TorchPoolModel):
         self.lambda_fidelity = lambda_fidelity
         self.lambda_plcc = lambda_plcc
         self.lambda_mse = lambda_mse
+        self.log_features = log_features
         self.random_state = random_state
 
     def _loss(self, output, y, rows):

@@ -25,7 +25,7 @@ class OrdinalClassHead(TorchPoolModel):
     def __init__(self, n_classes: int = 6, hidden: tuple[int, ...] = (128,), dropout: float = 0.1,
                  epochs: int = 150, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-3,
                  lambda_mse: float = 1.0, gate_feature: str | None = None, gate_threshold: float = 0.0,
-                 gate_softness: float = 0.02, random_state: int = 0):
+                 gate_softness: float = 0.02, log_features: bool = False, random_state: int = 0):
         self.n_classes = n_classes
         self.hidden = hidden
         self.dropout = dropout
@@ -37,6 +37,7 @@ class OrdinalClassHead(TorchPoolModel):
         self.gate_feature = gate_feature
         self.gate_threshold = gate_threshold
         self.gate_softness = gate_softness
+        self.log_features = log_features
         self.random_state = random_state
 
     def _prepare(self, X, y):

@@ -1,6 +1,7 @@
 """Shared training loop for the small torch models of the pool (pairwise-rank MLP, rank-5 head).
 
-Inputs are imputed and z-scored, the target z-scored; training is mini-batch AdamW. The run is
+Inputs are imputed and z-scored (after appending log-features when `log_features` is set, see
+`linear.LogAugment`), the target z-scored; training is mini-batch AdamW. The run is
 seeded inside `torch.random.fork_rng`, so a seed gives the same network every time without touching
 the caller's global random state. Subclasses define the network's output width, the loss and how an
 output becomes a score.
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from .base import FiniteScaler, PoolModel
+from .linear import LogAugment
 
 
 def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, dropout: float) -> nn.Sequential:
@@ -44,8 +46,10 @@ class TorchPoolModel(PoolModel):
         z = (y - self.y_mean_) / self.y_scale_
         n_outputs, per_row = self._prepare(X, z)
         X = np.asarray(X, dtype=np.float64)
-        self.scaler_ = FiniteScaler().fit(X)
-        inputs = torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)
+        if self.log_features:
+            self.log_ = LogAugment().fit(X)
+        self.scaler_ = FiniteScaler().fit(self._augment(X))
+        inputs = torch.as_tensor(self.scaler_.transform(self._augment(X)), dtype=torch.float32)
         targets = torch.as_tensor(z, dtype=torch.float32)
         n = len(z)
         batch = min(self.batch_size, n)
@@ -70,8 +74,11 @@ class TorchPoolModel(PoolModel):
         self.net_.eval()
         return self
 
+    def _augment(self, X: np.ndarray) -> np.ndarray:
+        return self.log_.transform(X) if self.log_features else X
+
     def predict(self, X):
         X = np.asarray(X, dtype=np.float64)
         with torch.no_grad():
-            output = self.net_(torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32))
+            output = self.net_(torch.as_tensor(self.scaler_.transform(self._augment(X)), dtype=torch.float32))
         return self._score(output, X) * self.y_scale_ + self.y_mean_
