@@ -72,10 +72,10 @@ def predict_pairs(table, run: Path, store: Path, progress: bool = True) -> pd.Da
     started = time.perf_counter()
     run = Path(run)
     fitted = load_run(run)
-    source = Path(fitted.summary["source"]["source"])
-    if not (source / "pairs.parquet").is_file() and source.is_file():
-        raise SiqaError(f"{run}: this run was fit on the feature table {source}, not on image features; "
-                        f"only a run fit on a feature store can score images")
+    origin = fitted.summary["source"].get("origin") or {}
+    if origin.get("kind") != "store":
+        raise SiqaError(f"{run}: this run was fit on the feature table {origin.get('path', '?')}, not on image "
+                        f"features; only a run fit on a feature store can score images")
     extractors = build_extractors(fitted.config.get("input") or {})
     if not extractors:
         raise SiqaError(f"{run}/config.json: the run's config enables no extractor")

@@ -20,11 +20,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from featurestore.config import build_extractors, load_config  # noqa: E402
-from featurestore.datasets import load_pairs  # noqa: E402
-from featurestore.demo import make_demo_dataset  # noqa: E402
-from featurestore.ray_backend import extract_with_ray, import_ray  # noqa: E402
-from featurestore.store import FeatureStore  # noqa: E402
+from featurestore.config import build_extractors, load_config
+from featurestore.datasets import load_pairs
+from featurestore.demo import make_demo_dataset
+from featurestore.errors import SiqaError
+from featurestore.ray_backend import extract_with_ray, import_ray
+from featurestore.store import FeatureStore
 
 
 def store_values(root: Path) -> dict[str, dict[str, dict]]:
@@ -85,7 +86,7 @@ def main() -> int:
 
         a, b = store_values(tmp / "local"), store_values(tmp / "ray")
         print(f"{n} pairs of {args.size}px demo photos, extractors: {', '.join(config['extractors'])}; "
-              f"Ray on {args.cpus} CPU(s)")
+              f"Ray on {args.cpus} CPU(s); 1-min load average at the end {os.getloadavg()[0]:.1f}")
         print(f"{'backend':<24}{'seconds':>10}{'pairs/s':>10}")
         print(f"{'local':<24}{local_s:>10.1f}{n / local_s:>10.2f}")
         print(f"{'ray (session running)':<24}{ray_s:>10.1f}{n / ray_s:>10.2f}")
@@ -103,4 +104,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SiqaError as exc:
+        print(f"bench_ray: {exc}", file=sys.stderr)
+        sys.exit(2)

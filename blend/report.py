@@ -77,74 +77,35 @@ def _load_inputs(run: Run) -> ReportInputs:
     first = oof[oof["repeat"] == oof["repeat"].min()].set_index("id")
     rows = first[["group", "label", "target", "fold"]].join(oof.groupby("id")[predictions].mean())
     rows = rows.reset_index()
-    data, problem = _load_data(run)
-    rows = rows.merge(_metadata(run), on="id", how="left")
+    origin = run.summary["source"].get("origin") or {}
+    try:
+        data, problem = TabularData.from_origin(origin), ""
+    except SiqaError as exc:  # the store or table moved or changed since the run: plot what oof.parquet has
+        data, problem = None, str(exc)
+    rows = rows.merge(_metadata(origin, data), on="id", how="left")
     return ReportInputs(run=run, rows=rows, members=members, data=data, data_problem=problem)
 
 
-def _source(run: Run) -> Path:
-    return Path(run.summary["source"]["source"])
-
-
-def _load_data(run: Run) -> tuple[TabularData | None, str]:
-    source = _source(run)
-    try:
-        if (source / "pairs.parquet").is_file():
-            return TabularData.from_store(source), ""
-        if source.is_file():
-            return _table_data(source, run), ""
-    except SiqaError as exc:
-        return None, str(exc)
-    return None, f"{source}: the run's feature source is no longer there"
-
-
-def _table_ids(frame: pd.DataFrame) -> np.ndarray:
-    # the id rule of TabularData.from_table, so table rows line up with oof.parquet
-    column = next((c for c in ("pair_id", "id") if c in frame.columns), None)
-    if column:
-        return frame[column].astype(str).to_numpy(dtype=object)
-    return np.array([f"row{i}" for i in range(len(frame))], dtype=object)
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-
-
-def _table_data(path: Path, run: Run) -> TabularData:
-    """The labelled rows of a feature table with the run's scalar columns (tables have no dense blocks)."""
-    frame = _read_table(path)
-    frame["id"] = _table_ids(frame)
-    oof = run.oof().drop_duplicates("id").set_index("id")
-    frame = frame[frame["id"].isin(oof.index)].reset_index(drop=True)
-    columns = run.summary["columns"]
-    return TabularData(ids=frame["id"].to_numpy(dtype=object),
-                       X=frame[columns].apply(pd.to_numeric, errors="coerce").astype(np.float64)
-                       .replace([np.inf, -np.inf], np.nan),
-                       y=oof.loc[frame["id"], "label"].to_numpy(dtype=np.float64),
-                       groups=oof.loc[frame["id"], "group"].to_numpy(dtype=object),
-                       split=np.full(len(frame), "train", dtype=object), names=frame["id"].to_numpy(dtype=object),
-                       higher_better=bool(run.summary["source"]["higher_better"]), source=str(path))
-
-
-def _metadata(run: Run) -> pd.DataFrame:
+def _metadata(origin: dict, data: TabularData | None) -> pd.DataFrame:
     """Per id: split, name, image paths, reference name and distortion columns, where the source has them."""
-    source = _source(run)
-    if (source / "pairs.parquet").is_file():
+    if origin.get("kind") == "store":
         from featurestore import sql
 
         # a pair registered under two names (or splits) is one row of the run: keep its labelled registration
-        pairs = sql.query(source, "SELECT pair_id AS id, split, name, ref_path, dist_path FROM pairs "
-                                  "ORDER BY label IS NULL, split, name").drop_duplicates("id")
+        pairs = sql.query(origin["root"], "SELECT pair_id AS id, split, name, ref_path, dist_path FROM pairs "
+                                          "ORDER BY label IS NULL, split, name").drop_duplicates("id")
         pairs["reference"] = pairs["ref_path"].map(lambda p: Path(p).name)
         pairs = pairs.merge(_demo_meta(pairs), on=["split", "name"], how="left", suffixes=("", "_meta"))
         if "reference_meta" in pairs.columns:  # the demo names its photos: nicer than a file name
             pairs["reference"] = pairs.pop("reference_meta").fillna(pairs["reference"])
         return pairs
-    if source.is_file():
-        frame = _read_table(source)
-        frame["id"] = _table_ids(frame)
-        keep = ["id"] + [c for c in DISTORTION_COLUMNS if c in frame.columns]
-        return frame[keep].astype({c: str for c in keep})
+    if origin.get("kind") == "table" and data is not None:
+        # the columns that describe how a pair was made are no features, so TabularData left them out
+        path = Path(origin["path"])
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        keep = [c for c in DISTORTION_COLUMNS if c in frame.columns]
+        if keep and len(frame) == data.n_rows:  # from_table keeps every row, in file order
+            return frame[keep].astype(str).assign(id=data.ids)
     return pd.DataFrame({"id": pd.Series(dtype=object)})
 
 
@@ -534,6 +495,7 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
              f"<h1>siqa run report: {html.escape(str(inputs.run.path))}</h1>",
              "<h2>Headline (out-of-fold, calibrated blend)</h2>", _table(headline),
              f"<p class='caption'>{html.escape(facts)}</p>",
+             "<p>" + " | ".join(f'<a href="#{p.name}">{html.escape(p.title)}</a>' for p in plots) + "</p>",
              "<h2>Leaderboard</h2>", _table(inputs.run.leaderboard)]
     for note in notes:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")

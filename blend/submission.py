@@ -1,10 +1,17 @@
 """Challenge submission: a zip with `prediction.xlsx` (`picture_name, Score`) and `readme.txt`, validated.
 
 `write_submission(run_dir, data, out_zip, runtime_per_image, cpu)` predicts the rows of `data` in the
-requested split with the run's fitted pipeline, writes the zip and validates it against those rows:
+requested split with the run's fitted pipeline (refit on all labelled rows by `run_oof`), writes the zip
+and validates it against those rows:
 every picture exactly once, scores finite and within 0..5, readme lines present. The zip is
 byte-reproducible: the xlsx is repacked with fixed timestamps (openpyxl stamps the save time into
 docProps/core.xml and into its own zip entries), and the outer zip entries carry a fixed date too.
+
+`submit_run(run_dir, split, out, cpu, progress)` (what `siqa submit` calls) reads the run's data again
+from where it came (`summary["source"]["origin"]`: the store or the feature table) and does the same.
+Unless given, the runtime per image it declares is measured: reading the features and scoring them,
+divided by the number of pictures; feature extraction happened earlier, in `siqa features`, and is not
+included (the description says so).
 
 readme.txt lines:
     runtime per image [s] : X
@@ -165,3 +172,31 @@ def write_submission(run_dir, data, out_zip, runtime_per_image: float, cpu: bool
                          description if description is not None else describe_run(run.summary))
     validate_submission(out_zip, subset.names)
     return Path(out_zip)
+
+
+def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progress: bool = True,
+               runtime_per_image: float | None = None, extra_data: bool = False) -> tuple[Path, int]:
+    """Predict `split` of the run's own data source and write the validated zip (default RUN/submission.zip).
+
+    Returns (zip path, number of predictions)."""
+    import time
+
+    from tabular.data import TabularData
+    from tabular.run import load_run
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    started = time.perf_counter()
+    data = TabularData.from_origin(run.summary["source"].get("origin", {}))
+    rows = np.asarray(data.split == split.lower())
+    if not rows.any():
+        raise SiqaError(f"{data.source}: no rows in split {split!r} to submit")
+    run.pipeline.predict(data.subset(rows))
+    measured = (time.perf_counter() - started) / int(rows.sum())
+    description = describe_run(run.summary)
+    if runtime_per_image is None:
+        description += "; runtime = reading cached features + scoring (extraction not included)"
+    out = Path(out) if out is not None else run_dir / "submission.zip"
+    write_submission(run_dir, data, out, runtime_per_image if runtime_per_image is not None else measured, cpu,
+                     split=split, extra_data=extra_data, description=description)
+    return out, int(rows.sum())

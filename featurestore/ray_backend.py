@@ -15,6 +15,9 @@ an image shared by many pairs is computed once on the whole cluster. In between,
   writes the shards itself with the same atomic writer, so batches, shard names and values are those of a
   local run, and a killed run leaves whole shards that the next run (either backend) resumes from.
 
+Values match to the bit where the thread count matches; torch's CPU kernels split reductions by thread
+count and Ray gives each worker its CPU share of threads, so float32 CPU models may differ by ~1e-6.
+
 Workers write straight into the store: on a multi-node cluster the store and the images must be on a
 filesystem that every node mounts at the same path. Ray is an optional extra (`pip install .[ray]`).
 """

@@ -115,7 +115,9 @@ def _add_macros(con: duckdb.DuckDBPyConnection) -> None:
         line AS (SELECT regr_intercept(label, prediction) AS a, regr_slope(label, prediction) AS b FROM o)
         SELECT o.id, p.split, p.name, o.label, o.prediction, line.a + line.b * o.prediction AS fitted,
                o.label - fitted AS residual, p.ref_path, p.dist_path
-        FROM o CROSS JOIN line LEFT JOIN pairs p ON p.pair_id = o.id
+        FROM o CROSS JOIN line
+        LEFT JOIN (SELECT DISTINCT ON (pair_id) * FROM pairs ORDER BY pair_id, label IS NULL, split, name) p
+               ON p.pair_id = o.id  -- one row per pair, even if it was registered under two names
         ORDER BY abs(residual) DESC, o.id LIMIT n""")
 
 

@@ -49,6 +49,8 @@ class TabularData:
     dense: dict[str, np.ndarray] = field(default_factory=dict)
     higher_better: bool = True
     source: str = ""
+    #: how to read this data again (`from_origin`), e.g. for a submission from a run folder
+    origin: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -82,7 +84,7 @@ class TabularData:
         return {"source": self.source, "n_rows": int(self.n_rows), "n_labelled": int(labelled.sum()),
                 "n_groups": int(np.unique(self.groups[labelled]).size), "n_scalar": int(self.X.shape[1]),
                 "dense": {k: int(v.shape[1]) for k, v in self.dense.items()},
-                "higher_better": bool(self.higher_better)}
+                "higher_better": bool(self.higher_better), "origin": self.origin}
 
     # --- readers -------------------------------------------------------------------------------
     @classmethod
@@ -130,15 +132,28 @@ class TabularData:
             split = frame["split"].astype(str).str.lower().to_numpy(dtype=object)
         else:
             split = np.where(np.isfinite(y), "train", "test").astype(object)
+        origin = {"kind": "table", "path": str(path), "label": label, "group": group,
+                  "lower_better": bool(lower_better), "features": [str(c) for c in features]}
         return cls(ids=ids, X=X, y=y, groups=groups, split=split, names=names,
-                   higher_better=not lower_better, source=str(path))
+                   higher_better=not lower_better, source=str(path), origin=origin)
 
     @classmethod
-    def from_store(cls, root) -> "TabularData":
+    def from_origin(cls, origin: dict) -> "TabularData":
+        """Read again what `origin` (a `TabularData.origin`) describes."""
+        if origin.get("kind") == "table":
+            return cls.from_table(origin["path"], origin["label"], origin["group"], origin["lower_better"],
+                                  origin["features"])
+        if origin.get("kind") == "store":
+            return cls.from_store(origin["root"], origin.get("features"))
+        raise SiqaError(f"run: cannot tell where its data came from ({origin!r})")
+
+    @classmethod
+    def from_store(cls, root, features: list[str] | None = None) -> "TabularData":
         """Read the wide `features` view of a feature store through DuckDB.
 
         Every column of `features` that is not a `pairs` column is a feature: DOUBLE -> scalar,
-        FLOAT[d] array -> dense block. The group is `ref_sha256`; labels are higher-is-better.
+        FLOAT[d] array -> dense block; `features` keeps only the named ones. The group is `ref_sha256`;
+        labels are higher-is-better.
         """
         from featurestore import sql
 
@@ -151,9 +166,14 @@ class TabularData:
             con.close()
         if table.num_rows == 0:
             raise SiqaError(f"{root}: the store has no pairs; run `siqa features` first")
+        available = [name for name in table.column_names if name not in pair_columns]
+        if features is not None:
+            missing = [f for f in features if f not in available]
+            if missing:
+                raise SiqaError(f"{root}: no feature column(s) {', '.join(map(repr, missing))} in the store")
         scalars, dense = {}, {}
-        for name in table.column_names:
-            if name in pair_columns:
+        for name in available:
+            if features is not None and name not in features:
                 continue
             column = table.column(name).combine_chunks()
             if _is_list(column.type):
@@ -177,7 +197,8 @@ class TabularData:
         y = np.array([np.nan if v is None else float(v) for v in table.column("label").to_pylist()])
         return cls(ids=text("pair_id"), X=X, y=y, groups=text("ref_sha256"),
                    split=np.array([str(s).lower() for s in text("split")], dtype=object),
-                   names=text("name"), dense=dense, higher_better=True, source=str(root))
+                   names=text("name"), dense=dense, higher_better=True, source=str(root),
+                   origin={"kind": "store", "root": str(root), "features": features})
 
 
 def _read_frame(path: Path) -> pd.DataFrame:

@@ -86,8 +86,7 @@ def _pool_fits(data, fold, excluded_sets, settings, columns, blocks, seed, bar, 
         yield excluded, frame, seconds
 
 
-def nested_cv(data: TabularData, settings: dict, columns: list[str], scale: LabelScale,
-              progress: bool = True) -> NestedResult:
+def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: bool = True) -> NestedResult:
     """Run the nested evaluation on `data` (labelled rows only)."""
     K, repeats, seed = int(settings["folds"]), int(settings["repeats"]), int(settings["seed"])
     if K < 3:
@@ -122,8 +121,10 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], scale: Labe
             rows = inner.index.to_numpy()
             started = time.perf_counter()
             blender = make_blender(settings, seed).fit(inner.to_numpy(), target[rows], data.groups[rows])
+            # the 0..5 label scale too is learnt without fold k (its min and max are labels)
             calibrator = make_calibrator(settings, seed).fit(
-                blender.predict(inner.to_numpy()), scale.transform(target[rows]), data.groups[rows])
+                blender.predict(inner.to_numpy()), LabelScale().fit(target[rows]).transform(target[rows]),
+                data.groups[rows])
             result.blend_seconds += time.perf_counter() - started
             test = np.flatnonzero(fold == k)
             blend[test] = blender.predict(outer.loc[test].to_numpy())

@@ -20,8 +20,10 @@ Run folder layout:
   `target`, so positive; rmse is on the 0..5 scale (members and blend mapped by the affine label scale);
   fit_seconds is the total fitting time of that member over the nested run and the final refit (for
   the blend rows: blender and calibrator fitting).
-- `run.json`: summary — headline metrics (of `blend_calibrated`), data description, settings, the final
-  blend (method, weights, inner-CV scores of each method), per-fold nested blends, dropped columns, time.
+- `run.json`: summary — headline metrics (of `blend_calibrated`; also as the dict `headline` with
+  n_rows and n_groups, what `siqa oof --json` prints), data description (`source`, with the `origin`
+  to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
+  calibration), per-fold nested blends, dropped columns, `leaderboard_text` (printable), time.
 - `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
 
 Column handling: scalar columns that are constant or all-NaN over the labelled rows carry no signal and
@@ -49,6 +51,7 @@ from .config import resolve
 from .data import TabularData
 from .nested import nested_cv
 from .pipeline import FittedPipeline
+from .stack import StackedPool
 
 HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
@@ -95,6 +98,14 @@ def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, scale
     return board.sort_values("final", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def _leaderboard_text(board: pd.DataFrame, headline: dict) -> str:
+    shown = board.assign(final=[f"{f:.4f} ± {s:.4f}" for f, s in zip(board["final"], board["final_std"])])
+    table = shown[["model", "final", "srocc", "plcc", "krcc", "rmse", "fit_seconds"]].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}")
+    return (f"{table}\nCV Final ({HEADLINE}, nested, {headline['n_rows']} rows in {headline['n_groups']} "
+            f"reference groups): {headline['final']:.4f} ± {headline['final_std']:.4f}")
+
+
 def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = True) -> dict:
     """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary."""
     started = time.perf_counter()
@@ -109,11 +120,12 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
     target = labelled.target
     scale = LabelScale().fit(target)
 
-    result = nested_cv(labelled, settings, columns, scale, progress=progress)
-    members = result.members
-    clash = sorted(set(members) & set(FIXED_COLUMNS))
+    clash = sorted(set(StackedPool(settings, columns, [], 0).member_names()) & set(FIXED_COLUMNS))
     if clash:
         raise SiqaError(f"config: pool member name(s) {', '.join(clash)} clash with oof.parquet columns")
+
+    result = nested_cv(labelled, settings, columns, progress=progress)
+    members = result.members
 
     stacked = pd.concat(result.predictions, ignore_index=True)
     repeats = len(result.predictions)
@@ -137,14 +149,14 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
     board = _leaderboard({**{m: [p[m].to_numpy() for p in result.predictions] for m in members},
                           "blend": result.blend, HEADLINE: result.calibrated}, target, scale, seconds)
 
-    headline = board.set_index("model").loc[HEADLINE]
+    row = board.set_index("model").loc[HEADLINE]
     singles = board[board["model"].isin(members)]
+    headline = {**{k: float(row[k]) for k in ("final", "final_std", "srocc", "plcc", "krcc", "rmse")},
+                "model": HEADLINE, "n_rows": int(labelled.n_rows), "n_groups": int(np.unique(labelled.groups).size)}
     summary = {
-        "final": float(headline["final"]), "final_std": float(headline["final_std"]),
-        "srocc": float(headline["srocc"]), "plcc": float(headline["plcc"]),
-        "krcc": float(headline["krcc"]), "rmse": float(headline["rmse"]),
-        "headline": HEADLINE,
-        "n_rows": int(labelled.n_rows), "n_groups": int(np.unique(labelled.groups).size),
+        **{k: headline[k] for k in ("final", "final_std", "srocc", "plcc", "krcc", "rmse")},
+        "headline": headline,
+        "n_rows": headline["n_rows"], "n_groups": headline["n_groups"],
         "n_unlabelled": int(data.n_rows - labelled.n_rows),
         "best_model": str(singles.iloc[0]["model"]), "best_model_final": float(singles.iloc[0]["final"]),
         "source": data.describe(), "preset": settings["preset"], "folds": int(settings["folds"]),
@@ -155,6 +167,7 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
                   "inner_cv": pipeline.blender_.cv_scores_, "calibration": pipeline.calibrator_.method_,
                   "calibration_cv": pipeline.calibrator_.cv_scores_},
         "nested_blends": result.blends,
+        "leaderboard_text": _leaderboard_text(board, headline),
         "seconds": round(time.perf_counter() - started, 2),
     }
     _write(run_dir, config, settings, oof, board, summary, pipeline)

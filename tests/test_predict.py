@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import photo
-from toy_run import build_run, noisy
+from toy_run import build_run, noisy, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 import siqa
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from toy_run import build_run
+from toy_run import build_run, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 from blend import report
 from featurestore.sql import connect
 from tabular import metrics
@@ -57,9 +57,12 @@ def test_report_is_self_contained_and_matches_its_pngs(toy):
     assert set(pngs) == STORE_PLOTS
     embedded = _embedded_pngs(text)
     assert sorted(embedded) == sorted(pngs.values())  # every plot embedded, byte for byte
-    # nothing is fetched from elsewhere: no other src/href, no stylesheet or script links
+    # nothing is fetched from elsewhere: no other src, links only to the report's own sections, no scripts
     assert len(re.findall(r"\bsrc=", text)) == len(embedded)
-    assert "href=" not in text and "<script" not in text
+    links = re.findall(r'href="([^"]*)"', text)
+    assert sorted(links) == sorted(f"#{name}" for name in STORE_PLOTS)
+    assert all(f"id='{link[1:]}'" in text for link in links)
+    assert "<script" not in text and "<link" not in text
     summary = load_run(toy["run"]).summary
     assert f"{summary['final']:.4f}" in text
     for png in embedded:
@@ -118,6 +121,17 @@ def test_report_on_a_table_run(table_run):
     assert set(per_type["dst_type"]) == {"AWGN", "BLUR", "JPEG", "contrast", "fnoise", "jpeg2000"}
     assert (per_type["final"] > 0).all()  # DMOS is lower-better: the target orientation makes Final positive
     assert len(_embedded_pngs(text)) == len(plots)
+
+
+def test_cli_oof_ends_with_the_report(toy, tmp_path, capsys):
+    from cli import main
+
+    run = tmp_path / "run"
+    main(["oof", "--store", str(toy["store"]), "--config", str(toy["config"]), "--run", str(run), "--quiet"])
+    out = capsys.readouterr()
+    assert out.out.strip().splitlines()[-1] == f"report -> {run / 'report.html'}"
+    assert (run / "report.html").is_file() and (run / "report" / "scatter.png").is_file()
+    assert "report:" not in out.err  # --quiet: no progress bar
 
 
 def test_cli_report(toy, capsys):

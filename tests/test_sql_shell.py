@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from toy_run import CONFIG, make_dataset
+from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 from featurestore.config import build_extractors
 from featurestore.datasets import load_pairs
 from featurestore.sql import connect

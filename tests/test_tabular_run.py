@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blend.submission import read_submission, write_submission
+from blend.submission import read_submission, submit_run, write_submission
 from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
@@ -91,6 +91,27 @@ def test_predict_and_submission(run, tmp_path):
     missing.X = missing.X.drop(columns=["a"])
     with pytest.raises(SiqaError, match="missing 1 feature.*: a"):
         predict(path, missing)
+
+
+def test_table_run_submits_from_its_own_source(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 60
+    quality = rng.normal(size=n)
+    label = np.where(np.arange(n) < 48, quality + 0.1 * rng.normal(size=n), np.nan)
+    frame = pd.DataFrame({"ref": np.repeat(np.arange(12), 5), "dist_name": [f"{i:03d}.png" for i in range(n)],
+                          "mos": label, "metric": np.exp(-quality)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    data = TabularData.from_table(tmp_path / "t.csv", label="mos", group="ref")
+    summary = run_oof(data, SMALL, tmp_path / "run", progress=False)
+    assert {"final", "srocc", "plcc", "n_rows", "n_groups"} <= set(summary["headline"])
+    assert summary["headline"]["n_rows"] == 48 and "CV Final" in summary["leaderboard_text"]
+    path, n_predicted = submit_run(tmp_path / "run", cpu=True, progress=False)
+    assert path == tmp_path / "run" / "submission.zip" and n_predicted == 12
+    table, fields = read_submission(path)
+    assert sorted(table["picture_name"]) == [f"{i:03d}.png" for i in range(48, 60)]
+    assert float(fields["runtime per image [s]"]) >= 0
+    # better metric value (lower) -> higher score
+    assert metrics.srocc(table["Score"], -frame["metric"].to_numpy()[48:]) > 0.9
 
 
 def test_same_seed_gives_identical_oof_bytes(tmp_path):

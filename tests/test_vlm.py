@@ -1,4 +1,4 @@
-"""The `vlm` extractor end to end with a tiny randomly initialised Qwen2-VL (no download, CPU, seconds).
+"""The `vlm` extractor end to end with tiny randomly initialised Qwen2-VL / Qwen3-VL models (no download, CPU).
 
 The tiny checkpoint is written the way a downloaded one sits on disk (config, safetensors, tokenizer,
 processor, chat template), so the real loading path runs: `path`, `$SIQA_WEIGHTS_DIR`, Hugging Face cache."""
@@ -59,13 +59,11 @@ def test_extract_through_store_and_resume(tmp_path, seiqa_dir, tiny_vlm):
     ex = tiny(tiny_vlm)
     first = store.extract(table, [ex], progress=False)
     assert first.computed["vlm/pair"] == len(table) == 8 and not first.failures
-    ids = [q.id for q in ex.questions.questions]
     df = query(store.root, "SELECT * FROM features ORDER BY name")
-    for qid in ids:
-        values = df[f"vlm_{qid}"]
-        kind = ex.questions.questions[ids.index(qid)].options
-        assert values.notna().all(), qid  # every answer option is a single token of the tiny tokenizer
-        assert values.between(min(kind.values()), max(kind.values())).all(), qid
+    for q in ex.questions.questions:
+        values = df[f"vlm_{q.id}"]
+        assert values.notna().all(), q.id  # every answer option is a single token of the tiny tokenizer
+        assert values.between(min(q.options.values()), max(q.options.values())).all(), q.id
     assert df.vlm_answer_mass.between(0, 1).all() and df.vlm_answer_mass.gt(0).all()
     hidden = np.stack(df.vlm_hidden_last)
     assert hidden.shape == (8, HIDDEN) and np.isfinite(hidden).all()
@@ -84,12 +82,12 @@ def test_shared_prefix_and_batching_do_not_move_the_answer(any_family):
     judge = ex.judge()
     assert judge.share_prefix and judge.prefix.endswith("<|vision_end|>")
     rng = np.random.default_rng(0)
-    ref = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)  # 16 visual tokens: 2-D positions matter
+    ref = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)  # 12-16 visual tokens: 2-D positions matter
     dist = np.clip(ref.astype(int) + rng.integers(-40, 40, ref.shape), 0, 255).astype(np.uint8)
     images = [judge.fit_budget(ref), judge.fit_budget(dist)]
     shared = judge._answer_states_shared(images)
     assert judge.model.model.rope_deltas.item() != 0
-    for q in ex.questions.questions[:2] + ex.questions.questions[-1:]:
+    for q in ex.questions.questions[:1] + ex.questions.questions[-1:]:
         alone = VlmJudge(judge.model, judge.processor, dataclasses.replace(ex.questions, questions=(q,)),
                          share_prefix=False)._answer_states(images)
         row = ex.questions.questions.index(q)
@@ -190,7 +188,7 @@ def test_sampled_answers_are_parsed_and_averaged(tiny_vlm, two_questions, monkey
     assert result.sampled["overall"].value == pytest.approx(4.5)
 
 
-def test_weight_resolution_order(tmp_path, tiny_vlm, monkeypatch):
+def test_weight_resolution_order(tmp_path, tiny_vlm):
     ex = VlmExtractor(device="cpu")
     assert ex.weight_sources()[0].found is None
     with pytest.raises(MissingWeights, match="vlm: transformers Qwen/Qwen2.5-VL-7B-Instruct"):

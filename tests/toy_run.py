@@ -1,18 +1,20 @@
 """A tiny end-to-end run for the tests of what users look at (report, predict, SQL shell).
 
-Two cheap extractors registered under test-only names, a SeIQA-layout folder of real photos with graded
-noise (the label falls with the noise level), and `build_run`: features into a store, then an
-out-of-fold run with the `fast` preset cut down to its two quickest models.
+Two cheap extractors under test-only names (registered while a test module that imports the autouse
+fixture `toy_extractors` runs), a SeIQA-layout folder of real photos with graded noise (the label falls
+with the noise level), and `build_run`: features into a store, then an out-of-fold run with the `fast`
+preset cut down to its two quickest models.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import photo
-from featurestore.extractors.base import REGISTRY, Column, Extractor, register
+from featurestore.extractors.base import REGISTRY, Column, Extractor
 
 REFERENCES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
 
@@ -51,9 +53,13 @@ class ToyMseExtractor(Extractor):
         return {"mse": mse, "mse_if_busy": np.where(busy, mse, np.nan)}
 
 
-for _cls in (ToyMeanExtractor, ToyMseExtractor):
-    if _cls.name not in REGISTRY:
-        register(_cls)
+@pytest.fixture(scope="module", autouse=True)
+def toy_extractors():
+    """Registers the toy extractors for the test module that imports this fixture, and only while it runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        for cls in (ToyMeanExtractor, ToyMseExtractor):
+            patch.setitem(REGISTRY, cls.name, cls)
+        yield
 
 CONFIG = """
 [extractors.toymean]
