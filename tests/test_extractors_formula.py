@@ -6,14 +6,13 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import photo
 from PIL import Image, ImageFilter
 
 from featurestore.extractors import create
 from featurestore.extractors.base import check_columns
 from featurestore.extractors.formula import DEFAULT_METRICS, FormulaExtractor
 from featurestore.io import DecodedImage, DecodedPair
-
-from conftest import photo
 
 LOWER_BETTER = {"gmsd", "nlpd", "mad"}
 

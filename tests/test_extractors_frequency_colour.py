@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import photo
 from PIL import Image, ImageFilter
 
 from featurestore.extractors import create
 from featurestore.extractors.base import check_columns
 from featurestore.io import DecodedImage, DecodedPair
-
-from conftest import photo
 
 NEUTRAL_ONE = {"phase_coherence", "phase_corr_peak", "hist_intersection_l", "hist_intersection_ab"}
 
