@@ -157,3 +157,29 @@ def test_mad_runs_when_asked_for():
     out = FormulaExtractor(metrics=["mad"]).compute_pairs([same, pair])["mad"]
     assert out[0] == pytest.approx(0.0, abs=1e-6) and out[1] > out[0]
 
+
+
+def test_formula_frequency_and_colour_through_the_store(tmp_path, seiqa_dir):
+    """The three extractors as `siqa features` runs them: stored once, cached on the second run, and read
+    back through the `features` view with the documented column names (noisier pairs score worse)."""
+    from featurestore.datasets import load_pairs
+    from featurestore.sql import query
+    from featurestore.store import FeatureStore
+
+    table = load_pairs(seiqa_dir)
+    extractors = [create("formula", metrics=["psnr", "ssim", "gmsd"]), create("frequency"), create("colour")]
+    store = FeatureStore(tmp_path / "store")
+    first = store.extract(table, extractors, progress=False)
+    assert not first.failures
+    assert {first.computed[f"{e.name}/pair"] for e in extractors} == {len(table)}
+    again = store.extract(table, extractors, progress=False)
+    assert not again.computed
+
+    df = query(store.root, "SELECT name, label, formula_psnr, formula_ssim, formula_gmsd, frequency_spectral_error, "
+                           "frequency_band6_log_ratio, colour_delta_e2000 FROM features WHERE label IS NOT NULL")
+    assert len(df) == 6 and df.drop(columns="name").notna().all().all()
+    # the fixture's label falls as its noise grows: every column must follow it
+    for column, sign in (("formula_psnr", 1), ("formula_ssim", 1), ("formula_gmsd", -1),
+                         ("frequency_spectral_error", -1), ("frequency_band6_log_ratio", -1),
+                         ("colour_delta_e2000", -1)):
+        assert (sign * df[column]).corr(df.label, method="spearman") > 0.8, column

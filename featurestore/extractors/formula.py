@@ -44,7 +44,7 @@ DEFAULT_METRICS = ["psnr", "ssim", "ms_ssim", "cw_ssim", "fsim", "vsi", "gmsd", 
 #: known but off by default: MAD costs about 3 s a 512x384 pair on a CPU core
 OPTIONAL_METRICS = ["mad"]
 KNOWN_METRICS = DEFAULT_METRICS + OPTIONAL_METRICS
-#: pairs of one size are batched up to this many pixels per side. On a GPU a batch fills the device (memory
+#: pairs of one size are batched up to this many pixels (pairs x height x width). On a GPU a batch fills the device (memory
 #: bounds it: the float64 steerable pyramids of cw_ssim and vif hold ~40 copies of each image). On a CPU these
 #: metrics are memory-bound, and a batch of four 512x384 pairs measured 1.2x (1024x768: 1.8x) slower per
 #: pair than one pair at a time, as the working set leaves the cache: only small images are batched there.
@@ -278,7 +278,9 @@ class FormulaExtractor(Extractor):
 
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
         out = {m: np.full(len(pairs), np.nan) for m in self.metrics}
-        with torch.inference_mode():
+        # cuDNN's default TF32 convolutions moved vif by 4e-4 and nlpd by 8e-5 from the CPU values on an H100;
+        # CPU and GPU runs share one store folder (see `config_hash`), so the GPU runs in full float32 here
+        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, deterministic=True, allow_tf32=False):
             for index in _size_batches(pairs, BATCH_PIXELS.get(self.device.type, BATCH_PIXELS["cpu"])):
                 batch_pairs = [pairs[i] for i in index]
                 scores = self._score_batch(batch_pairs)

@@ -29,13 +29,14 @@ ANALYSIS_SIDE = 1024
 #: octave band edges in cycles per pixel; the last band runs to the corners of the spectrum (0.707)
 BAND_EDGES = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, np.inf)
 HF_CUTOFF = 1 / 8
-#: power of 8-bit quantisation noise per frequency bin (uniform error of 1/255: variance 1/(12*255^2));
-#: with an orthonormal FFT every bin carries that much, so spectra are compared above this floor
-NOISE_FLOOR = 1.0 / (12 * 255.0**2)
+#: about the power 8-bit quantisation leaves in each bin of an orthonormal FFT: the variance of a uniform
+#: 1/255 step, 1/(12*255^2), times the mean square (3/8)^2 of the 2-D Hann window. Power below it is not
+#: signal, so spectra and band energies are compared above this floor.
+NOISE_FLOOR = (3 / 8) ** 2 / (12 * 255.0**2)
 SLOPE_BINS = 16
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)  # a data set has few image sizes; each grid is ~12 MB at 1024 px
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Radial frequency of every rfft2 bin, the Hann window, and each bin's weight (rfft2 stores
     columns 1..w/2-1 once for two conjugate bins)."""
