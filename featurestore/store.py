@@ -216,7 +216,10 @@ class FeatureStore:
         merged = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["split", "name"], keep="last")
         merged = merged.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
         arrow = pa.Table.from_pandas(merged[COLUMNS], schema=PAIRS_SCHEMA, preserve_index=False)
-        self._write_parquet(arrow.replace_schema_metadata(None), self.pairs_path)
+        arrow = arrow.replace_schema_metadata(None)
+        if self.pairs_path.exists() and pq.read_table(self.pairs_path).equals(arrow):
+            return  # a warm rerun writes nothing (and pays no fsync)
+        self._write_parquet(arrow, self.pairs_path)
 
     def views(self) -> dict[str, dict]:
         path = self.root / "views.json"
@@ -233,7 +236,10 @@ class FeatureStore:
         for ex in extractors:
             views[ex.name] = {"folder": ex.folder, "level": ex.level, "config": ex.config}
         text = json.dumps(views, indent=2, sort_keys=True, default=str).encode()
-        self._write_atomic(lambda fh: fh.write(text), self.root / "views.json")
+        path = self.root / "views.json"
+        if path.exists() and path.read_bytes() == text:
+            return
+        self._write_atomic(lambda fh: fh.write(text), path)
 
     # --- extraction ---------------------------------------------------------------------------
     def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True,

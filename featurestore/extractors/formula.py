@@ -55,6 +55,10 @@ _MS_SSIM_WEIGHTS = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333], dtype=np.f
 _SSIM_RANGE = 255.0
 
 
+# MS-SSIM halves the image 4 times and its 11x11 window must fit the coarsest scale: 11 * 2**4 px.
+MIN_SIDE = {"ms_ssim": 11 * 2 ** 4}
+
+
 def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> list[float]:
     """1-D factor of MATLAB's fspecial('gaussian', size, sigma): the 2-D window is its outer product."""
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
@@ -293,6 +297,13 @@ class FormulaExtractor(Extractor):
         return {m: self._score(m, batch, pairs) for m in self.metrics}
 
     def _score(self, metric: str, batch: _PairBatch, pairs: list[DecodedPair]) -> np.ndarray:
+        short_side = min(min(p.ref.height, p.ref.width) for p in pairs)
+        if short_side < MIN_SIDE.get(metric, 0):
+            if len(pairs) > 1:
+                return np.concatenate([self._score(metric, _PairBatch([p], self.device), [p]) for p in pairs])
+            log.info("formula: %s undefined for a %d px short side (needs %d); stored as NaN",
+                     metric, short_side, MIN_SIDE[metric])
+            return np.full(1, np.nan)
         try:
             return _as_numpy(_SCORERS[metric](batch, self.nets), len(pairs))
         except Exception as exc:  # noqa: BLE001 - one metric failing must not lose the other metrics
