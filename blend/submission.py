@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from featurestore.errors import SiqaError
+from tabular.data import TabularData
+from tabular.run import load_run
 
 PREDICTION_FILE = "prediction.xlsx"
 README_FILE = "readme.txt"
@@ -156,8 +159,6 @@ def describe_run(summary: dict) -> str:
 def write_submission(run_dir, data, out_zip, runtime_per_image: float, cpu: bool, split: str = "test",
                      extra_data: bool = False, description: str | None = None) -> Path:
     """Predict the `split` rows of `data` with the run in `run_dir`, write `out_zip` and validate it."""
-    from tabular.run import load_run
-
     rows = np.asarray(data.split == split.lower())
     if not rows.any():
         raise SiqaError(f"{data.source}: no rows in split {split!r} to submit")
@@ -179,11 +180,6 @@ def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progres
     """Predict `split` of the run's own data source and write the validated zip (default RUN/submission.zip).
 
     Returns (zip path, number of predictions)."""
-    import time
-
-    from tabular.data import TabularData
-    from tabular.run import load_run
-
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     started = time.perf_counter()

@@ -59,11 +59,14 @@ def connect(root: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConn
     joins = []
     for name, info in sorted(store.views().items()):
         base = store.root / "features" / info["folder"]
+        created = set()
         for level, view in (("pair", name), ("image", f"{name}_image")):
+            # Look once: a writer may add the first shard at any moment while we build the views.
             if FeatureStore.shards(base / level):
                 con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS "
                             f"SELECT {_select_list(base / level)} FROM read_parquet('{_parquet_glob(base / level)}')")
-        if not FeatureStore.shards(base / "pair"):
+                created.add(level)
+        if "pair" not in created:
             continue
         alias = f"e_{len(joins)}"
         columns = [r[0] for r in con.execute(f"DESCRIBE {_quote(name)}").fetchall() if r[0] != "pair_id"]

@@ -155,7 +155,7 @@ class TabularData:
         FLOAT[d] array -> dense block; `features` keeps only the named ones. The group is `ref_sha256`;
         labels are higher-is-better.
         """
-        from featurestore import sql
+        from featurestore import sql  # the store stack is only needed here, not for feature tables
 
         root = Path(root)
         con = sql.connect(root)

@@ -18,6 +18,7 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from blend.blender import BoundedBlender
@@ -75,8 +76,6 @@ def _pool_fits(data, fold, excluded_sets, settings, columns, blocks, seed, bar, 
 
             yield (excluded, *_fit_predict(train, held, settings, columns, blocks, seed, announce))
         return
-    from joblib import Parallel, delayed
-
     bar.set_description(f"{what}: {len(tasks)} pool fits on {jobs} workers")
     results = Parallel(n_jobs=jobs, return_as="generator")(
         delayed(_fit_predict)(train, held, settings, columns, blocks, seed) for _, train, held in tasks)

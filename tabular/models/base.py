@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 
+from featurestore.errors import SiqaError
+
 POOL_REGISTRY: dict[str, type["PoolModel"]] = {}
 
 #: meta-feature columns (dense-block Ridge predictions) carry this prefix in the pool's input
@@ -73,7 +75,5 @@ def select_columns(X: pd.DataFrame, columns: list[str] | None, model: str) -> pd
         return X
     missing = [c for c in columns if c not in X.columns]
     if missing:
-        from featurestore.errors import SiqaError
-
         raise SiqaError(f"config: tabular model {model}: no feature column(s) {', '.join(map(repr, missing))}")
     return X[list(columns)]

@@ -11,6 +11,8 @@ from itertools import combinations
 
 import numpy as np
 
+from featurestore.errors import SiqaError
+
 from .. import metrics
 from .base import FiniteScaler, PoolModel, register, select_columns
 from .gbdt import CatBoostModel
@@ -43,8 +45,6 @@ class FeatureMixingCatBoost(PoolModel):
     def fit(self, X, y, groups=None):
         unknown = set(self.operations) - set(OPERATIONS)
         if unknown:
-            from featurestore.errors import SiqaError
-
             raise SiqaError(f"config: tabular model rank3: unknown operation(s) {sorted(unknown)}; use add, sub, mul")
         if self.columns is not None:
             self.columns_ = list(select_columns(X, self.columns, self.name).columns)

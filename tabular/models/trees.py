@@ -8,7 +8,7 @@ from .base import FiniteScaler, PoolModel, register
 
 @register("extratrees")
 class ExtraTreesModel(PoolModel):
-    def __init__(self, n_estimators: int = 300, min_samples_leaf: int = 2, max_features: float = 0.5,
+    def __init__(self, n_estimators: int = 300, min_samples_leaf: int = 2, max_features: float = 1.0,
                  random_state: int = 0, threads: int = 2):
         self.n_estimators = n_estimators
         self.min_samples_leaf = min_samples_leaf
