@@ -26,6 +26,7 @@ Decoding rules (`read_rgb`); every image becomes HxWx3 uint8 sRGB-as-stored:
 from __future__ import annotations
 
 import hashlib
+import time
 import io
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -147,6 +148,7 @@ class DecodedImage:
     sha256: str
     rgb: np.ndarray  # HxWx3 uint8
     path: str = ""
+    decode_seconds: float = 0.0  # read + hash + decode, for the per-image runtime a submission declares
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -199,11 +201,13 @@ class DecodedPair:
 
 def decode(path: str | Path, sha256: str | None = None, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Read the file once, hash and decode those bytes; `sha256` (from the pair table) must still match."""
+    t0 = time.perf_counter()
     data = read_bytes(path)
     actual = hashlib.sha256(data).hexdigest()
     if sha256 is not None and actual != sha256:
         raise SiqaError(f"{path}: file changed since the pair table was read (sha256 differs); run again")
-    return DecodedImage(sha256=actual, rgb=decode_rgb(data, path, max_pixels), path=str(path))
+    rgb = decode_rgb(data, path, max_pixels)
+    return DecodedImage(sha256=actual, rgb=rgb, path=str(path), decode_seconds=time.perf_counter() - t0)
 
 
 def match_size(ref: DecodedImage, dist: DecodedImage) -> tuple[DecodedImage, bool]:

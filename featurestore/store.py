@@ -3,6 +3,8 @@
 Layout under `root`:
     pairs.parquet                       the pair table(s) registered by `siqa features` (merged by split+name)
     views.json                          extractor name -> folder of the configuration last used
+    timings.json                        measured compute seconds per item (decode, each extractor folder):
+                                        a log for the runtime a submission declares, not feature content
     features/<name>-v<ver>-<hash>/image/part-*.parquet    image-level columns keyed by `sha256`
     features/<name>-v<ver>-<hash>/pair/part-*.parquet     pair columns keyed by `pair_id`
     .lock                               held by the one process writing to the store
@@ -65,6 +67,9 @@ class ExtractSummary:
     failures: dict[str, str] = field(default_factory=dict)  # file (and extractor) -> one-line reason
     resized_pairs: int = 0  # pairs decoded in this run whose degraded image differs in size from the reference
     seconds: float = 0.0
+    compute_seconds: Counter = field(default_factory=Counter)  # "<extractor>/<level>" -> seconds spent computing
+    decode_seconds: float = 0.0
+    decoded_images: int = 0
 
     def lines(self) -> list[str]:
         out = [f"{self.pairs} pairs in {self.seconds:.1f}s"]
@@ -256,8 +261,57 @@ class FeatureStore:
             for ex in extractors:
                 if ex.level == "image":
                     self._derive(df, ex, summary, progress)
+            self.record_timings(extractors, summary)
         summary.seconds = time.perf_counter() - t0
         return summary
+
+    # --- timings ------------------------------------------------------------------------------
+    @property
+    def timings_path(self) -> Path:
+        return self.root / "timings.json"
+
+    def timings(self) -> dict[str, dict]:
+        path = self.timings_path
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            return {}  # timings are informative only; a damaged file is rewritten by the next run
+
+    def record_timings(self, extractors: list[Extractor], summary: ExtractSummary) -> None:
+        """Accumulate measured compute seconds per item (by extractor folder and level, and for decoding),
+        so a submission can declare a per-image runtime that includes feature extraction."""
+        timings = self.timings()
+        entries = [("decode/image", summary.decode_seconds, summary.decoded_images)]
+        for ex in extractors:
+            for level in ("image", "pair"):
+                k = f"{ex.name}/{level}"
+                entries.append((f"{ex.folder}/{level}", summary.compute_seconds[k], summary.computed[k]))
+        changed = False
+        for name, seconds, items in entries:
+            if items:
+                t = timings.setdefault(name, {"seconds": 0.0, "items": 0})
+                t["seconds"] += seconds
+                t["items"] += items
+                changed = True
+        if changed:
+            text = json.dumps(timings, indent=1, sort_keys=True).encode()
+            self._write_atomic(lambda fh: fh.write(text), self.timings_path)
+
+    def seconds_per_pair(self, folders: list[str]) -> float | None:
+        """Measured extraction cost of one new pair (two decoded images, image-level features of both, pair
+        columns) for the given extractor folders; None when some part was never timed here."""
+        timings = self.timings()
+        total = 0.0
+        for name, per_pair in [("decode/image", 2)] + [(f"{f}/{lv}", 2 if lv == "image" else 1)
+                                                      for f in folders for lv in ("image", "pair")]:
+            t = timings.get(name)
+            level_exists = name == "decode/image" or bool(self.shards(self.root / "features" / name))
+            if t is None:
+                if level_exists:
+                    return None
+                continue
+            total += per_pair * t["seconds"] / max(t["items"], 1)
+        return total
 
     def _plan(self, df, extractors, summary) -> dict[str, set[str]]:
         """Per extractor: the keys (image sha256 or pair_id) still missing."""
@@ -286,6 +340,9 @@ class FeatureStore:
             future = prefetch.submit(self._decode_chunk, chunks[0], frozenset(), pool)
             for i, chunk in enumerate(chunks):
                 new, failures = future.result()
+                fresh = [im for im in new.values() if im is not None]
+                summary.decode_seconds += sum(im.decode_seconds for im in fresh)
+                summary.decoded_images += len(fresh)
                 decoded.update(new)
                 summary.failures.update(failures)
                 pair_todo = [todo[ex.name] for ex in extractors if ex.level == "pair"]
@@ -373,6 +430,13 @@ class FeatureStore:
         itself; each key that fails alone is reported under `where[position]` (its file and extractor)."""
         if not keys:
             return
+        t0 = time.perf_counter()
+        try:
+            self._compute_and_store_timed(ex, level, key, keys, where, compute, columns, summary)
+        finally:
+            summary.compute_seconds[f"{ex.name}/{level}"] += time.perf_counter() - t0
+
+    def _compute_and_store_timed(self, ex, level, key, keys, where, compute, columns, summary) -> None:
         positions = list(range(len(keys)))
         try:
             values = checked(ex, columns, compute, positions)

@@ -109,3 +109,22 @@ def test_failing_extractor_batch_is_reported(tmp_path, seiqa_dir):
 
     s = FeatureStore(tmp_path / "store").extract(load_pairs(seiqa_dir), [Broken()], progress=False)
     assert not s.computed and any("boom" in v for v in s.failures.values())
+
+
+def test_timings_give_a_measured_seconds_per_pair(tmp_path, seiqa_dir):
+    store = FeatureStore(tmp_path / "store")
+    mean, mse = MeanExtractor(), MseExtractor()
+    store.extract(load_pairs(seiqa_dir), [mean, mse], progress=False)
+    timings = store.timings()
+    assert timings["decode/image"]["items"] == 10
+    assert timings[f"{mean.folder}/image"]["items"] == 10 and timings[f"{mse.folder}/pair"]["items"] == 8
+    per_pair = store.seconds_per_pair([mean.folder, mse.folder])
+    expected = (2 * timings["decode/image"]["seconds"] / 10 + 2 * timings[f"{mean.folder}/image"]["seconds"] / 10
+                + timings[f"{mean.folder}/pair"]["seconds"] / 8 + timings[f"{mse.folder}/pair"]["seconds"] / 8)
+    assert per_pair == pytest.approx(expected) and per_pair > 0
+    # a warm rerun computes nothing and leaves the measurements alone
+    store.extract(load_pairs(seiqa_dir), [mean, mse], progress=False)
+    assert store.timings() == timings
+    # features that exist but were never timed here (e.g. copied in) make the estimate unknown
+    store.timings_path.unlink()
+    assert store.seconds_per_pair([mean.folder]) is None
