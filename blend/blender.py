@@ -109,7 +109,7 @@ class BoundedBlender:
         scale = P.std(axis=0).mean() or 1.0
         P_t = torch.as_tensor(P / scale, dtype=torch.float64)
         y_rank = torch.as_tensor(rankdata(y), dtype=torch.float64)
-        y_t = torch.as_tensor(y, dtype=torch.float64)
+        y_t = torch.tensor(y, dtype=torch.float64)  # a copy: y may be a read-only view
 
         def pearson(a, b):
             a, b = a - a.mean(), b - b.mean()

@@ -2,6 +2,11 @@
 
 They take NaN natively, so they see the raw feature matrix. Each is pinned to a fixed thread count
 and deterministic mode, so a seed reproduces its predictions exactly.
+
+CatBoost's cost grows with the number of columns it scores at every split: `rsm="auto"` lets it
+consider at most `AUTO_RSM_COLUMNS` random columns per split (all of them on narrow tables such as the
+nine-metric TID2013/CSIQ ones), which on a few hundred columns is about six times faster at no loss
+that trees averaged over seeds would notice.
 """
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ import numpy as np
 
 from .base import PoolModel, register
 
+AUTO_RSM_COLUMNS = 50
+
 
 @register("catboost")
 class CatBoostModel(PoolModel):
     def __init__(self, iterations: int = 500, depth: int = 6, learning_rate: float = 0.05,
-                 l2_leaf_reg: float = 3.0, rsm: float = 1.0, random_state: int = 0, threads: int = 2):
+                 l2_leaf_reg: float = 3.0, rsm: float | str = "auto", random_state: int = 0, threads: int = 2):
         self.iterations = iterations
         self.depth = depth
         self.learning_rate = learning_rate
@@ -25,11 +32,13 @@ class CatBoostModel(PoolModel):
     def fit(self, X, y, groups=None):
         from catboost import CatBoostRegressor
 
+        X = np.asarray(X, dtype=np.float64)
+        rsm = min(1.0, AUTO_RSM_COLUMNS / max(X.shape[1], 1)) if self.rsm == "auto" else float(self.rsm)
         self.model_ = CatBoostRegressor(
             iterations=self.iterations, depth=self.depth, learning_rate=self.learning_rate,
-            l2_leaf_reg=self.l2_leaf_reg, rsm=self.rsm, random_seed=self.random_state,
+            l2_leaf_reg=self.l2_leaf_reg, rsm=rsm, random_seed=self.random_state,
             thread_count=self.threads, verbose=False, allow_writing_files=False)
-        self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        self.model_.fit(X, np.asarray(y, dtype=np.float64))
         return self
 
     def predict(self, X):
