@@ -171,7 +171,7 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
 @click.option("--cpu/--gpu", default=True, help="what readme.txt declares as the device")
 @_quiet_option
 def submit(run_dir, split, out, cpu, quiet):
-    """Refit on all labelled rows, predict a split and write the validated submission zip."""
+    """Predict a split with the run's pipeline (refit on all labelled rows by `siqa oof`); write the validated zip."""
     from blend.submission import submit_run
 
     path, n = submit_run(Path(run_dir), split=split, out=Path(out) if out else None, cpu=cpu, progress=not quiet)
