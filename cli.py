@@ -228,10 +228,11 @@ def report(run_dir, quiet):
 @_config_option
 def weights(config_path):
     """Say, per configured extractor, whether its weights load here and from where."""
-    from featurestore.config import build_extractors, load_config
+    from featurestore.config import build_extractors, disabled_names, load_config
     from featurestore.weights import describe_weights
 
-    click.echo(describe_weights(build_extractors(load_config(config_path))))
+    config = load_config(config_path)
+    click.echo(describe_weights(build_extractors(config, include_disabled=True), disabled_names(config)))
 
 
 @app.command("demo-data")

@@ -27,13 +27,14 @@ def load_config(path: str | Path | None = None) -> dict:
     return config
 
 
-def build_extractors(config: dict) -> list[Extractor]:
-    """Instantiate every enabled extractor, in the order the config lists them."""
+def build_extractors(config: dict, include_disabled: bool = False) -> list[Extractor]:
+    """Instantiate every enabled extractor (every configured one with `include_disabled`), in the order the
+    config lists them."""
     load_all()
     out = []
     for name, table in (config.get("extractors") or {}).items():
         table = dict(table)
-        if not table.pop("enabled", True):
+        if not table.pop("enabled", True) and not include_disabled:
             continue
         if name not in REGISTRY:
             raise SiqaError(f"{config.get('_path', 'config')}: unknown extractor [extractors.{name}]; "
@@ -43,3 +44,7 @@ def build_extractors(config: dict) -> list[Extractor]:
         except (TypeError, ValueError) as exc:
             raise SiqaError(f"{config.get('_path', 'config')}: [extractors.{name}]: {exc}") from None
     return out
+
+
+def disabled_names(config: dict) -> set[str]:
+    return {name for name, table in (config.get("extractors") or {}).items() if not table.get("enabled", True)}

@@ -131,17 +131,19 @@ def check_weights(extractors: list[Extractor], strict: bool = True) -> list[Weig
     return sources
 
 
-def describe_weights(extractors: list[Extractor]) -> str:
-    """The `siqa weights` report: per extractor, each weight and where it loads from or how to get it."""
+def describe_weights(extractors: list[Extractor], disabled: set[str] = frozenset()) -> str:
+    """The `siqa weights` report: per extractor, each weight and where it loads from or how to get it;
+    extractors named in `disabled` are listed too, marked as off in the config."""
     lines = [f"{WEIGHTS_ENV}={weights_dir() or '(not set)'}   Hugging Face cache: {hf_cache_dir()}   "
              f"torch hub: {torch_hub_checkpoints().parent}"]
     for ex in extractors:
+        off = " (disabled in the config)" if ex.name in disabled else ""
         sources = check_weights([ex], strict=False)
         if not sources:
-            lines.append(f"{ex.name}: ok (needs no pretrained weights)")
+            lines.append(f"{ex.name}: ok (needs no pretrained weights){off}")
             continue
         state = "ok" if all(s.found for s in sources) else "MISSING"
-        lines.append(f"{ex.name}: {state}")
+        lines.append(f"{ex.name}: {state}{off}")
         for s in sources:
             what = s.what.split(": ", 1)[1]
             lines.append(f"  {what}: " + (f"from {s.found}" if s.found else f"MISSING - {s.hint}"))

@@ -219,6 +219,10 @@ def test_siqa_weights_lists_the_vlm(tmp_path, tiny_vlm):
     config.write_text("[extractors.vlm]\nenabled = true\n")
     result = CliRunner().invoke(app, ["weights", "--config", str(config)])
     assert "vlm: MISSING" in result.output and DEFAULT_MODEL in result.output
+    # the shipped default config keeps the VLM off (GPU work) but `siqa weights` still lists it
+    result = CliRunner().invoke(app, ["weights", "--config", "configs/default.toml"])
+    assert result.exit_code == 0, result.output
+    assert "vlm: MISSING (disabled in the config)" in result.output or "vlm: ok (disabled in the config)" in result.output
 
 
 def test_question_file_is_validated_and_hashed(tmp_path):
