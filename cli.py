@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from featurestore.errors import SiqaError
+from siqa import DEFAULT_RUN, DEFAULT_STORE, default_store
 
-DEFAULT_STORE = "store"
-DEFAULT_RUN = "runs/latest"
 
 
 def _store_option(f):
     return click.option("--store", "store", type=click.Path(file_okay=False), default=None,
                         help=f"feature store folder (default $SIQA_STORE or ./{DEFAULT_STORE})")(f)
-
-
-def _resolve_store(store: str | None) -> Path:
-    return Path(store or os.environ.get("SIQA_STORE") or DEFAULT_STORE)
 
 
 def _config_option(f):
@@ -68,11 +62,11 @@ def features(data, root, splits, store, config_path, backend, address, strict, q
     if backend == "ray":
         from featurestore.ray_backend import extract_with_ray
 
-        summary = extract_with_ray(_resolve_store(store), table, extractors, address=address, progress=not quiet)
+        summary = extract_with_ray(default_store(store), table, extractors, address=address, progress=not quiet)
     else:
         from featurestore.store import FeatureStore
 
-        summary = FeatureStore(_resolve_store(store)).extract(table, extractors, progress=not quiet)
+        summary = FeatureStore(default_store(store)).extract(table, extractors, progress=not quiet)
     for line in summary.lines():
         click.echo(line)
     if strict and summary.failures:
@@ -88,7 +82,7 @@ def sql(query, store, fmt, out):
     """Run SQL over the store's views (pairs, labels, <extractor>, features); no query: interactive shell."""
     from featurestore import sql as fsql
 
-    root = _resolve_store(store)
+    root = default_store(store)
     if query is None:
         from featurestore.sql_shell import interactive
 
@@ -150,7 +144,7 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
         data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better,
                                       features=feature_list.split(",") if feature_list else None)
     else:
-        data = TabularData.from_store(_resolve_store(store), features=feature_list.split(",") if feature_list else None)
+        data = TabularData.from_store(default_store(store), features=feature_list.split(",") if feature_list else None)
     summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json))
     if as_json:
         click.echo(json.dumps(summary["headline"], sort_keys=True))
@@ -200,7 +194,7 @@ def predict(run_dir, ref, dist, pairs, out, store, quiet):
         table = PairTable.from_paths([(ref, dist)], split="test")
     else:
         raise SiqaError("predict needs --ref IMG --dist IMG, or --pairs FILE")
-    scores = predict_pairs(table, run=Path(run_dir), store=_resolve_store(store), progress=not quiet)
+    scores = predict_pairs(table, run=Path(run_dir), store=default_store(store), progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]
         click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
@@ -261,7 +255,7 @@ def store_gc(store, dry_run):
 
     from featurestore.store import FeatureStore
 
-    fs = FeatureStore(_resolve_store(store))
+    fs = FeatureStore(default_store(store))
     keep = {v["folder"] for v in fs.views().values()}
     base = fs.root / "features"
     stale = [p for p in sorted(base.iterdir()) if p.is_dir() and p.name not in keep] if base.is_dir() else []

@@ -28,7 +28,8 @@ DEFAULT_RUN = "runs/latest"
 DEFAULT_STORE = "store"
 
 
-def _default_store(store) -> Path:
+def default_store(store) -> Path:
+    """`store`, else $SIQA_STORE, else ./store."""
     return Path(store or os.environ.get("SIQA_STORE") or DEFAULT_STORE)
 
 
@@ -52,7 +53,7 @@ def score(ref, dist, run=DEFAULT_RUN, store=None, progress: bool = False):
         if not Path(path).is_file():
             raise SiqaError(f"{path}: no such image file")
     table = PairTable.from_paths(list(zip(refs, dists)), split="test")
-    scores = predict_pairs(table, run=Path(run), store=_default_store(store), progress=progress)["score"].to_numpy()
+    scores = predict_pairs(table, run=Path(run), store=default_store(store), progress=progress)["score"].to_numpy()
     return float(scores[0]) if single else scores
 
 
@@ -102,4 +103,4 @@ def predict_pairs(table, run: Path, store: Path, progress: bool = True) -> pd.Da
     return out
 
 
-__all__ = ["score", "predict_pairs", "DEFAULT_RUN", "DEFAULT_STORE"]
+__all__ = ["score", "predict_pairs", "default_store", "DEFAULT_RUN", "DEFAULT_STORE"]
