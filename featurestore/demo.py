@@ -300,7 +300,9 @@ def plan_pairs(counts: dict[str, int], seed: int) -> list[PlannedPair]:
         rng = np.random.default_rng([seed, split_index])
         cycle = _combination_cycle(rng)
         for i in range(counts[split]):
-            photo = photos[i % len(photos)]
+            # Shift the photo each time the cycle wraps: when len(cycle) is a multiple of len(photos), pair i
+            # and pair i + len(cycle) would otherwise repeat the same photo, degradation and level.
+            photo = photos[(i + i // len(cycle)) % len(photos)]
             others = [p for p in photos if p != photo]
             donor = others[int(rng.integers(len(others)))]
             name, level = cycle[i % len(cycle)]

@@ -175,3 +175,11 @@ def test_the_seiqa_loader_reads_the_demo_and_ignores_its_meta_file(demo):
     train = table[table.split == "train"]
     assert dict(zip(train.name, train.label)) == rule
     assert table[table.split != "train"].label.isna().all()
+
+
+def test_no_pair_repeats_a_photo_degradation_and_level(tmp_path):
+    from featurestore.demo import plan_pairs
+
+    plan = plan_pairs({"train": 72, "val": 12, "test": 24}, seed=0)
+    keys = [(p.split, p.photo, p.degradation, p.level) for p in plan]
+    assert len(keys) == len(set(keys))
