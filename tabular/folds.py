@@ -3,8 +3,10 @@
 No group (reference image) ever appears on both sides of a split: pairs that share a reference share
 most of their content, so splitting them would let a model memorise the reference. Within that rule,
 `StratifiedGroupKFold` balances quantile bins of the label across folds so that every fold sees the
-whole quality range; when the labels cannot be binned (fewer than two distinct values) the folds are
-plain shuffled `GroupKFold`. A seed fixes the assignment, so a rerun reproduces it exactly.
+whole quality range; when the labels cannot be binned (fewer than two distinct values), or there are
+fewer than `MIN_GROUPS_PER_FOLD` groups per fold, the folds are plain shuffled `GroupKFold`: with so few
+groups the stratifier's greedy assignment hardly depends on the seed, and repeats with other seeds
+would all evaluate the same partition. A seed fixes the assignment, so a rerun reproduces it exactly.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from featurestore.errors import SiqaError
+
+
+MIN_GROUPS_PER_FOLD = 3
 
 
 def label_bins(y: np.ndarray, n_bins: int) -> np.ndarray:
@@ -41,7 +46,7 @@ def assign_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int, n_
                         f"use fewer folds or data with more reference images")
     fold = np.full(len(groups), -1, dtype=np.int64)
     bins = label_bins(y, n_bins)
-    if np.unique(bins).size >= 2:
+    if np.unique(bins).size >= 2 and n_groups >= MIN_GROUPS_PER_FOLD * n_splits:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             # "least populated class has fewer members than n_splits" is expected on small tables

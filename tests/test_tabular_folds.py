@@ -58,3 +58,17 @@ def test_fewer_groups_than_folds_is_a_clear_error():
         assign_folds(np.arange(9.0), np.repeat([1, 2, 3], 3), 5, 0, source="table.csv")
     with pytest.raises(SiqaError, match="1 reference group"):
         assign_folds(np.arange(9.0), np.zeros(9), 5, 0)
+
+
+def test_repeats_with_few_groups_use_different_partitions():
+    """8 references in 5 folds (the demo's shape): other seeds must give other partitions, else the
+    repeats' mean ± std would measure one split three times."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(8), 9)
+    y = rng.integers(0, 6, size=groups.size).astype(float)
+
+    def partition(seed):
+        fold = assign_folds(y, groups, n_splits=5, seed=seed)
+        return frozenset(frozenset(groups[fold == k]) for k in range(5))
+
+    assert len({partition(seed) for seed in range(3)}) > 1
