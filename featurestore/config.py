@@ -14,15 +14,20 @@ from .extractors import REGISTRY, Extractor, load_all
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
 
 
-def load_config(path: str | Path | None = None) -> dict:
-    path = Path(path) if path else DEFAULT_CONFIG
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """Parse a TOML file; a missing or malformed file is a one-line `SiqaError` naming it."""
     try:
         with open(path, "rb") as fh:
-            config = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise SiqaError(f"{path}: config file not found") from None
+        raise SiqaError(f"{path}: {what} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise SiqaError(f"{path}: invalid TOML ({exc})") from None
+
+
+def load_config(path: str | Path | None = None) -> dict:
+    path = Path(path) if path else DEFAULT_CONFIG
+    config = read_toml(path)
     config["_path"] = str(path)
     return config
 

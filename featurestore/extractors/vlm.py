@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import numpy as np
 from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 
+from ..config import read_toml
 from ..devices import pick_device
 from ..errors import SiqaError
 from ..vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
@@ -78,13 +78,7 @@ class QuestionSet:
     @classmethod
     def load(cls, path: str | Path) -> "QuestionSet":
         path = Path(path)
-        try:
-            with open(path, "rb") as fh:
-                spec = tomllib.load(fh)
-        except FileNotFoundError:
-            raise SiqaError(f"{path}: question file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SiqaError(f"{path}: invalid TOML ({exc})") from None
+        spec = read_toml(path, "question file")
         prompt, kinds = spec.get("prompt", {}), spec.get("answers", {})
         for key in ("reference", "degraded"):
             if not isinstance(prompt.get(key), str):
