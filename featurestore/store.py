@@ -217,12 +217,13 @@ class FeatureStore:
         """Merge `table` into pairs.parquet (a pair is its split + name; the newest registration wins).
         Written with a fixed schema and no pandas metadata, so the bytes depend on the rows only, not on
         the order or number of registrations that led to them."""
-        frames = [f for f in (self.pairs(), table.df) if len(f)]
-        merged = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["split", "name"], keep="last")
+        existing = self._read_shard(self.pairs_path) if self.pairs_path.exists() else None
+        frames = [table.df] if existing is None else [existing.to_pandas(), table.df]
+        merged = pd.concat([f for f in frames if len(f)], ignore_index=True).drop_duplicates(subset=["split", "name"], keep="last")
         merged = merged.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
         arrow = pa.Table.from_pandas(merged[COLUMNS], schema=PAIRS_SCHEMA, preserve_index=False)
         arrow = arrow.replace_schema_metadata(None)
-        if self.pairs_path.exists() and pq.read_table(self.pairs_path).equals(arrow):
+        if existing is not None and existing.equals(arrow):
             return  # a warm rerun writes nothing (and pays no fsync)
         self._write_parquet(arrow, self.pairs_path)
 
