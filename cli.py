@@ -15,7 +15,6 @@ from featurestore.errors import SiqaError
 from siqa import DEFAULT_RUN, DEFAULT_STORE, default_store
 
 
-
 def _store_option(f):
     return click.option("--store", "store", type=click.Path(file_okay=False), default=None,
                         help=f"feature store folder (default $SIQA_STORE or ./{DEFAULT_STORE})")(f)
@@ -138,13 +137,13 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
         tab["preset"] = preset
     if seed is not None:
         tab["seed"] = seed
+    columns = feature_list.split(",") if feature_list else None
     if table:
         if not label or not group:
             raise SiqaError("--table needs --label COL and --group COL")
-        data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better,
-                                      features=feature_list.split(",") if feature_list else None)
+        data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better, features=columns)
     else:
-        data = TabularData.from_store(default_store(store), features=feature_list.split(",") if feature_list else None)
+        data = TabularData.from_store(default_store(store), features=columns)
     summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json))
     if as_json:
         click.echo(json.dumps(summary["headline"], sort_keys=True))
