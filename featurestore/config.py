@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import SiqaError
-from .extractors import REGISTRY, Extractor, load_all
+from .extractors import EXTRACTORS, Extractor
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
 
@@ -35,17 +35,16 @@ def load_config(path: str | Path | None = None) -> dict:
 def build_extractors(config: dict, include_disabled: bool = False) -> list[Extractor]:
     """Instantiate every enabled extractor (every configured one with `include_disabled`), in the order the
     config lists them."""
-    load_all()
     out = []
     for name, table in (config.get("extractors") or {}).items():
         table = dict(table)
         if not table.pop("enabled", True) and not include_disabled:
             continue
-        if name not in REGISTRY:
+        if name not in EXTRACTORS:
             raise SiqaError(f"{config.get('_path', 'config')}: unknown extractor [extractors.{name}]; "
-                            f"known: {', '.join(sorted(REGISTRY))}")
+                            f"known: {', '.join(EXTRACTORS.names())}")
         try:
-            out.append(REGISTRY[name](**table))
+            out.append(EXTRACTORS.get(name)(**table))
         except (TypeError, ValueError) as exc:
             raise SiqaError(f"{config.get('_path', 'config')}: [extractors.{name}]: {exc}") from None
     return out

@@ -1,19 +1,19 @@
-"""`siqa features --backend ray`: the local store's extraction, spread over a Ray cluster, same results.
+"""`siqa features --backend ray`: the store's chunks computed on a Ray cluster, same results.
 
-The driver does what `FeatureStore.extract` does around the work, with the same code: it holds the store
-lock, registers pairs and views, plans the missing keys, splits the pairs that miss anything into the same
-chunks, and at the end derives the pair columns of image-level extractors from their cached image columns.
-Each missing key is handed to exactly one chunk (the first that holds it, as the local run computes it), so
-an image shared by many pairs is computed once on the whole cluster. In between, the cluster works:
+`RayExecutor` is an `Executor` (featurestore.store.execute): `FeatureStore.extract` holds the lock,
+registers pairs and views, plans the chunks (each missing key in exactly one chunk, so an image shared by
+many pairs is computed once on the whole cluster), derives the pair columns of image-level extractors and
+records the timings, exactly as for a local run. In between, the cluster works:
 
 - one decode task per chunk reads that chunk's images (paths + sha256s); the decoded batch stays in Ray's
   object store and feeds every extractor's worker (zero-copy for workers on the same node);
 - one pool of actors per extractor holds its model: when the extractor's `device` is cuda (or `auto` on a
   cluster with GPUs) each GPU hosts one replica of every such extractor (a GPU share each), otherwise
   the actors split the CPUs left after decoding;
-- an actor computes its keys of a chunk with the local store's batching code (`_run_extractors`) and
-  writes the shards itself with the same atomic writer, so batches, shard names and values are those of a
-  local run, and a killed run leaves whole shards that the next run (either backend) resumes from.
+- an actor computes its keys of a chunk with the local backend's code (`compute_chunk`), which writes
+  the shards with the same atomic writer, so batches, shard names and values are those of a local run,
+  and a killed run leaves whole shards that the next run (either backend) resumes from; what it computed,
+  measured and failed on comes back to the driver's summary, so timings.json is kept as locally.
 
 Values match to the bit where the thread count matches; torch's CPU kernels split reductions by thread
 count and Ray gives each worker its CPU share of threads, so float32 CPU models may differ by ~1e-6.
@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import socket
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,7 +39,9 @@ from tqdm.auto import tqdm
 from .datasets import PairTable
 from .errors import SiqaError
 from .extractors.base import Extractor
-from .store import ExtractSummary, FeatureStore, todo_hit
+from .store import Catalog, ExtractSummary, FeatureStore
+from .store.execute import ChunkInputs, Executor, compute_chunk, count_resized, decode_chunk, note_decoded
+from .store.plan import Chunk, Plan
 
 WORK_COLUMNS = ["pair_id", "ref_path", "dist_path", "ref_sha256", "dist_sha256"]
 #: where extractors look for weights (featurestore.weights); passed on to the workers of an existing cluster
@@ -56,39 +57,7 @@ def import_ray():
     return ray
 
 
-# --- planning (driver, no Ray needed) -------------------------------------------------------------
-
-@dataclass
-class ChunkWork:
-    rows: pd.DataFrame                # WORK_COLUMNS of the chunk's pairs, absolute paths
-    keys: dict[str, list[str]]        # extractor name -> keys (sha256 or pair_id) this chunk computes
-
-
-def plan_chunks(df: pd.DataFrame, extractors: list[Extractor], todo: dict[str, set[str]],
-                chunk_pairs: int) -> list[ChunkWork]:
-    """The local store's chunks of pairs that miss anything; each missing key goes to the first chunk
-    holding it, in the order the local store would compute it, so batches are the same."""
-    need = df[[any(todo_hit(todo, ex, r) for ex in extractors) for r in df.itertuples()]]
-    need = need[WORK_COLUMNS].assign(ref_path=need.ref_path.map(os.path.abspath),
-                                     dist_path=need.dist_path.map(os.path.abspath))
-    left = {name: set(keys) for name, keys in todo.items()}
-    chunks = []
-    for i in range(0, len(need), chunk_pairs):
-        rows = need.iloc[i:i + chunk_pairs]
-        keys = {}
-        for ex in extractors:
-            if ex.level == "image":
-                candidates = dict.fromkeys(list(rows.ref_sha256) + list(rows.dist_sha256))
-            else:
-                candidates = rows.pair_id
-            mine = [k for k in candidates if k in left[ex.name]]
-            left[ex.name].difference_update(mine)
-            if mine:
-                keys[ex.name] = mine
-        if keys:  # else every key of these pairs went to earlier chunks (images they share with them)
-            chunks.append(ChunkWork(rows.reset_index(drop=True), keys))
-    return chunks
-
+# --- resources (driver, no Ray needed) ---------------------------------------------------------
 
 def wants_gpu(extractor: Extractor, cluster_gpus: int) -> bool:
     device = str(extractor.config.get("device", "cpu")).lower()
@@ -133,13 +102,16 @@ def plan_resources(extractors: list[Extractor], resources: dict) -> tuple[dict[s
 
 # --- work on the cluster --------------------------------------------------------------------------
 
-def decode_chunk(rows: pd.DataFrame, pair_ids: set[str]) -> tuple[dict, tuple[dict, int]]:
+def decode_task(chunk: Chunk, extractors: list[Extractor]) -> tuple[dict, ExtractSummary]:
     """Every image of a chunk, decoded once. Two results: the images (sha256 -> DecodedImage or None),
-    which only the workers fetch, and the driver's small report: decode failures by path, and how many of
-    the pairs that pair-level extractors compute here (`pair_ids`) get a resized degraded image."""
+    which only the workers fetch, and the driver's small report: decode failures by path and seconds, and
+    how many of the pairs that pair-level extractors compute here get a resized degraded image."""
+    report = ExtractSummary()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        images, failures = FeatureStore._decode_chunk(rows, frozenset(), pool)
-    return images, (failures, FeatureStore.count_resized(rows[rows.pair_id.isin(pair_ids)], images))
+        images, failures = decode_chunk(chunk.rows, frozenset(), pool)
+    note_decoded(report, images, failures)
+    report.resized_pairs = count_resized(chunk, extractors, images)
+    return images, report
 
 
 class ExtractorWorker:
@@ -151,11 +123,11 @@ class ExtractorWorker:
             raise SiqaError(f"{root}: the store is not visible on Ray node {socket.gethostname()}; "
                             "put it on a filesystem every node mounts at the same path")
         self.extractor = extractor
-        self.store = FeatureStore(root)
+        self.catalog = Catalog(root)
 
     def run(self, rows: pd.DataFrame, images: dict, keys: list[str]) -> ExtractSummary:
         summary = ExtractSummary()
-        self.store._run_extractors(rows, images, [self.extractor], {self.extractor.name: set(keys)}, summary)
+        compute_chunk(self.catalog, ChunkInputs(rows, images), [self.extractor], {self.extractor.name: keys}, summary)
         return summary
 
 
@@ -198,12 +170,27 @@ def _reraise(ray, exc: Exception, what: str):
                     "finished shards are kept, run again to resume") from None
 
 
-def run_chunks(ray, root: Path, chunks: list[ChunkWork], extractors: list[Extractor], summary: ExtractSummary,
-               progress: bool) -> None:
-    """Decode every chunk once on the cluster and let each extractor's actors compute and store its keys."""
-    busy = [ex for ex in extractors if any(ex.name in c.keys for c in chunks)]
+class RayExecutor(Executor):
+    """Decode every chunk once on the cluster and let each extractor's actors compute and store its keys;
+    `address` None uses the Ray session open in this process, or $RAY_ADDRESS, or starts Ray here."""
+
+    def __init__(self, address: str | None = None):
+        self.ray = import_ray()
+        self.address = address
+
+    def run(self, catalog, plan, summary, progress):
+        with ray_session(self.ray, self.address):
+            run_chunks(self.ray, catalog.root.resolve(), plan, summary, progress)  # workers write to this path
+
+
+def run_chunks(ray, root: Path, plan: Plan, summary: ExtractSummary, progress: bool) -> None:
+    busy = plan.busy()
+    # Workers may run elsewhere: they read the images by absolute path.
+    chunks = [Chunk(c.rows[WORK_COLUMNS].assign(ref_path=c.rows.ref_path.map(os.path.abspath),
+                                                dist_path=c.rows.dist_path.map(os.path.abspath)).reset_index(drop=True),
+                    c.keys) for c in plan.chunks]
     plans, decode_cpus = plan_resources(busy, ray.cluster_resources())
-    decode = ray.remote(num_cpus=decode_cpus, num_returns=2)(decode_chunk)
+    decode = ray.remote(num_cpus=decode_cpus, num_returns=2)(decode_task)
     worker_class = ray.remote(ExtractorWorker)
     pools = {ex.name: [worker_class.options(**plans[ex.name].options).remote(ex, str(root))
                        for _ in range(plans[ex.name].replicas)] for ex in busy}
@@ -218,8 +205,7 @@ def run_chunks(ray, root: Path, chunks: list[ChunkWork], extractors: list[Extrac
         while next_chunk < len(chunks) or waiting:
             while next_chunk < len(chunks) and len(open_calls) < max_chunks:
                 chunk = chunks[next_chunk]
-                pair_ids = {k for ex in busy if ex.level == "pair" for k in chunk.keys.get(ex.name, ())}
-                images, report = decode.remote(chunk.rows, pair_ids)
+                images, report = decode.remote(chunk, busy)
                 waiting[report] = (next_chunk, None, "decoding")
                 for name, keys in chunk.keys.items():
                     actor = min(pools[name], key=lambda a: load[a])
@@ -233,14 +219,9 @@ def run_chunks(ray, root: Path, chunks: list[ChunkWork], extractors: list[Extrac
                 result = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 _reraise(ray, exc, f"{name} on chunk {index + 1}/{len(chunks)}")
-            if actor is None:
-                failures, resized = result
-                summary.failures.update(failures)
-                summary.resized_pairs += resized
-            else:
+            if actor is not None:
                 load[actor] -= 1
-                summary.computed.update(result.computed)
-                summary.failures.update(result.failures)
+            summary.add_work(result)
             open_calls[index] -= 1
             if not open_calls[index]:
                 del open_calls[index]
@@ -255,21 +236,7 @@ def run_chunks(ray, root: Path, chunks: list[ChunkWork], extractors: list[Extrac
 def extract_with_ray(store_root: str | Path, table: PairTable, extractors: list[Extractor], address: str | None = None,
                      progress: bool = True, chunk_pairs: int = 32) -> ExtractSummary:
     """`FeatureStore(store_root).extract(table, extractors)` with the chunks computed on a Ray cluster:
-    the same keys, shards and values; `address` None starts Ray on this machine."""
-    ray = import_ray()
-    t0 = time.perf_counter()
+    the same keys, shards, values and timings; `address` None starts Ray on this machine."""
+    executor = RayExecutor(address)
     store = FeatureStore(Path(store_root).resolve())  # workers write to the path the driver sees
-    summary = ExtractSummary(pairs=len(table))
-    with store.lock():
-        store.register_pairs(table)
-        store.register_views(extractors)
-        df = table.df.drop_duplicates("pair_id")
-        chunks = plan_chunks(df, extractors, store._plan(df, extractors, summary), chunk_pairs)
-        if chunks:
-            with ray_session(ray, address):
-                run_chunks(ray, store.root, chunks, extractors, summary, progress)
-        for ex in extractors:
-            if ex.level == "image":
-                store._derive(df, ex, summary, progress)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    return store.extract(table, extractors, progress=progress, chunk_pairs=chunk_pairs, executor=executor)

@@ -15,6 +15,7 @@ the registry says so through `priority`, never through the order modules happen 
 from __future__ import annotations
 
 import pkgutil
+from contextlib import contextmanager
 from importlib import import_module
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -80,3 +81,18 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._entries[n]) for n in self.names()]
+
+    @contextmanager
+    def registered(self, *objs: T):
+        """Register `objs` (by their `name`) for the duration of a `with` block, then forget them: test-only
+        components that must not leak into the registry other tests iterate."""
+        self._load()
+        names = [getattr(obj, "name") for obj in objs]
+        for obj in objs:
+            self.register()(obj)
+        try:
+            yield
+        finally:
+            for key in names:
+                self._entries.pop(key, None)
+                self._priority.pop(key, None)

@@ -241,7 +241,7 @@ def test_store_round_trip_through_shards_and_duckdb(stored):
         store = FeatureStore(tmp)
         folder = store.folder(ex, "pair")
         for lo, hi in zip([0, *cuts], [*cuts, len(keys)]):  # several shards, cut at random places
-            store._write_shard(folder, to_arrow("pair_id", keys[lo:hi], columns,
+            store.write_shard(folder, to_arrow("pair_id", keys[lo:hi], columns,
                                                 {k: v[lo:hi] for k, v in values.items()}))
         store.register_views([ex])
         store.register_pairs(PairTable(pd.DataFrame({

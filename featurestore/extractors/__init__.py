@@ -1,26 +1,7 @@
-"""Extractor registry. Each module below registers its extractors on import; list it in `_MODULES`."""
+"""Extractors. Each module of this package registers its extractors with `@EXTRACTORS.register()`; the
+registry imports every module on first use, so a new extractor is one new module, listed nowhere else."""
 from __future__ import annotations
 
-import importlib
+from .base import EXTRACTORS, Column, Extractor, ImageExtractor, PairExtractor, WeightSource, create
 
-from .base import REGISTRY, Column, Extractor, WeightSource, create, register
-
-_MODULES = [
-    "formula",
-    "frequency",
-    "colour",
-    "imagenet",
-    "clip",
-    "dino",
-    "pyiqa_deep",
-    "vlm",
-]
-
-
-def load_all() -> dict[str, type[Extractor]]:
-    for mod in _MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
-    return REGISTRY
-
-
-__all__ = ["REGISTRY", "Column", "Extractor", "WeightSource", "create", "register", "load_all"]
+__all__ = ["EXTRACTORS", "Column", "Extractor", "ImageExtractor", "PairExtractor", "WeightSource", "create"]

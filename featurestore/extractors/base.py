@@ -1,35 +1,41 @@
-"""The extractor contract and the registry: adding an extractor is one module plus one `@register` line.
+"""The extractor contract and the registry: adding an extractor is one module in this package whose class
+derives from `ImageExtractor` or `PairExtractor` and carries one `@EXTRACTORS.register()` line.
 
-Two kinds:
-- image-level (`level = "image"`): `compute_images(images)` returns per-image columns, stored once per
-  distinct image (keyed by sha256); `derive_pairs(ref, dist)` turns the cached per-image columns of the
-  two sides into pair columns (cosine, |d-r|, d*r, KL, ...), stored keyed by pair_id.
-- pair-level (`level = "pair"`): `compute_pairs(pairs)` returns pair columns directly (FR metrics).
+Two kinds, two base classes:
+- `ImageExtractor`: `compute_images(images)` returns per-image columns, stored once per distinct image
+  (keyed by sha256); `derive_pairs(ref, dist)` turns the cached per-image columns of the two sides into
+  pair columns (cosine, |d-r|, d*r, KL, ...), stored keyed by pair_id.
+- `PairExtractor`: `compute_pairs(pairs)` returns pair columns directly (FR metrics).
+
+The base classes also say, for the store, which keys a set of pairs holds and how to compute a batch of
+them, so the store never asks which kind an extractor is.
 
 Columns are `{name: np.ndarray}`: shape (n,) -> float64 scalar; shape (n, d) -> dense float32 block
 (stored as an Arrow fixed-size list). `schema()` declares them up front so empty shards, views and
 tests agree before anything runs.
+
+An extractor's store folder is `<name>-v<version>-<config_hash>`: the hash of its config without
+`runtime_keys` (settings that change where or how fast it runs, not what it computes), plus whatever
+`hashed_content()` adds (content a config value only points to, such as a question file).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from abc import ABC
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
+import pandas as pd
 
 from ..io import DecodedImage, DecodedPair
+from ..registry import Registry
 
-REGISTRY: dict[str, type["Extractor"]] = {}
+IMAGE_KEY, PAIR_KEY = "sha256", "pair_id"
 
-
-def register(cls: type["Extractor"]) -> type["Extractor"]:
-    if cls.name in REGISTRY:
-        raise ValueError(f"extractor {cls.name!r} registered twice")
-    REGISTRY[cls.name] = cls
-    return cls
+#: every extractor, by name; the modules of this package are imported on first use
+EXTRACTORS: Registry[type["Extractor"]] = Registry("extractor", package="featurestore.extractors")
 
 
 @dataclass(frozen=True)
@@ -47,11 +53,27 @@ class WeightSource:
     hint: str = ""     # what to download and where to put it when missing
 
 
+class DecodedInputs(Protocol):
+    """What the store hands an extractor for one chunk of pairs (see `featurestore.store.execute`)."""
+
+    def image(self, sha256: str) -> DecodedImage | None: ...
+    def pair(self, pair_id: str) -> DecodedPair | None: ...
+    def image_label(self, sha256: str, extractor: str) -> str: ...
+    def pair_label(self, pair_id: str, extractor: str) -> str: ...
+
+
 class Extractor(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
-    level: ClassVar[str] = "pair"  # "pair" or "image"
+    #: the store level its computed keys land in ("image" or "pair"); set by the two base classes
+    level: ClassVar[str]
+    #: the key column of that level
+    key: ClassVar[str]
+    #: every level it stores
+    levels: ClassVar[tuple[str, ...]]
     default_config: ClassVar[dict] = {}
+    #: config keys that change where or how fast it runs, not what it computes: not part of the folder hash
+    runtime_keys: ClassVar[tuple[str, ...]] = ()
     #: images are fed at most this many per call (memory bound); the store chunks accordingly
     batch_size: ClassVar[int] = 16
 
@@ -62,10 +84,16 @@ class Extractor(ABC):
         self.config = {**self.default_config, **config}
 
     # --- identity -------------------------------------------------------------------------------
+    def hashed_content(self):
+        """Content the outputs depend on beyond the config values (JSON-able); None when there is none."""
+        return None
+
     @property
     def config_hash(self) -> str:
-        blob = json.dumps(self.config, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:8]
+        identity = {k: v for k, v in self.config.items() if k not in self.runtime_keys}
+        extra = self.hashed_content()
+        blob = identity if extra is None else [identity, extra]
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     @property
     def folder(self) -> str:
@@ -76,18 +104,33 @@ class Extractor(ABC):
         """Per-image columns (image-level extractors only)."""
         return []
 
+    @abstractmethod
     def pair_columns(self) -> list[Column]:
-        raise NotImplementedError
+        """Pair columns, stored keyed by pair_id."""
 
-    # --- compute --------------------------------------------------------------------------------
-    def compute_images(self, images: list[DecodedImage]) -> dict[str, np.ndarray]:
-        raise NotImplementedError(f"{self.name} is not an image-level extractor")
+    def columns(self, level: str) -> list[Column]:
+        return self.image_columns() if level == "image" else self.pair_columns()
 
-    def derive_pairs(self, ref: dict[str, np.ndarray], dist: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError(f"{self.name} is not an image-level extractor")
+    # --- what the store asks ----------------------------------------------------------------------
+    @abstractmethod
+    def keys_in(self, rows: pd.DataFrame) -> list[str]:
+        """The distinct keys (of `level`) that pair rows hold, in the order the store computes them."""
 
-    def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
-        raise NotImplementedError(f"{self.name} is not a pair-level extractor")
+    @abstractmethod
+    def needs(self, rows: pd.DataFrame, missing: set[str]) -> np.ndarray:
+        """Per pair row: does it hold a key of `missing`?"""
+
+    @abstractmethod
+    def ready(self, key: str, inputs: DecodedInputs) -> bool:
+        """Is everything `key` needs decoded?"""
+
+    @abstractmethod
+    def label(self, key: str, inputs: DecodedInputs) -> str:
+        """How a failure of `key` is reported: its file(s) and this extractor."""
+
+    @abstractmethod
+    def compute_keys(self, keys: list[str], inputs: DecodedInputs) -> dict[str, np.ndarray]:
+        """The `level` columns of `keys`."""
 
     # --- weights --------------------------------------------------------------------------------
     def weight_sources(self) -> list[WeightSource]:
@@ -98,13 +141,63 @@ class Extractor(ABC):
         """Release models/GPU memory; called when the store is done with this extractor."""
 
 
-def create(name: str, **config) -> Extractor:
-    from . import load_all
+class ImageExtractor(Extractor):
+    """Computes per-image columns once per distinct image; pair columns are derived from them."""
 
-    load_all()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown extractor {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**config)
+    level, key, levels = "image", IMAGE_KEY, ("image", "pair")
+
+    @abstractmethod
+    def image_columns(self) -> list[Column]: ...
+
+    @abstractmethod
+    def compute_images(self, images: list[DecodedImage]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def derive_pairs(self, ref: dict[str, np.ndarray], dist: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pair columns from the per-image columns of the references and the degraded images."""
+
+    def keys_in(self, rows):
+        return list(dict.fromkeys(list(rows.ref_sha256) + list(rows.dist_sha256)))
+
+    def needs(self, rows, missing):
+        return (rows.ref_sha256.isin(missing) | rows.dist_sha256.isin(missing)).to_numpy()
+
+    def ready(self, key, inputs):
+        return inputs.image(key) is not None
+
+    def label(self, key, inputs):
+        return inputs.image_label(key, self.name)
+
+    def compute_keys(self, keys, inputs):
+        return self.compute_images([inputs.image(k) for k in keys])
+
+
+class PairExtractor(Extractor):
+    """Computes pair columns from both decoded images (the degraded one resized to the reference)."""
+
+    level, key, levels = "pair", PAIR_KEY, ("pair",)
+
+    @abstractmethod
+    def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]: ...
+
+    def keys_in(self, rows):
+        return list(rows.pair_id)
+
+    def needs(self, rows, missing):
+        return rows.pair_id.isin(missing).to_numpy()
+
+    def ready(self, key, inputs):
+        return inputs.pair(key) is not None
+
+    def label(self, key, inputs):
+        return inputs.pair_label(key, self.name)
+
+    def compute_keys(self, keys, inputs):
+        return self.compute_pairs([inputs.pair(k) for k in keys])
+
+
+def create(name: str, **config) -> Extractor:
+    return EXTRACTORS.get(name)(**config)
 
 
 def check_columns(extractor: Extractor, columns: list[Column], values: dict[str, np.ndarray], n: int) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from ..devices import RESIZE_POLICIES, Runtime, model_batches, scatter
 from ..weights import WeightSpec, hf_cached
-from .base import Column, register
+from .base import EXTRACTORS, Column, ImageExtractor
 from .deep import RUNTIME_KEYS, DeepExtractor, embedding_pair_columns
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -46,11 +46,10 @@ def model_key(arch: str, pretrained: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", f"{arch}_{pretrained}".lower()).strip("_")
 
 
-@register
-class ClipExtractor(DeepExtractor):
+@EXTRACTORS.register()
+class ClipExtractor(DeepExtractor, ImageExtractor):
     name = "clip"
     version = 1
-    level = "image"
     default_config = {
         # each: arch (open_clip model name), pretrained (tag), optional weights (explicit checkpoint path)
         "models": [

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..io import DecodedImage, DecodedPair
-from .base import Column, Extractor, register
+from .base import EXTRACTORS, Column, PairExtractor
 
 #: larger images are sampled on a regular grid down to about this many pixels (statistics need no more)
 ANALYSIS_PIXELS = 1 << 20
@@ -111,11 +111,10 @@ def _emd_1d(p: np.ndarray, q: np.ndarray, bin_width: float) -> float:
     return float(np.abs(np.cumsum(p - q)).sum() * bin_width)
 
 
-@register
-class ColourExtractor(Extractor):
+@EXTRACTORS.register()
+class ColourExtractor(PairExtractor):
     name = "colour"
     version = 1
-    level = "pair"
     default_config = {}
 
     def pair_columns(self) -> list[Column]:

@@ -2,9 +2,6 @@
 the vector arithmetic that turns two cached per-image embeddings into pair features."""
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 
 from ..devices import Runtime
@@ -24,16 +21,13 @@ class DeepExtractor(Extractor):
     benchmarks on machines with no model hub. The model loads on the first batch, after `check_weights`
     has vetted every extractor, so a missing file stops the run before any work."""
 
+    runtime_keys = tuple(RUNTIME_KEYS)
+
     def __init__(self, **config):
         super().__init__(**config)
         self.batch_size = int(self.config["batch_size"])
         self._runtime: Runtime | None = None
         self._loaded = None
-
-    @property
-    def config_hash(self) -> str:
-        identity = {k: v for k, v in self.config.items() if k not in RUNTIME_KEYS}
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     @property
     def runtime(self) -> Runtime:

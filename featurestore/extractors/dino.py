@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..devices import RESIZE_POLICIES, Runtime, model_batches
 from ..weights import WeightSpec, hf_cached_folder, resolve
-from .base import Column, register
+from .base import EXTRACTORS, Column, ImageExtractor
 from .deep import RUNTIME_KEYS, DeepExtractor, cosine, embedding_pair_columns
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -36,11 +36,10 @@ KNOWN_ARCHITECTURES = {
 }
 
 
-@register
-class DinoExtractor(DeepExtractor):
+@EXTRACTORS.register()
+class DinoExtractor(DeepExtractor, ImageExtractor):
     name = "dino"
     version = 1
-    level = "image"
     default_config = {
         "model": "facebook/dinov2-large",
         "sizes": [224, 336],

@@ -23,8 +23,6 @@ pair by pair; a pair it still fails on gets NaN and a warning, the other metrics
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import warnings
@@ -36,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io import DecodedPair
-from .base import Column, Extractor, register
+from .base import EXTRACTORS, Column, PairExtractor
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +235,15 @@ _SCORERS = {
 _NO_NETWORK = {"ssim", "ms_ssim", "cw_ssim"}  # computed here, from the shared luma
 
 
-@register
-class FormulaExtractor(Extractor):
+@EXTRACTORS.register()
+class FormulaExtractor(PairExtractor):
     """pyiqa's formula FR metrics, one float64 column per metric, named as the metric."""
 
     name = "formula"
     version = 1
-    level = "pair"
     default_config = {"metrics": DEFAULT_METRICS, "device": "cpu"}
+    # The device changes where the metrics run, not what they compute: CPU and GPU share stored features.
+    runtime_keys = ("device",)
     batch_size = 16
 
     def __init__(self, **config):
@@ -255,12 +254,6 @@ class FormulaExtractor(Extractor):
             raise ValueError(f"extractor formula: metrics must be distinct names from {KNOWN_METRICS}, got {metrics}")
         self.metrics = metrics
         self._nets = None
-
-    @property
-    def config_hash(self) -> str:
-        # The device changes where the metrics run, not what they compute: CPU and GPU share stored features.
-        identity = {k: v for k, v in self.config.items() if k != "device"}
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
 
     def pair_columns(self) -> list[Column]:
         return [Column(m) for m in self.metrics]

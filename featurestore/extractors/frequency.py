@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..io import DecodedImage, DecodedPair
-from .base import Column, Extractor, register
+from .base import EXTRACTORS, Column, PairExtractor
 
 #: spectra are taken on the grey image block-averaged until its long side is at most this
 ANALYSIS_SIDE = 1024
@@ -75,11 +75,10 @@ def spectrum(image: DecodedImage) -> Spectrum:
     return image.cached(("frequency.spectrum", ANALYSIS_SIDE), compute)
 
 
-@register
-class FrequencyExtractor(Extractor):
+@EXTRACTORS.register()
+class FrequencyExtractor(PairExtractor):
     name = "frequency"
     version = 1
-    level = "pair"
     default_config = {}
 
     def pair_columns(self) -> list[Column]:

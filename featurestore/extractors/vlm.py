@@ -46,7 +46,7 @@ from ..devices import pick_device
 from ..errors import SiqaError
 from ..vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
 from ..weights import MissingWeights, WeightSpec, hf_cached_folder, resolve
-from .base import Column, Extractor, WeightSource, register
+from .base import EXTRACTORS, Column, PairExtractor, WeightSource
 
 log = logging.getLogger(__name__)
 
@@ -344,11 +344,10 @@ def _mean_mass(answers) -> float:
 
 # --- extractor ------------------------------------------------------------------------------------------
 
-@register
-class VlmExtractor(Extractor):
+@EXTRACTORS.register()
+class VlmExtractor(PairExtractor):
     name = "vlm"
     version = 1
-    level = "pair"
     batch_size = 4  # pairs per call; each pair is one forward pass of all its questions
     default_config = {
         "model": "Qwen/Qwen2.5-VL-7B-Instruct",  # Hugging Face repo id (any Qwen2/2.5/3-VL instruct checkpoint)
@@ -381,11 +380,9 @@ class VlmExtractor(Extractor):
         self._judge: VlmJudge | None = None
         self._hidden_size: int | None = None
 
-    @property
-    def config_hash(self) -> str:
+    def hashed_content(self):
         # The question file's content changes the outputs, its path alone does not say so.
-        blob = json.dumps([self.config, self.questions.fingerprint()], sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:8]
+        return self.questions.fingerprint()
 
     def weight_sources(self) -> list[WeightSource]:
         model = self.config["model"]

@@ -1,0 +1,59 @@
+"""The feature store: Parquet shards keyed by content hash, one folder per extractor version and config.
+
+Layout under `root`:
+    pairs.parquet                       the pair table(s) registered by `siqa features` (merged by split+name)
+    views.json                          extractor name -> folder of the configuration last used
+    timings.json                        measured compute seconds per item (decode, each extractor folder):
+                                        a log for the runtime a submission declares, not feature content
+    features/<name>-v<ver>-<hash>/image/part-*.parquet    image-level columns keyed by `sha256`
+    features/<name>-v<ver>-<hash>/pair/part-*.parquet     pair columns keyed by `pair_id`
+    .lock                               held by the one process writing to the store
+
+Only missing keys are computed, and each batch of work lands as its own shard, so a killed run leaves
+whole shards only and the next run resumes from them; a second `siqa features` waits for the lock, then
+finds the work done; readers (DuckDB views) need no lock since every file appears whole or not at all.
+Two stores are the same when every extractor folder holds the same keys with the same values: a run that
+was killed and resumed may cut its shards at other places than an uninterrupted one, never more or fewer
+rows, and never one key twice. `siqa features --strict` turns any failure into an error exit.
+
+The parts, by idea: `layout` (folders, shard schema, atomic writes, lock, catalog files), `plan` (which
+keys each extractor misses, which chunk computes them), `execute` (decoding, batches, retry, derivation,
+and the `Executor` interface a backend implements: `LocalExecutor` here, `featurestore.ray_backend`).
+"""
+from __future__ import annotations
+
+import time
+
+from ..datasets import PairTable
+from ..extractors.base import Extractor, ImageExtractor
+from .execute import Executor, LocalExecutor, derive
+from .layout import IMAGE_KEY, PAIR_KEY, Catalog, arrow_schema, column_numpy, to_arrow
+from .plan import plan
+from .summary import ExtractSummary
+
+__all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "FeatureStore", "LocalExecutor",
+           "arrow_schema", "column_numpy", "to_arrow"]
+
+
+class FeatureStore(Catalog):
+    def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True, chunk_pairs: int = 32,
+                decode_workers: int = 2, executor: Executor | None = None) -> ExtractSummary:
+        """Compute every missing feature of `table` for `extractors` with `executor` (default: this process,
+        `decode_workers` decoding threads); returns what was done and adds its measured seconds to
+        timings.json."""
+        t0 = time.perf_counter()
+        executor = executor or LocalExecutor(decode_workers)
+        summary = ExtractSummary(pairs=len(table))
+        with self.lock():
+            self.register_pairs(table)
+            self.register_views(extractors)
+            df = table.df.drop_duplicates("pair_id")
+            work = plan(self, df, extractors, summary, chunk_pairs)
+            if work.chunks:
+                executor.run(self, work, summary, progress)
+            for ex in extractors:
+                if isinstance(ex, ImageExtractor):
+                    derive(self, df, ex, summary, progress)
+            self.record_timings(summary.timing_entries(extractors))
+        summary.seconds = time.perf_counter() - t0
+        return summary

@@ -1,0 +1,252 @@
+"""The store on disk: folder naming, the Arrow schema of shards, atomic writes, the writer lock, and the
+catalog files (pairs.parquet, views.json, timings.json).
+
+Each write goes to a temporary name, is fsynced and renamed, so a reader sees a whole file or none and a
+killed writer leaves whole shards only; the temporary files of a killed writer are deleted by the next
+one. A shard is named after a hash of the keys it holds, in order: the same work gives the same names,
+and two different shards cannot collide. A store-wide lock (flock on `.lock`) serialises writers.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..datasets import COLUMNS, PairTable
+from ..errors import SiqaError
+from ..extractors.base import IMAGE_KEY, PAIR_KEY, Column, Extractor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IMAGE_KEY", "LEVEL_KEYS", "PAIR_KEY", "PAIRS_SCHEMA", "Catalog", "arrow_schema", "column_numpy", "to_arrow"]
+
+#: the key column of each level's shards
+LEVEL_KEYS = {"image": IMAGE_KEY, "pair": PAIR_KEY}
+PAIRS_SCHEMA = pa.schema([pa.field(c, pa.float64() if c == "label" else pa.string()) for c in COLUMNS])
+
+
+def arrow_schema(key: str, columns: list[Column]) -> pa.Schema:
+    fields = [pa.field(key, pa.string(), nullable=False)]
+    for c in columns:
+        fields.append(pa.field(c.name, pa.float64() if c.dim == 0 else pa.list_(pa.float32(), c.dim)))
+    return pa.schema(fields)
+
+
+def to_arrow(key: str, keys: list[str], columns: list[Column], values: dict[str, np.ndarray]) -> pa.Table:
+    arrays = [pa.array(keys, pa.string())]
+    for c in columns:
+        v = np.asarray(values[c.name])
+        if c.dim == 0:
+            arrays.append(pa.array(v.astype(np.float64), pa.float64()))
+        else:
+            flat = pa.array(np.ascontiguousarray(v, dtype=np.float32).reshape(-1), pa.float32())
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, c.dim))
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(key, columns))
+
+
+def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """Arrow column -> (n,) float64 or (n, dim) float32."""
+    arr = column.combine_chunks()
+    if dim == 0:
+        return arr.to_numpy(zero_copy_only=False).astype(np.float64)
+    return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def write_atomic(write, path: Path) -> None:
+    """`write(file)` into a hidden temp file beside `path`, fsync, rename over `path`, fsync the folder.
+    A reader sees the old file or the new one, never a part; a kill leaves at most the temp file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SiqaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    write_atomic(lambda fh: pq.write_table(table, fh, compression="zstd"), path)
+
+
+def read_shard(shard: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(shard, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        # Never written by this store (writes are atomic): damaged since, or put there by hand.
+        raise SiqaError(f"{shard}: unreadable ({str(exc).splitlines()[0]}); "
+                        "delete it and run `siqa features` again to recompute what it held") from None
+
+
+class Catalog:
+    """Paths, shards and catalog files of the store at `root`; everything but computing features."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # --- paths and shards -----------------------------------------------------------------------
+    @property
+    def pairs_path(self) -> Path:
+        return self.root / "pairs.parquet"
+
+    @property
+    def timings_path(self) -> Path:
+        return self.root / "timings.json"
+
+    def folder(self, extractor: Extractor, level: str) -> Path:
+        return self.root / "features" / extractor.folder / level
+
+    @staticmethod
+    def shard_name(keys: list[str]) -> str:
+        """Named by the keys it holds: the same work gives the same name; different key lists never collide."""
+        return f"part-{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:32]}.parquet"
+
+    def write_shard(self, folder: Path, table: pa.Table) -> None:
+        write_parquet(table, folder / self.shard_name(table.column(0).to_pylist()))
+
+    @staticmethod
+    def shards(folder: Path) -> list[Path]:
+        return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+    def keys(self, folder: Path, key: str) -> set[str]:
+        out: set[str] = set()
+        for shard in self.shards(folder):
+            out.update(read_shard(shard, [key]).column(0).to_pylist())
+        return out
+
+    def read(self, folder: Path, keys: list[str] | None = None) -> pa.Table | None:
+        shards = self.shards(folder)
+        if not shards:
+            return None
+        table = pa.concat_tables(read_shard(s) for s in shards)
+        if keys is not None:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.is_in(table.column(0), pa.array(list(keys), pa.string())))
+        return table
+
+    # --- the writer lock ------------------------------------------------------------------------
+    @contextmanager
+    def lock(self):
+        """Exclusive writer lock for the whole store; the kernel releases it when its holder dies."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / ".lock", "a+")
+        except OSError as exc:
+            raise SiqaError(f"{self.root}: cannot use as a feature store ({exc.strerror or exc})") from None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("store %s is in use by another siqa process; waiting", self.root)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            except OSError as exc:  # e.g. a network filesystem without flock
+                raise SiqaError(f"{self.root / '.lock'}: cannot lock the store ({exc.strerror or exc}); "
+                                "put the store on a local filesystem") from None
+            try:
+                self._remove_stale_temps()
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _remove_stale_temps(self) -> None:
+        # Only called under the lock: any temp file now is the remains of a killed writer.
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    # --- pairs and views ------------------------------------------------------------------------
+    def pairs(self) -> pd.DataFrame:
+        if not self.pairs_path.exists():
+            return pd.DataFrame(columns=COLUMNS)
+        return read_shard(self.pairs_path).to_pandas()
+
+    def register_pairs(self, table: PairTable) -> None:
+        """Merge `table` into pairs.parquet (a pair is its split + name; the newest registration wins).
+        Written with a fixed schema and no pandas metadata, so the bytes depend on the rows only, not on
+        the order or number of registrations that led to them."""
+        existing = read_shard(self.pairs_path) if self.pairs_path.exists() else None
+        frames = [table.df] if existing is None else [existing.to_pandas(), table.df]
+        merged = pd.concat([f for f in frames if len(f)], ignore_index=True).drop_duplicates(subset=["split", "name"], keep="last")
+        merged = merged.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
+        arrow = pa.Table.from_pandas(merged[COLUMNS], schema=PAIRS_SCHEMA, preserve_index=False)
+        arrow = arrow.replace_schema_metadata(None)
+        if existing is not None and existing.equals(arrow):
+            return  # a warm rerun writes nothing (and pays no fsync)
+        write_parquet(arrow, self.pairs_path)
+
+    def views(self) -> dict[str, dict]:
+        path = self.root / "views.json"
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SiqaError(f"{path}: unreadable ({str(exc).splitlines()[0]}); delete it and run "
+                            "`siqa features` again to rewrite it") from None
+
+    def register_views(self, extractors: list[Extractor]) -> None:
+        views = self.views()
+        for ex in extractors:
+            views[ex.name] = {"folder": ex.folder, "level": ex.level, "config": ex.config}
+        text = json.dumps(views, indent=2, sort_keys=True, default=str).encode()
+        path = self.root / "views.json"
+        if path.exists() and path.read_bytes() == text:
+            return
+        write_atomic(lambda fh: fh.write(text), path)
+
+    # --- timings --------------------------------------------------------------------------------
+    def timings(self) -> dict[str, dict]:
+        path = self.timings_path
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            return {}  # timings are informative only; a damaged file is rewritten by the next run
+
+    def record_timings(self, entries: list[tuple[str, float, int]]) -> None:
+        """Accumulate measured compute seconds and items under each name (`<folder>/<level>`,
+        `decode/image`), so a submission can declare a per-image runtime that includes extraction."""
+        timings = self.timings()
+        changed = False
+        for name, seconds, items in entries:
+            if items:
+                t = timings.setdefault(name, {"seconds": 0.0, "items": 0})
+                t["seconds"] += seconds
+                t["items"] += items
+                changed = True
+        if changed:
+            text = json.dumps(timings, indent=1, sort_keys=True).encode()
+            write_atomic(lambda fh: fh.write(text), self.timings_path)
+
+    def seconds_per_pair(self, folders: list[str]) -> float | None:
+        """Measured extraction cost of one new pair (two decoded images, image-level features of both, pair
+        columns) for the given extractor folders; None when some part was never timed here."""
+        timings = self.timings()
+        total = 0.0
+        for name, per_pair in [("decode/image", 2)] + [(f"{f}/{lv}", 2 if lv == "image" else 1)
+                                                      for f in folders for lv in ("image", "pair")]:
+            t = timings.get(name)
+            level_exists = name == "decode/image" or bool(self.shards(self.root / "features" / name))
+            if t is None:
+                if level_exists:
+                    return None
+                continue
+            total += per_pair * t["seconds"] / max(t["items"], 1)
+        return total
