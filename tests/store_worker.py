@@ -1,8 +1,8 @@
-"""Test extractors for the store robustness tests, and a worker process that runs them on a store.
+"""A worker process that runs the toy extractors on a store, for the store robustness tests.
 
     python tests/store_worker.py --data DIR --store DIR [--splits train] [--die-{during,before,after} N]
 
-prints the run's summary as one JSON line. `ROBUST_SLEEP` (seconds per extractor call) slows the work down
+prints the run's summary as one JSON line. `TOY_SLEEP` (seconds per extractor call) slows the work down
 so that a SIGKILL from outside lands mid-run. `--die-* N` makes the process SIGKILL itself at the N-th
 atomic write of the run (pairs.parquet, views.json, then the shards), to hit each window exactly:
 `during` with half of the file's bytes written, `before` with the whole temp file fsynced but not yet
@@ -17,68 +17,20 @@ import os
 import signal
 import stat
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
 if __name__ == "__main__":  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 from featurestore.datasets import load_pairs
-from featurestore.extractors.base import Column, Extractor
+from featurestore.extractors import Extractor
 from featurestore.store import FeatureStore
-
-
-def _nap() -> None:
-    time.sleep(float(os.environ.get("ROBUST_SLEEP", "0")))
-
-
-class RobustMean(Extractor):
-    """Image-level: per-image channel means; pair columns: their difference and |d - r| block."""
-
-    name = "robust_mean"
-    level = "image"
-    batch_size = 2
-
-    def image_columns(self):
-        return [Column("mean", 3)]
-
-    def pair_columns(self):
-        return [Column("delta"), Column("absdiff", 3)]
-
-    def compute_images(self, images):
-        _nap()
-        return {"mean": np.stack([im.float01.mean(axis=(0, 1)) for im in images])}
-
-    def derive_pairs(self, ref, dist):
-        return {"delta": (dist["mean"] - ref["mean"]).sum(1), "absdiff": np.abs(dist["mean"] - ref["mean"])}
-
-
-class RobustMse(Extractor):
-    """Pair-level, like every full-reference metric: needs two images of one size (fails loudly otherwise)."""
-
-    name = "robust_mse"
-    level = "pair"
-    batch_size = 2
-
-    def pair_columns(self):
-        return [Column("mse"), Column("quadrant_mse", 4)]
-
-    def compute_pairs(self, pairs):
-        _nap()
-        mse, quadrants = [], []
-        for p in pairs:
-            assert p.ref.rgb.shape == p.dist.rgb.shape, "full-reference metric on images of different sizes"
-            err = (p.ref.float01 - p.dist.float01) ** 2
-            h, w = err.shape[0] // 2, err.shape[1] // 2
-            mse.append(err.mean())
-            quadrants.append([err[:h, :w].mean(), err[:h, w:].mean(), err[h:, :w].mean(), err[h:, w:].mean()])
-        return {"mse": np.array(mse), "quadrant_mse": np.array(quadrants, np.float32)}
+from toy_extractors import ToyMean, ToyMse
 
 
 def extractors() -> list[Extractor]:
-    return [RobustMean(), RobustMse()]
+    """The shared toy extractors (tests/toy_extractors.py) in small batches, so a run writes many shards."""
+    return [ToyMean(batch_size=2), ToyMse(batch_size=2)]
 
 
 def die_at_write(during: int | None, before: int | None, after: int | None) -> None:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from featurestore.datasets import PairTable
 from featurestore.devices import Runtime, model_batches, target_shape
-from featurestore.extractors import REGISTRY, create, load_all
+from featurestore.extractors import EXTRACTORS, ImageExtractor, PairExtractor, create
 from featurestore.extractors.deep import DeepExtractor
 from featurestore.io import DecodedImage
 from featurestore.sql import connect
@@ -121,7 +121,7 @@ TINY = {"imagenet": tiny_imagenet, "clip": tiny_clip, "dino": tiny_dino, "lpips"
 
 
 def test_every_deep_extractor_has_a_tiny_case():
-    deep = {name for name, cls in load_all().items() if issubclass(cls, DeepExtractor)}
+    deep = {name for name, cls in EXTRACTORS.items() if issubclass(cls, DeepExtractor)}
     assert deep == set(TINY)
 
 
@@ -154,7 +154,7 @@ def test_extractor_through_store_and_sql(name, tmp_path, monkeypatch, pair_table
     store = FeatureStore(tmp_path / "store")
     summary = store.extract(pair_table, [extractor], progress=False)
     assert not summary.failures, summary.failures
-    if extractor.level == "image":
+    if isinstance(extractor, ImageExtractor):
         assert summary.computed[f"{name}/image"] == 6  # the shared reference was encoded once
     assert summary.computed[f"{name}/pair"] == 4
     again = store.extract(pair_table, [create(name, **config)], progress=False)
@@ -169,7 +169,7 @@ def test_extractor_through_store_and_sql(name, tmp_path, monkeypatch, pair_table
             assert np.isfinite(values.astype(float)).all(), col.name
         else:
             assert all(len(v) == col.dim and np.isfinite(v).all() for v in values), col.name
-    if extractor.level == "image":
+    if isinstance(extractor, ImageExtractor):
         assert con.execute(f"SELECT count(*) FROM {name}_image").fetchone()[0] == 6
     extractor.close()
 
@@ -223,4 +223,4 @@ def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="lpips nets"):
         create("lpips", nets=["squeezy"])
     assert "random init" in create("dino", random_init=True).weight_sources()[0].found
-    assert REGISTRY["topiq_fr"].level == "pair"
+    assert issubclass(EXTRACTORS.get("topiq_fr"), PairExtractor)

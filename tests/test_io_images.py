@@ -271,19 +271,19 @@ def test_bad_files_in_a_dataset_are_listed_and_the_other_pairs_extracted(tmp_pat
 
     bad = break_files(seiqa_dir)
     summary = FeatureStore(tmp_path / "store").extract(load_pairs(seiqa_dir), extractors(), progress=False)
-    assert summary.computed["robust_mse/pair"] == 4 and summary.computed["robust_mean/pair"] == 4
+    assert summary.computed["toymse/pair"] == 4 and summary.computed["toymean/pair"] == 4
     assert set(summary.failures) == {str(p) for p in bad}
     for path, why in bad.items():
         assert why in summary.failures[str(path)] and "\n" not in summary.failures[str(path)]
     text = "\n".join(summary.lines())
     assert "4 failure(s)" in text and all(f"{p}: " in text for p in bad)
-    df = query(tmp_path / "store", "SELECT name, robust_mse_mse FROM features ORDER BY name")
-    assert df.robust_mse_mse.notna().sum() == 4
-    assert set(df.name[df.robust_mse_mse.notna()]) == {"000004.png", "000005.png", "000006.png", "000008.png"}
+    df = query(tmp_path / "store", "SELECT name, toymse_mse FROM features ORDER BY name")
+    assert df.toymse_mse.notna().sum() == 4
+    assert set(df.name[df.toymse_mse.notna()]) == {"000004.png", "000005.png", "000006.png", "000008.png"}
 
 
 def test_a_pair_that_breaks_an_extractor_costs_only_itself(tmp_path, seiqa_dir):
-    from store_worker import RobustMean, RobustMse
+    from toy_extractors import ToyMean, ToyMse
 
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
@@ -291,25 +291,23 @@ def test_a_pair_that_breaks_an_extractor_costs_only_itself(tmp_path, seiqa_dir):
     table = load_pairs(seiqa_dir)
     victim = table.df.iloc[2]
 
-    class Picky(RobustMse):
+    class Picky(ToyMse):
         name = "picky_mse"
-        batch_size = 4
 
         def compute_pairs(self, pairs):
             if any(p.dist.sha256 == victim.dist_sha256 for p in pairs):
                 raise ValueError("cannot handle this one\nsecond line of the message")
             return super().compute_pairs(pairs)
 
-    class PickyImage(RobustMean):
+    class PickyImage(ToyMean):
         name = "picky_mean"
-        batch_size = 4
 
         def compute_images(self, images):
             if any(im.sha256 == victim.dist_sha256 for im in images):
                 raise RuntimeError("bad image for this model")
             return super().compute_images(images)
 
-    summary = FeatureStore(tmp_path / "store").extract(table, [Picky(), PickyImage()], progress=False)
+    summary = FeatureStore(tmp_path / "store").extract(table, [Picky(batch_size=4), PickyImage(batch_size=4)], progress=False)
     assert summary.computed["picky_mse/pair"] == 7  # the three batch-mates of the victim were retried alone
     assert summary.computed["picky_mean/image"] == 9 and summary.computed["picky_mean/pair"] == 7
     assert summary.failures == {
@@ -319,7 +317,8 @@ def test_a_pair_that_breaks_an_extractor_costs_only_itself(tmp_path, seiqa_dir):
 
 
 def test_pairs_of_different_sizes_are_resized_to_the_reference_and_counted(tmp_path, seiqa_dir):
-    from store_worker import RobustMean, extractors
+    from store_worker import extractors
+    from toy_extractors import ToyMean
 
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
@@ -332,36 +331,35 @@ def test_pairs_of_different_sizes_are_resized_to_the_reference_and_counted(tmp_p
         originals[name] = np.asarray(im)
     store = FeatureStore(tmp_path / "store")
     table = load_pairs(seiqa_dir)
-    summary = store.extract(table, extractors(), progress=False)  # RobustMse asserts equal shapes
-    assert not summary.failures and summary.computed["robust_mse/pair"] == 8
+    summary = store.extract(table, extractors(), progress=False)  # ToyMse asserts equal shapes
+    assert not summary.failures and summary.computed["toymse/pair"] == 8
     assert summary.resized_pairs == 3
     assert any("3 pair(s) with a degraded image of another size" in line for line in summary.lines())
     assert store.extract(table, extractors(), progress=False).resized_pairs == 0  # counted when computed
     # image-level features see the degraded image as it is, not resized
-    means = store.read(store.folder(RobustMean(), "image"))
+    means = store.read(store.folder(ToyMean(), "image"))
     stored = dict(zip(means.column(0).to_pylist(), means.column("mean").to_pylist()))
     for name, pixels in originals.items():
         sha = table.df.set_index("name").dist_sha256[name]
         assert np.allclose(stored[sha], (pixels.astype(np.float32) / 255).mean(axis=(0, 1)), atol=1e-6)
 
 
-def test_strict_turns_failures_into_an_error_exit(tmp_path, seiqa_dir, monkeypatch, capsys):
-    from store_worker import RobustMse
+def test_strict_turns_failures_into_an_error_exit(tmp_path, seiqa_dir, capsys):
+    from toy_extractors import ToyMse
 
     import cli
-    from featurestore.extractors import REGISTRY, load_all
+    from featurestore.extractors import EXTRACTORS
 
-    load_all()
-    monkeypatch.setitem(REGISTRY, RobustMse.name, RobustMse)
-    config = tmp_path / "robust.toml"
-    config.write_text(f"[extractors.{RobustMse.name}]\n")
-    bad = break_files(seiqa_dir)
-    args = ["features", "--data", str(seiqa_dir), "--store", str(tmp_path / "store"), "--config", str(config), "--quiet"]
-    cli.main(args)  # without --strict: the good pairs are stored, the summary names every bad file
-    out = capsys.readouterr().out
-    assert "4 failure(s)" in out and all(f"{p}: " in out for p in bad)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(args + ["--strict"])  # bad files are never stored, so a rerun reports them again
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("siqa: error: ") and "4 failure(s)" in err
+    with EXTRACTORS.registered(ToyMse):  # a config may name it while this test runs
+        config = tmp_path / "toy.toml"
+        config.write_text(f"[extractors.{ToyMse.name}]\n")
+        bad = break_files(seiqa_dir)
+        args = ["features", "--data", str(seiqa_dir), "--store", str(tmp_path / "store"), "--config", str(config), "--quiet"]
+        cli.main(args)  # without --strict: the good pairs are stored, the summary names every bad file
+        out = capsys.readouterr().out
+        assert "4 failure(s)" in out and all(f"{p}: " in out for p in bad)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(args + ["--strict"])  # bad files are never stored, so a rerun reports them again
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("siqa: error: ") and "4 failure(s)" in err

@@ -15,46 +15,34 @@ from featurestore.errors import SiqaError
 from featurestore.extractors.base import Column, Extractor
 from featurestore.ray_backend import extract_with_ray, plan_resources
 from featurestore.store import FeatureStore
+import toy_extractors
+from toy_extractors import ToyMean, ToyMse
 
 OFFLINE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline.toml"
 
 
-class ChannelStats(Extractor):
-    """Image-level: channel means and a batch-size column, which exposes any difference in batching."""
+class BatchStats(ToyMean):
+    """ToyMean in batches of 3, plus a batch-size column, which exposes any difference in batching."""
 
     name = "raytest_stats"
-    level = "image"
-    batch_size = 3
+
+    def __init__(self, **config):
+        super().__init__(**{"batch_size": 3, **config})
 
     def image_columns(self):
-        return [Column("mean", 3), Column("batch_len")]
-
-    def pair_columns(self):
-        return [Column("delta"), Column("absdiff", 3)]
+        return super().image_columns() + [Column("batch_len")]
 
     def compute_images(self, images):
-        return {"mean": np.stack([im.float01.mean(axis=(0, 1)) for im in images]),
-                "batch_len": np.full(len(images), float(len(images)))}
-
-    def derive_pairs(self, ref, dist):
-        return {"delta": (dist["mean"] - ref["mean"]).sum(1), "absdiff": np.abs(dist["mean"] - ref["mean"])}
+        return {**super().compute_images(images), "batch_len": np.full(len(images), float(len(images)))}
 
 
-class PairError(Extractor):
-    """Pair-level: mean squared error; fails on every batch holding a pair of `fail_on` (a reference sha256)."""
+class PairError(ToyMse):
+    """ToyMse in batches of 2; fails on every batch holding a pair of `fail_on` (a reference sha256)."""
 
     name = "raytest_mse"
-    level = "pair"
-    batch_size = 2
-    default_config = {"fail_on": "", "device": "cpu"}
 
-    def pair_columns(self):
-        return [Column("mse")]
-
-    def compute_pairs(self, pairs):
-        if any(p.ref.sha256 == self.config["fail_on"] for p in pairs):
-            raise ValueError("planted failure")
-        return {"mse": np.array([np.mean((p.ref.float01 - p.dist.float01) ** 2) for p in pairs])}
+    def __init__(self, **config):
+        super().__init__(**{"batch_size": 2, **config})
 
 
 class NeedsWeights(PairError):
@@ -67,7 +55,7 @@ class NeedsWeights(PairError):
 class DiesOnce(PairError):
     """Kills its worker process at its first batch holding a pair of `die_on`, unless `marker` exists."""
 
-    default_config = {"fail_on": "", "die_on": "", "marker": ""}
+    default_config = {**ToyMse.default_config, "die_on": "", "marker": ""}
 
     def compute_pairs(self, pairs):
         marker = Path(self.config["marker"])
@@ -83,6 +71,7 @@ def ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     # Workers cannot import this test module by name: ship its extractor classes by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(toy_extractors)
     yield ray
     ray.shutdown()
 
@@ -100,7 +89,7 @@ def store_content(root, drop: str = "") -> dict:
 
 
 def extractors(fail_on=""):
-    return [ChannelStats(), PairError(fail_on=fail_on)]
+    return [BatchStats(), PairError(fail_on=fail_on)]
 
 
 def test_ray_matches_local(ray, tmp_path, seiqa_dir):
@@ -125,6 +114,21 @@ def test_ray_matches_local(ray, tmp_path, seiqa_dir):
     for where, (shards, rows) in local_content.items():
         assert ray_content[where][0] == shards, where
         assert ray_content[where][1] == rows, where
+
+
+def test_a_ray_built_store_has_timings(ray, tmp_path, seiqa_dir):
+    """timings.json (the runtime `siqa submit` declares) is kept by the store for every backend."""
+    table = load_pairs(seiqa_dir)
+    FeatureStore(tmp_path / "local").extract(table, extractors(), progress=False)
+    extract_with_ray(tmp_path / "ray", table, extractors(), progress=False)
+    local, remote = FeatureStore(tmp_path / "local").timings(), FeatureStore(tmp_path / "ray").timings()
+    assert set(remote) == set(local) == {"decode/image"} | {f"{ex.folder}/{level}" for ex in extractors()
+                                                            for level in ex.levels}
+    for name, measured in local.items():
+        assert remote[name]["seconds"] > 0
+        if name != "decode/image":  # each Ray chunk decodes its own images: a shared reference more than once
+            assert remote[name]["items"] == measured["items"], name
+    assert FeatureStore(tmp_path / "ray").seconds_per_pair([ex.folder for ex in extractors()]) > 0
 
 
 def offline_extractors() -> list[Extractor]:
@@ -201,7 +205,7 @@ def test_without_ray_stops_with_one_line(monkeypatch, tmp_path, seiqa_dir):
 @pytest.mark.parametrize("resources", [{"CPU": 1.0}, {"CPU": 2.0}, {"CPU": 16.0, "GPU": 1.0}, {"CPU": 64.0, "GPU": 8.0}])
 def test_resource_plan_fits_the_cluster(resources):
     gpu = [type(name, (PairError,), {"name": name})(device="cuda") for name in ("raytest_gpu1", "raytest_gpu2")]
-    cpu = [ChannelStats(), PairError()]
+    cpu = [BatchStats(), PairError()]
     chosen = cpu + (gpu if resources.get("GPU") else [])
     plans, decode_cpus = plan_resources(chosen, resources)
     assert set(plans) == {ex.name for ex in chosen}

@@ -1,107 +1,73 @@
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from featurestore.datasets import load_pairs
-from featurestore.extractors.base import Column, Extractor
 from featurestore.sql import connect, query
 from featurestore.store import FeatureStore
-
-
-class MeanExtractor(Extractor):
-    """Image-level test extractor: per-image channel means; pair = difference + |d-r| block."""
-
-    name = "meantest"
-    level = "image"
-    default_config = {"scale": 1.0}
-    calls: list = []
-
-    def image_columns(self):
-        return [Column("mean", 3)]
-
-    def pair_columns(self):
-        return [Column("delta"), Column("absdiff", 3)]
-
-    def compute_images(self, images):
-        MeanExtractor.calls.append(len(images))
-        return {"mean": np.stack([im.float01.mean(axis=(0, 1)) for im in images]) * self.config["scale"]}
-
-    def derive_pairs(self, ref, dist):
-        return {"delta": (dist["mean"] - ref["mean"]).sum(1), "absdiff": np.abs(dist["mean"] - ref["mean"])}
-
-
-class MseExtractor(Extractor):
-    name = "msetest"
-    level = "pair"
-
-    def pair_columns(self):
-        return [Column("mse")]
-
-    def compute_pairs(self, pairs):
-        return {"mse": np.array([np.mean((p.ref.float01 - p.dist.float01) ** 2) for p in pairs])}
+from toy_extractors import ToyMean, ToyMse
 
 
 def test_extract_caches_images_and_resumes(tmp_path, seiqa_dir):
     table = load_pairs(seiqa_dir)
     store = FeatureStore(tmp_path / "store")
-    MeanExtractor.calls.clear()
-    s1 = store.extract(table, [MeanExtractor(), MseExtractor()], progress=False)
+    ToyMean.calls.clear()
+    s1 = store.extract(table, [ToyMean(), ToyMse()], progress=False)
     # 2 distinct references shared by 8 pairs + 8 degraded images = 10 distinct images, each encoded once.
-    assert sum(MeanExtractor.calls) == 10
-    assert s1.computed["meantest/image"] == 10
-    assert s1.computed["meantest/pair"] == 8 and s1.computed["msetest/pair"] == 8
-    s2 = store.extract(table, [MeanExtractor(), MseExtractor()], progress=False)
-    assert sum(MeanExtractor.calls) == 10 and not s2.computed
-    assert s2.cached["msetest/pair"] == 8
-    df = query(store.root, "SELECT name, label, meantest_delta, msetest_mse, meantest_absdiff FROM features ORDER BY name")
-    assert len(df) == 8 and df.msetest_mse.gt(0).all()
+    assert sum(ToyMean.calls) == 10
+    assert s1.computed["toymean/image"] == 10
+    assert s1.computed["toymean/pair"] == 8 and s1.computed["toymse/pair"] == 8
+    s2 = store.extract(table, [ToyMean(), ToyMse()], progress=False)
+    assert sum(ToyMean.calls) == 10 and not s2.computed
+    assert s2.cached["toymse/pair"] == 8
+    df = query(store.root, "SELECT name, label, toymean_delta, toymse_mse, toymean_absdiff FROM features ORDER BY name")
+    assert len(df) == 8 and df.toymse_mse.gt(0).all()
     assert df.label.notna().sum() == 6
-    assert len(df.meantest_absdiff.iloc[0]) == 3
+    assert len(df.toymean_absdiff.iloc[0]) == 3
 
 
 def test_config_change_gets_new_folder(tmp_path, seiqa_dir):
     table = load_pairs(seiqa_dir)
     store = FeatureStore(tmp_path / "store")
-    store.extract(table, [MeanExtractor(scale=1.0)], progress=False)
-    store.extract(table, [MeanExtractor(scale=2.0)], progress=False)
+    store.extract(table, [ToyMean(scale=1.0)], progress=False)
+    store.extract(table, [ToyMean(scale=2.0)], progress=False)
     folders = sorted(p.name for p in (store.root / "features").iterdir())
-    assert len(folders) == 2 and all(f.startswith("meantest-v1-") for f in folders)
+    assert len(folders) == 2 and all(f.startswith("toymean-v1-") for f in folders)
 
 
 def test_renaming_files_costs_nothing(tmp_path, seiqa_dir):
     store = FeatureStore(tmp_path / "store")
-    store.extract(load_pairs(seiqa_dir), [MseExtractor()], progress=False)
+    store.extract(load_pairs(seiqa_dir), [ToyMse()], progress=False)
     for sub in ("Ref", "Dist"):
         (seiqa_dir / "Test" / sub / "000007.png").rename(seiqa_dir / "Test" / sub / "renamed.png")
-    s = store.extract(load_pairs(seiqa_dir), [MseExtractor()], progress=False)
+    s = store.extract(load_pairs(seiqa_dir), [ToyMse()], progress=False)
     assert not s.computed
 
 
 def test_dense_columns_are_fixed_size_lists_and_sql_arrays(tmp_path, seiqa_dir):
     store = FeatureStore(tmp_path / "store")
-    store.extract(load_pairs(seiqa_dir), [MeanExtractor()], progress=False)
-    shard = FeatureStore.shards(store.root / "features" / MeanExtractor().folder / "image")[0]
+    store.extract(load_pairs(seiqa_dir), [ToyMean()], progress=False)
+    shard = FeatureStore.shards(store.root / "features" / ToyMean().folder / "image")[0]
     mean_type = pq.read_schema(shard).field("mean").type
     assert pa.types.is_fixed_size_list(mean_type) and mean_type.list_size == 3
     assert mean_type.value_type == pa.float32()
     con = connect(store.root)
     sims = con.execute("""SELECT array_cosine_similarity(r.mean, d.mean) AS c FROM pairs p
-                          JOIN meantest_image r ON r.sha256 = p.ref_sha256
-                          JOIN meantest_image d ON d.sha256 = p.dist_sha256""").fetchall()
+                          JOIN toymean_image r ON r.sha256 = p.ref_sha256
+                          JOIN toymean_image d ON d.sha256 = p.dist_sha256""").fetchall()
     assert len(sims) == 8 and all(0.9 < s[0] <= 1.0 + 1e-6 for s in sims)
 
 
 def test_bad_image_is_reported_and_others_extracted(tmp_path, seiqa_dir):
     (seiqa_dir / "Test" / "Dist" / "000007.png").write_bytes(b"not a png")
     store = FeatureStore(tmp_path / "store")
-    s = store.extract(load_pairs(seiqa_dir), [MseExtractor()], progress=False)
-    assert s.computed["msetest/pair"] == 7
+    s = store.extract(load_pairs(seiqa_dir), [ToyMse()], progress=False)
+    assert s.computed["toymse/pair"] == 7
     assert any("000007.png" in k for k in s.failures)
 
 
 def test_failing_extractor_batch_is_reported(tmp_path, seiqa_dir):
-    class Broken(MseExtractor):
+    class Broken(ToyMse):
         name = "brokentest"
 
         def compute_pairs(self, pairs):
@@ -113,7 +79,7 @@ def test_failing_extractor_batch_is_reported(tmp_path, seiqa_dir):
 
 def test_timings_give_a_measured_seconds_per_pair(tmp_path, seiqa_dir):
     store = FeatureStore(tmp_path / "store")
-    mean, mse = MeanExtractor(), MseExtractor()
+    mean, mse = ToyMean(), ToyMse()
     store.extract(load_pairs(seiqa_dir), [mean, mse], progress=False)
     timings = store.timings()
     assert timings["decode/image"]["items"] == 10

@@ -107,7 +107,7 @@ def temp_files(root: Path) -> list[str]:
 
 
 def worker(data: Path, store: Path, *args: str, sleep: float = 0.0) -> subprocess.Popen:
-    env = {**os.environ, "ROBUST_SLEEP": str(sleep), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TOY_SLEEP": str(sleep), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, str(WORKER), "--data", str(data), "--store", str(store), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
@@ -139,8 +139,8 @@ def test_uninterrupted_runs_are_byte_identical(data, reference, tmp_path):
         assert list(first) == list(second)
         assert first == second
     # and the work matches the data: 30 distinct images, 24 pairs, each computed once
-    assert reference["computed"] == {"robust_mean/image": N_REFS * (PER_REF + 1), "robust_mean/pair": 24,
-                                     "robust_mse/pair": 24}
+    assert reference["computed"] == {"toymean/image": N_REFS * (PER_REF + 1), "toymean/pair": 24,
+                                     "toymse/pair": 24}
 
 
 KILL_POINTS = [(when, position) for position in ("pairs.parquet", "views.json", "first shard", "middle shard",

@@ -1,7 +1,7 @@
 """A tiny end-to-end run for the tests of what users look at (report, predict, SQL shell).
 
-Two cheap extractors under test-only names (registered while a test module that imports the autouse
-fixture `toy_extractors` runs), a SeIQA-layout folder of real photos with graded noise (the label falls
+The shared toy extractors (tests/toy_extractors.py, registered while a test module that imports the
+autouse fixture `toy_extractors` runs), a SeIQA-layout folder of real photos with graded noise (the label falls
 with the noise level), and `build_run`: features into a store, then an out-of-fold run with the `fast`
 preset cut down to its two quickest models.
 """
@@ -14,52 +14,18 @@ import pytest
 from PIL import Image
 
 from conftest import photo
-from featurestore.extractors.base import REGISTRY, Column, Extractor
+from featurestore.extractors import EXTRACTORS
+from toy_extractors import TOYS
 
 REFERENCES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
-
-
-class ToyMeanExtractor(Extractor):
-    """Image-level: per-image channel means (a dense block); pair: summed difference and |d-r| block."""
-
-    name = "toymean"
-    level = "image"
-
-    def image_columns(self):
-        return [Column("mean", 3)]
-
-    def pair_columns(self):
-        return [Column("delta"), Column("absdiff", 3)]
-
-    def compute_images(self, images):
-        return {"mean": np.stack([im.float01.mean(axis=(0, 1)) for im in images])}
-
-    def derive_pairs(self, ref, dist):
-        return {"delta": (dist["mean"] - ref["mean"]).sum(1), "absdiff": np.abs(dist["mean"] - ref["mean"])}
-
-
-class ToyMseExtractor(Extractor):
-    """Pair-level: mean squared error and a column that is NaN for flat pairs (so feature_nans has a row)."""
-
-    name = "toymse"
-    level = "pair"
-
-    def pair_columns(self):
-        return [Column("mse"), Column("mse_if_busy")]
-
-    def compute_pairs(self, pairs):
-        mse = np.array([np.mean((p.ref.float01 - p.dist.float01) ** 2) for p in pairs])
-        busy = np.array([p.ref.float01.std() > 0.2 for p in pairs])
-        return {"mse": mse, "mse_if_busy": np.where(busy, mse, np.nan)}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def toy_extractors():
     """Registers the toy extractors for the test module that imports this fixture, and only while it runs."""
-    with pytest.MonkeyPatch.context() as patch:
-        for cls in (ToyMeanExtractor, ToyMseExtractor):
-            patch.setitem(REGISTRY, cls.name, cls)
+    with EXTRACTORS.registered(*TOYS):
         yield
+
 
 CONFIG = """
 [extractors.toymean]
