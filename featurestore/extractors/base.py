@@ -11,8 +11,8 @@ The base classes also say, for the store, which keys a set of pairs holds and ho
 them, so the store never asks which kind an extractor is.
 
 Columns are `{name: np.ndarray}`: shape (n,) -> float64 scalar; shape (n, d) -> dense float32 block
-(stored as an Arrow fixed-size list). `schema()` declares them up front so empty shards, views and
-tests agree before anything runs.
+(stored as an Arrow fixed-size list). `image_columns()` and `pair_columns()` declare them up front so
+shards, views and tests agree before anything runs.
 
 An extractor's store folder is `<name>-v<version>-<config_hash>`: the hash of its config without
 `runtime_keys` (settings that change where or how fast it runs, not what it computes), plus whatever
