@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from blend.run import FIXED_COLUMNS, HEADLINE, load_run, predict, run_oof
 from blend.submission import read_submission, submit_run, write_submission
 from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
 from tabular.meta import DenseMetaFeatures
-from tabular.run import FIXED_COLUMNS, HEADLINE, load_run, predict, run_oof
 
 # the fast preset cut to quick members; three folds, one repeat (two where repeats are tested)
 SMALL = {"tabular": {"preset": "fast", "pool": {"pairwise_mlp": {"enabled": False},

@@ -1,4 +1,5 @@
-"""The model-pool contract and registry: adding a model is one module plus one `@register` line.
+"""The model-pool contract and registry: adding a model is one module of `tabular.models` plus one
+`@POOL.register("<name>")` line.
 
 A pool model is scikit-learn shaped: parameters in `__init__`, `fit(X, y, groups=None)` learns
 (`X` a float64 DataFrame of scalar features and meta-features, NaN allowed; `y` the target, higher =
@@ -16,21 +17,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 
 from featurestore.errors import SiqaError
+from featurestore.registry import Registry
 
-POOL_REGISTRY: dict[str, type["PoolModel"]] = {}
+POOL: Registry[type["PoolModel"]] = Registry("pool model", package="tabular.models")
 
 #: meta-feature columns (dense-block Ridge predictions) carry this prefix in the pool's input
 META_PREFIX = "meta_"
-
-
-def register(name: str):
-    def decorate(cls):
-        if name in POOL_REGISTRY:
-            raise ValueError(f"pool model {name!r} registered twice")
-        cls.name = name
-        POOL_REGISTRY[name] = cls
-        return cls
-    return decorate
 
 
 class PoolModel(BaseEstimator, RegressorMixin):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import PoolModel, register
+from .base import POOL, PoolModel
 
 AUTO_RSM_COLUMNS = 50
 
 
-@register("catboost")
+@POOL.register("catboost")
 class CatBoostModel(PoolModel):
     def __init__(self, iterations: int = 500, depth: int = 6, learning_rate: float = 0.05,
                  l2_leaf_reg: float = 3.0, rsm: float | str = "auto", random_state: int = 0, threads: int = 2):
@@ -45,7 +45,7 @@ class CatBoostModel(PoolModel):
         return self.model_.predict(np.asarray(X, dtype=np.float64))
 
 
-@register("xgboost")
+@POOL.register("xgboost")
 class XGBoostModel(PoolModel):
     def __init__(self, n_estimators: int = 400, max_depth: int = 4, learning_rate: float = 0.05,
                  subsample: float = 0.8, colsample_bytree: float = 0.8, min_child_weight: float = 1.0,
@@ -75,7 +75,7 @@ class XGBoostModel(PoolModel):
         return self.model_.predict(np.asarray(X, dtype=np.float64)).astype(np.float64)
 
 
-@register("lightgbm")
+@POOL.register("lightgbm")
 class LightGBMModel(PoolModel):
     def __init__(self, n_estimators: int = 400, num_leaves: int = 15, learning_rate: float = 0.05,
                  min_child_samples: int = 10, subsample: float = 0.8, colsample_bytree: float = 0.8,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.svm import SVR
 
-from .base import FiniteScaler, PoolModel, register
+from .base import POOL, FiniteScaler, PoolModel
 from .linear import LogAugment
 
 
-@register("svr")
+@POOL.register("svr")
 class SVRModel(PoolModel):
     def __init__(self, C: float = 1.0, epsilon: float = 0.1, gamma: str | float = "scale",
                  log_features: bool = False):

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import metrics
 from ..ridge import DEFAULT_ALPHAS, GroupedRidgeCV
-from .base import META_PREFIX, FiniteScaler, PoolModel, register, select_columns
+from .base import META_PREFIX, POOL, FiniteScaler, PoolModel, select_columns
 
 
 class LogAugment:
@@ -37,7 +37,7 @@ class LogAugment:
         return np.hstack([X, logged])
 
 
-@register("ridge")
+@POOL.register("ridge")
 class RidgeModel(PoolModel):
     def __init__(self, columns: list[str] | None = None, use_meta: bool = True, log_features: bool = False,
                  alphas=DEFAULT_ALPHAS, inner_folds: int = 5, random_state: int = 0):
@@ -72,7 +72,7 @@ class RidgeModel(PoolModel):
         return self.ridge_.predict(self.scaler_.transform(Z))
 
 
-@register("best_feature")
+@POOL.register("best_feature")
 class BestFeatureModel(PoolModel):
     """The single column with the best training Final (sign-aligned), mapped linearly onto the target."""
 

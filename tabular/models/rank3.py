@@ -14,13 +14,13 @@ import numpy as np
 from featurestore.errors import SiqaError
 
 from .. import metrics
-from .base import FiniteScaler, PoolModel, register, select_columns
+from .base import POOL, FiniteScaler, PoolModel, select_columns
 from .gbdt import CatBoostModel
 
 OPERATIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
 
 
-@register("rank3")
+@POOL.register("rank3")
 class FeatureMixingCatBoost(PoolModel):
     def __init__(self, columns: list[str] | None = None, n_auto: int = 6,
                  operations: tuple[str, ...] = ("add", "sub", "mul"), n_seeds: int = 3,

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from sklearn.ensemble import ExtraTreesRegressor
 
-from .base import FiniteScaler, PoolModel, register
+from .base import POOL, FiniteScaler, PoolModel
 
 
-@register("extratrees")
+@POOL.register("extratrees")
 class ExtraTreesModel(PoolModel):
     def __init__(self, n_estimators: int = 300, min_samples_leaf: int = 2, max_features: float = 1.0,
                  random_state: int = 0, threads: int = 2):

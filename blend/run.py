@@ -43,15 +43,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from blend.calibration import LabelScale
 from featurestore.errors import SiqaError
+from tabular import metrics
+from tabular.data import TabularData
+from tabular.stack import StackedPool
 
-from . import metrics
+from .calibration import LabelScale
 from .config import resolve
-from .data import TabularData
 from .nested import nested_cv
 from .pipeline import FittedPipeline
-from .stack import StackedPool
 
 HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
