@@ -29,7 +29,7 @@ class CatBoostModel(PoolModel):
         self.random_state = random_state
         self.threads = threads
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         from catboost import CatBoostRegressor
 
         X = np.asarray(X, dtype=np.float64)
@@ -39,9 +39,8 @@ class CatBoostModel(PoolModel):
             l2_leaf_reg=self.l2_leaf_reg, rsm=rsm, random_seed=self.random_state,
             thread_count=self.threads, verbose=False, allow_writing_files=False)
         self.model_.fit(X, np.asarray(y, dtype=np.float64))
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64))
 
 
@@ -60,7 +59,7 @@ class XGBoostModel(PoolModel):
         self.random_state = random_state
         self.threads = threads
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         from xgboost import XGBRegressor
 
         self.model_ = XGBRegressor(
@@ -69,9 +68,8 @@ class XGBoostModel(PoolModel):
             min_child_weight=self.min_child_weight, reg_lambda=self.reg_lambda, tree_method="hist",
             random_state=self.random_state, n_jobs=self.threads, verbosity=0)
         self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64)).astype(np.float64)
 
 
@@ -90,7 +88,7 @@ class LightGBMModel(PoolModel):
         self.random_state = random_state
         self.threads = threads
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         from lightgbm import LGBMRegressor
 
         self.model_ = LGBMRegressor(
@@ -101,7 +99,6 @@ class LightGBMModel(PoolModel):
             force_row_wise=True, verbose=-1)
         # numpy, not a DataFrame: store column names may hold characters LightGBM rejects
         self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64))

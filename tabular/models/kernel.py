@@ -25,7 +25,7 @@ class SVRModel(PoolModel):
         X = np.asarray(X, dtype=np.float64)
         return self.log_.transform(X) if self.log_features else X
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         if self.log_features:
             self.log_ = LogAugment().fit(np.asarray(X, dtype=np.float64))
         X = self._inputs(X)
@@ -34,7 +34,6 @@ class SVRModel(PoolModel):
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
         self.svr_ = SVR(C=self.C, epsilon=self.epsilon, gamma=self.gamma)
         self.svr_.fit(self.scaler_.transform(X), (y - self.y_mean_) / self.y_scale_)
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.svr_.predict(self.scaler_.transform(self._inputs(X))) * self.y_scale_ + self.y_mean_

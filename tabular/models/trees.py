@@ -16,13 +16,12 @@ class ExtraTreesModel(PoolModel):
         self.random_state = random_state
         self.threads = threads
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         self.scaler_ = FiniteScaler().fit(X)
         self.trees_ = ExtraTreesRegressor(
             n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
             max_features=self.max_features, random_state=self.random_state, n_jobs=self.threads)
         self.trees_.fit(self.scaler_.transform(X), y)
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.trees_.predict(self.scaler_.transform(X))
