@@ -195,7 +195,11 @@ def load_run(run_dir) -> Run:
         if not (run_dir / name).is_file():
             raise SiqaError(f"{run_dir}: not a complete run folder (no {name}); run `siqa oof` first")
     with (run_dir / PIPELINE_FILE).open("rb") as handle:
-        pipeline = pickle.load(handle)
+        try:
+            pipeline = pickle.load(handle)
+        except (ImportError, AttributeError) as error:  # classes moved since the run was written
+            raise SiqaError(f"{run_dir / PIPELINE_FILE}: written by an older siqa layout ({error}); "
+                            f"run `siqa oof` again") from None
     return Run(path=run_dir, summary=json.loads((run_dir / "run.json").read_text()),
                config=json.loads((run_dir / "config.json").read_text()),
                leaderboard=pd.read_csv(run_dir / "leaderboard.csv"), pipeline=pipeline)
