@@ -127,9 +127,9 @@ def sql(query, store, fmt, out):
 @_quiet_option
 def oof(store, table, label, group, lower_better, feature_list, run_dir, config_path, preset, seed, as_json, quiet):
     """Grouped, nested out-of-fold evaluation of the model pool and blend; writes a run folder."""
+    from blend.run import run_oof
     from featurestore.config import load_config
     from tabular.data import TabularData
-    from tabular.run import run_oof
 
     config = load_config(config_path)
     tab = dict(config.get("tabular") or {})

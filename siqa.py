@@ -63,12 +63,12 @@ def predict_pairs(table, run: Path, store: Path, progress: bool = True) -> pd.Da
     The frame's `attrs["extract"]` holds the store's `ExtractSummary` (features computed / reused) and
     `attrs["seconds"]` the wall time, for the command line's summary line.
     """
+    from blend.run import load_run
     from featurestore.config import build_extractors
     from featurestore.datasets import PairTable
     from featurestore.store import FeatureStore
     from featurestore.weights import check_weights
     from tabular.data import TabularData
-    from tabular.run import load_run
 
     started = time.perf_counter()
     run = Path(run)

@@ -5,7 +5,7 @@
 
 Features are the nine metric columns only (DSSIM, SSIMULACRA, Butteraugli and six Butteraugli-XL
 norms); folds are grouped by reference (TID2013 `ref_img` lower-cased, CSIQ `image`). Everything is
-the nested CV of `tabular.run.run_oof` (5 grouped folds x repeats). Printed per table, Final mean +-
+the nested CV of `blend.run.run_oof` (5 grouped folds x repeats). Printed per table, Final mean +-
 std over repeats: the best single feature (raw metric on all rows, sign-aligned — an upper bound for
 a one-metric model — and the nested `best_feature` model), the rank-6 Ridge baseline, every pool
 model, the blend, and a default CatBoost measured on the same folds (the issue's reference: 0.932 on
@@ -25,11 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from blend.config import resolve  # noqa: E402
+from blend.run import HEADLINE, run_oof  # noqa: E402
 from tabular import metrics  # noqa: E402
-from tabular.config import resolve  # noqa: E402
 from tabular.data import TabularData  # noqa: E402
 from tabular.folds import assign_folds  # noqa: E402
-from tabular.run import HEADLINE, run_oof  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tabular"
 METRIC_COLUMNS = ["DSSIM", "SSIMULACRA", "Butteraugli", "Butteraugli_XL", "Butteraugli_XL_3m",

@@ -33,7 +33,8 @@ from featurestore.datasets import SPLITS
 from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
-from tabular.run import FIXED_COLUMNS, HEADLINE, Run, load_run
+
+from .run import FIXED_COLUMNS, HEADLINE, Run, load_run
 
 SCATTER_MEMBERS = 3        # pool members plotted next to the blend
 TOP_FEATURES = 30

@@ -34,7 +34,8 @@ import pandas as pd
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
-from tabular.run import load_run
+
+from .run import load_run
 
 PREDICTION_FILE = "prediction.xlsx"
 README_FILE = "readme.txt"

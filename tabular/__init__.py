@@ -1,2 +1,3 @@
-"""Tabular AutoML over per-pair features: grouped folds, dense-block meta-features, a model pool,
-nested out-of-fold evaluation and the fitted pipeline a submission uses. Entry points: `tabular.run`."""
+"""Tabular AutoML over per-pair features: grouped folds, dense-block meta-features, the model pool
+(`tabular.models`, registry `POOL`) and the nested out-of-fold pool tables (`tabular.nested`).
+Imports nothing from the blend layer above it; run folders are written by `blend.run`."""

@@ -3,20 +3,21 @@
 A run config (e.g. `configs/default.toml`) may carry a `[tabular]` section: `preset = "fast" |
 "default" | "best"` (default `default`) picks the base, and every other key overrides the preset's,
 tables merging key by key (`[tabular.pool.catboost] seeds = [0]`, `[tabular.pool.svr] enabled = false`).
-The keys and their meaning are documented in `configs/presets/default.toml`.
+The keys and their meaning are documented in `configs/presets/default.toml`. The `[tabular.blend]`
+table is merged here but owned and checked by the blend layer (`blend.config`).
 """
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from featurestore.errors import SiqaError
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
 KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "jobs", "meta", "blend", "pool"}
-SECTION_KEYS = {"meta": {"folds", "alphas"},
-                "blend": {"method", "cap", "rounds", "folds", "calibration"}}
+SECTION_KEYS = {"meta": {"folds", "alphas"}}
 
 
 def presets() -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .folds import inner_folds
 
@@ -37,7 +38,7 @@ def _mean_eigenvalue(X: np.ndarray) -> float:
     return energy if energy > 0 else 1.0
 
 
-class GroupedRidgeCV(BaseEstimator, RegressorMixin):
+class GroupedRidgeCV(RegressorMixin, BaseEstimator):
     def __init__(self, alphas=DEFAULT_ALPHAS, n_splits: int = 5, random_state: int = 0):
         self.alphas = alphas
         self.n_splits = n_splits
@@ -51,7 +52,7 @@ class GroupedRidgeCV(BaseEstimator, RegressorMixin):
         return (X - self.mean_) / self.scale_
 
     def fit(self, X, y, groups=None):
-        X = np.asarray(X, dtype=np.float64)
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         relative = np.asarray(self.alphas, dtype=np.float64)
@@ -78,4 +79,6 @@ class GroupedRidgeCV(BaseEstimator, RegressorMixin):
         return self
 
     def predict(self, X) -> np.ndarray:
-        return self._standardise(np.asarray(X, dtype=np.float64), fit=False) @ self.coef_ + self.intercept_
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._standardise(X, fit=False) @ self.coef_ + self.intercept_

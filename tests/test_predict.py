@@ -12,10 +12,10 @@ from PIL import Image
 from conftest import photo
 from toy_run import build_run, noisy, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 import siqa
+from blend.run import load_run
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
-from tabular.run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_user_errors(toy, store, new_pairs, tmp_path):
 
 
 def test_a_table_run_cannot_score_images(tmp_path, new_pairs):
-    from tabular.run import run_oof
+    from blend.run import run_oof
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"ref": np.repeat([f"r{i}" for i in range(6)], 4), "x": rng.normal(size=24)})

@@ -15,9 +15,9 @@ from PIL import Image
 
 from toy_run import build_run, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 from blend import report
+from blend.run import HEADLINE, load_run
 from featurestore.sql import connect
 from tabular import metrics
-from tabular.run import HEADLINE, load_run
 
 STORE_PLOTS = {"scatter", "leaderboard", "blend_weights", "importance", "split_histograms", "groups", "worst_pairs"}
 
@@ -32,8 +32,8 @@ def toy(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory) -> Path:
     """A run on a real feature table: CSIQ (DMOS, lower = better), 8 of its 30 references."""
+    from blend.run import run_oof
     from tabular.data import TabularData
-    from tabular.run import run_oof
 
     tmp = tmp_path_factory.mktemp("table")
     frame = pd.read_csv(Path(__file__).resolve().parents[2] / "shared" / "data" / "tabular" / "csiq.csv")

@@ -8,7 +8,7 @@ import torch
 
 from featurestore.errors import SiqaError
 from tabular import metrics
-from tabular.models import POOL_REGISTRY, build_pool
+from tabular.models import POOL, build_pool
 from tabular.models.pairwise_mlp import fidelity_loss, plcc_loss
 from tabular.models.rank5 import OrdinalClassHead
 
@@ -29,10 +29,10 @@ def _data(n=160, seed=0):
     return X, y, groups
 
 
-@pytest.mark.parametrize("name", sorted(POOL_REGISTRY))
+@pytest.mark.parametrize("name", POOL.names())
 def test_every_registered_model_learns_a_simple_signal(name):
     X, y, groups = _data()
-    model = POOL_REGISTRY[name](**TINY.get(name, {}))
+    model = POOL.get(name)(**TINY.get(name, {}))
     model.fit(X[:120], y[:120], groups[:120])
     pred = model.predict(X[120:])
     assert pred.shape == (40,) and np.isfinite(pred).all()
@@ -42,8 +42,8 @@ def test_every_registered_model_learns_a_simple_signal(name):
 @pytest.mark.parametrize("name", ["pairwise_mlp", "rank5", "catboost", "lightgbm"])
 def test_a_seed_reproduces_predictions(name):
     X, y, groups = _data()
-    first = POOL_REGISTRY[name](**TINY[name], random_state=3).fit(X, y, groups).predict(X)
-    second = POOL_REGISTRY[name](**TINY[name], random_state=3).fit(X, y, groups).predict(X)
+    first = POOL.get(name)(**TINY[name], random_state=3).fit(X, y, groups).predict(X)
+    second = POOL.get(name)(**TINY[name], random_state=3).fit(X, y, groups).predict(X)
     np.testing.assert_array_equal(first, second)
 
 
@@ -76,12 +76,12 @@ def test_rank5_uses_label_values_as_classes_and_gates_toward_class_zero():
 
 def test_best_feature_and_rank6_pick_configured_columns():
     X, y, groups = _data()
-    best = POOL_REGISTRY["best_feature"]().fit(X, y)
+    best = POOL.get("best_feature")().fit(X, y)
     assert best.column_ == "f0"
     rank6 = build_pool({"rank6": {"model": "ridge", "columns": ["f1", "f0"], "log_features": True}}, 1, 0)[0][1]
     assert metrics.final(rank6.fit(X, y, groups).predict(X), y) > 0.9
     with pytest.raises(SiqaError, match="ridge: no feature column.*'zz'"):
-        POOL_REGISTRY["ridge"](columns=["f0", "zz"]).fit(X, y, groups)
+        POOL.get("ridge")(columns=["f0", "zz"]).fit(X, y, groups)
 
 
 def test_build_pool_names_seeds_and_rejects_bad_settings():

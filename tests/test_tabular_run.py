@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from blend.run import FIXED_COLUMNS, HEADLINE, load_run, predict, run_oof
 from blend.submission import read_submission, submit_run, write_submission
 from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
 from tabular.meta import DenseMetaFeatures
-from tabular.run import FIXED_COLUMNS, HEADLINE, load_run, predict, run_oof
 
 # the fast preset cut to quick members; three folds, one repeat (two where repeats are tested)
 SMALL = {"tabular": {"preset": "fast", "pool": {"pairwise_mlp": {"enabled": False},
@@ -191,3 +191,14 @@ def test_unusable_data_is_a_clear_error(tmp_path):
         run_oof(_synthetic(dense=False), {"tabular": {**SMALL["tabular"], "folds": 2}}, tmp_path / "run", progress=False)
     with pytest.raises(SiqaError, match="unknown tabular preset 'huge'"):
         run_oof(_synthetic(dense=False), {"tabular": {"preset": "huge"}}, tmp_path / "run", progress=False)
+
+
+def test_a_pipeline_of_an_older_layout_is_a_clear_error(run, tmp_path):
+    import shutil
+
+    _, path, _ = run
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    (old / "models" / "pipeline.pkl").write_bytes(b"ctabular.pipeline\nFittedPipeline\n.")  # the pre-blend home
+    with pytest.raises(SiqaError, match=r"pipeline.pkl: written by an older siqa layout"):
+        load_run(old)

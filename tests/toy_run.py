@@ -75,11 +75,11 @@ def make_dataset(root: Path, levels: int = 4, seed: int = 0) -> Path:
 
 def build_run(tmp: Path) -> dict[str, Path]:
     """Dataset, store (features of every split) and run folder; returns their paths."""
+    from blend.run import run_oof
     from featurestore.config import build_extractors, load_config
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
     from tabular.data import TabularData
-    from tabular.run import run_oof
 
     data = make_dataset(tmp / "data")
     config = tmp / "toy.toml"

@@ -1,4 +1,4 @@
-"""The model pool: a registry of scikit-learn shaped regressors and `build_pool` from configuration.
+"""The model pool: the registry `POOL` of scikit-learn shaped regressors and `build_pool` from configuration.
 
 Pool configuration (`[tabular.pool.<member>]` tables): the member name is also the registry name,
 unless `model = "<registry name>"` says otherwise (so one model can appear twice with different
@@ -9,17 +9,12 @@ for models that take it.
 from __future__ import annotations
 
 import inspect
-from importlib import import_module
 
 from featurestore.errors import SiqaError
 
-from .base import META_PREFIX, POOL_REGISTRY, PoolModel, register
+from .base import META_PREFIX, POOL, PoolModel
 
-_MODULES = ("gbdt", "linear", "kernel", "trees", "pairwise_mlp", "rank5", "rank3")
-for _module in _MODULES:
-    import_module(f"{__name__}.{_module}")
-
-__all__ = ["META_PREFIX", "POOL_REGISTRY", "PoolModel", "build_pool", "register"]
+__all__ = ["META_PREFIX", "POOL", "PoolModel", "build_pool"]
 
 
 def build_pool(pool_config: dict, threads: int, seed: int) -> list[tuple[str, PoolModel]]:
@@ -30,10 +25,10 @@ def build_pool(pool_config: dict, threads: int, seed: int) -> list[tuple[str, Po
         if not params.pop("enabled", True):
             continue
         model = params.pop("model", member)
-        if model not in POOL_REGISTRY:
+        if model not in POOL:
             raise SiqaError(f"config: unknown tabular model {model!r} for pool member {member!r} "
-                            f"(known: {', '.join(sorted(POOL_REGISTRY))})")
-        cls = POOL_REGISTRY[model]
+                            f"(known: {', '.join(POOL.names())})")
+        cls = POOL.get(model)
         accepted = inspect.signature(cls.__init__).parameters
         if "threads" in accepted:
             params["threads"] = threads

@@ -1,9 +1,14 @@
-"""The model-pool contract and registry: adding a model is one module plus one `@register` line.
+"""The model-pool contract and registry: adding a model is one module of `tabular.models` plus one
+`@POOL.register("<name>")` line.
 
-A pool model is scikit-learn shaped: parameters in `__init__`, `fit(X, y, groups=None)` learns
-(`X` a float64 DataFrame of scalar features and meta-features, NaN allowed; `y` the target, higher =
-better; `groups` the reference keys, for models that tune themselves with grouped inner CV),
+A pool model is a scikit-learn regressor, and `sklearn.utils.estimator_checks` checks it (tests/
+test_contracts.py): parameters in `__init__`; `fit(X, y, groups=None)` learns (`X` a float64
+DataFrame of scalar features and meta-features, or any 2-d array, NaN allowed; `y` the target, higher
+= better; `groups` the reference keys, for models that tune themselves with grouped inner CV);
 `predict(X)` returns one score per row on the target's scale. Fitted state ends in `_`.
+`PoolModel.fit` / `predict` validate the input the scikit-learn way (2-d, numeric, at least two rows,
+`n_features_in_`, the same columns as in fit) and hand the model's `_fit` / `_predict` a float64
+DataFrame whose columns are the given names (`x0`, `x1`, ... for an array).
 Models that use threads take `threads`; models with randomness take `random_state`.
 """
 from __future__ import annotations
@@ -14,36 +19,49 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featurestore.errors import SiqaError
+from featurestore.registry import Registry
 
-POOL_REGISTRY: dict[str, type["PoolModel"]] = {}
+POOL: Registry[type["PoolModel"]] = Registry("pool model", package="tabular.models")
 
 #: meta-feature columns (dense-block Ridge predictions) carry this prefix in the pool's input
 META_PREFIX = "meta_"
 
 
-def register(name: str):
-    def decorate(cls):
-        if name in POOL_REGISTRY:
-            raise ValueError(f"pool model {name!r} registered twice")
-        cls.name = name
-        POOL_REGISTRY[name] = cls
-        return cls
-    return decorate
-
-
-class PoolModel(BaseEstimator, RegressorMixin):
+class PoolModel(RegressorMixin, BaseEstimator):
     name: ClassVar[str]
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> "PoolModel":
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing features are imputed (or taken natively) by every model
+        return tags
+
+    def fit(self, X, y, groups: np.ndarray | None = None) -> "PoolModel":
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan", ensure_min_samples=2,
+                             y_numeric=True)
+        self._fit(self._frame(X), np.asarray(y, dtype=np.float64), groups)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
+        return self._predict(self._frame(X))
+
+    def _frame(self, X: np.ndarray) -> pd.DataFrame:
+        names = getattr(self, "feature_names_in_", None)
+        columns = [str(c) for c in names] if names is not None else [f"x{j}" for j in range(X.shape[1])]
+        return pd.DataFrame(X, columns=columns)
+
+    def _fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None) -> None:
         raise NotImplementedError
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
+    def _predict(self, X: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
 
 
-class FiniteScaler(BaseEstimator, TransformerMixin):
+class FiniteScaler(TransformerMixin, BaseEstimator):
     """Median imputation then z-scoring, both learnt on the training rows.
 
     For models that cannot take NaN (linear, kernel, neural). A column that is all-NaN in training is

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import PoolModel, register
+from .base import POOL, PoolModel
 
 AUTO_RSM_COLUMNS = 50
 
 
-@register("catboost")
+@POOL.register("catboost")
 class CatBoostModel(PoolModel):
     def __init__(self, iterations: int = 500, depth: int = 6, learning_rate: float = 0.05,
                  l2_leaf_reg: float = 3.0, rsm: float | str = "auto", random_state: int = 0, threads: int = 2):
@@ -29,7 +29,7 @@ class CatBoostModel(PoolModel):
         self.random_state = random_state
         self.threads = threads
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         from catboost import CatBoostRegressor
 
         X = np.asarray(X, dtype=np.float64)
@@ -39,13 +39,12 @@ class CatBoostModel(PoolModel):
             l2_leaf_reg=self.l2_leaf_reg, rsm=rsm, random_seed=self.random_state,
             thread_count=self.threads, verbose=False, allow_writing_files=False)
         self.model_.fit(X, np.asarray(y, dtype=np.float64))
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64))
 
 
-@register("xgboost")
+@POOL.register("xgboost")
 class XGBoostModel(PoolModel):
     def __init__(self, n_estimators: int = 400, max_depth: int = 4, learning_rate: float = 0.05,
                  subsample: float = 0.8, colsample_bytree: float = 0.8, min_child_weight: float = 1.0,
@@ -60,7 +59,7 @@ class XGBoostModel(PoolModel):
         self.random_state = random_state
         self.threads = threads
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         from xgboost import XGBRegressor
 
         self.model_ = XGBRegressor(
@@ -69,13 +68,12 @@ class XGBoostModel(PoolModel):
             min_child_weight=self.min_child_weight, reg_lambda=self.reg_lambda, tree_method="hist",
             random_state=self.random_state, n_jobs=self.threads, verbosity=0)
         self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64)).astype(np.float64)
 
 
-@register("lightgbm")
+@POOL.register("lightgbm")
 class LightGBMModel(PoolModel):
     def __init__(self, n_estimators: int = 400, num_leaves: int = 15, learning_rate: float = 0.05,
                  min_child_samples: int = 10, subsample: float = 0.8, colsample_bytree: float = 0.8,
@@ -90,7 +88,7 @@ class LightGBMModel(PoolModel):
         self.random_state = random_state
         self.threads = threads
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         from lightgbm import LGBMRegressor
 
         self.model_ = LGBMRegressor(
@@ -101,7 +99,6 @@ class LightGBMModel(PoolModel):
             force_row_wise=True, verbose=-1)
         # numpy, not a DataFrame: store column names may hold characters LightGBM rejects
         self.model_.fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64))

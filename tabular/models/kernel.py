@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.svm import SVR
 
-from .base import FiniteScaler, PoolModel, register
+from .base import POOL, FiniteScaler, PoolModel
 from .linear import LogAugment
 
 
-@register("svr")
+@POOL.register("svr")
 class SVRModel(PoolModel):
     def __init__(self, C: float = 1.0, epsilon: float = 0.1, gamma: str | float = "scale",
                  log_features: bool = False):
@@ -25,7 +25,7 @@ class SVRModel(PoolModel):
         X = np.asarray(X, dtype=np.float64)
         return self.log_.transform(X) if self.log_features else X
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         if self.log_features:
             self.log_ = LogAugment().fit(np.asarray(X, dtype=np.float64))
         X = self._inputs(X)
@@ -34,7 +34,6 @@ class SVRModel(PoolModel):
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
         self.svr_ = SVR(C=self.C, epsilon=self.epsilon, gamma=self.gamma)
         self.svr_.fit(self.scaler_.transform(X), (y - self.y_mean_) / self.y_scale_)
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.svr_.predict(self.scaler_.transform(self._inputs(X))) * self.y_scale_ + self.y_mean_

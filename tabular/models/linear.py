@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import metrics
 from ..ridge import DEFAULT_ALPHAS, GroupedRidgeCV
-from .base import META_PREFIX, FiniteScaler, PoolModel, register, select_columns
+from .base import META_PREFIX, POOL, FiniteScaler, PoolModel, select_columns
 
 
 class LogAugment:
@@ -37,7 +37,7 @@ class LogAugment:
         return np.hstack([X, logged])
 
 
-@register("ridge")
+@POOL.register("ridge")
 class RidgeModel(PoolModel):
     def __init__(self, columns: list[str] | None = None, use_meta: bool = True, log_features: bool = False,
                  alphas=DEFAULT_ALPHAS, inner_folds: int = 5, random_state: int = 0):
@@ -54,7 +54,7 @@ class RidgeModel(PoolModel):
             X = X[[c for c in X.columns if not c.startswith(META_PREFIX)]]
         return X.to_numpy(dtype=np.float64)
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         Z = self._inputs(X)
         if self.log_features:
             self.log_ = LogAugment().fit(Z)
@@ -63,23 +63,22 @@ class RidgeModel(PoolModel):
         self.ridge_ = GroupedRidgeCV(alphas=tuple(self.alphas), n_splits=self.inner_folds,
                                      random_state=self.random_state)
         self.ridge_.fit(self.scaler_.transform(Z), y, groups)
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         Z = self._inputs(X)
         if self.log_features:
             Z = self.log_.transform(Z)
         return self.ridge_.predict(self.scaler_.transform(Z))
 
 
-@register("best_feature")
+@POOL.register("best_feature")
 class BestFeatureModel(PoolModel):
     """The single column with the best training Final (sign-aligned), mapped linearly onto the target."""
 
     def __init__(self, columns: list[str] | None = None):
         self.columns = columns
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         X = select_columns(X, self.columns, self.name)
         Z = FiniteScaler().fit(X).transform(X)
         scores = []
@@ -91,7 +90,6 @@ class BestFeatureModel(PoolModel):
         self.scaler_ = FiniteScaler().fit(X[[self.column_]])
         x = self.scaler_.transform(X[[self.column_]])[:, 0]
         self.slope_, self.intercept_ = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         return self.slope_ * self.scaler_.transform(X[[self.column_]])[:, 0] + self.intercept_

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import register
+from .base import POOL
 from .torch_base import TorchPoolModel
 
 _EPS = 1e-12  # keeps sqrt differentiable at 0 without moving the value measurably
@@ -33,7 +33,7 @@ def plcc_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1.0 - (pc * yc).sum() / (pc.norm() * yc.norm() + 1e-8)
 
 
-@register("pairwise_mlp")
+@POOL.register("pairwise_mlp")
 class PairwiseRankMLP(TorchPoolModel):
     def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.1, epochs: int = 150,
                  batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-3,

@@ -14,13 +14,13 @@ import numpy as np
 from featurestore.errors import SiqaError
 
 from .. import metrics
-from .base import FiniteScaler, PoolModel, register, select_columns
+from .base import POOL, FiniteScaler, PoolModel, select_columns
 from .gbdt import CatBoostModel
 
 OPERATIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
 
 
-@register("rank3")
+@POOL.register("rank3")
 class FeatureMixingCatBoost(PoolModel):
     def __init__(self, columns: list[str] | None = None, n_auto: int = 6,
                  operations: tuple[str, ...] = ("add", "sub", "mul"), n_seeds: int = 3,
@@ -42,7 +42,7 @@ class FeatureMixingCatBoost(PoolModel):
                  for op in self.operations]
         return np.column_stack([Z, *mixes]) if mixes else Z
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         unknown = set(self.operations) - set(OPERATIONS)
         if unknown:
             raise SiqaError(f"config: tabular model rank3: unknown operation(s) {sorted(unknown)}; use add, sub, mul")
@@ -59,8 +59,7 @@ class FeatureMixingCatBoost(PoolModel):
                                        learning_rate=self.learning_rate, random_state=self.random_state + k,
                                        threads=self.threads).fit(mixed, y)
                          for k in range(self.n_seeds)]
-        return self
 
-    def predict(self, X):
+    def _predict(self, X):
         mixed = self._mixed(X)
         return np.mean([m.predict(mixed) for m in self.members_], axis=0)

@@ -16,11 +16,11 @@ from torch.nn import functional as F
 
 from featurestore.errors import SiqaError
 
-from .base import register
+from .base import POOL
 from .torch_base import TorchPoolModel
 
 
-@register("rank5")
+@POOL.register("rank5")
 class OrdinalClassHead(TorchPoolModel):
     def __init__(self, n_classes: int = 6, hidden: tuple[int, ...] = (128,), dropout: float = 0.1,
                  epochs: int = 150, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-3,

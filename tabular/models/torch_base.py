@@ -3,10 +3,14 @@
 Inputs are imputed and z-scored (after appending log-features when `log_features` is set, see
 `linear.LogAugment`), the target z-scored; training is mini-batch AdamW. The run is
 seeded inside `torch.random.fork_rng`, so a seed gives the same network every time without touching
-the caller's global random state. Subclasses define the network's output width, the loss and how an
-output becomes a score.
+the caller's global random state. Fit and predict run on one torch thread (`one_thread`) and restore
+the caller's thread setting afterwards. Subclasses define the network's output width, the loss and
+how an output becomes a score.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -14,6 +18,21 @@ from torch import nn
 
 from .base import FiniteScaler, PoolModel
 from .linear import LogAugment
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one torch intra-op thread, restoring the caller's setting afterwards.
+
+    These networks are too small for intra-op parallelism, and on a busy machine a second OpenMP
+    thread spin-waiting makes each step several times slower; one thread also makes fit and predict
+    compute the same way whatever the caller's setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, dropout: float) -> nn.Sequential:
@@ -40,7 +59,7 @@ class TorchPoolModel(PoolModel):
         """Standardised score from network output; X is the raw (unscaled) input."""
         raise NotImplementedError
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         y = np.asarray(y, dtype=np.float64)
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
         z = (y - self.y_mean_) / self.y_scale_
@@ -53,10 +72,7 @@ class TorchPoolModel(PoolModel):
         targets = torch.as_tensor(z, dtype=torch.float32)
         n = len(z)
         batch = min(self.batch_size, n)
-        # one thread: these networks are too small for intra-op parallelism, and on a busy machine
-        # a second OpenMP thread spin-waiting makes each step several times slower
-        torch.set_num_threads(1)
-        with torch.random.fork_rng(devices=[]):
+        with one_thread(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.net_ = mlp(inputs.shape[1], tuple(self.hidden), n_outputs, self.dropout)
             optimiser = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -72,13 +88,12 @@ class TorchPoolModel(PoolModel):
                     self._loss(self.net_(inputs[index]), targets[index], rows).backward()
                     optimiser.step()
         self.net_.eval()
-        return self
 
     def _augment(self, X: np.ndarray) -> np.ndarray:
         return self.log_.transform(X) if self.log_features else X
 
-    def predict(self, X):
+    def _predict(self, X):
         X = np.asarray(X, dtype=np.float64)
-        with torch.no_grad():
+        with one_thread(), torch.no_grad():
             output = self.net_(torch.as_tensor(self.scaler_.transform(self._augment(X)), dtype=torch.float32))
         return self._score(output, X) * self.y_scale_ + self.y_mean_

@@ -13,12 +13,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from blend.calibration import LabelScale
 from featurestore.errors import SiqaError
+from tabular.data import TabularData
+from tabular.stack import StackedPool
 
-from .data import TabularData
-from .nested import make_blender, make_calibrator
-from .stack import StackedPool
+from .calibration import LabelScale
+from .config import make_blender, make_calibrator
 
 
 class FittedPipeline:

@@ -43,15 +43,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from blend.calibration import LabelScale
 from featurestore.errors import SiqaError
+from tabular import metrics
+from tabular.data import TabularData
+from tabular.stack import StackedPool
 
-from . import metrics
+from .calibration import LabelScale
 from .config import resolve
-from .data import TabularData
 from .nested import nested_cv
 from .pipeline import FittedPipeline
-from .stack import StackedPool
 
 HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
@@ -195,7 +195,11 @@ def load_run(run_dir) -> Run:
         if not (run_dir / name).is_file():
             raise SiqaError(f"{run_dir}: not a complete run folder (no {name}); run `siqa oof` first")
     with (run_dir / PIPELINE_FILE).open("rb") as handle:
-        pipeline = pickle.load(handle)
+        try:
+            pipeline = pickle.load(handle)
+        except (ImportError, AttributeError) as error:  # classes moved since the run was written
+            raise SiqaError(f"{run_dir / PIPELINE_FILE}: written by an older siqa layout ({error}); "
+                            f"run `siqa oof` again") from None
     return Run(path=run_dir, summary=json.loads((run_dir / "run.json").read_text()),
                config=json.loads((run_dir / "config.json").read_text()),
                leaderboard=pd.read_csv(run_dir / "leaderboard.csv"), pipeline=pipeline)
