@@ -43,7 +43,7 @@ WORST_PAIRS = 10
 MIN_GROUP_ROWS = 3         # a correlation over fewer rows says nothing
 MAX_GROUP_BARS = 40        # more groups than this: a histogram of their Final instead of one bar each
 DISTORTION_COLUMNS = ("dst_type", "distortion", "degradation", "kind")
-DEMO_META = "demo_meta.csv"  # featurestore.demo writes it at the dataset root: degradation and kind per pair
+DEMO_META = "demo_meta.csv"  # featurestore.datasets.demo writes it at the dataset root: degradation and kind per pair
 
 
 @dataclass

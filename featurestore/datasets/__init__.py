@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import SiqaError
-from .io import IMAGE_SUFFIXES, sha256_file
+from ..errors import SiqaError
+from ..io import IMAGE_SUFFIXES, sha256_file
 
 COLUMNS = ["pair_id", "split", "name", "ref_path", "dist_path", "ref_sha256", "dist_sha256", "label"]
 SPLITS = ("train", "val", "test")

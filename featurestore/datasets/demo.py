@@ -47,7 +47,7 @@ from scipy import ndimage
 from skimage import color, transform
 from tqdm import tqdm
 
-from .errors import SiqaError
+from ..errors import SiqaError
 
 LEVELS = (1, 2, 3)
 BASE_DAMAGE = {"photometric": -1, "attribute": 1, "layout": 1, "object": 2}
