@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from pathlib import Path
 
+from configs import config_file
 from featurestore.errors import SiqaError
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
+PRESETS_DIR = config_file("presets")
 KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "jobs", "meta", "blend", "pool"}
 SECTION_KEYS = {"meta": {"folds", "alphas"},
                 "blend": {"method", "cap", "rounds", "folds", "calibration"}}

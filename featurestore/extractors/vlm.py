@@ -41,16 +41,18 @@ import numpy as np
 from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 
+from configs import config_file
+
 from ..config import read_toml
 from ..devices import pick_device
 from ..errors import SiqaError
-from ._vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
 from ..weights import MissingWeights, WeightSpec, hf_cached_folder, resolve
+from ._vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
 from .base import Column, Extractor, WeightSource, register
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "configs" / "vlm_questions.toml"
+DEFAULT_QUESTIONS = config_file("vlm_questions.toml")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _RESERVED = {"answer_mass", "hidden_last", "hidden_mid"}
 _DTYPES = ("bfloat16", "float16", "float32")
