@@ -424,15 +424,17 @@ def worst_pairs(rows: pd.DataFrame, n: int = WORST_PAIRS) -> pd.DataFrame:
 
 
 def _thumbnail(path) -> np.ndarray | None:
+    """The image as the store decodes it (orientation, decode limits), at most 240x240; None if it does not decode."""
     from PIL import Image
 
+    from featurestore.io import read_rgb
+
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((240, 240))
-            return np.asarray(img)
-    except (OSError, ValueError, TypeError):
+        img = Image.fromarray(read_rgb(path, max_pixels=480 * 480))
+    except SiqaError:
         return None
+    img.thumbnail((240, 240))
+    return np.asarray(img)
 
 
 def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:
