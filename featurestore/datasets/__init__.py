@@ -54,13 +54,6 @@ class PairTable:
     def __len__(self) -> int:
         return len(self.df)
 
-    @property
-    def image_paths(self) -> dict[str, str]:
-        """sha256 -> one path holding that content (ref and dist images together)."""
-        out = dict(zip(self.df.ref_sha256, self.df.ref_path))
-        out.update(zip(self.df.dist_sha256, self.df.dist_path))
-        return out
-
     def select_splits(self, splits) -> "PairTable":
         if not splits:
             return self
