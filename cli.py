@@ -79,15 +79,16 @@ def features(data, root, splits, store, config_path, backend, address, strict, q
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the result here")
 def sql(query, store, fmt, out):
     """Run SQL over the store's views (pairs, labels, <extractor>, features); no query: interactive shell."""
+    from blend.sql import RUN_EXTENSIONS
     from featurestore import sql as fsql
 
     root = default_store(store)
     if query is None:
-        from featurestore.sql_shell import interactive
+        from featurestore.sql.shell import interactive
 
-        interactive(root)
+        interactive(root, extensions=RUN_EXTENSIONS)
         return
-    df = fsql.query(root, query)
+    df = fsql.query(root, query, extensions=RUN_EXTENSIONS)
     if fmt == "parquet" and not out:
         raise SiqaError("--format parquet needs --out FILE")
     if out:
@@ -234,7 +235,7 @@ def weights(config_path):
 @_quiet_option
 def demo_data(out, seed, quiet):
     """Write a small SeIQA-layout dataset made from real photos shipped in scikit-image / scikit-learn."""
-    from featurestore.demo import make_demo_dataset
+    from featurestore.datasets.demo import make_demo_dataset
 
     summary = make_demo_dataset(Path(out), seed=seed, progress=not quiet)
     click.echo(f"demo data -> {out}: {summary}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -35,7 +37,8 @@ def vlm_qwen25_vl_7b(n_pairs: int = 16, max_new_tokens: int = 16) -> list[dict]:
     import torch
 
     from featurestore.extractors.vlm import DEFAULT_QUESTIONS, QuestionSet, VlmExtractor, VlmJudge
-    from featurestore.vlm_random import build_processor, qwen25_vl_7b, train_tokenizer, training_sentences
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tree root: tests.support
+    from tests.support.vlm_random import build_processor, qwen25_vl_7b, train_tokenizer, training_sentences
 
     if not torch.cuda.is_available():
         print("vlm: no CUDA GPU, skipped")

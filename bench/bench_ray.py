@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from featurestore.config import build_extractors, load_config
 from featurestore.datasets import load_pairs
-from featurestore.demo import make_demo_dataset
+from featurestore.datasets.demo import make_demo_dataset
 from featurestore.errors import SiqaError
 from featurestore.ray_backend import extract_with_ray, import_ray
 from featurestore.store import FeatureStore

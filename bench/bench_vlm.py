@@ -6,6 +6,7 @@ Real photos from scikit-image, 512x384, degraded with Gaussian noise."""
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,9 +15,11 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-from featurestore.extractors.vlm import VlmExtractor
-from featurestore.io import DecodedImage, DecodedPair
-from featurestore.vlm_random import save_tiny_vlm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tree root: tests.support
+
+from featurestore.extractors.vlm import VlmExtractor  # noqa: E402
+from featurestore.io import DecodedImage, DecodedPair  # noqa: E402
+from tests.support.vlm_random import save_tiny_vlm  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -44,7 +44,7 @@ WORST_PAIRS = 10
 MIN_GROUP_ROWS = 3         # a correlation over fewer rows says nothing
 MAX_GROUP_BARS = 40        # more groups than this: a histogram of their Final instead of one bar each
 DISTORTION_COLUMNS = ("dst_type", "distortion", "degradation", "kind")
-DEMO_META = "demo_meta.csv"  # featurestore.demo writes it at the dataset root: degradation and kind per pair
+DEMO_META = "demo_meta.csv"  # featurestore.datasets.demo writes it at the dataset root: degradation and kind per pair
 
 
 @dataclass
@@ -425,15 +425,17 @@ def worst_pairs(rows: pd.DataFrame, n: int = WORST_PAIRS) -> pd.DataFrame:
 
 
 def _thumbnail(path) -> np.ndarray | None:
+    """The image as the store decodes it (orientation, decode limits), at most 240x240; None if it does not decode."""
     from PIL import Image
 
+    from featurestore.io import read_rgb
+
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((240, 240))
-            return np.asarray(img)
-    except (OSError, ValueError, TypeError):
+        img = Image.fromarray(read_rgb(path, max_pixels=480 * 480))
+    except SiqaError:
         return None
+    img.thumbnail((240, 240))
+    return np.asarray(img)
 
 
 def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:

@@ -4,8 +4,8 @@
 requested split with the run's fitted pipeline (refit on all labelled rows by `run_oof`), writes the zip
 and validates it against those rows:
 every picture exactly once, scores finite and within 0..5, readme lines present. The zip is
-byte-reproducible: the xlsx is repacked with fixed timestamps (openpyxl stamps the save time into
-docProps/core.xml and into its own zip entries), and the outer zip entries carry a fixed date too.
+byte-reproducible (`featurestore.reproducible`): the xlsx is repacked with fixed timestamps (openpyxl stamps
+the save time into docProps/core.xml and into its own zip entries), and the outer zip entries carry a fixed date too.
 
 `submit_run(run_dir, split, out, cpu, progress)` (what `siqa submit` calls) reads the run's data again
 from where it came (`summary["source"]["origin"]`: the store or the feature table) and does the same.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import time
 import zipfile
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from featurestore.errors import SiqaError
+from featurestore.reproducible import deterministic_zip, reproducible_xlsx
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
 
@@ -42,41 +42,11 @@ README_FILE = "readme.txt"
 COLUMNS = ("picture_name", "Score")
 README_KEYS = ("runtime per image [s]", "CPU[1] / GPU[0]", "Extra Data [1] / No Extra Data [0]", "Other description")
 SCORE_RANGE = (0.0, 5.0)
-_FIXED_DATE = (2020, 1, 1, 0, 0, 0)
-_FIXED_STAMP = "2020-01-01T00:00:00Z"
-
-
-def _deterministic_zip(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, payload in entries.items():
-            info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, payload)
-    return buffer.getvalue()
 
 
 def prediction_xlsx(names, scores) -> bytes:
     """The prediction workbook as bytes, identical for identical input."""
-    import openpyxl
-
-    workbook = openpyxl.Workbook()
-    sheet = workbook.active
-    sheet.append(list(COLUMNS))
-    for name, score in zip(names, scores):
-        sheet.append([str(name), float(score)])
-    raw = io.BytesIO()
-    workbook.save(raw)
-    entries = {}
-    with zipfile.ZipFile(io.BytesIO(raw.getvalue())) as saved:
-        for info in saved.infolist():
-            payload = saved.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                payload = re.sub(rb"(<dcterms:(created|modified)[^>]*>)[^<]*(</dcterms:\2>)",
-                                 rb"\g<1>" + _FIXED_STAMP.encode() + rb"\g<3>", payload)
-            entries[info.filename] = payload
-    return _deterministic_zip(entries)
+    return reproducible_xlsx([list(COLUMNS), *([str(name), float(score)] for name, score in zip(names, scores))])
 
 
 def readme_text(runtime_per_image: float, cpu: bool, extra_data: bool, description: str) -> str:
@@ -88,7 +58,7 @@ def write_submission_zip(names, scores, out_zip, runtime_per_image: float, cpu: 
                          extra_data: bool = False, description: str = "") -> Path:
     out_zip = Path(out_zip)
     out_zip.parent.mkdir(parents=True, exist_ok=True)
-    payload = _deterministic_zip({PREDICTION_FILE: prediction_xlsx(names, scores),
+    payload = deterministic_zip({PREDICTION_FILE: prediction_xlsx(names, scores),
                                   README_FILE: readme_text(runtime_per_image, cpu, extra_data, description).encode()})
     temporary = out_zip.with_name(out_zip.name + ".tmp")
     temporary.write_bytes(payload)

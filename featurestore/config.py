@@ -8,10 +8,12 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from configs import config_file
+
 from .errors import SiqaError
 from .extractors import EXTRACTORS, Extractor
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
+DEFAULT_CONFIG = config_file("default.toml")
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict:

@@ -26,8 +26,10 @@ Decoding rules (`read_rgb`); every image becomes HxWx3 uint8 sRGB-as-stored:
 from __future__ import annotations
 
 import hashlib
-import time
 import io
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,9 +47,9 @@ MAX_PIXELS = 4096 * 4096
 MAX_DECODE_PIXELS = 200_000_000
 MIN_SIDE = 8
 
-# Pillow's own bomb check runs at open time on the full size, before a JPEG draft could shrink it;
-# `read_rgb` enforces MAX_DECODE_PIXELS itself on the size that will actually be decoded.
-Image.MAX_IMAGE_PIXELS = None
+_pillow_limit_lock = threading.Lock()
+_pillow_limit_users = 0
+_pillow_limit_saved: int | None = None
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSE_FOR_ORIENTATION = {
@@ -83,12 +85,34 @@ def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode_rgb(read_bytes(path), path, max_pixels)
 
 
+@contextmanager
+def _own_bomb_check():
+    """Pillow's bomb check (`Image.MAX_IMAGE_PIXELS`) runs at open time on the full size, before a JPEG draft
+    could shrink it; inside this block it is off and `decode_rgb` enforces MAX_DECODE_PIXELS itself on the
+    size that will actually be decoded. Pillow keeps the limit in one module global, so it is lifted while
+    any siqa decode runs (threads count in and out) and put back as it was when the last one ends: importing
+    siqa changes nothing for other users of Pillow."""
+    global _pillow_limit_users, _pillow_limit_saved
+    with _pillow_limit_lock:
+        if _pillow_limit_users == 0:
+            _pillow_limit_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pillow_limit_users += 1
+    try:
+        yield
+    finally:
+        with _pillow_limit_lock:
+            _pillow_limit_users -= 1
+            if _pillow_limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pillow_limit_saved
+
+
 def decode_rgb(data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """`read_rgb` on bytes already read; `path` only names the file in error messages."""
     if not data:
         raise SiqaError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _own_bomb_check(), Image.open(io.BytesIO(data)) as im:
             im.draft("RGB", _fit(im.size, max_pixels))  # JPEG: decode at a reduced DCT scale if huge
             w, h = im.size
             if w * h > MAX_DECODE_PIXELS:

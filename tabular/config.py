@@ -9,13 +9,12 @@ table is merged here but owned and checked by the blend layer (`blend.config`).
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-
 import tomllib
 
+from configs import config_file
 from featurestore.errors import SiqaError
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
+PRESETS_DIR = config_file("presets")
 KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "jobs", "meta", "blend", "pool"}
 SECTION_KEYS = {"meta": {"folds", "alphas"}}
 

@@ -10,7 +10,7 @@ import pytest
 from openpyxl import load_workbook
 from PIL import Image
 
-from featurestore.demo import (
+from featurestore.datasets.demo import (
     BASE_DAMAGE,
     DEGRADATIONS,
     LEVELS,
@@ -178,7 +178,7 @@ def test_the_seiqa_loader_reads_the_demo_and_ignores_its_meta_file(demo):
 
 
 def test_no_pair_repeats_a_photo_degradation_and_level(tmp_path):
-    from featurestore.demo import plan_pairs
+    from featurestore.datasets.demo import plan_pairs
 
     plan = plan_pairs({"train": 72, "val": 12, "test": 24}, seed=0)
     keys = [(p.split, p.photo, p.degradation, p.level) for p in plan]

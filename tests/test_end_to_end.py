@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import cli
-from featurestore.demo import make_demo_dataset
+from featurestore.datasets.demo import make_demo_dataset
 
 
 def siqa(*args):

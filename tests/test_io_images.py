@@ -3,7 +3,10 @@ refused with one line naming the file; in a dataset, a bad file never stops the 
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -363,3 +366,25 @@ def test_strict_turns_failures_into_an_error_exit(tmp_path, seiqa_dir, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("siqa: error: ") and "4 failure(s)" in err
+
+
+def test_importing_siqa_leaves_pillows_bomb_limit_alone():
+    code = ("from PIL import Image; default = Image.MAX_IMAGE_PIXELS\n"
+            "import cli, siqa, featurestore.io, featurestore.store, blend.report\n"
+            "from featurestore.extractors import EXTRACTORS; EXTRACTORS.names()\n"
+            "assert Image.MAX_IMAGE_PIXELS == default and default is not None, Image.MAX_IMAGE_PIXELS")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_decode_lifts_pillows_limit_only_while_it_runs(tmp_path, monkeypatch):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a user's own, much stricter policy
+    with ThreadPoolExecutor(4) as pool:  # decodes overlapping in threads, as the store's prefetcher runs them
+        shapes = list(pool.map(lambda _: fio.read_rgb(path).shape, range(16)))
+    assert shapes == [(64, 64, 3)] * 16  # siqa's decode applies its own limits, not Pillow's global one
+    assert Image.MAX_IMAGE_PIXELS == 100  # and puts the user's policy back
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+

@@ -16,6 +16,7 @@ from PIL import Image
 from toy_run import build_run, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 from blend import report
 from blend.run import HEADLINE, load_run
+from blend.sql import RUN_EXTENSIONS
 from featurestore.sql import connect
 from tabular import metrics
 
@@ -72,7 +73,7 @@ def test_report_is_self_contained_and_matches_its_pngs(toy):
 def test_worst_pairs_agree_between_report_and_sql(toy):
     inputs = report._load_inputs(load_run(toy["run"]))
     ours = report.worst_pairs(inputs.rows, n=5)
-    con = connect(toy["store"])
+    con = connect(toy["store"], extensions=RUN_EXTENSIONS)
     sql = con.execute(f"SELECT * FROM worst_pairs('{toy['run']}', n := 5)").df()
     assert list(sql["id"]) == list(ours["id"])
     np.testing.assert_allclose(sql["residual"], ours["residual"], atol=1e-9)

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 from scipy import stats
 
 from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
+from blend.sql import RUN_EXTENSIONS
 from featurestore.config import build_extractors
 from featurestore.datasets import load_pairs
 from featurestore.sql import connect
-from featurestore.sql_shell import interactive
+from featurestore.sql.shell import interactive
 from featurestore.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def test_macros_on_a_store_without_features(tmp_path, seiqa_dir):
 
 def _shell(store, text: str) -> str:
     out = io.StringIO()
-    interactive(store, stdin=io.StringIO(text), out=out)
+    interactive(store, stdin=io.StringIO(text), out=out, extensions=RUN_EXTENSIONS)  # as `siqa sql` opens it
     return out.getvalue()
 
 
@@ -107,6 +108,15 @@ def test_shell_runs_multiline_statements_and_dot_commands(store):
     assert "siqa> " not in out  # no prompts when fed from a pipe
 
 
+def test_store_connection_knows_no_runs(store):
+    """Run-level macros come from blend (`extensions`), not from the store layer."""
+    macros = {r[0] for r in connect(store).execute("SELECT function_name FROM duckdb_functions() "
+                                                   "WHERE function_type = 'table_macro'").fetchall()}
+    assert "worst_pairs" not in macros
+    extended = connect(store, extensions=RUN_EXTENSIONS)
+    assert extended.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'worst_pairs'").fetchone()[0]
+
+
 def test_shell_runs_a_last_statement_without_semicolon(store):
     assert "12345" in _shell(store, "SELECT 12345 AS n\n")
 
@@ -127,8 +137,9 @@ def test_shell_on_a_terminal_has_prompts_and_history(store, tmp_path):
     history = tmp_path / "history"
     primary, secondary = pty.openpty()
     env = {**os.environ, "SIQA_SQL_HISTORY": str(history), "TERM": "dumb"}
-    proc = subprocess.Popen([sys.executable, "-c", f"from featurestore.sql_shell import interactive; "
-                                                   f"interactive({str(store)!r})"],
+    proc = subprocess.Popen([sys.executable, "-c", f"from featurestore.sql.shell import interactive; "
+                                                   f"from blend.sql import RUN_EXTENSIONS; "
+                                                   f"interactive({str(store)!r}, extensions=RUN_EXTENSIONS)"],
                             stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env=env)
     os.close(secondary)
     received = b""

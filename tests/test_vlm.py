@@ -16,7 +16,7 @@ from featurestore.errors import SiqaError
 from featurestore.extractors.vlm import DEFAULT_QUESTIONS, QuestionSet, VlmExtractor, VlmJudge, budget_size
 from featurestore.sql import query
 from featurestore.store import FeatureStore
-from featurestore.vlm_random import save_tiny_vlm
+from support.vlm_random import save_tiny_vlm
 from featurestore.weights import MissingWeights
 
 HIDDEN = 32  # text width of the tiny model

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from featurestore.vlm_answers import (
+from featurestore.extractors._vlm_answers import (
     Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer, spelling_variants,
 )
 

@@ -6,7 +6,7 @@ features for a small regressor (rank 1). This extractor gives all three to the t
 
 - one column per question of `configs/vlm_questions.toml` (presence, attributes, layout, relations, text,
   meaning, an overall 0..5 score): the expected answer under the model's next-token probabilities, read
-  from one forward pass (deterministic, no sampling; `featurestore.vlm_answers`);
+  from one forward pass (deterministic, no sampling; `featurestore.extractors._vlm_answers`);
 - with `k_samples > 0`, `<question>_sampled`: the mean of K sampled and parsed answers (test-time scaling);
 - `answer_mass`: the mean probability the model put on valid answers (how well it follows the format);
 - `hidden_last` / `hidden_mid`: last-layer and middle-layer hidden states at the answer position, averaged
@@ -41,16 +41,18 @@ import numpy as np
 from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 
+from configs import config_file
+
 from ..config import read_toml
 from ..devices import pick_device
 from ..errors import SiqaError
-from ..vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
 from ..weights import MissingWeights, WeightSpec, hf_cached_folder, resolve
+from ._vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
 from .base import EXTRACTORS, Column, PairExtractor, WeightSource
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "configs" / "vlm_questions.toml"
+DEFAULT_QUESTIONS = config_file("vlm_questions.toml")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _RESERVED = {"answer_mass", "hidden_last", "hidden_mid"}
 _DTYPES = ("bfloat16", "float16", "float32")

@@ -1,4 +1,4 @@
-"""`siqa sql` without a query: a small interactive DuckDB shell over the store's views.
+"""`siqa sql` without a query: a small interactive DuckDB shell over the store's views (`featurestore.sql`).
 
 Statements may span lines and run when a line ends with `;`. Dot commands:
     .tables           views and table macros ready to query
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
 import duckdb
 import pandas as pd
 
-from . import sql as fsql
+from . import Extension, connect, quote_identifier
 
 PROMPT, CONTINUE = "siqa> ", "  ..> "
 MAX_ROWS = 200
@@ -88,7 +89,7 @@ def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool
         print(_tables(con), file=out)
     elif word == ".schema":
         if arg.strip():
-            run_statements(con, f"DESCRIBE {fsql._quote(arg.strip())};", out)
+            run_statements(con, f"DESCRIBE {quote_identifier(arg.strip())};", out)
         else:
             print("usage: .schema NAME (.tables lists the names)", file=out)
     elif word == ".help":
@@ -98,10 +99,11 @@ def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool
     return True
 
 
-def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
-    """Read statements until `.quit` or end of input and print their results."""
+def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | None = None,
+                extensions: Iterable[Extension] = ()) -> None:
+    """Read statements until `.quit` or end of input and print their results; `extensions` as for `connect`."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    con = fsql.connect(root)
+    con = connect(root, extensions=extensions)
     tty = stdin.isatty() and stdin is sys.stdin
     readline = _setup_readline() if tty else None
     if tty:

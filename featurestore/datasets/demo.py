@@ -33,10 +33,8 @@ photo, degradation, level and rule score, including Val and Test, for transparen
 from __future__ import annotations
 
 import csv
-import datetime
 import io
 import shutil
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +45,15 @@ from scipy import ndimage
 from skimage import color, transform
 from tqdm import tqdm
 
-from .errors import SiqaError
+from ..errors import SiqaError
+from ..reproducible import reproducible_xlsx
+from . import SEIQA_DIRS
 
 LEVELS = (1, 2, 3)
 BASE_DAMAGE = {"photometric": -1, "attribute": 1, "layout": 1, "object": 2}
-SPLIT_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
 META_FILE = "demo_meta.csv"
 # Spatial parameters are tuned at 256 px and scale with `size`, so a bigger demo degrades alike.
 REFERENCE_SIZE = 256
-# xlsx files are zips of XML with timestamps inside and on every member; pin both for byte-identical reruns.
-FIXED_TIME = datetime.datetime(2026, 1, 1)
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -295,7 +291,7 @@ def _combination_cycle(rng: np.random.Generator) -> list[tuple[str, int]]:
 def plan_pairs(counts: dict[str, int], seed: int) -> list[PlannedPair]:
     """Which reference, donor, degradation and level each pair gets; names run 000001... across splits."""
     plan = []
-    for split_index, split in enumerate(SPLIT_DIRS):
+    for split_index, split in enumerate(SEIQA_DIRS):
         photos = [p.name for p in PHOTOS if p.split == split]
         rng = np.random.default_rng([seed, split_index])
         cycle = _combination_cycle(rng)
@@ -333,25 +329,7 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
 
 def write_scores_xlsx(path: Path, rows: list[tuple[str, int]]) -> None:
     """SeIQA's `<Split>_scores.xlsx`: a header row, then `name, score`; byte-identical for equal rows."""
-    from openpyxl import Workbook
-    from openpyxl.writer.excel import save_workbook
-    from openpyxl.xml.functions import tostring
-
-    workbook = Workbook()
-    sheet = workbook.active
-    sheet.append(["name", "score"])
-    for row in rows:
-        sheet.append(list(row))
-    workbook.properties.creator = "siqa demo-data"
-    buffer = io.BytesIO()
-    save_workbook(workbook, buffer)  # stamps `modified` with the current time, so core.xml is rewritten below
-    workbook.properties.created = workbook.properties.modified = FIXED_TIME
-    core_xml = tostring(workbook.properties.to_tree())
-    buffer.seek(0)
-    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
-        for member in source.infolist():
-            data = core_xml if member.filename == "docProps/core.xml" else source.read(member)
-            target.writestr(zipfile.ZipInfo(member.filename, date_time=_ZIP_TIME), data, zipfile.ZIP_DEFLATED)
+    path.write_bytes(reproducible_xlsx([("name", "score"), *rows]))
 
 
 def _prepare_out(out: Path) -> None:
@@ -361,7 +339,7 @@ def _prepare_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not (out / META_FILE).is_file():
             raise SiqaError(f"{out}: folder is not empty and holds no earlier demo ({META_FILE}); choose another --out")
-        for folder in SPLIT_DIRS.values():
+        for folder in SEIQA_DIRS.values():
             shutil.rmtree(out / folder, ignore_errors=True)
         (out / META_FILE).unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -391,14 +369,14 @@ def make_demo_dataset(
     plan = plan_pairs(counts, seed)
     for split, n in counts.items():
         if n:
-            (out / SPLIT_DIRS[split] / "Ref").mkdir(parents=True)
-            (out / SPLIT_DIRS[split] / "Dist").mkdir(parents=True)
+            (out / SEIQA_DIRS[split] / "Ref").mkdir(parents=True)
+            (out / SEIQA_DIRS[split] / "Dist").mkdir(parents=True)
 
     for index, pair in enumerate(tqdm(plan, desc="demo pairs", unit="pair", disable=not progress)):
         scene = Scene(scenes[pair.photo].rgb, scenes[pair.photo].box, donor=scenes[pair.donor])
-        rng = np.random.default_rng([seed, len(SPLIT_DIRS) + index])
+        rng = np.random.default_rng([seed, len(SEIQA_DIRS) + index])
         distorted = DEGRADATIONS[pair.degradation].apply(scene, pair.level, rng)
-        folder = out / SPLIT_DIRS[pair.split]
+        folder = out / SEIQA_DIRS[pair.split]
         (folder / "Ref" / pair.name).write_bytes(reference_png[pair.photo])
         (folder / "Dist" / pair.name).write_bytes(_png_bytes(distorted))
 
@@ -414,9 +392,9 @@ def make_demo_dataset(
 
     return {
         "out": str(out),
-        "pairs": {SPLIT_DIRS[split]: n for split, n in counts.items()},
+        "pairs": {SEIQA_DIRS[split]: n for split, n in counts.items()},
         "references": {
-            SPLIT_DIRS[split]: sorted({pair.photo for pair in plan if pair.split == split}) for split in counts
+            SEIQA_DIRS[split]: sorted({pair.photo for pair in plan if pair.split == split}) for split in counts
         },
         "train_score_counts": {score: sum(pair.score == score for pair in train) for score in range(6)},
         "degradations": sorted(DEGRADATIONS),

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import SiqaError
-from .io import IMAGE_SUFFIXES, sha256_file
+from ..errors import SiqaError
+from ..io import IMAGE_SUFFIXES, sha256_file
 
 COLUMNS = ["pair_id", "split", "name", "ref_path", "dist_path", "ref_sha256", "dist_sha256", "label"]
 SPLITS = ("train", "val", "test")
@@ -53,13 +53,6 @@ class PairTable:
 
     def __len__(self) -> int:
         return len(self.df)
-
-    @property
-    def image_paths(self) -> dict[str, str]:
-        """sha256 -> one path holding that content (ref and dist images together)."""
-        out = dict(zip(self.df.ref_sha256, self.df.ref_path))
-        out.update(zip(self.df.dist_sha256, self.df.dist_path))
-        return out
 
     def select_splits(self, splits) -> "PairTable":
         if not splits:

@@ -12,21 +12,25 @@ Ready-made questions (see `_add_macros`):
     feature_values        long form of every scalar feature: pair_id, split, name, label, feature, value
     feature_srocc         per scalar feature vs the label: n, srocc (average ranks), plcc, final
     feature_nans          scalar features missing (NULL: not computed) or NaN for some pairs
-    worst_pairs(run_dir[, n := 10])   a run's out-of-fold pairs by largest residual from the fitted line
+
+A layer above the store adds its own views and macros through `extensions`: callables given the
+connection once the store's views exist (`blend.sql.run_macros` adds the run-level `worst_pairs`); the
+store knows nothing about runs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import SiqaError
-from .store import FeatureStore
+from ..errors import SiqaError
+from ..store import FeatureStore
 
 
-def _quote(name: str) -> str:
+def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -41,13 +45,18 @@ def _select_list(folder: Path) -> str:
     parts = []
     for f in schema:
         if pa.types.is_fixed_size_list(f.type):
-            parts.append(f"CAST({_quote(f.name)} AS FLOAT[{f.type.list_size}]) AS {_quote(f.name)}")
+            parts.append(f"CAST({quote_identifier(f.name)} AS FLOAT[{f.type.list_size}]) AS {quote_identifier(f.name)}")
         else:
-            parts.append(_quote(f.name))
+            parts.append(quote_identifier(f.name))
     return ", ".join(parts)
 
 
-def connect(root: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+Extension = Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def connect(root: str | Path, database: str = ":memory:",
+            extensions: Iterable[Extension] = ()) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views and ready-made questions, then each of `extensions`."""
     store = FeatureStore(root)
     if not store.pairs_path.exists():
         raise SiqaError(f"{store.root}: no feature store here (run `siqa features --data ...` first)")
@@ -63,29 +72,31 @@ def connect(root: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConn
         for level, view in (("pair", name), ("image", f"{name}_image")):
             # Look once: a writer may add the first shard at any moment while we build the views.
             if FeatureStore.shards(base / level):
-                con.execute(f"CREATE OR REPLACE VIEW {_quote(view)} AS "
+                con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(view)} AS "
                             f"SELECT {_select_list(base / level)} FROM read_parquet('{_parquet_glob(base / level)}')")
                 created.add(level)
         if "pair" not in created:
             continue
         alias = f"e_{len(joins)}"
-        columns = [r[0] for r in con.execute(f"DESCRIBE {_quote(name)}").fetchall() if r[0] != "pair_id"]
-        select += [f"{alias}.{_quote(c)} AS {_quote(f'{name}_{c}')}" for c in columns]
-        joins.append(f"LEFT JOIN {_quote(name)} {alias} USING (pair_id)")
+        columns = [r[0] for r in con.execute(f"DESCRIBE {quote_identifier(name)}").fetchall() if r[0] != "pair_id"]
+        select += [f"{alias}.{quote_identifier(c)} AS {quote_identifier(f'{name}_{c}')}" for c in columns]
+        joins.append(f"LEFT JOIN {quote_identifier(name)} {alias} USING (pair_id)")
     con.execute(f"CREATE OR REPLACE VIEW features AS SELECT {', '.join(select)} FROM pairs p {' '.join(joins)}")
     _add_macros(con)
+    for extend in extensions:
+        extend(con)
     return con
 
 
 def _add_macros(con: duckdb.DuckDBPyConnection) -> None:
-    """Views and a table macro for the questions people ask first of a store and a run."""
+    """Views for the questions people ask first of a store."""
     pair_columns = {r[0] for r in con.execute("DESCRIBE pairs").fetchall()}
     scalars = [r[0] for r in con.execute("DESCRIBE features").fetchall()
                if r[0] not in pair_columns and r[1] == "DOUBLE"]
     if scalars:
         # INCLUDE NULLS keeps pairs an extractor never computed, so feature_nans can count them.
         con.execute("CREATE OR REPLACE VIEW feature_values AS SELECT pair_id, split, name, label, feature, value "
-                    f"FROM features UNPIVOT INCLUDE NULLS (value FOR feature IN ({', '.join(map(_quote, scalars))}))")
+                    f"FROM features UNPIVOT INCLUDE NULLS (value FOR feature IN ({', '.join(map(quote_identifier, scalars))}))")
     else:
         con.execute("CREATE OR REPLACE VIEW feature_values AS SELECT pair_id, split, name, label, "
                     "NULL::VARCHAR AS feature, NULL::DOUBLE AS value FROM pairs WHERE false")
@@ -108,25 +119,11 @@ def _add_macros(con: duckdb.DuckDBPyConnection) -> None:
         SELECT feature, count(*) AS pairs, count(*) FILTER (value IS NULL) AS missing,
                count(*) FILTER (isnan(value)) AS nan, (missing + nan) / count(*) AS share
         FROM feature_values GROUP BY feature HAVING missing + nan > 0 ORDER BY share DESC, feature""")
-    # prediction = the calibrated blend (what a submission holds), averaged over repeats. The residual is
-    # taken from the least-squares line label ~ prediction, so a label on another scale (TID2013 MOS,
-    # DMOS) still ranks pairs by how far they sit from the trend. blend/report.py uses the same rule.
-    con.execute("""
-        CREATE OR REPLACE MACRO worst_pairs(run_dir, n := 10) AS TABLE
-        WITH o AS (SELECT CAST(id AS VARCHAR) AS id, avg(label) AS label, avg(blend_calibrated) AS prediction
-                   FROM read_parquet(run_dir || '/oof.parquet') WHERE label IS NOT NULL GROUP BY ALL),
-        line AS (SELECT regr_intercept(label, prediction) AS a, regr_slope(label, prediction) AS b FROM o)
-        SELECT o.id, p.split, p.name, o.label, o.prediction, line.a + line.b * o.prediction AS fitted,
-               o.label - fitted AS residual, p.ref_path, p.dist_path
-        FROM o CROSS JOIN line
-        LEFT JOIN (SELECT DISTINCT ON (pair_id) * FROM pairs ORDER BY pair_id, label IS NULL, split, name) p
-               ON p.pair_id = o.id  -- one row per pair, even if it was registered under two names
-        ORDER BY abs(residual) DESC, o.id LIMIT n""")
 
 
-def query(root: str | Path, sql: str):
-    """Run one query against the store's views; returns a pandas DataFrame."""
-    con = connect(root)
+def query(root: str | Path, sql: str, extensions: Iterable[Extension] = ()):
+    """Run one query against the store's views (and those `extensions` add); returns a pandas DataFrame."""
+    con = connect(root, extensions=extensions)
     try:
         return con.execute(sql).df()
     except duckdb.Error as exc:
