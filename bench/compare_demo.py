@@ -169,6 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two fingerprints")
     args = parser.parse_args(argv)
     if args.compare:
+        missing = [str(p) for p in args.compare if not p.is_file()]
+        if missing:
+            sys.exit(f"compare_demo: no fingerprint file {', '.join(missing)}")
         a, b = (json.loads(p.read_text()) for p in args.compare)
         diffs = _differences(a, b)
         for line in diffs:
