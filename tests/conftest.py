@@ -10,7 +10,8 @@ import pytest
 from hypothesis import settings
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the repository; SIQA_SHARED_DIR points elsewhere (a git worktree sits one level deeper)
+SHARED = Path(os.environ.get("SIQA_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
 
 # Property tests explore new random examples on developer machines; CI replays a fixed sequence so that
 # a landing is never decided by which examples a run happened to draw.

@@ -32,7 +32,9 @@ import pytest
 from featurestore.extractors import create
 from featurestore.io import DecodedPair, decode
 
-CALIB = Path(__file__).resolve().parents[2] / "shared" / "data" / "calib"
+from conftest import SHARED
+
+CALIB = SHARED / "data" / "calib"
 PAIRS = ["I03", "I04", "I06", "I08", "I19"]
 TOLERANCE = {
     "psnr": 0.0040, "ssim": 0.0005, "ms_ssim": 0.0045, "cw_ssim": 0.0001, "fsim": 0.0002,

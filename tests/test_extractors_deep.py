@@ -1,9 +1,10 @@
 """Every deep extractor, end to end, on tiny randomly-initialised models of the real classes.
 
-Each case writes random weights of the right shapes where the extractor's loader looks
-($SIQA_WEIGHTS_DIR here; the Hugging Face / torch hub caches in test_weights.py), builds the extractor from
-its registry name, and runs it unchanged through the feature store and the DuckDB views. Values are
-meaningless; every line of loading, resizing, batching, caching and storing runs.
+Each case puts weights where the extractor's loader looks ($SIQA_WEIGHTS_DIR here; the Hugging Face / torch
+hub caches in test_weights.py): the real files wherever a package ships them (the LPIPS heads, DISTS
+alpha/beta: tests/real_weights.py), random values of the right shapes for the rest. It builds the extractor
+from its registry name and runs it unchanged through the feature store and the DuckDB views. Values are
+meaningless where weights are random; every line of loading, resizing, batching, caching and storing runs.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from featurestore.sql import connect
 from featurestore.store import FeatureStore
 
 from conftest import photo
+from real_weights import copy_real, dists_head, lpips_head
 
 TINY_CLIP = "siqa-tiny-clip"
 PYIQA = "chaofengc/IQA-PyTorch-Weights"
@@ -89,21 +91,16 @@ def tiny_dino(root, _):
 
 
 def tiny_lpips(root, _):
-    from pyiqa.archs.lpips_arch import LPIPS
-
-    from featurestore.extractors.pyiqa_deep import torchvision_without_download
-
+    """Random AlexNet convolutions; the real LPIPS v0.1 head file from the `lpips` wheel."""
     save(features_state("alexnet"), root / "alexnet-owt-7be5be79.pth")
-    with torchvision_without_download("alexnet"):
-        lins = {k: v for k, v in LPIPS(net="alex", pretrained=False).state_dict().items() if k.startswith("lin")}
-    save(lins, root / PYIQA / "LPIPS_v0.1_alex-df73285e.pth")
+    copy_real(lpips_head("alex"), root / PYIQA / "LPIPS_v0.1_alex-df73285e.pth", "df73285e")
     return {"nets": ["alex"], "size": 64}
 
 
 def tiny_dists(root, _):
+    """Random VGG16 convolutions; the real DISTS alpha/beta from the `DISTS_pytorch` wheel."""
     save(features_state("vgg16"), root / "vgg16-397923af.pth")
-    save({"alpha": torch.rand(1, 1475, 1, 1), "beta": torch.rand(1, 1475, 1, 1)},
-         root / PYIQA / "DISTS_weights-f5e65c96.pth")
+    copy_real(dists_head(), root / PYIQA / "DISTS_weights-f5e65c96.pth", "f5e65c96")
     return {"size": 48}
 
 

@@ -104,14 +104,20 @@ def load_torchvision_features(module: torch.nn.Module, path: str) -> None:
         raise ValueError(f"{path}: only {filled} of {convs} convolutions found in this torchvision checkpoint")
 
 
-def load_checkpoint(module: torch.nn.Module, path: str, must_fill: str = "") -> None:
+def load_checkpoint(module: torch.nn.Module, path: str, must_fill: tuple[str, ...] = ("",)) -> None:
     """Load a pyiqa checkpoint (optionally wrapped in {'params': ...}); every parameter whose name starts
-    with `must_fill` ("" = all) must come from the file."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with one of `must_fill` ("" = all) must come from the file.
+
+    pyiqa registers some layers under two names (LPIPS keeps `lin0`..`lin4` and the ModuleList `lins.0`..
+    `lins.4`, the same parameters), and the published head files name only one of them: a name the file
+    lacks counts as filled when the tensor behind it was loaded under its other name."""
+    state = torch.load(path, map_location="cpu", weights_only=True)  # the LPIPS heads were saved on CUDA
     if isinstance(state, dict) and "params" in state:
         state = state["params"]
     result = module.load_state_dict(state, strict=False)
-    unfilled = [k for k in result.missing_keys if k.startswith(must_fill)]
+    tensors = module.state_dict(keep_vars=True)
+    loaded = {id(tensors[k]) for k in state if k in tensors}
+    unfilled = [k for k in result.missing_keys if k.startswith(must_fill) and id(tensors[k]) not in loaded]
     if unfilled or result.unexpected_keys:
         raise ValueError(f"{path}: does not fit the network (missing {unfilled[:3]}, "
                          f"unexpected {result.unexpected_keys[:3]})")
@@ -213,7 +219,7 @@ class LpipsExtractor(PyiqaPairMetric):
         if not self.config["random_init"]:
             backbone, lins = self._specs(column)
             load_torchvision_features(net.net, self.weight_path(backbone))
-            load_checkpoint(net, self.weight_path(lins), must_fill="lin")
+            load_checkpoint(net, self.weight_path(lins), must_fill=("lin",))
         return net
 
 
@@ -241,7 +247,7 @@ class DistsExtractor(PyiqaPairMetric):
         if not self.config["random_init"]:
             backbone, head = self.weight_specs()
             load_torchvision_features(net, self.weight_path(backbone))
-            load_checkpoint(net, self.weight_path(head), must_fill="alpha")
+            load_checkpoint(net, self.weight_path(head), must_fill=("alpha", "beta"))
         return net
 
 
