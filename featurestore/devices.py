@@ -8,7 +8,8 @@
             (models that accept any shape: DINOv2 interpolates its position embeddings, convnets pool)
     pad     fit the long side into `size`, pad the short side with the normalisation mean (a model with a
             fixed square input still sees the whole image undistorted: CLIP)
-    crop    scale the short side to `size`, centre-crop a square (the CLIP training protocol; drops borders)
+    crop    scale the short side to `size`, centre-crop a square (CLIP's own preprocessing, exactly as
+            torchvision's Resize + CenterCrop compute it; drops the borders)
     squash  resize to `size`x`size` regardless of aspect (only when asked for)
 """
 from __future__ import annotations
@@ -88,9 +89,14 @@ def _resize_one(rgb: np.ndarray, size: int, policy: str, multiple: int, mean: to
     kernel), torch's on a GPU (the uint8 image goes over, not a float copy four times its size)."""
     h, w = rgb.shape[:2]
     th, tw = target_shape(h, w, size, policy, multiple)
-    if policy in ("pad", "crop"):
-        scale = (size / max(h, w)) if policy == "pad" else (size / min(h, w))
+    if policy == "pad":
+        scale = size / max(h, w)
         rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    elif policy == "crop":
+        # exactly torchvision's Resize(size) + CenterCrop(size), open_clip's own preprocessing: the short side
+        # becomes `size`, the long side is truncated (not rounded), the crop offset is rounded
+        long = int(size * max(h, w) / min(h, w))
+        rh, rw = (size, long) if h <= w else (long, size)
     else:
         rh, rw = th, tw
     if device.type == "cpu" and (rh, rw) != (h, w):
@@ -104,7 +110,7 @@ def _resize_one(rgb: np.ndarray, size: int, policy: str, multiple: int, mean: to
         canvas[:, :, top:top + rh, left:left + rw] = x
         x = canvas
     elif policy == "crop":
-        top, left = (rh - size) // 2, (rw - size) // 2
+        top, left = int(round((rh - size) / 2.0)), int(round((rw - size) / 2.0))
         x = x[:, :, top:top + size, left:left + size]
     return x[0]
 
