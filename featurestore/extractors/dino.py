@@ -1,4 +1,10 @@
-"""DINOv2 features (transformers): global content (CLS) and where in the image the content changed (patches).
+"""DINO features (transformers): global content (CLS) and where in the image the content changed (patches).
+
+Models: DINOv2 (`facebook/dinov2-*`), DINOv2 with registers (`facebook/dinov2-with-registers-*`) and DINOv3
+(`facebook/dinov3-vit*`, the backbone rank 5 used); the model folder's `config.json` says which, and the
+transformers class is picked from it (`AutoModel`). Register models put `num_register_tokens` extra tokens
+between the CLS token and the patch tokens: the patch statistics skip them (a register token is no place in
+the image).
 
 Per image and input size: the CLS embedding and a `grid` x `grid` map of patch tokens (unit-normalised per
 token, averaged per cell; with `patch_proj_dim` > 0 projected by a fixed seeded Gaussian matrix, which keeps
@@ -7,9 +13,9 @@ Per pair: CLS cosine and |d-r|; per-cell patch cosine statistics (mean, min, 10t
 dissimilarity (1 - cosine) per cell, and the worst 2x2-cell region — a local semantic edit (an object
 removed or pasted) barely moves the CLS token but shows up there.
 
-Input: aspect kept (`resize = "keep"`: about size x size pixels of area, sides multiples of the 14-pixel
-patch); DINOv2 interpolates its position embeddings to any grid. Images of different shapes run in
-separate batches.
+Input: aspect kept (`resize = "keep"`: about size x size pixels of area, sides multiples of the model's patch,
+14 for DINOv2, 16 for DINOv3); DINOv2 interpolates its position embeddings to any grid, DINOv3 uses rotary
+position embeddings. Images of different shapes run in separate batches.
 """
 from __future__ import annotations
 
@@ -26,14 +32,34 @@ from .base import EXTRACTORS, Column, ImageExtractor
 from .deep import RUNTIME_KEYS, DeepExtractor, cosine, embedding_pair_columns
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-#: architectures of the published checkpoints, so `random_init` (benchmarks) needs no hub
+_V2 = {"model_type": "dinov2", "image_size": 518, "patch_size": 14}   # 518: the 37 x 37 position grid
+_V2_REG = {**_V2, "model_type": "dinov2_with_registers", "num_register_tokens": 4}
+_V3 = {"model_type": "dinov3_vit", "image_size": 224, "patch_size": 16, "num_register_tokens": 4,
+       "layer_norm_eps": 1e-5, "key_bias": False, "pos_embed_rescale": 2.0}
+#: architectures of the published checkpoints (their config.json), so `random_init` (benchmarks) needs no hub
 KNOWN_ARCHITECTURES = {
-    "facebook/dinov2-small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6},
-    "facebook/dinov2-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
-    "facebook/dinov2-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
-    "facebook/dinov2-giant": {"hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24,
+    "facebook/dinov2-small": {**_V2, "hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6},
+    "facebook/dinov2-base": {**_V2, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "facebook/dinov2-large": {**_V2, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
+    "facebook/dinov2-giant": {**_V2, "hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24,
                               "use_swiglu_ffn": True},
+    "facebook/dinov2-with-registers-base": {**_V2_REG, "hidden_size": 768, "num_hidden_layers": 12,
+                                            "num_attention_heads": 12},
+    "facebook/dinov2-with-registers-large": {**_V2_REG, "hidden_size": 1024, "num_hidden_layers": 24,
+                                             "num_attention_heads": 16},
+    "facebook/dinov3-vitb16-pretrain-lvd1689m": {**_V3, "hidden_size": 768, "intermediate_size": 3072,
+                                                 "num_hidden_layers": 12, "num_attention_heads": 12},
+    "facebook/dinov3-vitl16-pretrain-lvd1689m": {**_V3, "hidden_size": 1024, "intermediate_size": 4096,
+                                                 "num_hidden_layers": 24, "num_attention_heads": 16},
 }
+
+
+def build_config(architecture: dict):
+    """The transformers config of a DINO architecture (a config.json as a dict)."""
+    from transformers import AutoConfig
+
+    arch = dict(architecture)
+    return AutoConfig.for_model(arch.pop("model_type"), **arch)
 
 
 @EXTRACTORS.register()
@@ -62,16 +88,17 @@ class DinoExtractor(DeepExtractor, ImageExtractor):
     # --- schema -------------------------------------------------------------------------------------
     @property
     def hidden_size(self) -> int:
-        """Embedding width, from the published architecture or the resolved model folder (no model load)."""
+        """Embedding width, from the model folder the weights load from (no model load), else from the
+        published architecture (random init, or weights not downloaded yet)."""
         if self._hidden is None:
             known = KNOWN_ARCHITECTURES.get(self.config["model"])
-            if known:
+            source = None if self.config["random_init"] else resolve(self.weight_specs()[0])
+            if source is not None and source.found is not None:
+                self._hidden = int(json.loads((Path(source.found) / "config.json").read_text())["hidden_size"])
+            elif known:
                 self._hidden = known["hidden_size"]
             else:
-                source = resolve(self.weight_specs()[0])
-                if source.found is None:
-                    raise ValueError(f"dino model {self.config['model']!r}: {source.hint}")
-                self._hidden = int(json.loads((Path(source.found) / "config.json").read_text())["hidden_size"])
+                raise ValueError(f"dino model {self.config['model']!r}: {source.hint}")
         return self._hidden
 
     @property
@@ -98,24 +125,29 @@ class DinoExtractor(DeepExtractor, ImageExtractor):
     def weight_specs(self) -> list[WeightSpec]:
         repo = self.config["model"]
         cached = hf_cached_folder(repo)
-        return [WeightSpec(f"DINOv2 {repo}", repo, f"https://huggingface.co/{repo} (config.json, model.safetensors)",
+        return [WeightSpec(f"DINO {repo}", repo, f"https://huggingface.co/{repo} (config.json, model.safetensors)",
                            self.config["weights"], (cached,) if cached else (), folder=True)]
 
     def load(self, runtime: Runtime) -> dict:
-        from transformers import Dinov2Config, Dinov2Model
+        from transformers import AutoModel
 
         if self.config["random_init"]:
-            # 518 = the published checkpoints' position-embedding grid (37 x 37 patches)
-            model = Dinov2Model(Dinov2Config(image_size=518, **KNOWN_ARCHITECTURES[self.config["model"]]))
+            model = AutoModel.from_config(build_config(KNOWN_ARCHITECTURES[self.config["model"]]))
         else:
-            model = Dinov2Model.from_pretrained(self.weight_path(self.weight_specs()[0]), local_files_only=True)
+            model = AutoModel.from_pretrained(self.weight_path(self.weight_specs()[0]), local_files_only=True)
+        if model.config.model_type not in ("dinov2", "dinov2_with_registers", "dinov3_vit"):
+            raise ValueError(f"dino model {self.config['model']!r}: model_type {model.config.model_type!r} is not "
+                             "a DINOv2 / DINOv2-with-registers / DINOv3 ViT")
         hidden = model.config.hidden_size
         projection = None
         if self.config["patch_proj_dim"]:
             gen = torch.Generator().manual_seed(0)
             projection = torch.randn(hidden, self.config["patch_proj_dim"], generator=gen)
             projection = (projection / self.config["patch_proj_dim"] ** 0.5).to(runtime.device)
-        return {"model": runtime.prepare(model), "patch": model.config.patch_size, "projection": projection}
+        # tokens before the patches: CLS, then the register tokens of a register model
+        prefix = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+        return {"model": runtime.prepare(model), "patch": model.config.patch_size, "prefix": prefix,
+                "projection": projection}
 
     # --- compute ------------------------------------------------------------------------------------
     def compute_images(self, images) -> dict[str, np.ndarray]:
@@ -131,7 +163,10 @@ class DinoExtractor(DeepExtractor, ImageExtractor):
                     tokens = m["model"](pixel_values=x).last_hidden_state.float()
                 gh, gw = x.shape[2] // m["patch"], x.shape[3] // m["patch"]
                 cls[idx] = tokens[:, 0].cpu().numpy()
-                patch = F.normalize(tokens[:, 1:1 + gh * gw], dim=-1)
+                patch = F.normalize(tokens[:, m["prefix"]:m["prefix"] + gh * gw], dim=-1)
+                if tokens.shape[1] != m["prefix"] + gh * gw:
+                    raise RuntimeError(f"dino: {tokens.shape[1]} tokens for a {gh}x{gw} patch grid and "
+                                       f"{m['prefix']} prefix tokens")
                 patch = patch.transpose(1, 2).reshape(len(idx), -1, gh, gw)
                 cells = F.adaptive_avg_pool2d(patch, grid).flatten(2).transpose(1, 2)  # B x cells x D
                 if m["projection"] is not None:
