@@ -113,7 +113,14 @@ def tiny_topiq(root, _):
     return {"semantic_model_name": "test_resnet", "size": 64}
 
 
-TINY = {"imagenet": tiny_imagenet, "clip": tiny_clip, "dino": tiny_dino, "lpips": tiny_lpips,
+def tiny_blip(root, _):
+    from test_blip import save_tiny
+
+    save_tiny(root)
+    return {"size": 64}
+
+
+TINY = {"imagenet": tiny_imagenet, "clip": tiny_clip, "dino": tiny_dino, "blip": tiny_blip, "lpips": tiny_lpips,
         "dists": tiny_dists, "topiq_fr": tiny_topiq}
 
 
