@@ -60,11 +60,13 @@ def weights_dir() -> Path | None:
 
 
 def hf_cache_dir() -> Path:
-    """The hub cache huggingface_hub would use now (read from the environment at call time, not import time)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    """The hub cache huggingface_hub would use now (read from the environment at call time, not import time),
+    in its order: HF_HUB_CACHE, the legacy HUGGINGFACE_HUB_CACHE, then $HF_HOME/hub."""
+    for env in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(env):
+            return Path(os.path.expandvars(os.environ[env])).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
 
 
 def hf_cached(repo_id: str, filename: str) -> Path | None:

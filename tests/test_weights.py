@@ -2,6 +2,8 @@
 and the real loading path through a temporary Hugging Face cache and TORCH_HOME."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,24 @@ def test_a_checkpoint_that_does_not_fit_is_refused(empty_caches):
     torch.save({"features.0.weight": torch.zeros(1)}, weights / "alexnet-owt-7be5be79.pth")
     with pytest.raises(ValueError, match="convolutions"):
         create("lpips", nets=["alex"]).loaded
+
+
+@pytest.mark.parametrize("env", ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"])
+def test_hub_cache_follows_huggingface_hub_environment(env, tmp_path, monkeypatch):
+    """The same folder huggingface_hub itself resolves (its constants, re-read under this environment)."""
+    import importlib
+
+    import huggingface_hub.constants as constants
+
+    from featurestore.weights import hf_cache_dir
+
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(env, str(tmp_path / env))
+    try:
+        expected = Path(importlib.reload(constants).HF_HUB_CACHE)
+        assert hf_cache_dir() == expected
+        assert str(expected).startswith(str(tmp_path / env))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(constants)
