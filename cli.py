@@ -1,4 +1,4 @@
-"""siqa command line: features -> sql -> oof -> submit, plus predict, report, weights, demo-data, store gc.
+"""siqa command line: features -> sql -> oof -> submit, plus predict, report, weights, doctor, demo-data, store gc.
 
 Every user-facing problem is a `SiqaError`, printed as one line `siqa: error: <file>: <problem>`, exit 2.
 """
@@ -227,6 +227,30 @@ def weights(config_path):
 
     config = load_config(config_path)
     click.echo(describe_weights(build_extractors(config, include_disabled=True), disabled_names(config)))
+
+
+@app.command()
+@_config_option
+@click.option("--calib", type=click.Path(file_okay=False), default=None,
+              help="calibration pairs: ref/, dist/, official_values.csv (default: ../shared/data/calib beside siqa)")
+@click.option("--official", type=click.Path(dir_okay=False), default=None, help="published values (default CALIB/official_values.csv)")
+@click.option("--seiqa", type=click.Path(file_okay=False), default=None, help="SeIQA folder: also check the CLIP cosine baseline")
+@click.option("--seiqa-labels", type=click.Path(dir_okay=False), default=None,
+              help="published cos_sim per training pair (default SEIQA/train_labels.csv)")
+@_quiet_option
+def doctor(config_path, calib, official, seiqa, seiqa_labels, quiet):
+    """Run the enabled extractors on pairs with published answers and compare; non-zero exit on any miss."""
+    from featurestore.config import build_extractors, load_config
+    from featurestore.doctor import calibration_checks, format_checks, seiqa_cosine_check
+
+    calib = Path(calib) if calib else Path(__file__).resolve().parent.parent / "shared" / "data" / "calib"
+    checks = calibration_checks(build_extractors(load_config(config_path)), calib, Path(official) if official else None)
+    if seiqa:
+        labels = Path(seiqa_labels) if seiqa_labels else Path(seiqa) / "train_labels.csv"
+        checks += seiqa_cosine_check(Path(seiqa), labels, progress=not quiet)
+    click.echo(format_checks(checks))
+    if any(c.failed for c in checks):
+        sys.exit(1)
 
 
 @app.command("demo-data")

@@ -20,6 +20,8 @@ separable SSIM window drift further. Where pyiqa's deviation is large, the table
 |         |                          |      | resizes the saliency map and converts to Lab differently       |           |
 | gmsd    | 0.0000                   | -    |                                                                | 0.0001    |
 | nlpd    | 0.0056                   | I04  | MATLAB imfilter/conv2 border handling mimicked, not identical  | 0.0057    |
+
+The tolerances live in featurestore.doctor.FORMULA_TOLERANCE (`siqa doctor` checks the same numbers).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from featurestore.doctor import FORMULA_TOLERANCE
 from featurestore.extractors import create
 from featurestore.io import DecodedPair, decode
 
@@ -36,10 +39,7 @@ from conftest import SHARED
 
 CALIB = SHARED / "data" / "calib"
 PAIRS = ["I03", "I04", "I06", "I08", "I19"]
-TOLERANCE = {
-    "psnr": 0.0040, "ssim": 0.0005, "ms_ssim": 0.0045, "cw_ssim": 0.0001, "fsim": 0.0002,
-    "vif": 0.0006, "vsi": 0.0124, "gmsd": 0.0001, "nlpd": 0.0057,
-}
+TOLERANCE = FORMULA_TOLERANCE   # the table above; `siqa doctor` checks the same numbers
 
 
 @pytest.fixture(scope="module")
