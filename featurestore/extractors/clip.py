@@ -53,7 +53,7 @@ def model_key(arch: str, pretrained: str) -> str:
 @EXTRACTORS.register()
 class ClipExtractor(DeepExtractor, ImageExtractor):
     name = "clip"
-    version = 1
+    version = 2   # 2: "crop" is open_clip's exact geometry (was one pixel off)
     default_config = {
         # each: arch (open_clip model name), pretrained (tag), optional weights (explicit checkpoint path)
         "models": [
