@@ -13,6 +13,10 @@ check that every layer got its weights — the only way `SIQA_WEIGHTS_DIR` and t
 Input: the images at native size, aspect kept, only scaled down when larger than the metric's `size`
 (long side for LPIPS and TOPIQ-FR; short side 256 for DISTS, as its authors evaluate it). Values stay on
 each metric's own scale (LPIPS/DISTS: lower is closer; TOPIQ-FR: higher is better).
+Resize policy against the reference: pyiqa's `create_metric` never resizes these metrics, so only images
+larger than `size` differ from it, by design (bounded memory and time on large photos). Within `size`, siqa's
+values are pyiqa's to < 1e-7 on the same weights and pixels (tests/test_reference_equivalence.py);
+`siqa doctor` lifts the bound to compare with the authors' published values at native resolution.
 """
 from __future__ import annotations
 
