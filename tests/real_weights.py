@@ -119,7 +119,7 @@ def topiq_files(torch_home: Path, model_name: str = "cfanet_fr_kadid_res50",
 
 def use_torch_home(monkeypatch, torch_home: Path) -> None:
     """Point torch.hub and pyiqa (whose cache folder is fixed when it is imported) at `torch_home`."""
-    import pyiqa.utils.download_util as download_util
+    from pyiqa.utils import download_util
 
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(torch_home / "hub" / "pyiqa"))

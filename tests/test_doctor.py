@@ -122,5 +122,5 @@ def test_seiqa_cosine_check(seiqa_dir, tmp_path, monkeypatch, tiny_clip_arch):  
 
     own[2] -= 0.05
     pd.DataFrame({"img_name": names, "score": 0, "cos_sim": own}).to_csv(labels, index=False)
-    pearson, delta = seiqa_cosine_check(seiqa_dir, labels, model=model, device="cpu", progress=False)
+    _, delta = seiqa_cosine_check(seiqa_dir, labels, model=model, device="cpu", progress=False)
     assert delta.status == "MISS" and names[2] in delta.detail and delta.delta == pytest.approx(0.05, abs=1e-4)
