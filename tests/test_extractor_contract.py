@@ -26,8 +26,9 @@ PINNED_FOLDERS = {
     "frequency": "frequency-v1-44136fa3",
     "colour": "colour-v1-44136fa3",
     "imagenet": "imagenet-v1-8314ce36",
-    "clip": "clip-v1-470cff12",
+    "clip": "clip-v2-9b70716a",   # v2: exact open_clip crop, crop default, letterboxed ViT-L/14-336 twin
     "dino": "dino-v1-30a98ad9",
+    "blip": "blip-v1-2f3b57db",
     "lpips": "lpips-v1-6f8c5fd2",
     "dists": "dists-v1-63926ef0",
     "topiq_fr": "topiq_fr-v1-0ef01533",
