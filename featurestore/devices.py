@@ -1,6 +1,6 @@
 """Where and how the deep extractors run, and how decoded images become model-sized batches.
 
-- `Runtime`: the device (CUDA when present, else CPU), autocast precision (bf16 where the GPU supports it,
+- `Runtime`: the device (CUDA when present, else CPU), autocast precision (bf16 where the GPU computes it natively,
   else fp16; full fp32 on the CPU, where autocast mostly costs time) and channels-last for convnets.
 - `model_batches`: resize under an explicit policy, normalise and group images that end up the same shape, so
   a batch never mixes shapes and no image is silently squashed to a square:
@@ -37,6 +37,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU computes in bfloat16 natively (Ampere and later). Pre-Ampere GPUs report bf16 as
+    "supported" by emulation, several times slower than fp16, so automatic precision must not pick it there."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
@@ -47,7 +54,7 @@ class Runtime:
     def create(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True) -> "Runtime":
         dev = pick_device(device)
         if precision == "auto":
-            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if dev.type == "cuda" else "fp32"
+            precision = ("bf16" if native_bf16(dev) else "fp16") if dev.type == "cuda" else "fp32"
         dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
         if precision not in dtypes:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
