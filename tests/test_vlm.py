@@ -56,7 +56,9 @@ def tiny(tiny_vlm, **config):
 def test_extract_through_store_and_resume(tmp_path, seiqa_dir, tiny_vlm):
     table = load_pairs(seiqa_dir)
     store = FeatureStore(tmp_path / "store")
-    ex = tiny(tiny_vlm)
+    # a random model spreads its mass over the vocabulary (~2% on the options of a 600-token one): let every
+    # answer through, so the columns below are checked on values (the default's NaN is tested separately)
+    ex = tiny(tiny_vlm, min_answer_mass=0.0)
     first = store.extract(table, [ex], progress=False)
     assert first.computed["vlm/pair"] == len(table) == 8 and not first.failures
     df = query(store.root, "SELECT * FROM features ORDER BY name")
@@ -70,7 +72,7 @@ def test_extract_through_store_and_resume(tmp_path, seiqa_dir, tiny_vlm):
     mid = np.stack(df.vlm_hidden_mid)
     assert mid.shape == (8, HIDDEN) and not np.allclose(mid, hidden)  # layer 1 of 2, not the last
     assert np.ptp(hidden, axis=0).max() > 0  # the images reach the answer position
-    second = store.extract(table, [tiny(tiny_vlm)], progress=False)
+    second = store.extract(table, [tiny(tiny_vlm, min_answer_mass=0.0)], progress=False)
     assert not second.computed and second.cached["vlm/pair"] == 8
 
 
@@ -173,6 +175,39 @@ def test_greedy_sampler_continues_like_generate(any_family, two_questions, monke
             np.testing.assert_allclose(mine[2 * i].numpy(), theirs[0].numpy(), atol=1e-5, rtol=1e-5)
             np.testing.assert_allclose(mine[2 * i + 1].numpy(), theirs[0].numpy(), atol=1e-5, rtol=1e-5)
     assert len(per_step) == steps
+
+
+def test_sampling_in_chunks_gives_the_same_answers(tiny_vlm, monkeypatch):
+    """K rows per question decode in chunks that fit `sample_cache_mb`: the same sampled texts as all
+    questions at once (every question draws from its own seeded generator), in more, smaller forwards."""
+    config = dict(k_samples=3, max_new_tokens=3, temperature=1.0)
+    whole = tiny(tiny_vlm, **config).judge()
+    chunked = tiny(tiny_vlm, sample_cache_mb=1e-4, **config).judge()  # ~100 bytes: one question at a time
+    rgb = np.random.default_rng(4).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    images = [whole.fit_budget(rgb), whole.fit_budget(255 - rgb)]
+    rows, forward = [], chunked.model.forward
+
+    def spy(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        rows.append(out.logits.shape[0])
+        return out
+
+    texts = whole.sample(images)
+    monkeypatch.setattr(chunked.model, "forward", spy)
+    assert chunked.sample(images) == texts
+    n = len(whole.questions.questions)
+    assert len(texts) == n and all(len(t) == 3 for t in texts)
+    # prefix (1 row), the questions (n rows), then decoding steps of one question's 3 rows each
+    assert rows[:2] == [1, n] and set(rows[2:]) == {3} and len(rows) > 2 + n
+    _, cache, mask, _ = whole._continue_prefix(images)
+    assert whole.questions_per_chunk(cache, mask.shape[1]) == n and chunked.questions_per_chunk(cache, mask.shape[1]) == 1
+
+
+def test_device_and_chunking_do_not_change_the_store_folder():
+    folder = VlmExtractor().folder
+    assert VlmExtractor(device="cuda").folder == VlmExtractor(device="cpu").folder == folder
+    assert VlmExtractor(sample_cache_mb=64).folder == folder
+    assert VlmExtractor(dtype="float16").folder != folder and VlmExtractor(min_answer_mass=0.5).folder != folder
 
 
 def test_sampled_answers_are_parsed_and_averaged(tiny_vlm, two_questions, monkeypatch):

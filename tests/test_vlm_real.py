@@ -3,11 +3,15 @@ templates and preprocessor configs of Qwen2.5-VL-7B-Instruct and Qwen3-VL-8B-Ins
 hub cache as `snapshot_download` leaves them (tests/support/qwen_artefacts.py). Only the model tensors are random
 (a tiny network of each family's own class with the real vocabulary size and special-token ids)."""
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
 
+from featurestore.datasets import load_pairs
 from featurestore.extractors.vlm import QuestionSet, VlmExtractor, VlmJudge
+from featurestore.sql import query
+from featurestore.store import FeatureStore
 from support.qwen_artefacts import FAMILIES, write_snapshot
 
 FAMILY_NAMES = list(FAMILIES)
@@ -131,3 +135,24 @@ def test_shared_prefix_equals_whole_prompts(family, judges):
         values = [expected_answer(logits.numpy(), judge.option_ids[q.id], list(q.options.values())).value
                   for logits in (shared[0][row], alone[0][0])]
         assert values[0] == pytest.approx(values[1], abs=1e-6), q.id
+
+
+def test_default_min_answer_mass_rejects_a_model_that_is_not_answering(judges, seiqa_dir, caplog):
+    """A random model over the real 152k vocabulary puts ~1e-4 of its probability on the answer options:
+    renormalised, that would still read as a confident answer. The default makes it NaN with the reason."""
+    judge = judges["qwen2_5_vl"]
+    ref, dist = (np.asarray(im) for im in pair_images(judge, seed=2))
+    result = judge.judge(ref, dist)
+    for q in judge.questions.questions:
+        answer = result.answers[q.id]
+        assert 0 < answer.mass < 1e-3 and np.isnan(answer.value), q.id
+        assert "probability on the answer options (min_answer_mass 0.05)" in answer.reason
+    pairs = load_pairs(seiqa_dir, splits=["test"])
+    store = FeatureStore(seiqa_dir.parent / "store")
+    with caplog.at_level(logging.WARNING, logger="featurestore.extractors.vlm"):
+        summary = store.extract(pairs, [VlmExtractor(model=FAMILIES["qwen2_5_vl"]["repo"], device="cpu")],
+                                progress=False)
+    assert summary.computed["vlm/pair"] == 2 and not summary.failures
+    df = query(store.root, "SELECT * FROM vlm")
+    assert df.overall.isna().all() and df.answer_mass.lt(1e-3).all()
+    assert "overall is NaN for 2 of 2 pair(s)" in caplog.text and "min_answer_mass 0.05" in caplog.text

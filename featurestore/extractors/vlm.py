@@ -25,6 +25,7 @@ NaN with a logged reason.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib.util
@@ -56,6 +57,9 @@ DEFAULT_QUESTIONS = config_file("vlm_questions.toml")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _RESERVED = {"answer_mass", "hidden_last", "hidden_mid"}
 _DTYPES = ("bfloat16", "float16", "float32")
+#: an instruct model that follows "Answer Yes or No" puts most of its next-token probability on the options;
+#: below this it is answering something else, and renormalising over the options would invent a confident value
+MIN_ANSWER_MASS = 0.05
 
 
 # --- question set ---------------------------------------------------------------------------------------
@@ -166,11 +170,11 @@ class VlmJudge:
 
     def __init__(self, model, processor, questions: QuestionSet, max_pixels: int = 512 * 28 * 28,
                  k_samples: int = 0, temperature: float = 1.0, max_new_tokens: int = 16,
-                 middle_layer: int | None = None, min_answer_mass: float = 0.0, seed: int = 0,
-                 share_prefix: bool = True):
+                 middle_layer: int | None = None, min_answer_mass: float = MIN_ANSWER_MASS, seed: int = 0,
+                 share_prefix: bool = True, sample_cache_mb: float = 2048):
         self.model, self.processor, self.questions = model, processor, questions
         self.k_samples, self.temperature, self.max_new_tokens = k_samples, temperature, max_new_tokens
-        self.min_answer_mass, self.seed = min_answer_mass, seed
+        self.min_answer_mass, self.seed, self.sample_cache_mb = min_answer_mass, seed, sample_cache_mb
         self.processor.tokenizer.padding_side = "left"
         text_config = model.config.get_text_config()
         layers = int(text_config.num_hidden_layers)
@@ -252,12 +256,12 @@ class VlmJudge:
         out, *_ = self._continue_prefix(images, hidden_states=True)
         return out.logits[:, -1], out.hidden_states[-1][:, -1], out.hidden_states[self.middle_layer][:, -1]
 
-    def _continue_prefix(self, images: list[Image.Image], repeat: int = 1, hidden_states: bool = False):
-        """Run the shared prefix once, repeat its key/value cache for the questions, run their own tokens as
-        one left-padded batch from it, then repeat every question's row `repeat` times (question-major).
+    def _continue_prefix(self, images: list[Image.Image], hidden_states: bool = False):
+        """Run the shared prefix once, repeat its key/value cache for the questions and run their own tokens as
+        one left-padded batch from it.
 
         Returns (output of the questions' forward, cache, attention mask so far, M-RoPE position of each
-        row's last token); the last three have `repeat` rows per question."""
+        row's last token), one row per question."""
         import torch
 
         n = len(self.suffixes)
@@ -278,20 +282,49 @@ class VlmJudge:
             out = self.model(input_ids=rest["input_ids"], attention_mask=mask,
                              position_ids=positions.unsqueeze(0).expand(3, -1, -1), logits_to_keep=1,
                              output_hidden_states=hidden_states, **{self._cache_kwarg: cache})
-        if repeat > 1:
-            cache.batch_repeat_interleave(repeat)
-        return out, cache, mask.repeat_interleave(repeat, 0), positions[:, -1].repeat_interleave(repeat, 0)
+        return out, cache, mask, positions[:, -1]
+
+    def questions_per_chunk(self, cache, length: int) -> int:
+        """How many questions' K sampled rows decode together within `sample_cache_mb` of key/value cache
+        (each row grows to `length + max_new_tokens` tokens); at least one question."""
+        rows = cache.layers[0].keys.shape[0]
+        total = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+        per_row = total / (rows * length) * (length + self.max_new_tokens)
+        fits = int(self.sample_cache_mb * 2**20 // (per_row * self.k_samples))
+        return min(len(self.suffixes), max(1, fits))
 
     def sample(self, images: list[Image.Image]) -> list[list[str]]:
-        """K sampled answers per question (temperature 0: greedy). The prefix and each question run once,
-        then the K x questions rows decode together; a generator seeded by `seed` makes a pair's answers
-        independent of its batch."""
+        """K sampled answers per question (temperature 0: greedy). The prefix and each question run once, then
+        the K rows of as many questions as `sample_cache_mb` allows decode together, chunk after chunk (the
+        K x questions rows of a 7B model's cache would need tens of GB at once). Every question draws from its
+        own generator seeded by (`seed`, question), so the answers depend neither on the pair's batch nor on
+        the chunking."""
         import torch
 
-        out, cache, mask, position = self._continue_prefix(images, repeat=self.k_samples)
-        logits = out.logits[:, -1].float().repeat_interleave(self.k_samples, 0)
-        generator = torch.Generator(self.device).manual_seed(self.seed)
-        tokenizer = self.processor.tokenizer
+        out, cache, mask, position = self._continue_prefix(images)
+        logits = out.logits[:, -1].float()
+        n, k = len(self.suffixes), self.k_samples
+        per_chunk = self.questions_per_chunk(cache, mask.shape[1])
+        generators = [torch.Generator(self.device).manual_seed(int(np.random.SeedSequence([self.seed, i])
+                                                                  .generate_state(1)[0])) for i in range(n)]
+        texts = []
+        for first in range(0, n, per_chunk):
+            chunk = range(first, min(n, first + per_chunk))
+            rows = torch.arange(first, chunk.stop, device=self.device).repeat_interleave(k)
+            # a view of the shared cache for these rows: indexing copies, the shared cache stays whole
+            rows_cache = copy.copy(cache)
+            rows_cache.layers = [copy.copy(layer) for layer in cache.layers]
+            rows_cache.batch_select_indices(rows)
+            tokens = self._decode(rows_cache, mask[rows], position[rows], logits[rows],
+                                  [generators[i] for i in chunk])
+            texts += [tokens[j:j + k] for j in range(0, len(tokens), k)]
+        return texts
+
+    def _decode(self, cache, mask, position, logits, generators) -> list[str]:
+        """Decode K rows per generator (question-major) from `cache` until every row stops."""
+        import torch
+
+        k, tokenizer = self.k_samples, self.processor.tokenizer
         stop = torch.tensor(sorted(self._stop_ids), device=self.device)
         done = torch.zeros(mask.shape[0], dtype=torch.bool, device=self.device)
         tokens = []
@@ -299,7 +332,8 @@ class VlmJudge:
             for step in range(self.max_new_tokens):
                 if self.temperature > 0:
                     probs = torch.softmax(logits / self.temperature, -1)
-                    token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                    token = torch.cat([torch.multinomial(probs[i * k:(i + 1) * k], 1, generator=g)[:, 0]
+                                       for i, g in enumerate(generators)])
                 else:
                     token = logits.argmax(-1)
                 token = token.masked_fill(done, tokenizer.pad_token_id)
@@ -312,8 +346,7 @@ class VlmJudge:
                 out = self.model(input_ids=token[:, None], attention_mask=mask, logits_to_keep=1,
                                  position_ids=position.view(1, -1, 1).expand(3, -1, -1), **{self._cache_kwarg: cache})
                 logits = out.logits[:, -1].float()
-        texts = tokenizer.batch_decode(torch.stack(tokens, 1), skip_special_tokens=True)
-        return [texts[i:i + self.k_samples] for i in range(0, len(texts), self.k_samples)]
+        return tokenizer.batch_decode(torch.stack(tokens, 1), skip_special_tokens=True)
 
 
 # --- weights --------------------------------------------------------------------------------------------
@@ -363,9 +396,10 @@ class VlmExtractor(PairExtractor):
         "temperature": 1.0,                       # of the sampled answers; 0 = greedy
         "max_new_tokens": 16,                     # of each sampled answer
         "middle_layer": None,                     # hidden_mid layer; None = half the decoder depth
-        "min_answer_mass": 0.0,                   # NaN when less probability is on the answer options
+        "min_answer_mass": MIN_ANSWER_MASS,       # NaN (reason logged) when less probability is on the options
         "seed": 0,                                # of the sampled answers
         "share_prefix": True,                     # run the images once per pair, not once per question
+        "sample_cache_mb": 2048,                  # key/value cache the K sampled answers may fill at once
     }
 
     def __init__(self, **config):
@@ -375,12 +409,17 @@ class VlmExtractor(PairExtractor):
         c = self.config
         if int(c["k_samples"]) < 0 or int(c["max_new_tokens"]) < 1 or float(c["temperature"]) < 0:
             raise ValueError("k_samples and temperature must be >= 0, max_new_tokens >= 1")
+        if float(c["sample_cache_mb"]) <= 0 or not 0 <= float(c["min_answer_mass"]) <= 1:
+            raise ValueError("sample_cache_mb must be > 0 and min_answer_mass within 0..1")
         if int(c["max_pixels"]) < 28 * 28:
             raise ValueError("max_pixels must be at least 784 (one 28x28 patch)")
         validate_repo_id(self.config["model"])  # a ValueError naming the problem; folders go in `path`
         self.questions = QuestionSet.load(self.config["questions"] or DEFAULT_QUESTIONS)
         self._judge: VlmJudge | None = None
         self._hidden_size: int | None = None
+
+    #: where and in how many chunks it runs, not what it computes: `cuda` and `auto` share one store folder
+    runtime_keys = ("device", "sample_cache_mb")
 
     def hashed_content(self):
         # The question file's content changes the outputs, its path alone does not say so.
@@ -426,7 +465,8 @@ class VlmExtractor(PairExtractor):
                                    k_samples=int(c["k_samples"]), temperature=float(c["temperature"]),
                                    max_new_tokens=int(c["max_new_tokens"]), middle_layer=c["middle_layer"],
                                    min_answer_mass=float(c["min_answer_mass"]), seed=int(c["seed"]),
-                                   share_prefix=bool(c["share_prefix"]))
+                                   share_prefix=bool(c["share_prefix"]),
+                                   sample_cache_mb=float(c["sample_cache_mb"]))
         return self._judge
 
     def compute_pairs(self, pairs) -> dict[str, np.ndarray]:
