@@ -220,13 +220,34 @@ def report(run_dir, quiet):
 
 @app.command()
 @_config_option
-def weights(config_path):
-    """Say, per configured extractor, whether its weights load here and from where."""
+@click.option("--check", is_flag=True, help="exit non-zero when an enabled extractor has no weights here")
+@click.option("--download", is_flag=True, help="fetch every weight the enabled extractors need")
+@click.option("--to", "to", type=click.Path(file_okay=False), default=None,
+              help="with --download: put them in DIR laid out as $SIQA_WEIGHTS_DIR (default: the libraries' caches)")
+def weights(config_path, check, download, to):
+    """Say, per configured extractor, whether its weights load here and from where; --download fetches them."""
     from featurestore.config import build_extractors, disabled_names, load_config
-    from featurestore.weights import describe_weights
+    from featurestore.weights import check_weights, describe_weights
 
+    if to and not download:
+        raise SiqaError("--to DIR goes with --download")
     config = load_config(config_path)
-    click.echo(describe_weights(build_extractors(config, include_disabled=True), disabled_names(config)))
+    disabled = disabled_names(config)
+    if download:
+        from featurestore.downloads import download_weights
+
+        enabled = build_extractors(config)
+        download_weights(enabled, Path(to).expanduser() if to else None, echo=click.echo)
+        if to:
+            click.echo(f"set SIQA_WEIGHTS_DIR={Path(to).expanduser().resolve()} so that siqa finds them there")
+            return
+    click.echo(describe_weights(build_extractors(config, include_disabled=True), disabled))
+    if check:
+        missing = [s for s in check_weights(build_extractors(config), strict=False) if s.found is None]
+        if missing:
+            names = sorted({s.what.split(": ", 1)[0] for s in missing})
+            raise SiqaError(f"{config['_path']}: {len(missing)} weight(s) missing for enabled extractor(s) "
+                            f"{', '.join(names)} (see above; `siqa weights --download` fetches them)")
 
 
 @app.command()

@@ -8,12 +8,15 @@ Resolution order (DESIGN.md), per weight file or model folder:
 3. the library's normal cache: the Hugging Face hub cache, the torch hub / pyiqa checkpoint folders, or the
    package that ships the file.
 
-Nothing here downloads. `check_weights` raises one `MissingWeights` listing everything that is missing, so a
-run stops before decoding a single image; `describe_weights` is what `siqa weights` prints.
+Nothing here downloads (`featurestore.downloads` does, for `siqa weights --download`). `check_weights` raises one
+`MissingWeights` listing everything that is missing, so a run stops before decoding a single image;
+`describe_weights` is what `siqa weights` prints. A model folder counts only when complete: its config, every
+weight shard its `model.safetensors.index.json` lists, and the processor/tokenizer files the spec names.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,15 @@ MODEL_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safeten
 
 
 @dataclass(frozen=True)
+class Fetch:
+    """How `siqa weights --download` gets a weight: a Hugging Face repo snapshot, one file of a repo, or a URL."""
+
+    kind: str          # "hf_snapshot", "hf_file" or "url"
+    source: str        # repo id or URL
+    filename: str = ""  # hf_file: the file in the repo
+
+
+@dataclass(frozen=True)
 class WeightSpec:
     """One weight file (or transformers model folder) an extractor needs, and every place it may be."""
 
@@ -38,6 +50,9 @@ class WeightSpec:
     config_path: str = ""      # explicit path from the extractor config; "" = not given
     caches: tuple[Path, ...] = ()  # the library's own cache locations, in the order it would use them
     folder: bool = False       # a transformers model folder (config.json + weights) rather than one file
+    #: files a model folder needs beside config and weights ("a|b": either); e.g. the processor and tokenizer
+    files: tuple[str, ...] = ()
+    fetch: Fetch | None = None  # how to download it; None: derived from `download` (see `fetch_plan`)
 
 
 class MissingWeights(SiqaError):
@@ -60,8 +75,8 @@ def weights_dir() -> Path | None:
 
 
 def hf_cache_dir() -> Path:
-    """The hub cache huggingface_hub would use now (read from the environment at call time, not import time),
-    in its order: HF_HUB_CACHE, the legacy HUGGINGFACE_HUB_CACHE, then $HF_HOME/hub."""
+    """The hub cache huggingface_hub would use now, in its own order (HF_HUB_CACHE, the older
+    HUGGINGFACE_HUB_CACHE, HF_HOME/hub, XDG_CACHE_HOME/huggingface/hub), read at call time, not import time."""
     for env in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(env):
             return Path(os.path.expandvars(os.environ[env])).expanduser()
@@ -78,11 +93,17 @@ def hf_cached(repo_id: str, filename: str) -> Path | None:
 
 
 def hf_cached_folder(repo_id: str) -> Path | None:
-    """The cached snapshot folder of a transformers model repo, if its config and weights are both there."""
+    """The cached snapshot folder of a transformers model repo (None when not even its config is cached);
+    `resolve` decides whether it is complete."""
     config = hf_cached(repo_id, "config.json")
-    if config is None:
-        return None
-    return config.parent if _complete_folder(config.parent) else None
+    return None if config is None else config.parent
+
+
+def hf_download_line(repo_id: str) -> str:
+    """The exact command that fills the place `resolve` looks at first for this repo."""
+    root = weights_dir()
+    target = f" --local-dir {root / repo_id}" if root else ""
+    return f"`hf download {repo_id}{target}` (`huggingface-cli download` on huggingface_hub < 1.0)"
 
 
 def torch_hub_checkpoints() -> Path:
@@ -92,34 +113,85 @@ def torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _complete_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() and any((path / w).is_file() for w in MODEL_FOLDER_WEIGHTS)
+def folder_problem(path: Path, files: tuple[str, ...] = ()) -> str:
+    """Why `path` is not a complete model folder ("" when it is): config, weights (every shard of a sharded
+    checkpoint) and the named extra files."""
+    if not path.is_dir():
+        return f"{path} does not exist"
+    if not (path / "config.json").is_file():
+        return f"{path} has no config.json"
+    present = [w for w in MODEL_FOLDER_WEIGHTS if (path / w).is_file()]
+    if not present:
+        return f"{path} has no weights ({' or '.join(MODEL_FOLDER_WEIGHTS[:2])}, or a sharded index)"
+    for index in (w for w in present if w.endswith(".index.json")):
+        try:
+            shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            return f"{path / index} is unreadable ({exc.__class__.__name__}: {exc})"
+        missing = [f for f in shards if not (path / f).is_file()]
+        if missing:
+            return (f"{path} lacks {len(missing)} of the {len(shards)} weight shards {index} lists "
+                    f"(e.g. {missing[0]})")
+    for need in files:
+        if not any((path / f).is_file() for f in need.split("|")):
+            return f"{path} has no {' or '.join(need.split('|'))}"
+    return ""
 
 
-def _exists(path: Path, folder: bool) -> bool:
-    return _complete_folder(path) if folder else path.is_file()
+def _problem(path: Path, spec: WeightSpec) -> str:
+    if spec.folder:
+        return folder_problem(path, spec.files)
+    return "" if path.is_file() else f"{path} is not a file"
+
+
+def fetch_plan(spec: WeightSpec) -> Fetch | None:
+    """How to download `spec`: its own `fetch`, else read from `download` (a Hugging Face repo page, a repo
+    file `https://huggingface.co/<repo> (file <name>)`, or a URL); None for weights that ship in a package."""
+    if spec.fetch is not None:
+        return spec.fetch
+    hub = "https://huggingface.co/"
+    if spec.download.startswith(hub) and "/resolve/" not in spec.download:
+        repo = "/".join(spec.download[len(hub):].split()[0].split("/")[:2])
+        if spec.folder:
+            return Fetch("hf_snapshot", repo)
+        if spec.local_name.startswith(repo + "/"):
+            return Fetch("hf_file", repo, spec.local_name[len(repo) + 1:])
+    if spec.download.startswith(("https://", "http://")):
+        return Fetch("url", spec.download.split()[0])
+    return None
 
 
 def resolve(spec: WeightSpec) -> WeightSource:
     """First place that has the weights, in the documented order; `found=None` with a hint otherwise."""
-    kind = "model folder (config.json + model.safetensors)" if spec.folder else "file"
+    kind = "model folder (config.json + weights" + (" + " + ", ".join(spec.files) if spec.files else "") + ")" \
+        if spec.folder else "file"
+    plan = fetch_plan(spec)
+    how = hf_download_line(plan.source) if plan is not None and plan.kind == "hf_snapshot" else f"download {spec.download}"
     if spec.config_path:
         path = Path(spec.config_path).expanduser()
-        if _exists(path, spec.folder):
+        problem = _problem(path, spec)
+        if not problem:
             return WeightSource(spec.what, str(path))
-        return WeightSource(spec.what, None, f"the config names {path}, which is not a complete {kind}; "
-                                             f"download {spec.download} there or remove the setting")
+        return WeightSource(spec.what, None, f"the config names {path}, which is not a complete {kind} "
+                                             f"({problem}); put it there or remove the setting")
     root = weights_dir()
-    if root is not None and _exists(root / spec.local_name, spec.folder):
-        return WeightSource(spec.what, str(root / spec.local_name))
-    for cache in spec.caches:
-        if _exists(cache, spec.folder):
-            return WeightSource(spec.what, str(cache))
+    places = ([root / spec.local_name] if root is not None else []) + list(spec.caches)
+    problems = []
+    for path in places:
+        problem = _problem(path, spec)
+        if not problem:
+            return WeightSource(spec.what, str(path))
+        if spec.folder and path.is_dir():
+            problems.append(problem)  # a partial download: say what is missing
     where = f"${WEIGHTS_ENV}/{spec.local_name}" + (f" (now {root / spec.local_name})" if root else
                                                    f" (set {WEIGHTS_ENV} first)")
     if spec.caches:
         where += f" or at {spec.caches[0]}"
-    return WeightSource(spec.what, None, f"download {spec.download} and put the {kind} at {where}")
+    if plan is not None and plan.kind == "hf_snapshot":
+        hint = f"run {how}, or `siqa weights --download`"
+    else:
+        hint = f"{how} and put the {kind} at {where}" + (", or run `siqa weights --download`" if plan else "")
+    return WeightSource(spec.what, None, hint + "".join(f"; incomplete: {p}" for p in problems))
 
 
 def check_weights(extractors: list[Extractor], strict: bool = True) -> list[WeightSource]:

@@ -47,7 +47,7 @@ from configs import config_file
 from ..config import read_toml
 from ..devices import pick_device
 from ..errors import SiqaError
-from ..weights import MissingWeights, WeightSpec, hf_cached_folder, resolve
+from ..weights import Fetch, MissingWeights, WeightSpec, hf_cached_folder, resolve
 from ._vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
 from .base import EXTRACTORS, Column, PairExtractor, WeightSource
 
@@ -57,6 +57,10 @@ DEFAULT_QUESTIONS = config_file("vlm_questions.toml")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _RESERVED = {"answer_mass", "hidden_last", "hidden_mid"}
 _DTYPES = ("bfloat16", "float16", "float32")
+#: what a checkpoint folder needs beside config and weights: the processor, the tokenizer and the chat template
+#: (the published repos carry preprocessor_config.json, transformers 5 saves processor_config.json; "a|b" = either)
+CHECKPOINT_FILES = ("preprocessor_config.json|processor_config.json", "tokenizer_config.json",
+                    "tokenizer.json|vocab.json", "chat_template.json|chat_template.jinja")
 #: an instruct model that follows "Answer Yes or No" puts most of its next-token probability on the options;
 #: below this it is answering something else, and renormalising over the options would invent a confident value
 MIN_ANSWER_MASS = 0.05
@@ -425,12 +429,15 @@ class VlmExtractor(PairExtractor):
         # The question file's content changes the outputs, its path alone does not say so.
         return self.questions.fingerprint()
 
-    def weight_sources(self) -> list[WeightSource]:
+    def weight_specs(self) -> list[WeightSpec]:
         model = self.config["model"]
         cached = hf_cached_folder(model)
-        spec = WeightSpec(f"transformers {model}", local_name=model, download=f"https://huggingface.co/{model}",
-                          config_path=self.config["path"], caches=(cached,) if cached else (), folder=True)
-        return [resolve(spec)]
+        return [WeightSpec(f"transformers {model}", local_name=model, download=f"https://huggingface.co/{model}",
+                           config_path=self.config["path"], caches=(cached,) if cached else (), folder=True,
+                           files=CHECKPOINT_FILES, fetch=Fetch("hf_snapshot", model))]
+
+    def weight_sources(self) -> list[WeightSource]:
+        return [resolve(spec) for spec in self.weight_specs()]
 
     def _model_dir(self) -> Path:
         source = self.weight_sources()[0]
