@@ -163,10 +163,9 @@ def fetch_plan(spec: WeightSpec) -> Fetch | None:
 
 def resolve(spec: WeightSpec) -> WeightSource:
     """First place that has the weights, in the documented order; `found=None` with a hint otherwise."""
-    kind = "model folder (config.json + weights" + (" + " + ", ".join(spec.files) if spec.files else "") + ")" \
-        if spec.folder else "file"
-    plan = fetch_plan(spec)
-    how = hf_download_line(plan.source) if plan is not None and plan.kind == "hf_snapshot" else f"download {spec.download}"
+    kind = "file"
+    if spec.folder:
+        kind = "model folder (config.json + weights" + "".join(f" + {f}" for f in spec.files) + ")"
     if spec.config_path:
         path = Path(spec.config_path).expanduser()
         problem = _problem(path, spec)
@@ -183,14 +182,16 @@ def resolve(spec: WeightSpec) -> WeightSource:
             return WeightSource(spec.what, str(path))
         if spec.folder and path.is_dir():
             problems.append(problem)  # a partial download: say what is missing
-    where = f"${WEIGHTS_ENV}/{spec.local_name}" + (f" (now {root / spec.local_name})" if root else
-                                                   f" (set {WEIGHTS_ENV} first)")
-    if spec.caches:
-        where += f" or at {spec.caches[0]}"
+    plan = fetch_plan(spec)
     if plan is not None and plan.kind == "hf_snapshot":
-        hint = f"run {how}, or `siqa weights --download`"
+        hint = f"run {hf_download_line(plan.source)}, or `siqa weights --download`"
     else:
-        hint = f"{how} and put the {kind} at {where}" + (", or run `siqa weights --download`" if plan else "")
+        where = f"${WEIGHTS_ENV}/{spec.local_name}" + (f" (now {root / spec.local_name})" if root else
+                                                       f" (set {WEIGHTS_ENV} first)")
+        if spec.caches:
+            where += f" or at {spec.caches[0]}"
+        hint = f"download {spec.download} and put the {kind} at {where}"
+        hint += ", or run `siqa weights --download`" if plan is not None else ""
     return WeightSource(spec.what, None, hint + "".join(f"; incomplete: {p}" for p in problems))
 
 
