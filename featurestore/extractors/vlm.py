@@ -317,7 +317,7 @@ class VlmJudge:
         for first in range(0, n, per_chunk):
             chunk = range(first, min(n, first + per_chunk))
             rows = torch.arange(first, chunk.stop, device=self.device).repeat_interleave(k)
-            # a view of the shared cache for these rows: indexing copies, the shared cache stays whole
+            # the chunk's own cache: indexing copies its rows, so the shared cache stays whole for the next chunk
             rows_cache = copy.copy(cache)
             rows_cache.layers = [copy.copy(layer) for layer in cache.layers]
             rows_cache.batch_select_indices(rows)
