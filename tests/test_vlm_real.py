@@ -3,7 +3,9 @@ templates and preprocessor configs of Qwen2.5-VL-7B-Instruct and Qwen3-VL-8B-Ins
 hub cache as `snapshot_download` leaves them (tests/support/qwen_artefacts.py). Only the model tensors are random
 (a tiny network of each family's own class with the real vocabulary size and special-token ids)."""
 import dataclasses
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +56,10 @@ def test_loads_from_the_hub_cache_layout(family, hub_cache, judges):
     judge = judges[family]
     tokenizer = judge.processor.tokenizer
     assert judge.model.config.get_text_config().vocab_size == FAMILIES[family]["vocab_size"]
+    if family == "qwen2_5_vl":  # the published config layout (flat text fields, rope_scaling) is what got parsed
+        published = json.loads((Path(found) / "config.json").read_text())
+        assert "text_config" not in published and published["rope_scaling"]["type"] == "mrope"
+        assert judge.model.config.get_text_config().rope_parameters["mrope_section"] == [1, 1, 2]
     # the published special-token ids
     assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
                                             "<|vision_end|>", "<|image_pad|>"]) == [151643, 151644, 151645, 151652,

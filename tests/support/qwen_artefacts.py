@@ -5,7 +5,8 @@ Real: the vocabulary (151,643 byte-level BPE ranks shipped in the `qwen-tokenize
 `tokenizer_config.json`, chat templates and `preprocessor_config.json` (tests/fixtures/qwen, sources in its
 README). Made up, because the real files are 16 GB: the model tensors, drawn at random for a tiny network of the
 real config class with the real vocabulary size and special-token ids (2 text layers of width 32, a 1- or 2-layer
-vision tower), saved in two shards with a `model.safetensors.index.json` as the real checkpoints are.
+vision tower), saved in shards with a `model.safetensors.index.json` as the real checkpoints are. Qwen2.5-VL's
+`config.json` keeps the published layout (flat text fields, `rope_scaling`) with only the sizes made tiny.
 
 Cache layout (huggingface_hub's): `<cache>/models--Qwen--<name>/{refs/main, blobs/<sha256>,
 snapshots/<revision>/<file> -> ../../blobs/<sha256>}`.
@@ -136,16 +137,33 @@ def tiny_model(family: str, seed: int = 0):
 
     spec = FAMILIES[family]
     config_class, model_class = (getattr(transformers, name) for name in spec["classes"])
-    ids = {t["content"]: int(i) for i, t in
-           json.loads((fixture_files(family) / "tokenizer_config.json").read_text())["added_tokens_decoder"].items()}
-    text = {**spec["text_config"], "vocab_size": spec["vocab_size"], "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]}
-    config = config_class(text_config=text, vision_config=dict(spec["vision_config"]),
-                          image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                          vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-                          tie_word_embeddings=False)
+    published = fixture_files(family) / "config.json"
+    if published.is_file():
+        config = config_class(**published_layout(family))  # parsed as a real snapshot's config is
+    else:
+        ids = {t["content"]: int(i) for i, t in json.loads(
+            (fixture_files(family) / "tokenizer_config.json").read_text())["added_tokens_decoder"].items()}
+        text = {**spec["text_config"], "vocab_size": spec["vocab_size"], "bos_token_id": ids["<|endoftext|>"],
+                "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]}
+        config = config_class(text_config=text, vision_config=dict(spec["vision_config"]),
+                              image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                              vision_start_token_id=ids["<|vision_start|>"],
+                              vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
     torch.manual_seed(seed)
     return model_class(config).eval()
+
+
+def published_layout(family: str) -> dict:
+    """The family's published config.json (flat text fields, `rope_scaling`, as transformers 4.4x wrote it),
+    every published value kept except the sizes, which become the tiny ones."""
+    spec = FAMILIES[family]
+    config = json.loads((fixture_files(family) / "config.json").read_text())
+    text = dict(spec["text_config"])
+    mrope = text.pop("rope_parameters")["mrope_section"]
+    config.update(text)
+    config["rope_scaling"] = {**config["rope_scaling"], "mrope_section": mrope}
+    config["vision_config"] = {**config["vision_config"], **spec["vision_config"]}
+    return config
 
 
 def write_snapshot(cache_dir: str | Path, family: str, seed: int = 0) -> Path:
@@ -156,10 +174,12 @@ def write_snapshot(cache_dir: str | Path, family: str, seed: int = 0) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp)
         model = tiny_model(family, seed)
-        # ~10 MB of tensors (the real vocabulary x width 32, twice): two shards and an index, as published
+        # ~10 MB of tensors (the real vocabulary x width 32, twice): shards and an index, as published
         model.save_pretrained(staged, max_shard_size="6MB")
         for f in fixture_files(family).iterdir():
             shutil.copy(f, staged / f.name)
+        if (fixture_files(family) / "config.json").is_file():  # the published layout, not transformers 5's
+            (staged / "config.json").write_text(json.dumps(published_layout(family), indent=2))
         config = json.loads((staged / "tokenizer_config.json").read_text())
         (staged / "tokenizer.json").write_text(tokenizer_json(config))
         (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
