@@ -128,7 +128,7 @@ def test_shared_prefix_equals_whole_prompts(family, judges):
     Measured on the CPU in float32 (146 / 262 prompt tokens): max |delta| 1.8e-7 on the logits over the real
     152k / 151.9k vocabulary, 4.8e-7 on hidden states, 2.5e-8 on an expected answer; a position off by one
     step moves the logits by ~1e-4 (tests/test_vlm.py), so the tolerance has teeth."""
-    from featurestore.vlm_answers import expected_answer
+    from featurestore.extractors._vlm_answers import expected_answer
 
     judge = judges[family]
     images = pair_images(judge, seed=1)
