@@ -32,7 +32,7 @@ PINNED_FOLDERS = {
     "lpips": "lpips-v1-6f8c5fd2",
     "dists": "dists-v1-63926ef0",
     "topiq_fr": "topiq_fr-v1-0ef01533",
-    "vlm": "vlm-v1-ca4cf742",
+    "vlm": "vlm-v1-63902e09",  # min_answer_mass 0.05 by default (was 0): answers below it are NaN now
 }
 
 
