@@ -51,12 +51,20 @@ def test_run_folder_contents(run):
     assert len(oof) == data.labelled.sum() and oof["id"].is_unique
     assert oof[HEADLINE].between(0, 5).all()
     board = pd.read_csv(path / "leaderboard.csv")
-    assert list(board.columns) == ["model", "srocc", "plcc", "krcc", "rmse", "final", "final_std", "fit_seconds"]
+    assert list(board.columns) == ["model", "srocc", "plcc", "krcc", "rmse", "final", "final_std", "final_fold_mean",
+                                   "final_low", "final_high", "fit_seconds"]
     assert set(board["model"]) == {*members, "blend", HEADLINE}
     assert board["final"].is_monotonic_decreasing
     row = board.set_index("model").loc["ridge"]
     assert row["final"] == pytest.approx(metrics.final(oof["ridge"], oof["target"]), abs=1e-6)
     assert summary["final"] == pytest.approx(metrics.final(oof[HEADLINE], oof["target"]))
+    # one repeat: no spread to report, shown as –, not ± 0.0000
+    assert board["final_std"].isna().all() and summary["final_std"] is None
+    assert "± –" in summary["leaderboard_text"] and "± 0.0000" not in summary["leaderboard_text"]
+    folds = [metrics.final(part[HEADLINE], part["target"]) for _, part in oof.groupby("fold")]
+    assert summary["final_fold_mean"] == pytest.approx(np.mean(folds))
+    assert (board["final_low"] <= board["final_high"]).all()
+    assert summary["final_low"] < summary["final_high"]
     assert summary["dropped_columns"] == ["constant"] and "meta_emb_absdiff" not in summary["columns"]
     assert summary["n_rows"] == data.labelled.sum() and summary["n_groups"] == 12
     saved = json.loads((path / "run.json").read_text())
