@@ -210,3 +210,17 @@ def test_a_pipeline_of_an_older_layout_is_a_clear_error(run, tmp_path):
     (old / "models" / "pipeline.pkl").write_bytes(b"ctabular.pipeline\nFittedPipeline\n.")  # the pre-blend home
     with pytest.raises(SiqaError, match=r"pipeline.pkl: written by an older siqa layout"):
         load_run(old)
+
+
+def test_time_limit_drops_repeats_and_members_and_says_so(tmp_path):
+    data = _synthetic(dense=False)
+    config = {"tabular": {**SMALL["tabular"], "repeats": 2, "time_limit": 0.001}}  # nothing fits in 1 ms
+    summary = run_oof(data, config, tmp_path / "run", progress=False)
+    plan = summary["plan"]
+    assert plan["dropped_repeats"] == 1 and summary["repeats"] == 1
+    assert len(summary["members"]) == 1 and len(plan["dropped_members"]) >= 3
+    assert "dropped member(s)" in summary["leaderboard_text"]
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert set(board["model"]) == {*summary["members"], "blend", HEADLINE}
+    assert len(pd.read_parquet(tmp_path / "run" / "oof.parquet")) == data.labelled.sum()
+    assert np.isfinite(predict(tmp_path / "run", data)).all()
