@@ -32,11 +32,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from blend.run import HEADLINE, run_oof  # noqa: E402
 from synthetic_tables import kadid_like  # noqa: E402
 from tabular import metrics  # noqa: E402
 from tabular.data import TabularData  # noqa: E402
 from tabular.models.raw_feature import RawFeatureModel  # noqa: E402
-from tabular.run import HEADLINE, run_oof  # noqa: E402
 
 DATA = HERE.parents[1] / "shared" / "data" / "tabular"
 METRIC_COLUMNS = ["DSSIM", "SSIMULACRA", "Butteraugli", "Butteraugli_XL", "Butteraugli_XL_3m",
