@@ -138,7 +138,8 @@ def bench(data: TabularData, preset: str, repeats: int | None, time_limit: float
            "interval": f"[{summary['final_low']:.3f}, {summary['final_high']:.3f}]",
            "wall_s": wall, "cpu_s": cpu, "plan": summary["plan"]["text"],
            "blend": summary["blend"]["method"], "calibration": summary["blend"]["calibration"]}
-    print(" | ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) and v < 2 else f"{k} {v:.1f}" if isinstance(v, float)
+                     else f"{k} {v}" for k, v in row.items()), flush=True)
     return row
 
 
