@@ -37,7 +37,7 @@ sql: venv
 demo: venv
 	$(SIQA) demo-data --out demo/data
 	$(SIQA) features --data demo/data --store demo/store --config configs/offline.toml
-	$(SIQA) oof --store demo/store --run runs/demo --config configs/offline.toml
+	$(SIQA) oof --store demo/store --run runs/demo --config configs/offline.toml --preset fast
 	$(SIQA) submit --run runs/demo --out runs/demo/submission.zip
 	@cat runs/demo/leaderboard.csv
 

@@ -124,9 +124,12 @@ def sql(query, store, fmt, out):
 @_config_option
 @click.option("--preset", type=click.Choice(["fast", "default", "best"]), default=None, help="override the config's preset")
 @click.option("--seed", type=int, default=None)
+@click.option("--time-limit", type=click.FloatRange(min=1), default=None,
+              help="seconds: plan repeats and pool members to finish in time; says what it dropped")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the leaderboard")
 @_quiet_option
-def oof(store, table, label, group, lower_better, feature_list, run_dir, config_path, preset, seed, as_json, quiet):
+def oof(store, table, label, group, lower_better, feature_list, run_dir, config_path, preset, seed, time_limit,
+        as_json, quiet):
     """Grouped, nested out-of-fold evaluation of the model pool and blend; writes a run folder."""
     from blend.run import run_oof
     from featurestore.config import load_config
@@ -138,6 +141,8 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
         tab["preset"] = preset
     if seed is not None:
         tab["seed"] = seed
+    if time_limit is not None:
+        tab["time_limit"] = time_limit
     columns = feature_list.split(",") if feature_list else None
     if table:
         if not label or not group:
@@ -147,6 +152,8 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
         data = TabularData.from_store(default_store(store), features=columns)
     summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json))
     if as_json:
+        if time_limit is not None:
+            click.echo(summary["plan"]["text"], err=True)
         click.echo(json.dumps(summary["headline"], sort_keys=True))
     else:
         click.echo(summary["leaderboard_text"])

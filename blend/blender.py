@@ -2,8 +2,10 @@
 
 Every method (`blend.methods`: best, greedy, slsqp, ...) is fit on out-of-fold predictions (rows x
 models, every column on the target's scale). `auto` fits each registered method on grouped inner folds
-of the rows and scores it on the held-out part (exact Final of the pooled held-out blend); the winner
-is refit on all rows. Ties go to the simpler method: the lower registry priority.
+of the rows and scores it on the held-out part (exact Final of the pooled held-out blend); the choice
+(`choice = "one_se"`, default) is the simplest method (lowest registry priority) within one standard
+error of the best (`blend.choice`), or (`choice = "max"`) the best score, ties to the simpler; it is
+refit on all rows.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.folds import inner_folds
 
+from .choice import CHOICES, choose
 from .methods import METHODS
 
 #: arguments every method takes from the blender itself, not from the method's own parameters
@@ -31,12 +34,13 @@ def all_method_parameters() -> set[str]:
 
 
 class BoundedBlender:
-    def __init__(self, cap: float = 1.0, method: str = "auto", n_splits: int = 5, random_state: int = 0,
-                 **params):
+    def __init__(self, cap: float = 1.0, method: str = "auto", n_splits: int = 5, choice: str = "one_se",
+                 random_state: int = 0, **params):
         """`params`: the methods' own parameters (rounds, anchors, ...); each method gets those it names."""
         self.cap = cap
         self.method = method
         self.n_splits = n_splits
+        self.choice = choice
         self.random_state = random_state
         self.params = params
 
@@ -48,6 +52,8 @@ class BoundedBlender:
         names = METHODS.names()
         if self.method not in (*names, "auto"):
             raise SiqaError(f"config: blend method {self.method!r} is not one of {', '.join((*names, 'auto'))}")
+        if self.choice not in CHOICES:
+            raise SiqaError(f"config: blend choice {self.choice!r} is not one of {', '.join(CHOICES)}")
         unknown = set(self.params) - all_method_parameters()
         if unknown:
             raise SiqaError(f"config: unknown [tabular.blend] key(s) {', '.join(sorted(unknown))}")
@@ -58,13 +64,14 @@ class BoundedBlender:
         if method == "auto":
             groups = np.arange(len(y)) if groups is None else np.asarray(groups)
             fold = inner_folds(groups, self.n_splits, self.random_state)
+            held_out = {}
             for candidate in names:
-                held_out = np.empty(len(y))
+                held_out[candidate] = np.empty(len(y))
                 for k in np.unique(fold):
                     train, test = fold != k, fold == k
-                    held_out[test] = P[test] @ self._weights(candidate, P[train], y[train])
-                self.cv_scores_[candidate] = metrics.final(held_out, y)
-            method = max(names, key=lambda c: self.cv_scores_[c])  # first maximum: the simplest of the best
+                    held_out[candidate][test] = P[test] @ self._weights(candidate, P[train], y[train])
+                self.cv_scores_[candidate] = metrics.final(held_out[candidate], y)
+            method = choose(self.choice, held_out, y, fold)
         self.method_ = method
         self.weights_ = self._weights(method, P, y)
         return self

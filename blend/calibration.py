@@ -6,9 +6,11 @@ CSIQ -DMOS). Being affine, it changes no correlation.
 
 `MonotoneCalibrator` then maps blend -> 0..5 with one registered calibrator (`blend.calibrators`:
 `pchip`, `isotonic`, `linear`, ...), or with `auto` (default): the `auto` candidates (`linear`, `pchip`),
-whichever gives the higher Final on grouped inner folds of the calibration rows (ties: the lower
-priority, `linear`). On big, smooth data the curve straightens the blend and wins; on small or already
-linear data its wiggles cost more than they give and the affine map is kept.
+the simplest (lowest priority, `linear`) whose Final on grouped inner folds of the calibration rows is
+within one standard error of the best (`blend.choice`; `choice = "max"`: the best, ties to the
+simpler). On big, smooth data the curve straightens the blend and wins; on small or already linear
+data its wiggles cost more than they give, and a win on a handful of groups is mostly luck: the
+affine map is kept.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tabular import metrics
 from tabular.folds import inner_folds
 
 from .calibrators import CALIBRATORS, HIGH, LOW
+from .choice import CHOICES, choose
 
 
 class LabelScale:
@@ -36,8 +39,9 @@ class LabelScale:
 
 
 class MonotoneCalibrator:
-    def __init__(self, method: str = "auto", n_splits: int = 5, random_state: int = 0):
+    def __init__(self, method: str = "auto", n_splits: int = 5, choice: str = "one_se", random_state: int = 0):
         self.method = method
+        self.choice = choice
         self.n_splits = n_splits
         self.random_state = random_state
 
@@ -45,6 +49,8 @@ class MonotoneCalibrator:
         names = CALIBRATORS.names()
         if self.method not in (*names, "auto"):
             raise SiqaError(f"config: calibration {self.method!r} is not one of {', '.join((*names, 'auto'))}")
+        if self.choice not in CHOICES:
+            raise SiqaError(f"config: blend choice {self.choice!r} is not one of {', '.join(CHOICES)}")
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         self.cv_scores_ = {}
@@ -53,13 +59,14 @@ class MonotoneCalibrator:
             candidates = [name for name, cls in CALIBRATORS.items() if cls.auto]
             fold = inner_folds(np.arange(len(y)) if groups is None else np.asarray(groups), self.n_splits,
                                self.random_state)
+            held_out = {}
             for candidate in candidates:
-                held_out = np.empty(len(y))
+                held_out[candidate] = np.empty(len(y))
                 for k in np.unique(fold):
                     train, test = fold != k, fold == k
-                    held_out[test] = CALIBRATORS.get(candidate)().fit(x[train], y[train]).transform(x[test])
-                self.cv_scores_[candidate] = metrics.final(held_out, y)
-            self.method_ = max(candidates, key=lambda c: self.cv_scores_[c])  # first maximum: lowest priority
+                    held_out[candidate][test] = CALIBRATORS.get(candidate)().fit(x[train], y[train]).transform(x[test])
+                self.cv_scores_[candidate] = metrics.final(held_out[candidate], y)
+            self.method_ = choose(self.choice, held_out, y, fold)
         self.calibrator_ = CALIBRATORS.get(self.method_)().fit(x, y)
         return self
 

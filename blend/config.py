@@ -2,7 +2,8 @@
 
 Keys: `method` (a registered blend method or `auto`), `cap` (max weight of one model), `folds` (inner
 grouped folds of `auto` for the blender and the calibrator), `calibration` (a registered calibrator or
-`auto`), and every keyword parameter of a registered method (greedy: `rounds`; slsqp: `anchors`,
+`auto`), `choice` (how `auto` chooses: `one_se`, the simplest within one standard error of the best,
+or `max`; `blend.choice`), and every keyword parameter of a registered method (greedy: `rounds`; slsqp: `anchors`,
 `temperature`). A method's new parameter is therefore accepted and passed on by adding it to that
 method's module alone. `tabular.config` merges the preset and leaves this section to `check`.
 """
@@ -15,7 +16,7 @@ from .blender import BoundedBlender, all_method_parameters
 from .calibration import MonotoneCalibrator
 
 #: keys of the section that are not method parameters
-BLENDER_KEYS = ("method", "cap", "folds", "calibration")
+BLENDER_KEYS = ("method", "cap", "folds", "calibration", "choice")
 
 
 def check(section: dict) -> dict:
@@ -36,10 +37,11 @@ def resolve(config: dict | None) -> dict:
 def make_blender(settings: dict, seed: int) -> BoundedBlender:
     blend = dict(settings["blend"])
     params = {k: v for k, v in blend.items() if k not in BLENDER_KEYS}
-    return BoundedBlender(cap=blend["cap"], method=blend["method"], n_splits=blend["folds"], random_state=seed,
-                          **params)
+    return BoundedBlender(cap=blend["cap"], method=blend["method"], n_splits=blend["folds"],
+                          choice=blend.get("choice", "one_se"), random_state=seed, **params)
 
 
 def make_calibrator(settings: dict, seed: int) -> MonotoneCalibrator:
     blend = settings["blend"]
-    return MonotoneCalibrator(blend["calibration"], n_splits=blend["folds"], random_state=seed)
+    return MonotoneCalibrator(blend["calibration"], n_splits=blend["folds"], choice=blend.get("choice", "one_se"),
+                              random_state=seed)

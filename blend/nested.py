@@ -22,9 +22,11 @@ from tqdm.auto import tqdm
 from featurestore.errors import SiqaError
 from tabular.data import TabularData
 from tabular.folds import assign_folds
-from tabular.nested import excluded_sets, inner_table, outer_table, pool_tables
+from tabular import metrics
+from tabular.nested import excluded_sets, inner_table, outer_table, pool_fit, pool_tables
 from tabular.stack import StackedPool
 
+from . import budget
 from .calibration import LabelScale
 from .config import make_blender, make_calibrator
 
@@ -39,16 +41,27 @@ class NestedResult:
     blends: list[dict] = field(default_factory=list)   # per (repeat, fold): method, weights, inner CV scores
     fit_seconds: dict[str, float] = field(default_factory=dict)
     blend_seconds: float = 0.0                  # blender + calibrator fitting, all folds
+    plan: budget.Plan | None = None             # what a time limit dropped
+    settings: dict = field(default_factory=dict)  # the settings the run used (repeats, dropped members)
 
 
 def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: bool = True) -> NestedResult:
-    """Run the nested evaluation on `data` (labelled rows only)."""
+    """Run the nested evaluation on `data` (labelled rows only).
+
+    `settings["time_limit"]` (seconds, or None) plans members and repeats to fit (`blend.budget`);
+    tables with more than `settings["single_repeat_rows"]` labelled rows run one repeat (their fold
+    luck is small, and the group-bootstrap interval reports what is left). The settings the run
+    actually used (repeats, dropped members) are `result.settings`."""
     K, repeats, seed = int(settings["folds"]), int(settings["repeats"]), int(settings["seed"])
     if K < 3:
         raise SiqaError(f"config: nested cross-validation needs at least 3 folds, got {K}")
     if repeats < 1:
         raise SiqaError(f"config: tabular repeats must be at least 1, got {repeats}")
+    run_started = time.perf_counter()
     target = data.target
+    if data.n_rows > int(settings.get("single_repeat_rows") or data.n_rows):
+        repeats = 1
+    time_limit = settings.get("time_limit")
     blocks = sorted(data.dense)
     members = StackedPool(settings, columns, blocks, seed).member_names()
     result = NestedResult(members=members, predictions=[], folds=[], blend=[], calibrated=[],
@@ -57,9 +70,32 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
     bar = tqdm(total=repeats * len(excluded_sets(K)) * len(members), disable=not progress, desc="nested CV",
                unit="fit", dynamic_ncols=True)
     for r in range(repeats):
+        if r > 0 and time_limit is not None:
+            per_repeat = (time.perf_counter() - run_started) / r
+            if time.perf_counter() - run_started + per_repeat > float(time_limit) * (1 - budget.RESERVE):
+                result.plan.dropped_repeats += repeats - r
+                result.plan.repeats = r
+                break
         fold = assign_folds(target, data.groups, K, seed + r, settings["label_bins"], source=data.source or "labels")
+        done = {}
+        if r == 0 and time_limit is not None:
+            # the first pool fit, timed member by member, is what the plan is made from
+            first = excluded_sets(K)[0]
+            bar.set_description(f"repeat 1/{repeats}: timing the pool without fold 1")
+            frame, seconds = pool_fit(data, fold, first, settings, columns, blocks, seed)
+            held = target[frame.index.to_numpy()]
+            result.plan = budget.plan(seconds, {m: metrics.final(frame[m].to_numpy(), held) for m in members},
+                                      repeats, len(excluded_sets(K)), int(settings.get("jobs", 1)),
+                                      float(time_limit), time.perf_counter() - run_started)
+            settings = {**settings, "repeats": result.plan.repeats, "drop": result.plan.dropped_members}
+            repeats, members = result.plan.repeats, result.plan.members
+            result.members = members
+            result.fit_seconds = {m: seconds[m] for m in members}
+            done = {first: frame[members]}
+            bar.total = repeats * len(excluded_sets(K)) * len(members)
+            bar.update(len(members))
         predictions = pool_tables(data, fold, K, settings, columns, blocks, seed, bar, f"repeat {r + 1}/{repeats}",
-                                  result.fit_seconds)
+                                  result.fit_seconds, done)
         outer = outer_table(predictions, K)
         blend = np.empty(len(target))
         calibrated = np.empty(len(target))
@@ -85,4 +121,7 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
         result.blend.append(blend)
         result.calibrated.append(calibrated)
     bar.close()
+    if result.plan is None:
+        result.plan = budget.Plan(None, len(result.predictions), members)
+    result.settings = {**settings, "repeats": len(result.predictions)}
     return result

@@ -14,10 +14,14 @@ Run folder layout:
   outer out-of-fold prediction, target scale), `blend` (nested blend, target scale) and
   `blend_calibrated` (nested blend after the calibration to 0..5: what a submission would hold).
   The same data, config and seed give byte-identical files.
-- `leaderboard.csv`: model, srocc, plcc, krcc, rmse, final, final_std, fit_seconds — one row per member
-  plus `blend` and `blend_calibrated`, sorted by final. Metrics are computed per repeat over all rows
-  and averaged; final_std is their standard deviation across repeats; correlations are against
-  `target`, so positive; rmse is on the 0..5 scale (members and blend mapped by the affine label scale);
+- `leaderboard.csv`: model, srocc, plcc, krcc, rmse, final, final_std, final_fold_mean, final_low,
+  final_high, fit_seconds — one row per member plus `blend` and `blend_calibrated`, sorted by final.
+  Metrics are computed per repeat over all rows (pooled out-of-fold) and averaged; final_std is their
+  standard deviation across repeats (empty with one repeat); final_fold_mean is the mean Final of the
+  single test folds (each scored by one model, as a held-out test set is: fold-to-fold shifts of fitted
+  maps, which pooled Final pays for, do not count); final_low/final_high is the 95% interval of pooled
+  Final over tables resampled by reference group (bootstrap, same draws for every row); correlations
+  are against `target`, so positive; rmse is on the 0..5 scale (members and blend mapped by the affine label scale);
   fit_seconds is the total fitting time of that member over the nested run and the final refit (for
   the blend rows: blender and calibrator fitting).
 - `run.json`: summary — headline metrics (of `blend_calibrated`; also as the dict `headline` with
@@ -56,6 +60,8 @@ from .pipeline import FittedPipeline
 HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
 PIPELINE_FILE = Path("models") / "pipeline.pkl"
+BOOTSTRAP_DRAWS = 200
+HEADLINE_METRICS = ("final", "final_std", "final_fold_mean", "final_low", "final_high", "srocc", "plcc", "krcc", "rmse")
 
 
 @dataclass
@@ -81,8 +87,8 @@ def usable_columns(data: TabularData) -> tuple[list[str], list[str]]:
     return kept, dropped
 
 
-def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, scale: LabelScale,
-                 seconds: dict[str, float]) -> pd.DataFrame:
+def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, groups: np.ndarray,
+                 folds: list[np.ndarray], scale: LabelScale, seconds: dict[str, float]) -> pd.DataFrame:
     rows = []
     scaled_target = scale.transform(target)
     for name, per_repeat in columns.items():
@@ -91,19 +97,35 @@ def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, scale
         finals = [s["final"] for s in scores]
         row = {"model": name, **{k: float(np.mean([s[k] for s in scores])) for k in ("srocc", "plcc", "krcc", "rmse")}}
         row["final"] = float(np.mean(finals))
-        row["final_std"] = float(np.std(finals, ddof=1)) if len(finals) > 1 else 0.0
+        row["final_std"] = float(np.std(finals, ddof=1)) if len(finals) > 1 else float("nan")
+        row["final_fold_mean"] = float(np.mean([metrics.mean_fold_final(p, target, f)
+                                                for p, f in zip(per_repeat, folds)]))
+        low, high = np.percentile(metrics.group_bootstrap_finals(per_repeat, target, groups, BOOTSTRAP_DRAWS),
+                                  [2.5, 97.5])
+        row["final_low"], row["final_high"] = float(low), float(high)
         row["fit_seconds"] = round(float(seconds.get(name, 0.0)), 3)
         rows.append(row)
     board = pd.DataFrame(rows)
     return board.sort_values("final", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def _plus_minus(final: float, std: float) -> str:
+    """`0.8512 ± 0.0040`, or `0.8512 ± –` with one repeat (no spread to show, not a zero spread)."""
+    return f"{final:.4f} ± " + ("–" if not np.isfinite(std) else f"{std:.4f}")
+
+
 def _leaderboard_text(board: pd.DataFrame, headline: dict) -> str:
-    shown = board.assign(final=[f"{f:.4f} ± {s:.4f}" for f, s in zip(board["final"], board["final_std"])])
-    table = shown[["model", "final", "srocc", "plcc", "krcc", "rmse", "fit_seconds"]].to_string(
-        index=False, float_format=lambda v: f"{v:.4f}")
-    return (f"{table}\nCV Final ({HEADLINE}, nested, {headline['n_rows']} rows in {headline['n_groups']} "
-            f"reference groups): {headline['final']:.4f} ± {headline['final_std']:.4f}")
+    shown = board.assign(final=[_plus_minus(f, s) for f, s in zip(board["final"], board["final_std"])],
+                         fold_mean=board["final_fold_mean"],
+                         interval=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(board["final_low"], board["final_high"])])
+    columns = ["model", "final", "fold_mean", "interval", "srocc", "plcc", "krcc", "rmse", "fit_seconds"]
+    table = shown[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    return (f"{table}\nfinal: pooled out-of-fold Final, mean ± std over repeats; fold_mean: mean Final of single "
+            f"test folds (one model each, as a held-out test set); interval: 95% bootstrap over reference groups\n"
+            f"CV Final ({HEADLINE}, nested, {headline['n_rows']} rows in {headline['n_groups']} reference groups): "
+            f"{_plus_minus(headline['final'], np.nan if headline['final_std'] is None else headline['final_std'])}"
+            f"; per-fold mean {headline['final_fold_mean']:.4f}; 95% group-bootstrap interval "
+            f"[{headline['final_low']:.4f}, {headline['final_high']:.4f}]")
 
 
 def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = True) -> dict:
@@ -125,6 +147,7 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
         raise SiqaError(f"config: pool member name(s) {', '.join(clash)} clash with oof.parquet columns")
 
     result = nested_cv(labelled, settings, columns, progress=progress)
+    settings = result.settings  # repeats and members as run (a time limit or a big table may cut them)
     members = result.members
 
     stacked = pd.concat(result.predictions, ignore_index=True)
@@ -147,14 +170,16 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
     oof = pd.concat([oof, stacked, pd.DataFrame({"blend": np.concatenate(result.blend),
                                                  HEADLINE: np.concatenate(result.calibrated)})], axis=1)
     board = _leaderboard({**{m: [p[m].to_numpy() for p in result.predictions] for m in members},
-                          "blend": result.blend, HEADLINE: result.calibrated}, target, scale, seconds)
+                          "blend": result.blend, HEADLINE: result.calibrated}, target, labelled.groups,
+                         result.folds, scale, seconds)
 
     row = board.set_index("model").loc[HEADLINE]
     singles = board[board["model"].isin(members)]
-    headline = {**{k: float(row[k]) for k in ("final", "final_std", "srocc", "plcc", "krcc", "rmse")},
+    # final_std is NaN with one repeat: None in JSON (NaN is not JSON)
+    headline = {**{k: float(row[k]) if np.isfinite(row[k]) else None for k in HEADLINE_METRICS},
                 "model": HEADLINE, "n_rows": int(labelled.n_rows), "n_groups": int(np.unique(labelled.groups).size)}
     summary = {
-        **{k: headline[k] for k in ("final", "final_std", "srocc", "plcc", "krcc", "rmse")},
+        **{k: headline[k] for k in HEADLINE_METRICS},
         "headline": headline,
         "n_rows": headline["n_rows"], "n_groups": headline["n_groups"],
         "n_unlabelled": int(data.n_rows - labelled.n_rows),
@@ -167,7 +192,9 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
                   "inner_cv": pipeline.blender_.cv_scores_, "calibration": pipeline.calibrator_.method_,
                   "calibration_cv": pipeline.calibrator_.cv_scores_},
         "nested_blends": result.blends,
-        "leaderboard_text": _leaderboard_text(board, headline),
+        "plan": result.plan.as_dict(),
+        "leaderboard_text": _leaderboard_text(board, headline)
+        + (f"\n{result.plan.describe()}" if result.plan.time_limit is not None else ""),
         "seconds": round(time.perf_counter() - started, 2),
     }
     _write(run_dir, config, settings, oof, board, summary, pipeline)

@@ -15,7 +15,8 @@ from configs import config_file
 from featurestore.errors import SiqaError
 
 PRESETS_DIR = config_file("presets")
-KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "jobs", "meta", "blend", "pool"}
+KEYS = {"preset", "folds", "repeats", "seed", "label_bins", "threads", "jobs", "time_limit", "single_repeat_rows",
+        "meta", "blend", "pool"}
 SECTION_KEYS = {"meta": {"folds", "alphas"}}
 
 

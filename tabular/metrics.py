@@ -31,9 +31,23 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip((a @ b) / np.sqrt((a @ a) * (b @ b)), -1.0, 1.0))
 
 
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank), as scipy.stats.rankdata: the same
+    algorithm without scipy's per-call array-API overhead, which dominated the greedy blender."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    tie = np.cumsum(starts) - 1                              # tie-group index of each sorted value
+    bounds = np.r_[np.flatnonzero(starts), x.size]           # first sorted position of each group, then n
+    ranks = np.empty(x.size)
+    ranks[order] = 0.5 * (bounds[tie] + bounds[tie + 1] + 1)
+    return ranks
+
+
 def srocc(pred, y) -> float:
     pred, y = _pair(pred, y)
-    return 0.0 if _degenerate(pred, y) else _pearson(stats.rankdata(pred), stats.rankdata(y))
+    return 0.0 if _degenerate(pred, y) else _pearson(rankdata(pred), rankdata(y))
 
 
 def plcc(pred, y) -> float:
@@ -60,3 +74,26 @@ def all_metrics(pred, y) -> dict[str, float]:
     s, p = srocc(pred, y), plcc(pred, y)
     return {"srocc": s, "plcc": p, "krcc": krcc(pred, y), "rmse": rmse(pred, y),
             "final": SROCC_WEIGHT * s + PLCC_WEIGHT * p}
+
+
+def mean_fold_final(pred, y, fold) -> float:
+    """Mean over folds of the Final of each fold's rows: each test split is scored by one model, as a
+    held-out test set is, so fold-to-fold shifts of fitted maps do not count (pooled Final pays for them)."""
+    pred, y = _pair(pred, y)
+    fold = np.asarray(fold)
+    return float(np.mean([final(pred[fold == k], y[fold == k]) for k in np.unique(fold)]))
+
+
+def group_bootstrap_finals(preds: list[np.ndarray], y, groups, draws: int = 200, seed: int = 0) -> np.ndarray:
+    """Final of resampled tables: each draw takes as many reference groups as there are, with replacement
+    (all rows of a drawn group), and scores the pooled predictions of every repeat on them (mean over
+    repeats). The same draws for every call with the same groups and seed, so models are compared paired."""
+    y = np.asarray(y, dtype=np.float64)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+    rng = np.random.default_rng(seed)
+    out = np.empty(draws)
+    for b in range(draws):
+        rows = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+        out[b] = np.mean([final(np.asarray(p, dtype=np.float64)[rows], y[rows]) for p in preds])
+    return out

@@ -55,13 +55,24 @@ def _pool_fits(data, fold, excluded, settings, columns, blocks, seed, bar, what)
         yield ex, frame, seconds
 
 
+def pool_fit(data: TabularData, fold: np.ndarray, excluded: tuple[int, ...], settings: dict, columns: list[str],
+             blocks: list[str], seed: int) -> tuple[pd.DataFrame, dict[str, float]]:
+    """One pool fit without the `excluded` folds, in this process: (its predictions of those folds' rows,
+    indexed by row; each member's fit seconds). A time plan is made from the first one of a run."""
+    held = np.isin(fold, excluded)
+    frame, seconds = _fit_predict(data.subset(~held), data.subset(held), settings, columns, blocks, seed)
+    return frame.set_index(pd.Index(np.flatnonzero(held))), seconds
+
+
 def pool_tables(data: TabularData, fold: np.ndarray, n_folds: int, settings: dict, columns: list[str],
-                blocks: list[str], seed: int, bar, what: str, fit_seconds: dict[str, float]) -> dict[tuple, pd.DataFrame]:
+                blocks: list[str], seed: int, bar, what: str, fit_seconds: dict[str, float],
+                done: dict[tuple, pd.DataFrame] | None = None) -> dict[tuple, pd.DataFrame]:
     """{excluded folds: member predictions of exactly those folds' rows (indexed by row) from a pool fit
-    without them}; every member's fit time is added to `fit_seconds`; `bar` counts member fits."""
-    predictions: dict[tuple, pd.DataFrame] = {}
-    for excluded, frame, seconds in _pool_fits(data, fold, excluded_sets(n_folds), settings, columns, blocks,
-                                               seed, bar, what):
+    without them}; every member's fit time is added to `fit_seconds`; `bar` counts member fits. Fits
+    already in `done` (same keys and layout) are kept, not repeated."""
+    predictions: dict[tuple, pd.DataFrame] = dict(done or {})
+    todo = [ex for ex in excluded_sets(n_folds) if ex not in predictions]
+    for excluded, frame, seconds in _pool_fits(data, fold, todo, settings, columns, blocks, seed, bar, what):
         for name, value in seconds.items():
             fit_seconds[name] += value
         predictions[excluded] = frame.set_index(pd.Index(np.flatnonzero(np.isin(fold, excluded))))

@@ -26,8 +26,15 @@ class StackedPool:
         self.blocks = blocks
         self.seed = seed
 
+    def _pool(self):
+        """The configured members, less those a time plan dropped (`settings["drop"]`)."""
+        dropped = set(self.settings.get("drop", ()))
+        return [(name, model) for name, model in build_pool(copy.deepcopy(self.settings["pool"]),
+                                                            self.settings["threads"], self.seed)
+                if name not in dropped]
+
     def member_names(self) -> list[str]:
-        return [name for name, _ in build_pool(copy.deepcopy(self.settings["pool"]), self.settings["threads"], self.seed)]
+        return [name for name, _ in self._pool()]
 
     def _inputs(self, data: TabularData, meta: pd.DataFrame) -> pd.DataFrame:
         X = data.X[self.columns].reset_index(drop=True)
@@ -41,7 +48,7 @@ class StackedPool:
         meta = self.meta_.fit_transform({b: data.dense[b] for b in self.blocks}, target, data.groups)
         X = self._inputs(data, meta)
         self.members_, self.fit_seconds_ = [], {}
-        for name, model in build_pool(copy.deepcopy(self.settings["pool"]), self.settings["threads"], self.seed):
+        for name, model in self._pool():
             if on_member is not None:
                 on_member(name)
             start = time.perf_counter()

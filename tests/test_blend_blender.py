@@ -48,9 +48,26 @@ def test_falls_back_to_the_single_best_model():
 
 def test_auto_reports_the_inner_cv_of_every_method():
     P, y, groups = _predictions()
-    blender = BoundedBlender(method="auto", n_splits=3, rounds=10).fit(P, y, groups)
+    blender = BoundedBlender(method="auto", n_splits=3, rounds=10, choice="max").fit(P, y, groups)
     assert set(blender.cv_scores_) == set(METHODS)
     assert blender.cv_scores_[blender.method_] == max(blender.cv_scores_.values())
+
+
+def test_one_standard_error_rule_keeps_the_single_best_model_unless_blending_wins_clearly():
+    """Members that share almost all their error: a blend beats the best one only by luck-sized margins
+    on held-out groups, and the rule keeps `best`; members with
+    independent errors: averaging wins on every fold, and the rule takes it."""
+    rng = np.random.default_rng(4)
+    n_groups, n = 5, 150
+    y = rng.normal(size=n)
+    groups = np.repeat(np.arange(n_groups), n // n_groups)
+    shared = y + rng.normal(0, 0.8, n)
+    P = np.column_stack([shared + rng.normal(0, 0.05, n) for _ in range(3)])
+    one_se = BoundedBlender(method="auto", n_splits=5, rounds=10).fit(P, y, groups)
+    assert one_se.method_ == "best"
+    P = np.column_stack([y + rng.normal(0, 0.9, n) for _ in range(3)])
+    one_se = BoundedBlender(method="auto", n_splits=5, rounds=10).fit(P, y, groups)
+    assert one_se.method_ != "best" and one_se.cv_scores_[one_se.method_] > one_se.cv_scores_["best"]
 
 
 def test_impossible_settings_are_errors():

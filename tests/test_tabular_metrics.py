@@ -38,3 +38,32 @@ def test_constant_prediction_scores_zero_not_nan():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         metrics.final([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_rankdata_matches_scipy_with_ties():
+    rng = np.random.default_rng(5)
+    for x in (rng.normal(size=50), rng.integers(0, 4, 300).astype(float), np.array([2.0]), np.full(7, 3.0)):
+        np.testing.assert_allclose(metrics.rankdata(x), stats.rankdata(x))
+
+
+def test_per_fold_mean_ignores_fold_shifts_that_pooled_final_pays_for():
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=200)
+    fold = np.repeat(np.arange(4), 50)
+    pred = y + rng.normal(0, 0.3, 200) + 3.0 * fold  # each fold's model adds its own offset
+    assert metrics.mean_fold_final(pred, y, fold) == pytest.approx(
+        np.mean([metrics.final(pred[fold == k], y[fold == k]) for k in range(4)]))
+    assert metrics.mean_fold_final(pred, y, fold) > metrics.final(pred, y) + 0.3
+
+
+def test_group_bootstrap_resamples_whole_groups_and_is_paired():
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=120)
+    groups = np.repeat(np.arange(12), 10)
+    good, bad = y + rng.normal(0, 0.3, 120), y + rng.normal(0, 1.0, 120)
+    a = metrics.group_bootstrap_finals([good], y, groups, draws=50)
+    assert a.shape == (50,) and a.std() > 0
+    np.testing.assert_array_equal(a, metrics.group_bootstrap_finals([good], y, groups, draws=50))
+    assert (a > metrics.group_bootstrap_finals([bad], y, groups, draws=50)).all()  # same draws: paired
+    one_group = metrics.group_bootstrap_finals([good], y, np.zeros(120), draws=5)
+    assert np.allclose(one_group, metrics.final(good, y))  # one group: every draw is the whole table

@@ -74,6 +74,16 @@ def test_rank5_uses_label_values_as_classes_and_gates_toward_class_zero():
         OrdinalClassHead(gate_feature="nope", epochs=1).fit(X, y)
 
 
+def test_raw_feature_predicts_the_signed_raw_column_with_no_fitted_map():
+    X, y, _ = _data()
+    X = X.assign(f0=-X["f0"] * 100 + 7)  # the best column, on its own scale and reversed
+    model = POOL.get("raw_feature")().fit(X[:120], y[:120])
+    assert (model.column_, model.sign_) == ("f0", -1.0)
+    np.testing.assert_array_equal(model.predict(X[120:]), -X["f0"].to_numpy()[120:])
+    holes = X[120:].assign(f0=np.nan)
+    assert np.all(model.predict(holes) == -np.median(X["f0"].to_numpy()[:120]))
+
+
 def test_best_feature_and_rank6_pick_configured_columns():
     X, y, groups = _data()
     best = POOL.get("best_feature")().fit(X, y)

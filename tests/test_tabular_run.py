@@ -51,12 +51,20 @@ def test_run_folder_contents(run):
     assert len(oof) == data.labelled.sum() and oof["id"].is_unique
     assert oof[HEADLINE].between(0, 5).all()
     board = pd.read_csv(path / "leaderboard.csv")
-    assert list(board.columns) == ["model", "srocc", "plcc", "krcc", "rmse", "final", "final_std", "fit_seconds"]
+    assert list(board.columns) == ["model", "srocc", "plcc", "krcc", "rmse", "final", "final_std", "final_fold_mean",
+                                   "final_low", "final_high", "fit_seconds"]
     assert set(board["model"]) == {*members, "blend", HEADLINE}
     assert board["final"].is_monotonic_decreasing
     row = board.set_index("model").loc["ridge"]
     assert row["final"] == pytest.approx(metrics.final(oof["ridge"], oof["target"]), abs=1e-6)
     assert summary["final"] == pytest.approx(metrics.final(oof[HEADLINE], oof["target"]))
+    # one repeat: no spread to report, shown as –, not ± 0.0000
+    assert board["final_std"].isna().all() and summary["final_std"] is None
+    assert "± –" in summary["leaderboard_text"] and "± 0.0000" not in summary["leaderboard_text"]
+    folds = [metrics.final(part[HEADLINE], part["target"]) for _, part in oof.groupby("fold")]
+    assert summary["final_fold_mean"] == pytest.approx(np.mean(folds))
+    assert (board["final_low"] <= board["final_high"]).all()
+    assert summary["final_low"] < summary["final_high"]
     assert summary["dropped_columns"] == ["constant"] and "meta_emb_absdiff" not in summary["columns"]
     assert summary["n_rows"] == data.labelled.sum() and summary["n_groups"] == 12
     saved = json.loads((path / "run.json").read_text())
@@ -202,3 +210,17 @@ def test_a_pipeline_of_an_older_layout_is_a_clear_error(run, tmp_path):
     (old / "models" / "pipeline.pkl").write_bytes(b"ctabular.pipeline\nFittedPipeline\n.")  # the pre-blend home
     with pytest.raises(SiqaError, match=r"pipeline.pkl: written by an older siqa layout"):
         load_run(old)
+
+
+def test_time_limit_drops_repeats_and_members_and_says_so(tmp_path):
+    data = _synthetic(dense=False)
+    config = {"tabular": {**SMALL["tabular"], "repeats": 2, "time_limit": 0.001}}  # nothing fits in 1 ms
+    summary = run_oof(data, config, tmp_path / "run", progress=False)
+    plan = summary["plan"]
+    assert plan["dropped_repeats"] == 1 and summary["repeats"] == 1
+    assert len(summary["members"]) == 1 and len(plan["dropped_members"]) >= 3
+    assert "dropped member(s)" in summary["leaderboard_text"]
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert set(board["model"]) == {*summary["members"], "blend", HEADLINE}
+    assert len(pd.read_parquet(tmp_path / "run" / "oof.parquet")) == data.labelled.sum()
+    assert np.isfinite(predict(tmp_path / "run", data)).all()

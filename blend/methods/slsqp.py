@@ -1,12 +1,12 @@
 """`slsqp`: SLSQP on a smooth surrogate, 0.6 * Spearman of soft ranks + 0.4 * Pearson (soft rank of a row =
 mean sigmoid of its difference to a fixed sample of `anchors` rows, at `temperature` times the blend's
-spread), with analytic gradients."""
+spread), with analytic gradients. Above `max_rows` rows it is fit on a seeded random subset of that many:
+a dozen weights need no more, and every step costs rows x anchors."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
-from scipy.stats import rankdata
 
 from tabular import metrics
 
@@ -15,13 +15,16 @@ from . import METHODS
 
 @METHODS.register("slsqp", priority=2)
 def slsqp(P: np.ndarray, y: np.ndarray, *, cap: float, random_state: int = 0, anchors: int = 400,
-          temperature: float = 0.05) -> np.ndarray:
+          temperature: float = 0.05, max_rows: int = 2000) -> np.ndarray:
     m = P.shape[1]
     rng = np.random.default_rng(random_state)
+    if len(y) > max_rows:
+        rows = np.sort(rng.choice(len(y), max_rows, replace=False))
+        P, y = P[rows], y[rows]
     anchor_rows = rng.choice(len(y), size=min(anchors, len(y)), replace=False)
     scale = P.std(axis=0).mean() or 1.0
     P_t = torch.as_tensor(P / scale, dtype=torch.float64)
-    y_rank = torch.as_tensor(rankdata(y), dtype=torch.float64)
+    y_rank = torch.as_tensor(metrics.rankdata(y), dtype=torch.float64)
     y_t = torch.tensor(y, dtype=torch.float64)  # a copy: y may be a read-only view
 
     def pearson(a, b):

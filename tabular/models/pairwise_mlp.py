@@ -36,12 +36,13 @@ def plcc_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @POOL.register("pairwise_mlp")
 class PairwiseRankMLP(TorchPoolModel):
     def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.1, epochs: int = 150,
-                 batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-3,
+                 max_steps: int = 800, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-3,
                  lambda_fidelity: float = 1.0, lambda_plcc: float = 1.0, lambda_mse: float = 0.1,
                  log_features: bool = False, random_state: int = 0):
         self.hidden = hidden
         self.dropout = dropout
         self.epochs = epochs
+        self.max_steps = max_steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay

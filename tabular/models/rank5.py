@@ -23,13 +23,15 @@ from .torch_base import TorchPoolModel
 @POOL.register("rank5")
 class OrdinalClassHead(TorchPoolModel):
     def __init__(self, n_classes: int = 6, hidden: tuple[int, ...] = (128,), dropout: float = 0.1,
-                 epochs: int = 150, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-3,
-                 lambda_mse: float = 1.0, gate_feature: str | None = None, gate_threshold: float = 0.0,
-                 gate_softness: float = 0.02, log_features: bool = False, random_state: int = 0):
+                 epochs: int = 150, max_steps: int = 800, batch_size: int = 64, lr: float = 1e-3,
+                 weight_decay: float = 1e-3, lambda_mse: float = 1.0, gate_feature: str | None = None,
+                 gate_threshold: float = 0.0, gate_softness: float = 0.02, log_features: bool = False,
+                 random_state: int = 0):
         self.n_classes = n_classes
         self.hidden = hidden
         self.dropout = dropout
         self.epochs = epochs
+        self.max_steps = max_steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay

@@ -1,7 +1,10 @@
 """Shared training loop for the small torch models of the pool (pairwise-rank MLP, rank-5 head).
 
 Inputs are imputed and z-scored (after appending log-features when `log_features` is set, see
-`linear.LogAugment`), the target z-scored; training is mini-batch AdamW. The run is
+`linear.LogAugment`), the target z-scored; training is mini-batch AdamW for `epochs` epochs, but for at
+most `max_steps` optimiser steps: on a few hundred rows that is every epoch, on tens of thousands of
+rows each epoch holds hundreds of steps and a few epochs already converge, so training time stops
+growing with the table. The run is
 seeded inside `torch.random.fork_rng`, so a seed gives the same network every time without touching
 the caller's global random state. Fit and predict run on one torch thread (`one_thread`) and restore
 the caller's thread setting afterwards. Subclasses define the network's output width, the loss and
@@ -72,13 +75,14 @@ class TorchPoolModel(PoolModel):
         targets = torch.as_tensor(z, dtype=torch.float32)
         n = len(z)
         batch = min(self.batch_size, n)
+        epochs = max(1, min(self.epochs, self.max_steps // max(n // batch, 1)))
         with one_thread(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.net_ = mlp(inputs.shape[1], tuple(self.hidden), n_outputs, self.dropout)
             optimiser = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             generator = torch.Generator().manual_seed(self.random_state)
             self.net_.train()
-            for _ in range(self.epochs):
+            for _ in range(epochs):
                 order = torch.randperm(n, generator=generator)
                 # drop the ragged tail: a batch of one has no pairs and no correlation
                 for start in range(0, n - batch + 1, batch):

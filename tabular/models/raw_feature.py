@@ -1,0 +1,45 @@
+"""The best single feature used as it is: no fitted map, so no fold-to-fold shift.
+
+`best_feature` maps its column linearly onto the target, and that map is refit in every fold; on a
+table of a few reference images the maps differ from fold to fold and pooled out-of-fold PLCC and
+SROCC pay for every shift. This member only chooses, on the training rows, the column with the best
+Final and its sign (a distortion metric falls as quality rises); its prediction is that column's raw
+value times the sign. Missing values take the training median. The output is on the feature's
+scale, not the target's: the blender compares members by Final, which no scale changes, and the
+calibrator maps the blend onto 0..5.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import metrics
+from .base import POOL, PoolModel, select_columns
+
+
+@POOL.register("raw_feature")
+class RawFeatureModel(PoolModel):
+    def __init__(self, columns: list[str] | None = None):
+        self.columns = columns
+
+    def fit(self, X, y, groups=None):
+        X = select_columns(X, self.columns, self.name)
+        best = (-np.inf, None, 1.0, 0.0)
+        for column in X.columns:
+            values = X[column].to_numpy(dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            if finite.size == 0:
+                continue
+            fill = float(np.median(finite))
+            x = np.where(np.isfinite(values), values, fill)
+            sign = 1.0 if metrics.srocc(x, y) >= 0 else -1.0
+            score = metrics.final(sign * x, y)
+            if score > best[0]:
+                best = (score, str(column), sign, fill)
+        _, self.column_, self.sign_, self.fill_ = best
+        if self.column_ is None:
+            self.column_, self.sign_, self.fill_ = str(X.columns[0]), 1.0, 0.0
+        return self
+
+    def predict(self, X):
+        values = X[self.column_].to_numpy(dtype=np.float64)
+        return self.sign_ * np.where(np.isfinite(values), values, self.fill_)
