@@ -17,6 +17,9 @@ final feature map and the reference's salient boxes. Per pair: for every region 
 Jensen-Shannon divergence and top-1 agreement, summarised as
 
     grid_js_max / grid_kl_max / grid_top1_agree           worst grid cell, and share of cells agreeing
+    grid_js_excess                                        worst cell's JS - the median cell's: high when the
+                                                          change sits in one place (an object pasted or
+                                                          removed), low when it is spread (blur, noise, JPEG)
     salient_js_max / salient_kl_max / salient_top1_agree  the same over the salient boxes
     js_mean / kl_mean / top1_agree                        area-weighted over all regions
     ref_top1_drop_max                                     most probability any region's reference class lost
@@ -35,7 +38,7 @@ from .base import EXTRACTORS, Column, PairExtractor
 from .deep import RUNTIME_KEYS, DeepExtractor, js_divergence, kl_divergence
 from .imagenet import LITE_WEIGHTS, MEAN, STD, build_lite, lite_weight_spec
 
-PAIR_COLUMNS = ("grid_js_max", "grid_kl_max", "grid_top1_agree", "salient_js_max", "salient_kl_max",
+PAIR_COLUMNS = ("grid_js_max", "grid_js_excess", "grid_kl_max", "grid_top1_agree", "salient_js_max", "salient_kl_max",
                 "salient_top1_agree", "js_mean", "kl_mean", "top1_agree", "ref_top1_drop_max")
 SALIENCY_SIDE = 64  # spectral residual works on a small image (the paper uses 64 px)
 
@@ -176,7 +179,8 @@ def region_pair_columns(p: np.ndarray, q: np.ndarray, boxes, n_grid: int) -> dic
     agree = (top_ref == q.argmax(axis=1)).astype(np.float64)
     g = n_grid
     return {
-        "grid_js_max": float(js[:g].max()), "grid_kl_max": float(kl[:g].max()),
+        "grid_js_max": float(js[:g].max()), "grid_js_excess": float(js[:g].max() - np.median(js[:g])),
+        "grid_kl_max": float(kl[:g].max()),
         "grid_top1_agree": float(agree[:g].mean()),
         "salient_js_max": float(js[g:].max(initial=0.0)), "salient_kl_max": float(kl[g:].max(initial=0.0)),
         "salient_top1_agree": float(agree[g:].mean()) if len(agree) > g else 1.0,

@@ -14,8 +14,9 @@ perspective crop the OCR uses and recognised again; then
     char_similarity_min   the worst box
     detected_area_share   share of the reference text area that detection still finds in the degraded image
     confidence_drop       area-weighted mean of reference confidence - confidence of the degraded reading
-    words_lost/gained     reference words missing from the degraded readings, and words they add, per
-                          reference word
+    words_lost/gained     reference words that no degraded reading matches (character similarity < 0.8),
+                          and degraded words matching no reference word, per reference word; a "word" is
+                          what the recogniser separates by a space, and it often merges printed words
     new_text_area         text detected in the degraded image outside the reference boxes, per image area
 
 "No text in the reference" is the feature `no_text` = 1; the others then take the value of nothing lost
@@ -23,7 +24,6 @@ perspective crop the OCR uses and recognised again; then
 """
 from __future__ import annotations
 
-from collections import Counter
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -62,6 +62,20 @@ def char_similarity(a: str, b: str) -> float:
     a, b = "".join(a.split()).casefold(), "".join(b.split()).casefold()
     longest = max(len(a), len(b))
     return 1.0 if longest == 0 else 1.0 - edit_distance(a, b) / longest
+
+
+def unmatched(words: list[str], others: list[str], threshold: float = 0.8) -> int:
+    """How many of `words` match none of `others` (character similarity below `threshold`, each of
+    `others` used once): a misread letter keeps a word, another word does not."""
+    free = list(others)
+    count = 0
+    for word in words:
+        scores = [char_similarity(word, o) for o in free]
+        if scores and max(scores) >= threshold:
+            free.pop(int(np.argmax(scores)))
+        else:
+            count += 1
+    return count
 
 
 def polygon_mask(shape: tuple[int, int], boxes) -> np.ndarray:
@@ -171,9 +185,9 @@ class TextExtractor(PairExtractor):
         weights /= weights.sum()
         similarity = np.array([char_similarity(t, d) for t, (d, _) in zip(ref["texts"], readings)])
         drop = np.array([s - d for s, (_, d) in zip(ref["scores"], readings)])
-        ref_words = Counter(w for t in ref["texts"] for w in t.casefold().split())
-        dist_words = Counter(w for d, _ in readings for w in d.casefold().split())
-        n_words = max(sum(ref_words.values()), 1)
+        ref_words = [w for t in ref["texts"] for w in t.split()]
+        dist_words = [w for d, _ in readings for w in d.split()]
+        n_words = max(len(ref_words), 1)
         return {
             "no_text": 0.0,
             "ref_boxes": float(len(ref["boxes"])),
@@ -182,7 +196,7 @@ class TextExtractor(PairExtractor):
             "char_similarity_min": float(similarity.min()),
             "detected_area_share": float((detected & ref_mask).sum() / max(ref_mask.sum(), 1)),
             "confidence_drop": float(weights @ drop),
-            "words_lost": sum((ref_words - dist_words).values()) / n_words,
-            "words_gained": sum((dist_words - ref_words).values()) / n_words,
+            "words_lost": unmatched(ref_words, dist_words) / n_words,
+            "words_gained": unmatched(dist_words, ref_words) / n_words,
             "new_text_area": new_text_area,
         }
