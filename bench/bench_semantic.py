@@ -1,6 +1,6 @@
 """CPU cost of the semantic extractors (text, regions, faces) with their real packaged models.
 
-Pairs are demo references (signs, faces; `featurestore.demo`) against a JPEG of themselves, each pair with its
+Pairs are demo references (signs, faces; `featurestore.datasets.demo`) against a JPEG of themselves, each pair with its
 own reference, so nothing is reused between pairs: a pair costs both images' per-image work (text: detection
 + recognition of the reference, detection of the degraded image; regions: one forward pass each; faces: one
 cascade search each) plus the pair's own (recognising the reference boxes in the degraded image, pooling the
@@ -29,7 +29,7 @@ EXTRACTORS = {
 def pairs(n: int, size: int):
     from PIL import Image
 
-    from featurestore.demo import PHOTOS as DEMO, load_photo
+    from featurestore.datasets.demo import PHOTOS as DEMO, load_photo
     from featurestore.io import DecodedImage, DecodedPair
 
     by_name = {p.name: p for p in DEMO}

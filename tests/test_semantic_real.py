@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from featurestore.demo import DEGRADATIONS, PHOTOS, lfw_face, load_photo
+from featurestore.datasets.demo import DEGRADATIONS, PHOTOS, lfw_face, load_photo
 from featurestore.extractors import create
 from featurestore.io import DecodedImage, DecodedPair
 
