@@ -3,7 +3,7 @@
 Each feature must separate the edit that changes the meaning (words changed or erased, a face swapped or
 blurred, an object pasted or removed) from an edit that keeps it (blur or JPEG on the whole image) at a
 similar PSNR (within 1.5 dB): pixel error alone cannot tell them apart, the feature must. Every case prints
-its values (`pytest -s`); the margins measured are stated in the asserts' thresholds' comments.
+its values (`pytest -s`); the gaps measured on this CPU are in comments beside the asserts.
 """
 from __future__ import annotations
 
@@ -124,12 +124,14 @@ def test_text_reads_the_signs(text):
 def test_text_changed_or_erased_words_versus_blur_or_jpeg(text):
     rows, changed, kept = measure(text, [("coffee", "text_changed", 3), ("rocket", "text_changed", 2),
                                          ("motorcycle", "text_erased", 3), ("china", "text_blurred", 3)])
+    # measured gaps (kept - changed): 0.46, 0.58, 0.92, 1.00 (the kept blur s2.4 on coffee already costs 0.55)
     separated(rows, changed, kept, "char_similarity", higher_when_changed=False, margin=0.3)
     assert (changed["no_text"] == 0).all() and (kept["no_text"] == 0).all()
 
 
 def test_text_erased_is_no_longer_detected(text):
     rows, changed, kept = measure(text, [("motorcycle", "text_erased", 3), ("retina", "text_erased", 3)])
+    # measured gaps: 0.98, 0.99 (erased: nothing detected; blur: almost all of the text area still found)
     separated(rows, changed, kept, "detected_area_share", higher_when_changed=False, margin=0.5)
 
 
@@ -143,6 +145,8 @@ def test_no_text_is_an_explicit_feature(text):
 def test_faces_swapped_or_blurred_versus_blur_or_jpeg(faces):
     rows, changed, kept = measure(faces, [("astronaut", "face_swapped", 3), ("camera", "face_swapped", 3),
                                           ("astronaut", "face_blurred", 3), ("coins", "face_blurred", 3)])
+    # measured gaps (kept - changed): 0.71, 0.57, 0.69, 0.65; the LBP distance does not separate every case
+    # (camera face_swapped 0.39 vs JPEG q10 0.70), so it is not asserted
     separated(rows, changed, kept, "crop_ssim_min", higher_when_changed=False, margin=0.15)
     blurred = slice(2, 4)  # a blurred face is no longer found; a swapped one still is (another person's)
     separated(rows[blurred], {k: v[blurred] for k, v in changed.items()}, {k: v[blurred] for k, v in kept.items()},
