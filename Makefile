@@ -15,11 +15,16 @@ PYTEST_ARGS ?=
 venv: $(VENV)/.installed
 
 # torch is installed first and pinned so that no resolver swaps in another build.
+# opencv-python (GUI, needs libGL) and opencv-python-headless share the cv2 folder: rapidocr-onnxruntime
+# requires the GUI one, so it is removed and the headless one reinstalled over it (same cv2 API).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip uninstall -q -y opencv-python
+	$(VENV)/bin/pip install -q --force-reinstall --no-deps 'opencv-python-headless>=4.8,<5'
+	$(PY) -c "import cv2, rapidocr_onnxruntime; cv2.CascadeClassifier(cv2.data.haarcascades + 'haarcascade_frontalface_default.xml')"
 	touch $@
 
 features: venv

@@ -212,6 +212,10 @@ class DecodedImage:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def has_cached(self, key) -> bool:
+        """Whether `cached(key, ...)` would return without computing (for batching the missing ones)."""
+        return key in self._cache
+
 
 @dataclass(eq=False)
 class DecodedPair:

@@ -195,6 +195,24 @@ def resolve(spec: WeightSpec) -> WeightSource:
     return WeightSource(spec.what, None, hint + "".join(f"; incomplete: {p}" for p in problems))
 
 
+def package_version(distribution: str) -> str:
+    """`name version` of an installed distribution, for naming where packaged weights come from."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{distribution} {version(distribution)}"
+    except PackageNotFoundError:
+        return f"{distribution} (not installed)"
+
+
+def located(spec: WeightSpec) -> str:
+    """Resolved location of one weight, for loading; raises if it vanished since the pre-flight check."""
+    source = resolve(spec)
+    if source.found is None:
+        raise MissingWeights([source])
+    return source.found
+
+
 def check_weights(extractors: list[Extractor], strict: bool = True) -> list[WeightSource]:
     """Every weight the extractors need, named `<extractor>: <what>`; raises `MissingWeights` when
     `strict` and any is missing, listing all of them."""

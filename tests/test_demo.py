@@ -1,6 +1,7 @@
 """The demo dataset: SeIQA layout, documented synthetic labels, graded degradations, byte-identical reruns."""
 
 import csv
+import dataclasses
 import hashlib
 import itertools
 import re
@@ -15,7 +16,7 @@ from featurestore.datasets.demo import (
     DEGRADATIONS,
     LEVELS,
     PHOTOS,
-    Scene,
+    lfw_face,
     load_photo,
     make_demo_dataset,
 )
@@ -141,8 +142,8 @@ def test_label_rule_falls_with_level_and_meaning_costs_more():
 @pytest.mark.parametrize("name", sorted(DEGRADATIONS))
 def test_degradations_grow_with_level(name):
     photos = {photo.name: photo for photo in PHOTOS}
-    reference = load_photo(photos["astronaut"], 128)
-    scene = Scene(reference.rgb, reference.box, donor=load_photo(photos["coffee"], 128))
+    reference = load_photo(photos["astronaut"], 128)  # it has a sign and a face: every degradation applies
+    scene = dataclasses.replace(reference, donor=load_photo(photos["coffee"], 128), donor_face=lfw_face(10))
     errors = []
     for level in LEVELS:
         out = DEGRADATIONS[name].apply(scene, level, np.random.default_rng(0))
@@ -183,3 +184,13 @@ def test_no_pair_repeats_a_photo_degradation_and_level(tmp_path):
     plan = plan_pairs({"train": 72, "val": 12, "test": 24}, seed=0)
     keys = [(p.split, p.photo, p.degradation, p.level) for p in plan]
     assert len(keys) == len(set(keys))
+
+
+def test_text_and_face_edits_only_where_the_reference_has_that_content(demo):
+    out, _ = demo
+    photos = {photo.name: photo for photo in PHOTOS}
+    for split in ("train", "val", "test"):
+        in_split = [p for p in PHOTOS if p.split == split]
+        assert any(p.sign for p in in_split) and any(p.face_box or p.portrait for p in in_split), split
+    for row in _meta(out):
+        assert DEGRADATIONS[row["degradation"]].applies_to(photos[row["reference"]]), row

@@ -33,6 +33,9 @@ PINNED_FOLDERS = {
     "dists": "dists-v1-63926ef0",
     "topiq_fr": "topiq_fr-v1-0ef01533",
     "vlm": "vlm-v1-63902e09",  # min_answer_mass 0.05 by default (was 0): answers below it are NaN now
+    "text": "text-v1-3a95d0cd",
+    "regions": "regions-v1-f89f2b67",
+    "faces": "faces-v1-862c72d7",
 }
 
 

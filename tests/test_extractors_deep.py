@@ -72,6 +72,15 @@ def tiny_imagenet(root, _):
     return {"size": 64}
 
 
+def tiny_regions(root, _):
+    """Lite1 random weights where $SIQA_WEIGHTS_DIR says, so the optional-model path loads for real."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    save(EfficientNet.from_name("efficientnet-lite1", image_size=None).state_dict(),
+         root / "efficientnet-lite1-77cc7160.pth")
+    return {"model": "efficientnet-lite1", "size": 64, "grid": 2, "salient": 2}
+
+
 def tiny_clip(root, arch):
     import open_clip
     from safetensors.torch import save_file
@@ -120,7 +129,8 @@ def tiny_blip(root, _):
     return {"size": 64}
 
 
-TINY = {"imagenet": tiny_imagenet, "clip": tiny_clip, "dino": tiny_dino, "blip": tiny_blip, "lpips": tiny_lpips,
+TINY = {"imagenet": tiny_imagenet, "regions": tiny_regions, "clip": tiny_clip, "dino": tiny_dino, "blip": tiny_blip,
+        "lpips": tiny_lpips,
         "dists": tiny_dists, "topiq_fr": tiny_topiq}
 
 

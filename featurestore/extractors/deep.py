@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..devices import Runtime
-from ..weights import MissingWeights, WeightSpec, resolve
+from ..weights import WeightSpec, located, resolve
 from .base import Extractor, WeightSource
 
 #: settings that change where/how fast a model runs, not what it computes: left out of the store folder hash,
@@ -55,10 +55,7 @@ class DeepExtractor(Extractor):
 
     def weight_path(self, spec: WeightSpec) -> str:
         """Resolved location of one weight, for `load()`; raises if it vanished since the pre-flight check."""
-        source = resolve(spec)
-        if source.found is None:
-            raise MissingWeights([source])
-        return source.found
+        return located(spec)
 
     def close(self) -> None:
         self._loaded = None

