@@ -10,7 +10,7 @@ CONFIG ?= configs/default.toml
 QUERY  ?= SELECT split, count(*) AS pairs, avg(label) AS mean_label FROM pairs GROUP BY split ORDER BY split
 PYTEST_ARGS ?=
 
-.PHONY: venv features oof submit sql demo test bench bench-gpu clean
+.PHONY: venv features oof submit sql demo test bench bench-gpu bench-gpu-lora clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +54,11 @@ bench: venv
 
 bench-gpu: venv
 	$(PY) bench/bench_gpu.py
+	$(PY) bench/bench_gpu_vlm_lora.py --out bench/results/bench_gpu_vlm_lora.json
+
+# the vlm_lora fine-tune alone (Qwen3-VL-4B size, bf16, LoRA 64, batch 16, 448x448 pairs); --tiny checks it on a CPU
+bench-gpu-lora: venv
+	$(PY) bench/bench_gpu_vlm_lora.py --out bench/results/bench_gpu_vlm_lora.json
 
 clean:
 	rm -rf demo runs store

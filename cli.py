@@ -13,6 +13,7 @@ import click
 
 from featurestore.errors import SiqaError
 from siqa import DEFAULT_RUN, DEFAULT_STORE, default_store
+from tabular.config import presets
 
 
 def _store_option(f):
@@ -122,7 +123,7 @@ def sql(query, store, fmt, out):
 @click.option("--features", "feature_list", default=None, help="comma-separated feature columns (default: all numeric)")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
 @_config_option
-@click.option("--preset", type=click.Choice(["fast", "default", "best"]), default=None, help="override the config's preset")
+@click.option("--preset", type=click.Choice(presets()), default=None, help="override the config's preset")
 @click.option("--seed", type=int, default=None)
 @click.option("--time-limit", type=click.FloatRange(min=1), default=None,
               help="seconds: plan repeats and pool members to finish in time; says what it dropped")

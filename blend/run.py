@@ -29,6 +29,9 @@ Run folder layout:
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
   calibration), per-fold nested blends, dropped columns, `leaderboard_text` (printable), time.
 - `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
+- `fits/`: the `work_dir` of pool members that keep files (fine-tuned adapters, one folder per fit, keyed by
+  what the fit learnt from). It survives reruns: a killed or repeated `siqa oof` reuses every fit that
+  finished, and `siqa predict` loads the adapters of the final refit from here.
 
 Column handling: scalar columns that are constant or all-NaN over the labelled rows carry no signal and
 are dropped (listed in run.json as `dropped_columns`); other NaN values are imputed inside the models
@@ -62,6 +65,7 @@ FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HE
 PIPELINE_FILE = Path("models") / "pipeline.pkl"
 BOOTSTRAP_DRAWS = 200
 HEADLINE_METRICS = ("final", "final_std", "final_fold_mean", "final_low", "final_high", "srocc", "plcc", "krcc", "rmse")
+FITS_DIR = "fits"
 
 
 @dataclass
@@ -131,8 +135,8 @@ def _leaderboard_text(board: pd.DataFrame, headline: dict) -> str:
 def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = True) -> dict:
     """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary."""
     started = time.perf_counter()
-    settings = resolve(config)
     run_dir = Path(run_dir)
+    settings = {**resolve(config), "work_dir": str((run_dir / FITS_DIR).resolve())}
     labelled = data.subset(data.labelled)
     if labelled.n_rows == 0:
         raise SiqaError(f"{data.source}: no labelled rows to learn from")
@@ -203,6 +207,7 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
 
 def _write(run_dir: Path, config, settings, oof, board, summary, pipeline) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in settings.items() if k != "work_dir"}  # where the run is, not how it was fit
     (run_dir / "config.json").write_text(json.dumps({"input": config or {}, "tabular": settings}, indent=2,
                                                     sort_keys=True, default=str))
     oof.to_parquet(run_dir / "oof.parquet", index=False)

@@ -11,6 +11,9 @@ One row per (reference, degraded) pair:
 - `names`   picture name written to the submission (store: `name`; table: the first of `name`,
             `picture_name`, `dist_name`, `dist_img`, `img_name` present, else the id),
 - `higher_better`  False for labels such as DMOS where lower means better quality.
+- `pairs`   the pair's images, one row per row (`ref_path`, `dist_path`, `ref_sha256`, `dist_sha256`), read
+            from the store's `pairs` columns of the `features` view; None for a feature table. Pool
+            members that learn from the images themselves (`needs_pairs`) get it.
 
 Orientation: everything downstream fits `target` = y if higher_better else -y, so every model, blend and
 metric is "higher = better" and correlations are reported positive; the 0..5 score keeps that meaning.
@@ -35,6 +38,7 @@ from featurestore.errors import SiqaError
 
 NON_FEATURE_COLUMNS = frozenset({"dst_type", "dst_idx", "dst_lev", "var", "split", "pair_id", "id",
                                  "mos", "dmos", "score", "score_cls", "label"})
+PAIR_IMAGE_COLUMNS = ("ref_path", "dist_path", "ref_sha256", "dist_sha256")
 NAME_COLUMNS = ("name", "picture_name", "dist_name", "dist_img", "img_name")
 
 
@@ -51,11 +55,13 @@ class TabularData:
     source: str = ""
     #: how to read this data again (`from_origin`), e.g. for a submission from a run folder
     origin: dict = field(default_factory=dict)
+    pairs: pd.DataFrame | None = None
 
     def __post_init__(self):
         n = len(self.ids)
         for what, value in (("X", self.X), ("y", self.y), ("groups", self.groups), ("split", self.split),
-                            ("names", self.names), *self.dense.items()):
+                            ("names", self.names), *self.dense.items(),
+                            *([("pairs", self.pairs)] if self.pairs is not None else [])):
             if len(value) != n:
                 raise ValueError(f"TabularData: {what} has {len(value)} rows, ids {n}")
 
@@ -77,7 +83,8 @@ class TabularData:
         index = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
         return replace(self, ids=self.ids[index], X=self.X.iloc[index].reset_index(drop=True),
                        y=self.y[index], groups=self.groups[index], split=self.split[index],
-                       names=self.names[index], dense={k: v[index] for k, v in self.dense.items()})
+                       names=self.names[index], dense={k: v[index] for k, v in self.dense.items()},
+                       pairs=None if self.pairs is None else self.pairs.iloc[index].reset_index(drop=True))
 
     def describe(self) -> dict:
         labelled = self.labelled
@@ -195,7 +202,8 @@ class TabularData:
             return np.asarray(table.column(column).to_pylist(), dtype=object)
 
         y = np.array([np.nan if v is None else float(v) for v in table.column("label").to_pylist()])
-        return cls(ids=text("pair_id"), X=X, y=y, groups=text("ref_sha256"),
+        pairs = pd.DataFrame({c: text(c) for c in PAIR_IMAGE_COLUMNS})
+        return cls(ids=text("pair_id"), X=X, y=y, groups=text("ref_sha256"), pairs=pairs,
                    split=np.array([str(s).lower() for s in text("split")], dtype=object),
                    names=text("name"), dense=dense, higher_better=True, source=str(root),
                    origin={"kind": "store", "root": str(root), "features": features})

@@ -1,7 +1,7 @@
 """`StackedPool`: meta-features plus the model pool, fit on one set of rows, predicting any other rows.
 
 This is the unit the nested engine refits once per (repeat, excluded folds) and the run refits once on
-all labelled rows. Fitting: dense blocks -> out-of-fold Ridge meta-features on the training rows
+all labelled rows. Members that declare `needs_pairs` also get the rows' pair ids and image paths. Fitting: dense blocks -> out-of-fold Ridge meta-features on the training rows
 (`DenseMetaFeatures`), appended to the scalar columns; then every pool member is fit on that matrix.
 Predicting: meta-features from the Ridges refit on all training rows, then every member predicts.
 """
@@ -14,9 +14,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from featurestore.errors import SiqaError
+
 from .data import TabularData
 from .meta import DenseMetaFeatures
-from .models import build_pool
+from .models import PoolModel, build_pool
 
 
 class StackedPool:
@@ -30,11 +32,23 @@ class StackedPool:
         """The configured members, less those a time plan dropped (`settings["drop"]`)."""
         dropped = set(self.settings.get("drop", ()))
         return [(name, model) for name, model in build_pool(copy.deepcopy(self.settings["pool"]),
-                                                            self.settings["threads"], self.seed)
+                                                            self.settings["threads"], self.seed,
+                                                            self.settings.get("work_dir"))
                 if name not in dropped]
 
     def member_names(self) -> list[str]:
         return [name for name, _ in self._pool()]
+
+    @staticmethod
+    def _member_inputs(name: str, model: PoolModel, data: TabularData, X: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        """X (and `pairs=`, indexed by pair id) as the member takes them."""
+        if not model.needs_pairs:
+            return X, {}
+        if data.pairs is None:
+            raise SiqaError(f"{data.source}: pool member {name} learns from the pair images, which only a "
+                            f"feature-store run has; disable it for a feature table")
+        index = pd.Index(data.ids, name="pair_id")
+        return X.set_axis(index), {"pairs": data.pairs.set_axis(index)}
 
     def _inputs(self, data: TabularData, meta: pd.DataFrame) -> pd.DataFrame:
         X = data.X[self.columns].reset_index(drop=True)
@@ -52,7 +66,8 @@ class StackedPool:
             if on_member is not None:
                 on_member(name)
             start = time.perf_counter()
-            model.fit(X, target, data.groups)
+            inputs, pairs = self._member_inputs(name, model, data, X)
+            model.fit(inputs, target, data.groups, **pairs)
             self.fit_seconds_[name] = time.perf_counter() - start
             self.members_.append((name, model))
         return self
@@ -61,4 +76,8 @@ class StackedPool:
         """One column per pool member, on the target's scale (higher = better)."""
         meta = self.meta_.transform({b: data.dense[b] for b in self.blocks}) if self.blocks else None
         X = self._inputs(data, meta)
-        return pd.DataFrame({name: np.asarray(model.predict(X), dtype=np.float64) for name, model in self.members_})
+        frame = {}
+        for name, model in self.members_:
+            inputs, pairs = self._member_inputs(name, model, data, X)
+            frame[name] = np.asarray(model.predict(inputs, **pairs), dtype=np.float64)
+        return pd.DataFrame(frame)

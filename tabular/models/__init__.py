@@ -3,8 +3,8 @@
 Pool configuration (`[tabular.pool.<member>]` tables): the member name is also the registry name,
 unless `model = "<registry name>"` says otherwise (so one model can appear twice with different
 settings, as the rank-6 Ridge does); `enabled = false` drops it; `seeds = [..]` makes one member per
-seed, named `<member>_s<seed>`; every other key is a constructor parameter. `threads` is filled in
-for models that take it.
+seed, named `<member>_s<seed>`; every other key is a constructor parameter. `threads` and `work_dir` are
+filled in for models that take them.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .base import META_PREFIX, POOL, PoolModel
 __all__ = ["META_PREFIX", "POOL", "PoolModel", "build_pool"]
 
 
-def build_pool(pool_config: dict, threads: int, seed: int) -> list[tuple[str, PoolModel]]:
+def build_pool(pool_config: dict, threads: int, seed: int, work_dir: str | None = None) -> list[tuple[str, PoolModel]]:
     """(member name, unfitted estimator) for every enabled member of the pool configuration."""
     members = []
     for member, settings in pool_config.items():
@@ -32,6 +32,8 @@ def build_pool(pool_config: dict, threads: int, seed: int) -> list[tuple[str, Po
         accepted = inspect.signature(cls.__init__).parameters
         if "threads" in accepted:
             params["threads"] = threads
+        if "work_dir" in accepted:
+            params["work_dir"] = work_dir
         unknown = set(params) - set(accepted) - {"seeds"}
         if unknown:
             raise SiqaError(f"config: tabular model {member}: unknown setting(s) {', '.join(sorted(unknown))}")

@@ -10,6 +10,14 @@ DataFrame of scalar features and meta-features, or any 2-d array, NaN allowed; `
 `n_features_in_`, the same columns as in fit) and hand the model's `_fit` / `_predict` a float64
 DataFrame whose columns are the given names (`x0`, `x1`, ... for an array).
 Models that use threads take `threads`; models with randomness take `random_state`.
+Models that keep files (fine-tuned adapters) take `work_dir`, a folder of the run that outlives the process
+(None outside a run).
+
+Members that learn from the pair images themselves (fine-tuned vision-language models) set
+`needs_pairs = True`: they override `fit` / `predict` (no feature validation: they read no feature) and get X
+indexed by pair id and a keyword `pairs`, a frame with the same index holding each row's `ref_path`,
+`dist_path`, `ref_sha256` and `dist_sha256` (read from the store's pairs table), so they plug into the nested
+evaluation unchanged.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ META_PREFIX = "meta_"
 
 class PoolModel(RegressorMixin, BaseEstimator):
     name: ClassVar[str]
+    needs_pairs: ClassVar[bool] = False
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
