@@ -1,8 +1,9 @@
 """`StackedPool`: meta-features plus the model pool, fit on one set of rows, predicting any other rows.
 
 This is the unit the nested engine refits once per (repeat, excluded folds) and the run refits once on
-all labelled rows. Members that declare `needs_pairs` also get the rows' pair ids and image paths. Fitting: dense blocks -> out-of-fold Ridge meta-features on the training rows
-(`DenseMetaFeatures`), appended to the scalar columns; then every pool member is fit on that matrix.
+all labelled rows. Fitting: dense blocks -> out-of-fold Ridge meta-features on the training rows
+(`DenseMetaFeatures`), appended to the scalar columns; then every pool member is fit on that matrix
+(members that declare `needs_pairs` also get the rows' pair ids and image paths).
 Predicting: meta-features from the Ridges refit on all training rows, then every member predicts.
 """
 from __future__ import annotations
