@@ -8,9 +8,9 @@
   patches into the language model, with Qwen3-VL's deepstack mergers), `language` (the decoder layers),
   optionally narrowed by a regular expression on the module name;
 - fit folders: one per fit under the run's `work_dir`, named by a hash of everything the fit learnt from (the
-  member's settings, the checkpoint's config, every training pair's id, image hashes and target). A finished
-  fit is found again by that name, so a killed `siqa oof` resumes with the fits that finished, and a rerun
-  of the same data and settings trains nothing. A folder is written under a temporary name and renamed
+  member's settings, the checkpoint's config, the kind of device, every training pair's id, image hashes and
+  target). A finished fit is found again by that name, so a killed `siqa oof` resumes with the fits that
+  finished, and a rerun of the same data and settings trains nothing. A folder is written under a temporary name and renamed
   when complete; only adapters, the head (safetensors) and JSON are kept, never the base model or pickles.
 """
 from __future__ import annotations
@@ -135,10 +135,12 @@ def check_pairs(member: str, X: pd.DataFrame, pairs: pd.DataFrame | None) -> pd.
     return pairs.loc[X.index]
 
 
-def fit_key(settings: dict, folder: Path, pairs: pd.DataFrame, target: np.ndarray) -> str:
-    """Hash of everything a fit learns from (see the module docstring)."""
+def fit_key(settings: dict, folder: Path, pairs: pd.DataFrame, target: np.ndarray, device: str) -> str:
+    """Hash of everything a fit learns from (see the module docstring), the kind of device included: a CPU
+    trains in float32 whatever `dtype` says."""
     config = (folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b""
     blob = json.dumps({"settings": settings, "checkpoint": hashlib.sha256(config).hexdigest(),
+                       "device": pick_device(device).type,
                        "pairs": [[str(i), r.ref_sha256, r.dist_sha256, float(t)]
                                  for i, r, t in zip(pairs.index, pairs.itertuples(), target)]},
                       sort_keys=True, default=str)

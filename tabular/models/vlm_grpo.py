@@ -96,7 +96,8 @@ class VlmGrpoRegressor(PoolModel):
             raise SiqaError(f"{self.name}: the exact-match reward needs labels on the answer scale 0..5 "
                             f"(got {target.min():g}..{target.max():g})")
         folder = model_folder(self.name, self.base_model, self.path)
-        fit = FitFolder.under(self.work_dir, self.name, fit_key(self._learning_settings(), folder, rows, target))
+        fit = FitFolder.under(self.work_dir, self.name, fit_key(self._learning_settings(), folder, rows, target,
+                                                                   self.device))
         if not fit.complete:
             self._train(fit, rows, target)
         record = fit.record()

@@ -150,7 +150,8 @@ class VlmLoraRegressor(PoolModel):
         if int(self.batch_size) < 2:
             raise SiqaError(f"{self.name}: batch_size must be at least 2 (the losses compare pairs in a batch)")
         folder = model_folder(self.name, self.base_model, self.path)
-        fit = FitFolder.under(self.work_dir, self.name, fit_key(self._learning_settings(), folder, rows, target))
+        fit = FitFolder.under(self.work_dir, self.name, fit_key(self._learning_settings(), folder, rows, target,
+                                                                   self.device))
         if not fit.complete:
             self._train(fit, rows, target)
         record = fit.record()
