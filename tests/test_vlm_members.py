@@ -146,7 +146,7 @@ def test_nested_fits_never_see_held_out_pairs_and_predict_uses_the_run(tmp_path)
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
     from tabular.data import TabularData
-    from tabular.run import run_oof
+    from blend.run import run_oof
 
     data = make_dataset(tmp_path / "data", levels=2)
     config = tmp_path / "vlm.toml"
