@@ -18,7 +18,8 @@ SHIPPED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.t
 
 def test_every_shipped_config_is_found_through_the_package():
     assert {"configs/default.toml", "configs/offline.toml", "configs/vlm_questions.toml",
-            "configs/presets/default.toml", "configs/presets/fast.toml", "configs/presets/best.toml"} <= set(SHIPPED)
+            "configs/presets/default.toml", "configs/presets/fast.toml", "configs/presets/best.toml",
+            "configs/presets/best-gpu.toml"} <= set(SHIPPED)
     for name in SHIPPED:
         assert config_file(name.removeprefix("configs/")).read_bytes() == (ROOT / name).read_bytes()
 
@@ -31,7 +32,7 @@ def test_code_reads_configs_through_the_one_lookup():
     assert DEFAULT_CONFIG == config_file("default.toml")
     assert DEFAULT_QUESTIONS == config_file("vlm_questions.toml")
     assert PRESETS_DIR == config_file("presets")
-    assert presets() == ["best", "default", "fast"]
+    assert presets() == ["best", "best-gpu", "default", "fast"]
 
 
 @pytest.fixture(scope="module")
