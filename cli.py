@@ -128,9 +128,10 @@ def sql(query, store, fmt, out):
 @click.option("--time-limit", type=click.FloatRange(min=1), default=None,
               help="seconds: plan repeats and pool members to finish in time; says what it dropped")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the leaderboard")
+@click.option("--allow-missing", is_flag=True, help="learn even if labelled pairs lack some extractor's features")
 @_quiet_option
 def oof(store, table, label, group, lower_better, feature_list, run_dir, config_path, preset, seed, time_limit,
-        as_json, quiet):
+        as_json, allow_missing, quiet):
     """Grouped, nested out-of-fold evaluation of the model pool and blend; writes a run folder."""
     from blend.run import run_oof
     from featurestore.config import load_config
@@ -150,8 +151,9 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
             raise SiqaError("--table needs --label COL and --group COL")
         data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better, features=columns)
     else:
-        data = TabularData.from_store(default_store(store), features=columns)
-    summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json))
+        data = TabularData.from_store(default_store(store), features=columns, lower_better=lower_better)
+    summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json),
+                      allow_missing=allow_missing)
     if as_json:
         if time_limit is not None:
             click.echo(summary["plan"]["text"], err=True)
@@ -224,6 +226,16 @@ def report(run_dir, quiet):
     from blend.report import write_report
 
     click.echo(f"report -> {write_report(Path(run_dir), progress=not quiet)}")
+
+
+@app.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False))
+def trust(run_dir):
+    """Sign a run folder from someone else with your key, so submit/predict/report will load its models
+    (a run folder holds pickled models: trust only runs from people you trust)."""
+    from blend.runfolder import trust as sign_run
+
+    click.echo(f"{run_dir}: {sign_run(Path(run_dir))} file(s) signed with your key")
 
 
 @app.command()
@@ -303,20 +315,10 @@ def store():
 @_store_option
 @click.option("--dry-run", is_flag=True)
 def store_gc(store, dry_run):
-    """Delete feature folders that no view uses any more (old versions and configs)."""
-    import shutil
-
+    """Delete feature folders that no view and no existing run fit on the store uses (old versions, configs)."""
     from featurestore.store import FeatureStore
 
-    fs = FeatureStore(default_store(store))
-    keep = {v["folder"] for v in fs.views().values()}
-    base = fs.root / "features"
-    stale = [p for p in sorted(base.iterdir()) if p.is_dir() and p.name not in keep] if base.is_dir() else []
-    for p in stale:
-        click.echo(("would remove " if dry_run else "removing ") + str(p))
-        if not dry_run:
-            with fs.lock():
-                shutil.rmtree(p)
+    stale = FeatureStore(default_store(store)).gc(dry_run=dry_run, echo=click.echo)
     click.echo(f"{len(stale)} stale folder(s)")
 
 

@@ -32,6 +32,9 @@ Run folder layout:
 - `fits/`: the `work_dir` of pool members that keep files (fine-tuned adapters, one folder per fit, keyed by
   what the fit learnt from). It survives reruns: a killed or repeated `siqa oof` reuses every fit that
   finished, and `siqa predict` loads the adapters of the final refit from here.
+- `siqa-run.json`: marks the folder as a siqa run and lists the hash of every file, signed with this user's
+  key (`blend.runfolder`): `load_run` unpickles nothing it has not verified against it. The folder is
+  written whole or not at all, one writer at a time; a non-empty folder that is not a run is refused.
 
 Column handling: scalar columns that are constant or all-NaN over the labelled rows carry no signal and
 are dropped (listed in run.json as `dropped_columns`); other NaN values are imputed inside the models
@@ -39,7 +42,10 @@ that need it (trees and boosting take NaN natively).
 """
 from __future__ import annotations
 
+import io
 import json
+import logging
+import os
 import pickle
 import shutil
 import time
@@ -59,6 +65,9 @@ from .calibration import LabelScale
 from .config import resolve
 from .nested import nested_cv
 from .pipeline import FittedPipeline
+from .runfolder import RunFolder, check_target, run_lock, write_run
+
+log = logging.getLogger(__name__)
 
 HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
@@ -132,10 +141,33 @@ def _leaderboard_text(board: pd.DataFrame, headline: dict) -> str:
             f"[{headline['final_low']:.4f}, {headline['final_high']:.4f}]")
 
 
-def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = True) -> dict:
-    """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary."""
+def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = True,
+            allow_missing: bool = False) -> dict:
+    """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary.
+    Labelled store pairs without features of some extractor are refused, unless `allow_missing` (then
+    logged as a warning with the count per extractor). A store run is registered in the store
+    (`runs.json`), so `siqa store gc` keeps the feature folders it reads."""
+    run_dir = Path(run_dir).absolute()
+    check_target(run_dir)  # before any fitting: a folder that is not a run is never replaced
+    if data.missing:
+        counts = ", ".join(f"{name} ({n} of {int(data.labelled.sum())})" for name, n in sorted(data.missing.items()))
+        if not allow_missing:
+            raise SiqaError(f"{data.source}: labelled pairs without features from {counts}; run `siqa features` "
+                            f"on the same data (see the failures it lists), or pass --allow-missing to learn "
+                            f"with them missing")
+        log.warning("%s: labelled pairs without features from %s (--allow-missing: learnt as missing values)",
+                    data.source, counts)
+    with run_lock(run_dir):
+        summary = _run_oof(data, config, run_dir, progress)
+    if data.origin.get("kind") == "store":
+        from featurestore.store import Catalog
+
+        Catalog(data.origin["root"]).register_run(run_dir, list(data.origin.get("folders", {}).values()))
+    return summary
+
+
+def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bool) -> dict:
     started = time.perf_counter()
-    run_dir = Path(run_dir)
     settings = {**resolve(config), "work_dir": str((run_dir / FITS_DIR).resolve())}
     labelled = data.subset(data.labelled)
     if labelled.n_rows == 0:
@@ -188,7 +220,7 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
         "n_rows": headline["n_rows"], "n_groups": headline["n_groups"],
         "n_unlabelled": int(data.n_rows - labelled.n_rows),
         "best_model": str(singles.iloc[0]["model"]), "best_model_final": float(singles.iloc[0]["final"]),
-        "source": data.describe(), "preset": settings["preset"], "folds": int(settings["folds"]),
+        "source": {**data.describe(), "origin": {**data.origin, "labelled_sha256": labelled.labelled_digest()}}, "preset": settings["preset"], "folds": int(settings["folds"]),
         "repeats": int(settings["repeats"]), "seed": int(settings["seed"]),
         "columns": columns, "dropped_columns": dropped, "members": members,
         "blend": {"method": pipeline.blender_.method_,
@@ -206,35 +238,38 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
 
 
 def _write(run_dir: Path, config, settings, oof, board, summary, pipeline) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in settings.items() if k != "work_dir"}  # where the run is, not how it was fit
-    (run_dir / "config.json").write_text(json.dumps({"input": config or {}, "tabular": settings}, indent=2,
-                                                    sort_keys=True, default=str))
-    oof.to_parquet(run_dir / "oof.parquet", index=False)
-    board.to_csv(run_dir / "leaderboard.csv", index=False, float_format="%.6f")
-    (run_dir / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-    models = run_dir / PIPELINE_FILE.parent
-    if models.exists():
-        shutil.rmtree(models)
-    models.mkdir()
-    with (run_dir / PIPELINE_FILE).open("wb") as handle:
-        pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def fill(folder: Path) -> None:
+        (folder / "config.json").write_text(json.dumps({"input": config or {}, "tabular": settings}, indent=2,
+                                                       sort_keys=True, default=str))
+        oof.to_parquet(folder / "oof.parquet", index=False)
+        board.to_csv(folder / "leaderboard.csv", index=False, float_format="%.6f")
+        (folder / "run.json").write_text(json.dumps(summary, indent=2, default=str))
+        (folder / PIPELINE_FILE.parent).mkdir()
+        with (folder / PIPELINE_FILE).open("wb") as handle:
+            pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        fits = run_dir / FITS_DIR
+        if fits.is_dir():  # the members' files, written while fitting: linked in, the old run keeps its own
+            shutil.copytree(fits, folder / FITS_DIR, copy_function=os.link)
+
+    write_run(run_dir, fill)
 
 
 def load_run(run_dir) -> Run:
+    """The run in `run_dir`, every file checked against its signed manifest before it is used."""
     run_dir = Path(run_dir)
-    for name in ("run.json", "config.json", "leaderboard.csv", str(PIPELINE_FILE)):
-        if not (run_dir / name).is_file():
-            raise SiqaError(f"{run_dir}: not a complete run folder (no {name}); run `siqa oof` first")
-    with (run_dir / PIPELINE_FILE).open("rb") as handle:
-        try:
-            pipeline = pickle.load(handle)
-        except (ImportError, AttributeError) as error:  # classes moved since the run was written
-            raise SiqaError(f"{run_dir / PIPELINE_FILE}: written by an older siqa layout ({error}); "
-                            f"run `siqa oof` again") from None
-    return Run(path=run_dir, summary=json.loads((run_dir / "run.json").read_text()),
-               config=json.loads((run_dir / "config.json").read_text()),
-               leaderboard=pd.read_csv(run_dir / "leaderboard.csv"), pipeline=pipeline)
+    folder = RunFolder(run_dir)
+    texts = {name: folder.read(name) for name in ("run.json", "config.json", "leaderboard.csv")}
+    try:
+        pipeline = pickle.loads(folder.read(PIPELINE_FILE))
+    except (ImportError, AttributeError) as error:  # classes moved since the run was written
+        raise SiqaError(f"{run_dir / PIPELINE_FILE}: written by an older siqa layout ({error}); "
+                        f"run `siqa oof` again") from None
+    except (pickle.UnpicklingError, EOFError) as error:
+        raise SiqaError(f"{run_dir / PIPELINE_FILE}: unreadable ({error or 'empty'}); run `siqa oof` again") from None
+    return Run(path=run_dir, summary=json.loads(texts["run.json"]), config=json.loads(texts["config.json"]),
+               leaderboard=pd.read_csv(io.BytesIO(texts["leaderboard.csv"])), pipeline=pipeline)
 
 
 def predict(run_dir, data: TabularData) -> np.ndarray:

@@ -28,6 +28,7 @@ is missing or not numeric raises `SiqaError` naming it.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from featurestore.errors import SiqaError
+from featurestore.io import sha256_file
 
 NON_FEATURE_COLUMNS = frozenset({"dst_type", "dst_idx", "dst_lev", "var", "split", "pair_id", "id",
                                  "mos", "dmos", "score", "score_cls", "label"})
@@ -56,6 +58,8 @@ class TabularData:
     #: how to read this data again (`from_origin`), e.g. for a submission from a run folder
     origin: dict = field(default_factory=dict)
     pairs: pd.DataFrame | None = None
+    #: store only: extractor -> number of labelled pairs it has no features for (never computed)
+    missing: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -139,36 +143,66 @@ class TabularData:
             split = frame["split"].astype(str).str.lower().to_numpy(dtype=object)
         else:
             split = np.where(np.isfinite(y), "train", "test").astype(object)
-        origin = {"kind": "table", "path": str(path), "label": label, "group": group,
+        origin = {"kind": "table", "path": str(Path(path).absolute()), "sha256": sha256_file(Path(path)),
+                  "label": label, "group": group,
                   "lower_better": bool(lower_better), "features": [str(c) for c in features]}
         return cls(ids=ids, X=X, y=y, groups=groups, split=split, names=names,
                    higher_better=not lower_better, source=str(path), origin=origin)
 
     @classmethod
     def from_origin(cls, origin: dict) -> "TabularData":
-        """Read again what `origin` (a `TabularData.origin`) describes."""
+        """Read again what `origin` (a `TabularData.origin`) describes: the same file or store, by absolute
+        path, checked against the content it had when it was recorded."""
         if origin.get("kind") == "table":
-            return cls.from_table(origin["path"], origin["label"], origin["group"], origin["lower_better"],
+            path = Path(origin["path"])
+            if origin.get("sha256") and path.is_file() and sha256_file(path) != origin["sha256"]:
+                raise SiqaError(f"{path}: changed since the run was fit on it (sha256 differs); "
+                                f"refit with `siqa oof`")
+            return cls.from_table(path, origin["label"], origin["group"], origin["lower_better"],
                                   origin["features"])
         if origin.get("kind") == "store":
-            return cls.from_store(origin["root"], origin.get("features"))
+            root = Path(origin["root"])
+            if not (root / "pairs.parquet").is_file():
+                raise SiqaError(f"{root}: the feature store this run was fit on is not there any more")
+            data = cls.from_store(root, origin.get("features"), lower_better=bool(origin.get("lower_better")),
+                                  folders=origin.get("folders"))
+            if origin.get("labelled_sha256") and data.labelled_digest() != origin["labelled_sha256"]:
+                raise SiqaError(f"{root}: its labelled pairs are not the ones this run was fit on (pairs or labels "
+                                f"changed since); refit with `siqa oof`")
+            return data
         raise SiqaError(f"run: cannot tell where its data came from ({origin!r})")
 
+    def labelled_digest(self) -> str:
+        """sha256 of the labelled rows' ids and labels: the identity of what a run learnt from."""
+        labelled = self.labelled
+        rows = sorted(f"{i}:{y!r}" for i, y in zip(self.ids[labelled], self.y[labelled].tolist()))
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
     @classmethod
-    def from_store(cls, root, features: list[str] | None = None) -> "TabularData":
+    def from_store(cls, root, features: list[str] | None = None, lower_better: bool = False,
+                   folders: dict[str, str] | None = None) -> "TabularData":
         """Read the wide `features` view of a feature store through DuckDB.
 
         Every column of `features` that is not a `pairs` column is a feature: DOUBLE -> scalar,
         FLOAT[d] array -> dense block; `features` keeps only the named ones. The group is `ref_sha256`;
-        labels are higher-is-better.
+        `lower_better` for labels that grow with distortion. `folders` pins the feature folder of each
+        extractor (what a run was fit on) instead of the store's current views. The origin records the
+        absolute store path, the folders read and the labelled rows' digest; `missing` counts, per
+        extractor, the labelled pairs it holds no features for.
         """
         from featurestore import sql  # the store stack is only needed here, not for feature tables
+        from featurestore.store import Catalog
 
-        root = Path(root)
-        con = sql.connect(root)
+        root = Path(root).absolute()
+        used = folders if folders is not None else {n: v["folder"] for n, v in Catalog(root).views().items()}
+        con = sql.connect(root, folders=folders)
         try:
             pair_columns = {row[0] for row in con.execute("DESCRIBE pairs").fetchall()}
             table = con.sql("SELECT * FROM features ORDER BY pair_id").to_arrow_table()
+            views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+            own_columns = {name: [f"{name}_{r[0]}" for r in con.execute(
+                               f"DESCRIBE {sql.quote_identifier(name)}").fetchall() if r[0] != "pair_id"]
+                           for name in sorted(used) if name in views}
         finally:
             con.close()
         if table.num_rows == 0:
@@ -178,6 +212,14 @@ class TabularData:
             missing = [f for f in features if f not in available]
             if missing:
                 raise SiqaError(f"{root}: no feature column(s) {', '.join(map(repr, missing))} in the store")
+        labelled_rows = np.array([v is not None for v in table.column("label").to_pylist()], dtype=bool)
+        absent = {}
+        for name, columns in own_columns.items():
+            own = [c for c in columns if features is None or c in features]
+            if own:
+                nulls = np.logical_and.reduce([table.column(c).is_null().to_numpy(zero_copy_only=False) for c in own])
+                if (nulls & labelled_rows).any():
+                    absent[name] = int((nulls & labelled_rows).sum())
         scalars, dense = {}, {}
         for name in available:
             if features is not None and name not in features:
@@ -205,8 +247,10 @@ class TabularData:
         pairs = pd.DataFrame({c: text(c) for c in PAIR_IMAGE_COLUMNS})
         return cls(ids=text("pair_id"), X=X, y=y, groups=text("ref_sha256"), pairs=pairs,
                    split=np.array([str(s).lower() for s in text("split")], dtype=object),
-                   names=text("name"), dense=dense, higher_better=True, source=str(root),
-                   origin={"kind": "store", "root": str(root), "features": features})
+                   names=text("name"), dense=dense, higher_better=not lower_better, source=str(root),
+                   origin={"kind": "store", "root": str(root), "features": features,
+                           "lower_better": bool(lower_better), "folders": dict(sorted(used.items()))},
+                   missing=absent)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from blend.runfolder import trust
 from blend.run import FIXED_COLUMNS, HEADLINE, load_run, predict, run_oof
 from blend.submission import read_submission, submit_run, write_submission
 from featurestore.errors import SiqaError
@@ -43,7 +44,8 @@ def run(tmp_path_factory):
 
 def test_run_folder_contents(run):
     data, path, summary = run
-    assert {p.name for p in path.iterdir()} == {"config.json", "oof.parquet", "leaderboard.csv", "run.json", "models"}
+    assert {p.name for p in path.iterdir()} == {"config.json", "oof.parquet", "leaderboard.csv", "run.json", "models",
+                                                 "siqa-run.json"}
     oof = pd.read_parquet(path / "oof.parquet")
     members = summary["members"]
     assert list(oof.columns) == ["id", "group", "label", "target", "repeat", "fold", *members, "blend", HEADLINE]
@@ -208,6 +210,7 @@ def test_a_pipeline_of_an_older_layout_is_a_clear_error(run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(path, old)
     (old / "models" / "pipeline.pkl").write_bytes(b"ctabular.pipeline\nFittedPipeline\n.")  # the pre-blend home
+    trust(old)  # signed as trusted, so the pickle is read at all
     with pytest.raises(SiqaError, match=r"pipeline.pkl: written by an older siqa layout"):
         load_run(old)
 

@@ -10,7 +10,7 @@ Two input shapes:
   to a root folder (default: the table's folder). Names are taken verbatim; labels may be on any finite
   scale there, and an empty cell (or nan/NA/null) means unlabelled.
 
-Keys are content hashes: `pair_id` = sha256 of the two image hashes, so renaming files changes nothing.
+Image paths are made absolute. Keys are content hashes: `pair_id` = sha256 of the two image hashes, so renaming files changes nothing.
 Every problem raises `SiqaError` naming the file and what is wrong.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ class PairTable:
     @classmethod
     def from_paths(cls, rows, split: str = "test", labels=None, source: str = "") -> "PairTable":
         """Build from `[(ref_path, dist_path), ...]`; names are the degraded file names."""
-        rows = [(str(r), str(d)) for r, d in rows]
+        rows = [(str(Path(r).absolute()), str(Path(d).absolute())) for r, d in rows]
         labels = [math.nan] * len(rows) if labels is None else [float(x) for x in labels]
         hashes = _hash_all([p for pair in rows for p in pair])
         records = [
@@ -76,8 +76,9 @@ class PairTable:
 
 
 def load_pairs(path: str | Path, splits=None, root: str | Path | None = None) -> PairTable:
-    """Load a SeIQA-layout folder or a pairs table, keeping only `splits` (default: all)."""
-    path = Path(path)
+    """Load a SeIQA-layout folder or a pairs table, keeping only `splits` (default: all). Image paths are
+    absolute, so a store records where its images are whatever folder `siqa features` ran in."""
+    path = Path(path).absolute()
     if splits:
         bad = set(splits) - set(SPLITS)
         if bad:
@@ -87,7 +88,7 @@ def load_pairs(path: str | Path, splits=None, root: str | Path | None = None) ->
     if path.is_dir():
         table = _load_seiqa(path, splits)
     else:
-        table = _load_table(path, Path(root) if root else path.parent)
+        table = _load_table(path, Path(root).absolute() if root else path.parent)
     table = table.select_splits(splits)
     if len(table) == 0:
         raise SiqaError(f"{path}: no pairs found" + (f" for splits {','.join(splits)}" if splits else ""))

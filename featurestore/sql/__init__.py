@@ -54,19 +54,31 @@ def _select_list(folder: Path) -> str:
 Extension = Callable[[duckdb.DuckDBPyConnection], None]
 
 
-def connect(root: str | Path, database: str = ":memory:",
-            extensions: Iterable[Extension] = ()) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the store's views and ready-made questions, then each of `extensions`."""
+def connect(root: str | Path, database: str = ":memory:", extensions: Iterable[Extension] = (),
+            folders: dict[str, str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views and ready-made questions, then each of `extensions`.
+    `folders` (extractor -> feature folder, what a run pinned) replaces views.json: the views then read
+    exactly those folders, and a folder that is gone is an error naming it."""
     store = FeatureStore(root)
     if not store.pairs_path.exists():
         raise SiqaError(f"{store.root}: no feature store here (run `siqa features --data ...` first)")
+    if folders is None:
+        views = store.views()
+    else:
+        views = {}
+        for name, folder in folders.items():
+            if not (store.root / "features" / folder).is_dir():
+                raise SiqaError(f"{store.root / 'features' / folder}: the feature folder of {name!r} this run was "
+                                f"fit on is gone (removed by hand?); run `siqa features` with the run's config "
+                                f"again, or refit with `siqa oof`")
+            views[name] = {"folder": folder}
     con = duckdb.connect(database)
     pairs = str(store.pairs_path).replace("'", "''")
     con.execute(f"CREATE OR REPLACE VIEW pairs AS SELECT * FROM read_parquet('{pairs}')")
     con.execute("CREATE OR REPLACE VIEW labels AS SELECT pair_id, split, name, label FROM pairs WHERE label IS NOT NULL")
     select = ["p.*"]
     joins = []
-    for name, info in sorted(store.views().items()):
+    for name, info in sorted(views.items()):
         base = store.root / "features" / info["folder"]
         created = set()
         for level, view in (("pair", name), ("image", f"{name}_image")):

@@ -7,6 +7,8 @@ Layout under `root`:
                                         a log for the runtime a submission declares, not feature content
     features/<name>-v<ver>-<hash>/image/part-*.parquet    image-level columns keyed by `sha256`
     features/<name>-v<ver>-<hash>/pair/part-*.parquet     pair columns keyed by `pair_id`
+    runs.json                           absolute run folder -> feature folders it was fit on (`siqa oof`
+                                        registers each run; `siqa store gc` keeps those folders while the run exists)
     .lock                               held by the one process writing to the store
 
 Only missing keys are computed, and each batch of work lands as its own shard, so a killed run leaves

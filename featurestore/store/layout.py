@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,10 @@ def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     if dim == 0:
         return arr.to_numpy(zero_copy_only=False).astype(np.float64)
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+#: the temp files `write_atomic` makes: `.<name>.<32 hex>.tmp`
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 
 def write_atomic(write, path: Path) -> None:
@@ -168,9 +173,15 @@ class Catalog:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _remove_stale_temps(self) -> None:
-        # Only called under the lock: any temp file now is the remains of a killed writer.
-        for tmp in self.root.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        """Only called under the lock: a temp file of `write_atomic`'s own naming in the store's own places
+        (its root, features/) is the remains of a killed writer; nothing else is touched."""
+        places = [self.root.glob(".*.tmp")]
+        if (self.root / "features").is_dir():
+            places.append((self.root / "features").rglob(".*.tmp"))
+        for found in places:
+            for tmp in found:
+                if TEMP_NAME.fullmatch(tmp.name) and tmp.is_file():
+                    tmp.unlink(missing_ok=True)
 
     # --- pairs and views ------------------------------------------------------------------------
     def pairs(self) -> pd.DataFrame:
@@ -211,6 +222,51 @@ class Catalog:
         if path.exists() and path.read_bytes() == text:
             return
         write_atomic(lambda fh: fh.write(text), path)
+
+    # --- runs fit on this store, and garbage collection ------------------------------------------
+    @property
+    def runs_path(self) -> Path:
+        return self.root / "runs.json"
+
+    def runs(self) -> dict[str, list[str]]:
+        """Absolute run folder -> the feature folders it was fit on (what `store gc` keeps)."""
+        try:
+            return json.loads(self.runs_path.read_text()) if self.runs_path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise SiqaError(f"{self.runs_path}: unreadable ({str(exc).splitlines()[0]}); `store gc` cannot tell "
+                            "which feature folders runs still use - fix or delete it") from None
+
+    def register_run(self, run_dir: Path, folders: list[str]) -> None:
+        """Record that the run at `run_dir` reads `folders`, so `gc` keeps them while the run exists."""
+        with self.lock():
+            runs = self.runs()
+            runs[str(Path(run_dir).absolute())] = sorted(set(folders))
+            text = json.dumps(runs, indent=1, sort_keys=True).encode()
+            write_atomic(lambda fh: fh.write(text), self.runs_path)
+
+    def stale_folders(self) -> list[Path]:
+        """Feature folders that neither a view nor an existing registered run uses."""
+        keep = {v["folder"] for v in self.views().values()}
+        keep.update(f for run, folders in self.runs().items() if Path(run).is_dir() for f in folders)
+        base = self.root / "features"
+        return [p for p in sorted(base.iterdir()) if p.is_dir() and p.name not in keep] if base.is_dir() else []
+
+    def gc(self, dry_run: bool = False, echo=print) -> list[Path]:
+        """Delete the stale feature folders (under the lock) and forget runs that are gone; returns them."""
+        import shutil
+
+        with self.lock():
+            stale = self.stale_folders()
+            for p in stale:
+                echo(("would remove " if dry_run else "removing ") + str(p))
+                if not dry_run:
+                    shutil.rmtree(p)
+            runs = self.runs()
+            alive = {run: folders for run, folders in runs.items() if Path(run).is_dir()}
+            if not dry_run and alive != runs:
+                text = json.dumps(alive, indent=1, sort_keys=True).encode()
+                write_atomic(lambda fh: fh.write(text), self.runs_path)
+        return stale
 
     # --- timings --------------------------------------------------------------------------------
     def timings(self) -> dict[str, dict]:

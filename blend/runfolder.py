@@ -1,0 +1,225 @@
+"""A run folder on disk: what marks it as a siqa run, how it is written whole or not at all, who may write
+it at a time, and how a reader knows the files it loads were written by this user's siqa.
+
+- Marker and manifest: `siqa-run.json` = {"siqa_run": FORMAT, "files": {relative path: sha256}, "signature"}.
+  Every file below the folder (models/, fits/ with safetensors + JSON, ...) is listed. The signature is an
+  HMAC-SHA256 over the listed hashes with a per-user key (`$SIQA_KEY_FILE`, default ~/.config/siqa/key,
+  created 0600 on first use). A reader checks the signature, then reads each file it needs once, checks
+  its hash and only then uses those bytes (`RunFolder.read`), so a pickle from someone else, or one that
+  was changed, is never unpickled. `siqa trust --run DIR` signs a folder you decided to trust.
+- Refusal: a non-empty folder without `siqa-run.json` is not a run; `write_run` refuses to replace it.
+- Atomic writes: the new run is written into a hidden sibling folder, every file and folder fsynced, then
+  swapped in with two renames (old -> hidden `.NAME.siqa-old-*`, new -> NAME); the old run is deleted only
+  after the new one is in place. Any failure (a full disk, a kill) leaves the old run as it was; a kill
+  between the two renames is repaired by the next writer (the old run is renamed back).
+- Lock: `run_lock(dir)` takes an flock on the sibling `.NAME.siqa-lock`; a second writer of the same run
+  is refused with one line naming the lock, instead of racing.
+Files added after the run was written (report.html, submission.zip) are not in the manifest: they are
+outputs, never loaded as code or data by siqa.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from featurestore.errors import SiqaError
+
+MARKER = "siqa-run.json"
+FORMAT = 1
+
+
+def key_path() -> Path:
+    return Path(os.environ.get("SIQA_KEY_FILE") or Path.home() / ".config" / "siqa" / "key")
+
+
+def user_key() -> bytes:
+    """This user's signing key, created (32 random bytes, hex, mode 0600) on first use."""
+    path = key_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # created meanwhile by another siqa
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise SiqaError(f"{path}: cannot read the siqa signing key ({exc.strerror or exc})") from None
+    if len(key) < 32:
+        raise SiqaError(f"{path}: not a siqa signing key (too short); delete it to create a new one "
+                        f"(runs signed with the old key then need `siqa trust`)")
+    return key.encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _signature(files: dict[str, str]) -> str:
+    message = json.dumps({"siqa_run": FORMAT, "files": files}, sort_keys=True).encode()
+    return hmac.new(user_key(), message, hashlib.sha256).hexdigest()
+
+
+def _listing(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
+
+
+def sign(folder: Path) -> None:
+    """Write `siqa-run.json`: the hash of every file below `folder`, signed with this user's key."""
+    files = {p.relative_to(folder).as_posix(): _sha256(p.read_bytes()) for p in _listing(folder)}
+    text = json.dumps({"siqa_run": FORMAT, "files": files, "signature": _signature(files)}, indent=1, sort_keys=True)
+    (folder / MARKER).write_text(text + "\n")
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / MARKER).is_file()
+
+
+class RunFolder:
+    """Verified reads from a run folder (see the module docstring)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        marker = self.path / MARKER
+        if not marker.is_file():
+            raise SiqaError(f"{self.path}: not a complete run folder (no {MARKER}); run `siqa oof` first"
+                            + ("; a run of an older siqa: run `siqa oof` again, or `siqa trust --run "
+                               f"{self.path}` if you trust it" if (self.path / "run.json").is_file() else ""))
+        try:
+            manifest = json.loads(marker.read_text())
+            self.files = {str(k): str(v) for k, v in manifest["files"].items()}
+            signature = str(manifest["signature"])
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            raise SiqaError(f"{marker}: damaged run manifest; run `siqa oof` again") from None
+        if not hmac.compare_digest(signature, _signature(self.files)):
+            raise SiqaError(f"{self.path}: this run was not signed with your siqa key ({key_path()}), so its models "
+                            f"are not loaded (a run folder can carry code); if you trust who made it, run "
+                            f"`siqa trust --run {self.path}`")
+
+    def has(self, relative) -> bool:
+        return Path(relative).as_posix() in self.files
+
+    def read(self, relative) -> bytes:
+        """The bytes of one listed file, after checking them against the signed manifest."""
+        name = Path(relative).as_posix()
+        if name not in self.files:
+            raise SiqaError(f"{self.path}: not a complete run folder (no {name}); run `siqa oof` again")
+        try:
+            data = (self.path / name).read_bytes()
+        except OSError as exc:
+            raise SiqaError(f"{self.path / name}: unreadable ({exc.strerror or exc}); run `siqa oof` again") from None
+        if not hmac.compare_digest(_sha256(data), self.files[name]):
+            raise SiqaError(f"{self.path / name}: changed since the run was written (its hash differs from "
+                            f"{MARKER}); not loaded; run `siqa oof` again, or `siqa trust --run {self.path}` "
+                            f"if you trust the change")
+        return data
+
+
+def trust(path) -> int:
+    """Sign the run folder `path` as it is now with this user's key; returns the number of files signed."""
+    path = Path(path)
+    if not path.is_dir() or not ((path / "run.json").is_file() or is_run(path)):
+        raise SiqaError(f"{path}: not a siqa run folder (no run.json); nothing to trust")
+    sign(path)
+    return len(_listing(path))
+
+
+def check_target(run_dir: Path) -> None:
+    """A run may be written at `run_dir` only if it is absent, empty, or a siqa run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SiqaError(f"{run_dir}: exists and is not a folder; choose another --run")
+    if run_dir.is_dir() and not is_run(run_dir) and any(run_dir.iterdir()):
+        raise SiqaError(f"{run_dir}: not empty and not a siqa run folder (no {MARKER}); siqa does not replace it "
+                        f"- choose a new or empty --run folder")
+
+
+def _hidden(run_dir: Path, kind: str) -> Path:
+    return run_dir.with_name(f".{run_dir.name}.siqa-{kind}-{uuid.uuid4().hex}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _recover(run_dir: Path) -> None:
+    """A writer killed between its two renames left the old run under its hidden name: put it back."""
+    if not run_dir.exists():
+        old = sorted(run_dir.parent.glob(f".{run_dir.name}.siqa-old-*"))
+        if old:
+            os.rename(old[-1], run_dir)
+    for stale in run_dir.parent.glob(f".{run_dir.name}.siqa-new-*"):  # only under the lock: a dead writer's
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def run_lock(run_dir):
+    """Exclusive lock of one run folder (on a sibling file, since the folder itself is swapped)."""
+    run_dir = Path(run_dir).absolute()
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = run_dir.with_name(f".{run_dir.name}.siqa-lock")
+        fh = open(lock, "a+")
+    except OSError as exc:
+        raise SiqaError(f"{run_dir}: cannot write a run here ({exc.strerror or exc})") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SiqaError(f"{run_dir}: another siqa is writing this run (lock {lock} is held); wait for it to "
+                            f"finish or choose another --run") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_run(run_dir, write: Callable[[Path], None]) -> None:
+    """`write(folder)` fills a new hidden folder; it is signed, fsynced and swapped in for `run_dir`.
+    Call under `run_lock(run_dir)`."""
+    run_dir = Path(run_dir).absolute()
+    _recover(run_dir)
+    check_target(run_dir)
+    stage = _hidden(run_dir, "new")
+    try:
+        stage.mkdir(parents=True)
+        write(stage)
+        sign(stage)
+        for path in sorted(stage.rglob("*"), key=lambda p: -len(p.parts)):  # files, then their folders
+            _fsync(path)
+        _fsync(stage)
+        old = None
+        if run_dir.exists():
+            old = _hidden(run_dir, "old")
+            os.rename(run_dir, old)
+        try:
+            os.rename(stage, run_dir)
+        except BaseException:
+            if old is not None:
+                os.rename(old, run_dir)
+            raise
+        _fsync(run_dir.parent)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise SiqaError(f"{run_dir}: cannot write the run ({exc.strerror or exc}); the previous run, if any, "
+                        f"is unchanged") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
