@@ -46,8 +46,9 @@ def app(verbose: bool):
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --backend ray)")
 @click.option("--strict", is_flag=True, help="exit non-zero if any image or pair failed")
+@click.option("--replace", is_flag=True, help="replace pairs registered before under the same split and name")
 @_quiet_option
-def features(data, root, splits, store, config_path, backend, address, strict, quiet):
+def features(data, root, splits, store, config_path, backend, address, strict, replace, quiet):
     """Compute every missing feature of a dataset into the store."""
     from featurestore.config import build_extractors, load_config
     from featurestore.datasets import load_pairs
@@ -62,11 +63,12 @@ def features(data, root, splits, store, config_path, backend, address, strict, q
     if backend == "ray":
         from featurestore.ray_backend import extract_with_ray
 
-        summary = extract_with_ray(default_store(store), table, extractors, address=address, progress=not quiet)
+        summary = extract_with_ray(default_store(store), table, extractors, address=address, progress=not quiet,
+                                   replace=replace)
     else:
         from featurestore.store import FeatureStore
 
-        summary = FeatureStore(default_store(store)).extract(table, extractors, progress=not quiet)
+        summary = FeatureStore(default_store(store)).extract(table, extractors, progress=not quiet, replace=replace)
     for line in summary.lines():
         click.echo(line)
     if strict and summary.failures:
@@ -89,9 +91,11 @@ def sql(query, store, fmt, out):
 
         interactive(root, extensions=RUN_EXTENSIONS)
         return
-    df = fsql.query(root, query, extensions=RUN_EXTENSIONS)
     if fmt == "parquet" and not out:
         raise SiqaError("--format parquet needs --out FILE")
+    if out:
+        fsql.check_output(root, out)
+    df = fsql.query(root, query, extensions=RUN_EXTENSIONS)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":

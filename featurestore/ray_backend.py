@@ -234,9 +234,10 @@ def run_chunks(ray, root: Path, plan: Plan, summary: ExtractSummary, progress: b
 
 
 def extract_with_ray(store_root: str | Path, table: PairTable, extractors: list[Extractor], address: str | None = None,
-                     progress: bool = True, chunk_pairs: int = 32) -> ExtractSummary:
+                     progress: bool = True, chunk_pairs: int = 32, replace: bool = False) -> ExtractSummary:
     """`FeatureStore(store_root).extract(table, extractors)` with the chunks computed on a Ray cluster:
     the same keys, shards, values and timings; `address` None starts Ray on this machine."""
     executor = RayExecutor(address)
     store = FeatureStore(Path(store_root).resolve())  # workers write to the path the driver sees
-    return store.extract(table, extractors, progress=progress, chunk_pairs=chunk_pairs, executor=executor)
+    return store.extract(table, extractors, progress=progress, chunk_pairs=chunk_pairs, executor=executor,
+                         replace=replace)

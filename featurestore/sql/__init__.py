@@ -13,6 +13,12 @@ Ready-made questions (see `_add_macros`):
     feature_srocc         per scalar feature vs the label: n, srocc (average ranks), plcc, final
     feature_nans          scalar features missing (NULL: not computed) or NaN for some pairs
 
+`siqa sql` cannot change the store: the connection is an in-memory database whose views read the store's
+Parquet files; statements that write files or reach other databases (COPY, EXPORT, ATTACH, INSTALL/LOAD)
+are refused before they run (`read_only_statements`), the configuration is locked once the views exist
+(no `SET temp_directory` into the store), and `--out` may not point into the store (`check_output`).
+Results are written with `siqa sql --out FILE`.
+
 A layer above the store adds its own views and macros through `extensions`: callables given the
 connection once the store's views exist (`blend.sql.run_macros` adds the run-level `worst_pairs`); the
 store knows nothing about runs.
@@ -133,11 +139,55 @@ def _add_macros(con: duckdb.DuckDBPyConnection) -> None:
         FROM feature_values GROUP BY feature HAVING missing + nan > 0 ORDER BY share DESC, feature""")
 
 
-def query(root: str | Path, sql: str, extensions: Iterable[Extension] = ()):
-    """Run one query against the store's views (and those `extensions` add); returns a pandas DataFrame."""
-    con = connect(root, extensions=extensions)
+#: statement types that write files, or reach beyond the in-memory views: never run by `siqa sql`
+WRITING = {duckdb.StatementType.COPY, duckdb.StatementType.EXPORT, duckdb.StatementType.ATTACH,
+           duckdb.StatementType.DETACH, duckdb.StatementType.COPY_DATABASE, duckdb.StatementType.LOAD,
+           duckdb.StatementType.EXTENSION}
+
+
+def read_only_statements(sql: str) -> list:
+    """The statements of `sql`, or `SiqaError` for an empty text or one that would write (see `WRITING`)."""
     try:
-        return con.execute(sql).df()
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise SiqaError(f"sql: {str(exc).splitlines()[0]}") from None
+    if not statements:
+        raise SiqaError("sql: empty query; give a statement such as \"SELECT * FROM feature_srocc\", "
+                        "or no query for the interactive shell")
+    for statement in statements:
+        if statement.type in WRITING:
+            word = statement.query.strip().split(None, 1)[0].upper()
+            raise SiqaError(f"sql: {word} is not allowed: `siqa sql` only reads the store (write a result "
+                            f"with `siqa sql --out FILE \"SELECT ...\"`)")
+    return statements
+
+
+def user_connection(root: str | Path, extensions: Iterable[Extension] = ()) -> duckdb.DuckDBPyConnection:
+    """`connect`, then the configuration locked: what `siqa sql` and its shell use."""
+    con = connect(root, extensions=extensions)
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def check_output(root: str | Path, out: str | Path) -> None:
+    """`siqa sql --out` may write anywhere but into the store."""
+    store, target = Path(root).resolve(), Path(out).resolve()
+    if target == store or store in target.parents:
+        raise SiqaError(f"{out}: inside the feature store {root}; `siqa sql` never writes into a store - "
+                        f"choose a path outside it")
+
+
+def query(root: str | Path, sql: str, extensions: Iterable[Extension] = ()):
+    """Run the statement(s) of `sql` against the store's views (and those `extensions` add); returns the
+    last one's result as a pandas DataFrame. Statements that would write are refused."""
+    statements = read_only_statements(sql)
+    con = user_connection(root, extensions=extensions)
+    try:
+        for statement in statements:
+            con.execute(statement)
+        if con.description is None:
+            raise SiqaError("sql: the last statement returns no rows")
+        return con.fetchdf()
     except duckdb.Error as exc:
         raise SiqaError(f"sql: {str(exc).splitlines()[0]}") from None
     finally:

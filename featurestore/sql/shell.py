@@ -5,6 +5,7 @@ Statements may span lines and run when a line ends with `;`. Dot commands:
     .schema NAME      columns of one view
     .help             this list
     .quit / .exit     leave (so does end of input or Ctrl-D)
+Statements that would write (COPY, EXPORT, ATTACH, INSTALL/LOAD) are refused, as in `siqa sql QUERY`.
 Ctrl-C drops the statement being typed. With a terminal, lines are edited and kept in a readline
 history file (`$SIQA_SQL_HISTORY`, default ~/.siqa_sql_history); fed from a pipe, the shell prints no
 prompts, so `siqa sql < questions.sql` works as a script.
@@ -20,7 +21,8 @@ from typing import TextIO
 import duckdb
 import pandas as pd
 
-from . import Extension, connect, quote_identifier
+from ..errors import SiqaError
+from . import Extension, quote_identifier, read_only_statements, user_connection
 
 PROMPT, CONTINUE = "siqa> ", "  ..> "
 MAX_ROWS = 200
@@ -69,13 +71,15 @@ def _format(df: pd.DataFrame) -> str:
 def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> None:
     """Run every statement of `text`, printing each result; an error is printed and ends this text only."""
     try:
-        statements = duckdb.extract_statements(text)
+        statements = read_only_statements(text)
         for statement in statements:
             con.execute(statement)
             if con.description is not None:
                 print(_format(con.fetchdf()), file=out)
     except duckdb.Error as exc:
         print(f"error: {str(exc).strip()}", file=out)
+    except SiqaError as exc:
+        print(f"error: {exc}", file=out)
     except KeyboardInterrupt:  # Ctrl-C during a long query stops the query, not the shell
         print("interrupted", file=out)
 
@@ -103,7 +107,7 @@ def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | Non
                 extensions: Iterable[Extension] = ()) -> None:
     """Read statements until `.quit` or end of input and print their results; `extensions` as for `connect`."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    con = connect(root, extensions=extensions)
+    con = user_connection(root, extensions=extensions)
     tty = stdin.isatty() and stdin is sys.stdin
     readline = _setup_readline() if tty else None
     if tty:

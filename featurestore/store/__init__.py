@@ -1,7 +1,8 @@
 """The feature store: Parquet shards keyed by content hash, one folder per extractor version and config.
 
 Layout under `root`:
-    pairs.parquet                       the pair table(s) registered by `siqa features` (merged by split+name)
+    pairs.parquet                       the pair table(s) registered by `siqa features` (merged by split+name;
+                                        changed content or label needs --replace)
     views.json                          extractor name -> folder of the configuration last used
     timings.json                        measured compute seconds per item (decode, each extractor folder):
                                         a log for the runtime a submission declares, not feature content
@@ -39,15 +40,16 @@ __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "Fe
 
 class FeatureStore(Catalog):
     def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True, chunk_pairs: int = 32,
-                decode_workers: int = 2, executor: Executor | None = None) -> ExtractSummary:
+                decode_workers: int = 2, executor: Executor | None = None, replace: bool = False) -> ExtractSummary:
         """Compute every missing feature of `table` for `extractors` with `executor` (default: this process,
         `decode_workers` decoding threads); returns what was done and adds its measured seconds to
-        timings.json."""
+        timings.json. Pairs registered before under the same split + name with other content or label are
+        refused unless `replace`."""
         t0 = time.perf_counter()
         executor = executor or LocalExecutor(decode_workers)
         summary = ExtractSummary(pairs=len(table))
         with self.lock():
-            self.register_pairs(table)
+            self.register_pairs(table, replace=replace)
             self.register_views(extractors)
             df = table.df.drop_duplicates("pair_id")
             work = plan(self, df, extractors, summary, chunk_pairs)

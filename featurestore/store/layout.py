@@ -189,11 +189,14 @@ class Catalog:
             return pd.DataFrame(columns=COLUMNS)
         return read_shard(self.pairs_path).to_pandas()
 
-    def register_pairs(self, table: PairTable) -> None:
-        """Merge `table` into pairs.parquet (a pair is its split + name; the newest registration wins).
-        Written with a fixed schema and no pandas metadata, so the bytes depend on the rows only, not on
-        the order or number of registrations that led to them."""
+    def register_pairs(self, table: PairTable, replace: bool = False) -> None:
+        """Merge `table` into pairs.parquet (a pair is its split + name). A pair already registered under the
+        same split + name with other images or another label is refused, naming it, unless `replace` (then
+        the new registration wins). Written with a fixed schema and no pandas metadata, so the bytes depend
+        on the rows only, not on the order or number of registrations that led to them."""
         existing = read_shard(self.pairs_path) if self.pairs_path.exists() else None
+        if existing is not None and not replace:
+            self._refuse_changed(existing.to_pandas(), table.df)
         frames = [table.df] if existing is None else [existing.to_pandas(), table.df]
         merged = pd.concat([f for f in frames if len(f)], ignore_index=True).drop_duplicates(subset=["split", "name"], keep="last")
         merged = merged.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
@@ -202,6 +205,20 @@ class Catalog:
         if existing is not None and existing.equals(arrow):
             return  # a warm rerun writes nothing (and pays no fsync)
         write_parquet(arrow, self.pairs_path)
+
+    def _refuse_changed(self, old: pd.DataFrame, new: pd.DataFrame) -> None:
+        both = old.merge(new, on=["split", "name"], suffixes=("_old", ""))
+        if both.empty:
+            return
+        same_label = (both.label_old == both.label) | (both.label_old.isna() & both.label.isna())
+        changed = (both.ref_sha256_old != both.ref_sha256) | (both.dist_sha256_old != both.dist_sha256) | ~same_label
+        if changed.any():
+            row = both[changed].iloc[0]
+            what = (f"label {row.label_old} -> {row.label}" if row.ref_sha256_old == row.ref_sha256
+                    and row.dist_sha256_old == row.dist_sha256 else "other image content")
+            raise SiqaError(f"{self.pairs_path}: {int(changed.sum())} pair(s) are already registered under the same "
+                            f"split and name with other images or labels (e.g. {row.split}/{row['name']}: {what}); "
+                            f"pass --replace to replace them, or use another --store")
 
     def views(self) -> dict[str, dict]:
         path = self.root / "views.json"
