@@ -47,8 +47,9 @@ def app(verbose: bool):
 @click.option("--address", default=None, help="Ray cluster address (with --backend ray)")
 @click.option("--strict", is_flag=True, help="exit non-zero if any image or pair failed")
 @click.option("--replace", is_flag=True, help="replace pairs registered before under the same split and name")
+@click.option("--allow-outside-root", is_flag=True, help="accept image paths outside the dataset root")
 @_quiet_option
-def features(data, root, splits, store, config_path, backend, address, strict, replace, quiet):
+def features(data, root, splits, store, config_path, backend, address, strict, replace, allow_outside_root, quiet):
     """Compute every missing feature of a dataset into the store."""
     from featurestore.config import build_extractors, load_config
     from featurestore.datasets import load_pairs
@@ -59,7 +60,8 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
     if not extractors:
         raise SiqaError(f"{config['_path']}: no extractor enabled")
     check_weights(extractors)  # stops before any work, listing every missing weight
-    table = load_pairs(data, splits=splits.split(",") if splits else None, root=root)
+    table = load_pairs(data, splits=splits.split(",") if splits else None, root=root,
+                       allow_outside_root=allow_outside_root)
     if backend == "ray":
         from featurestore.ray_backend import extract_with_ray
 
@@ -192,16 +194,17 @@ def submit(run_dir, split, out, cpu, quiet):
 @click.option("--dist", type=click.Path(dir_okay=False), default=None)
 @click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="pairs table: predict every row")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV for --pairs (default: stdout)")
+@click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
 @_store_option
 @_quiet_option
-def predict(run_dir, ref, dist, pairs, out, store, quiet):
+def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
     """Score new pairs with a fitted run, computing missing features through the store."""
     from siqa import predict_pairs
 
     if pairs:
         from featurestore.datasets import load_pairs
 
-        table = load_pairs(pairs)
+        table = load_pairs(pairs, allow_outside_root=allow_outside_root)
     elif ref and dist:
         from featurestore.datasets import PairTable
 

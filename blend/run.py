@@ -100,6 +100,45 @@ def usable_columns(data: TabularData) -> tuple[list[str], list[str]]:
     return kept, dropped
 
 
+def _checked_labelled(data: TabularData, settings: dict) -> tuple[TabularData, int]:
+    """The labelled rows to learn from, and how many test rows are labelled pairs too (warned about).
+
+    Rules: the same pair (same two images, so the same id) under several names is one pair: it is kept
+    once when its labels agree and refused when they differ; all-equal labels are refused (nothing to
+    rank); too few reference groups for the outer folds and the inner CV inside them are refused before
+    any fitting."""
+    labelled = data.subset(data.labelled)
+    if labelled.n_rows == 0:
+        return labelled, 0
+    frame = pd.DataFrame({"id": labelled.ids, "y": labelled.y, "name": labelled.names})
+    conflicting = frame.groupby("id").y.nunique()
+    conflicting = conflicting[conflicting > 1]
+    if len(conflicting):
+        names = frame[frame.id == conflicting.index[0]]
+        shown = ", ".join(f"{n} = {y:g}" for n, y in zip(names.name, names.y))
+        raise SiqaError(f"{data.source}: {len(conflicting)} pair(s) appear under several names with different "
+                        f"labels (same images: {shown}); fix the labels or drop one name")
+    repeated = frame.id.duplicated().to_numpy()
+    if repeated.any():
+        log.warning("%s: %d labelled pair(s) repeat another under a new name (same images, same label); each "
+                    "is learnt once", data.source, int(repeated.sum()))
+        labelled = labelled.subset(~repeated)
+    if np.ptp(labelled.y) == 0:
+        raise SiqaError(f"{data.source}: all {labelled.n_rows} labelled pairs have the label {labelled.y[0]:g}; "
+                        f"there is nothing to learn or rank")
+    n, K = int(np.unique(labelled.groups).size), int(settings["folds"])
+    if K >= 3 and n >= K and n - int(np.ceil(2 * n / K)) < 2:
+        raise SiqaError(f"{data.source}: {n} reference groups are too few for nested CV with {K} folds (the "
+                        f"innermost fits keep at most {n - int(np.ceil(2 * n / K))} group(s), an inner CV needs 2); "
+                        f"use fewer [tabular] folds or more reference images")
+    test_ids = set(data.ids[np.asarray(data.split == "test") & ~data.labelled])
+    overlap = len(test_ids & set(labelled.ids))
+    if overlap:
+        log.warning("%s: %d test pair(s) are labelled pairs too (same images): their scores are not a test of "
+                    "generalisation", data.source, overlap)
+    return labelled, overlap
+
+
 def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, groups: np.ndarray,
                  folds: list[np.ndarray], scale: LabelScale, seconds: dict[str, float]) -> pd.DataFrame:
     rows = []
@@ -169,7 +208,7 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
 def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bool) -> dict:
     started = time.perf_counter()
     settings = {**resolve(config), "work_dir": str((run_dir / FITS_DIR).resolve())}
-    labelled = data.subset(data.labelled)
+    labelled, overlap = _checked_labelled(data, settings)
     if labelled.n_rows == 0:
         raise SiqaError(f"{data.source}: no labelled rows to learn from")
     columns, dropped = usable_columns(data)
@@ -219,6 +258,7 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
         "headline": headline,
         "n_rows": headline["n_rows"], "n_groups": headline["n_groups"],
         "n_unlabelled": int(data.n_rows - labelled.n_rows),
+        "train_test_overlap": overlap,
         "best_model": str(singles.iloc[0]["model"]), "best_model_final": float(singles.iloc[0]["final"]),
         "source": {**data.describe(), "origin": {**data.origin, "labelled_sha256": labelled.labelled_digest()}}, "preset": settings["preset"], "folds": int(settings["folds"]),
         "repeats": int(settings["repeats"]), "seed": int(settings["seed"]),
@@ -261,13 +301,16 @@ def load_run(run_dir) -> Run:
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     texts = {name: folder.read(name) for name in ("run.json", "config.json", "leaderboard.csv")}
+    payload = folder.read(PIPELINE_FILE)
+    if not payload:
+        raise SiqaError(f"{run_dir / PIPELINE_FILE}: unreadable (empty); run `siqa oof` again")
     try:
-        pipeline = pickle.loads(folder.read(PIPELINE_FILE))
+        pipeline = pickle.loads(payload)
     except (ImportError, AttributeError) as error:  # classes moved since the run was written
         raise SiqaError(f"{run_dir / PIPELINE_FILE}: written by an older siqa layout ({error}); "
                         f"run `siqa oof` again") from None
     except (pickle.UnpicklingError, EOFError) as error:
-        raise SiqaError(f"{run_dir / PIPELINE_FILE}: unreadable ({error or 'empty'}); run `siqa oof` again") from None
+        raise SiqaError(f"{run_dir / PIPELINE_FILE}: unreadable ({error}); run `siqa oof` again") from None
     return Run(path=run_dir, summary=json.loads(texts["run.json"]), config=json.loads(texts["config.json"]),
                leaderboard=pd.read_csv(io.BytesIO(texts["leaderboard.csv"])), pipeline=pipeline)
 

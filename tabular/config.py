@@ -12,6 +12,7 @@ import copy
 import tomllib
 
 from configs import config_file
+from featurestore.checks import mismatch
 from featurestore.errors import SiqaError
 
 PRESETS_DIR = config_file("presets")
@@ -34,6 +35,19 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def _check_kinds(base: dict, override: dict, where: str) -> None:
+    """Each overriding value must be of the kind the preset's value has (one line naming the key)."""
+    for key, value in override.items():
+        if key not in base:
+            continue
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _check_kinds(base[key], value, f"{where}.{key}")
+            continue
+        problem = mismatch(key, value, base[key])
+        if problem:
+            raise SiqaError(f"config: [{where}] {problem}")
+
+
 def resolve(config: dict | None) -> dict:
     """The effective tabular settings for a run config (the whole parsed TOML, or None)."""
     section = dict((config or {}).get("tabular", {}))
@@ -46,6 +60,7 @@ def resolve(config: dict | None) -> dict:
         raise SiqaError(f"config: unknown tabular preset {name!r} (known: {', '.join(presets())})")
     with path.open("rb") as handle:
         base = tomllib.load(handle)["tabular"]
+    _check_kinds(base, section, "tabular")
     resolved = _merge(base, section)
     for key, allowed in SECTION_KEYS.items():
         extra = set(resolved.get(key, {})) - allowed

@@ -75,9 +75,12 @@ class PairTable:
         return cls(_with_keys(pd.DataFrame(records, columns=COLUMNS[1:])), source)
 
 
-def load_pairs(path: str | Path, splits=None, root: str | Path | None = None) -> PairTable:
+def load_pairs(path: str | Path, splits=None, root: str | Path | None = None,
+               allow_outside_root: bool = False) -> PairTable:
     """Load a SeIQA-layout folder or a pairs table, keeping only `splits` (default: all). Image paths are
-    absolute, so a store records where its images are whatever folder `siqa features` ran in."""
+    absolute, so a store records where its images are whatever folder `siqa features` ran in. Every image
+    must lie inside the dataset root (the SeIQA folder, or `root` of a table) once `..`, absolute names and
+    symlinks are resolved, unless `allow_outside_root`."""
     path = Path(path).absolute()
     if splits:
         bad = set(splits) - set(SPLITS)
@@ -87,12 +90,27 @@ def load_pairs(path: str | Path, splits=None, root: str | Path | None = None) ->
         raise SiqaError(f"{path}: no such file or folder")
     if path.is_dir():
         table = _load_seiqa(path, splits)
+        base = path
     else:
-        table = _load_table(path, Path(root).absolute() if root else path.parent)
+        base = Path(root).absolute() if root else path.parent
+        table = _load_table(path, base)
     table = table.select_splits(splits)
+    if not allow_outside_root:
+        _confine(path, table, base)
     if len(table) == 0:
         raise SiqaError(f"{path}: no pairs found" + (f" for splits {','.join(splits)}" if splits else ""))
     return table
+
+
+def _confine(source: Path, table: PairTable, root: Path) -> None:
+    inside = root.resolve()
+    for row in table.df.itertuples():
+        for image in (row.ref_path, row.dist_path):
+            real = Path(image).resolve()
+            if real != inside and inside not in real.parents:
+                raise SiqaError(f"{source}: pair {row.name!r}: image {image} is outside the dataset root {root}"
+                                + (f" (it resolves to {real})" if str(real) != image else "")
+                                + "; pass --allow-outside-root if that is intended")
 
 
 # --- SeIQA layout -------------------------------------------------------------------------------------

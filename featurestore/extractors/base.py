@@ -29,6 +29,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
+from ..checks import mismatch
 from ..io import DecodedImage, DecodedPair
 from ..registry import Registry
 
@@ -81,6 +82,10 @@ class Extractor(ABC):
         unknown = set(config) - set(self.default_config)
         if unknown:
             raise ValueError(f"extractor {self.name}: unknown config keys {sorted(unknown)}")
+        for key, value in config.items():
+            problem = mismatch(key, value, self.default_config[key])
+            if problem:
+                raise ValueError(f"extractor {self.name}: {problem}")
         self.config = {**self.default_config, **config}
 
     # --- identity -------------------------------------------------------------------------------

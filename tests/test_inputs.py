@@ -1,0 +1,117 @@
+"""Inputs a careless user gives (issue 12, item 6 and the weaker list): paths outside the dataset root,
+duplicated or overlapping pairs, config values of the wrong kind, too few groups, degenerate labels."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blend import run as run_module
+from blend.run import load_run, run_oof
+from blend.runfolder import trust
+from conftest import photo
+from featurestore.config import build_extractors
+from featurestore.datasets import load_pairs
+from featurestore.errors import SiqaError
+from tabular.config import resolve
+from test_tabular_run import SMALL, _synthetic
+
+
+def _no_fitting(*args, **kwargs):
+    raise AssertionError("fitting started before the inputs were checked")
+
+
+def test_config_values_of_the_wrong_kind_are_one_line():
+    with pytest.raises(SiqaError, match=r"\[extractors.imagenet\]: extractor imagenet: size = 'huge' should be a "
+                                        r"number \(like the default 224\)"):
+        build_extractors({"extractors": {"imagenet": {"size": "huge"}}})
+    with pytest.raises(SiqaError, match=r"config: \[tabular\] folds = 'three' should be a number"):
+        resolve({"tabular": {"folds": "three"}})
+    with pytest.raises(SiqaError, match=r"config: \[tabular.pool.lightgbm\] n_estimators = 'many'"):
+        resolve({"tabular": {"preset": "fast", "pool": {"lightgbm": {"n_estimators": "many"}}}})
+    assert resolve({"tabular": {"folds": 4, "seed": 1.0}})["folds"] == 4  # numbers stand for each other
+
+
+def test_too_few_groups_for_the_inner_cv_stop_before_fitting(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_module, "nested_cv", _no_fitting)
+    with pytest.raises(SiqaError, match=r"5 reference groups are too few for nested CV with 3 folds"):
+        run_oof(_synthetic(n_groups=5, dense=False), SMALL, tmp_path / "run", progress=False)
+
+
+def test_degenerate_labels_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_module, "nested_cv", _no_fitting)
+    data = _synthetic(dense=False)
+    data.y[np.isfinite(data.y)] = 3.0
+    with pytest.raises(SiqaError, match=r"all 90 labelled pairs have the label 3; there is nothing to learn"):
+        run_oof(data, SMALL, tmp_path / "run", progress=False)
+
+
+def test_one_pair_under_two_names_with_two_labels_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_module, "nested_cv", _no_fitting)
+    data = _synthetic(dense=False)
+    data.ids[1] = data.ids[0]
+    data.y[1] = data.y[0] + 3
+    with pytest.raises(SiqaError, match=r"1 pair\(s\) appear under several names with different labels "
+                                        r"\(same images: 000000.png = .*, 000001.png = "):
+        run_oof(data, SMALL, tmp_path / "run", progress=False)
+
+
+def test_repeated_pairs_are_learnt_once_and_test_overlap_is_reported(tmp_path, caplog):
+    data = _synthetic(dense=False)
+    data.ids[1], data.y[1] = data.ids[0], data.y[0]  # the same pair and label under a second name
+    test_row = int(np.flatnonzero(~np.isfinite(data.y))[0])
+    data.ids[test_row] = data.ids[2]  # a training pair repeated in the test split
+    data.split[test_row] = "test"
+    summary = run_oof(data, SMALL, tmp_path / "run", progress=False)
+    assert summary["n_rows"] == 89 and summary["train_test_overlap"] == 1
+    assert "1 labelled pair(s) repeat another" in caplog.text and "1 test pair(s) are labelled pairs too" in caplog.text
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A pairs table in `data/` whose rows point at `../elsewhere`, an absolute path and a symlink out."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    Image.fromarray(photo()).save(data / "ref.png")
+    Image.fromarray(photo("coffee")).save(data / "dist.png")
+    Image.fromarray(photo("chelsea")).save(elsewhere / "secret.png")
+    os.symlink(elsewhere / "secret.png", data / "link.png")
+    return data, elsewhere
+
+
+@pytest.mark.parametrize("dist", ["../elsewhere/secret.png", "{elsewhere}/secret.png", "link.png"])
+def test_pairs_outside_the_dataset_root_are_refused(outside, dist):
+    data, elsewhere = outside
+    table = data / "pairs.csv"
+    table.write_text(f"ref_name,dist_name,mos\nref.png,dist.png,3\nref.png,{dist.format(elsewhere=elsewhere)},2\n")
+    with pytest.raises(SiqaError, match=r"pairs.csv: pair .* is outside the dataset root .*--allow-outside-root"):
+        load_pairs(table)
+    assert len(load_pairs(table, allow_outside_root=True)) == 2
+
+
+def test_a_symlink_out_of_a_seiqa_folder_is_refused(outside, seiqa_dir):
+    _, elsewhere = outside
+    victim = sorted((seiqa_dir / "Test" / "Dist").iterdir())[0]
+    victim.unlink()
+    os.symlink(elsewhere / "secret.png", victim)
+    with pytest.raises(SiqaError, match=r"is outside the dataset root"):
+        load_pairs(seiqa_dir)
+
+
+def test_an_empty_pipeline_file_is_one_clear_line(tmp_path, capsys):
+    import cli
+
+    run = tmp_path / "run"
+    run_oof(_synthetic(dense=False), SMALL, run, progress=False)
+    (run / "models" / "pipeline.pkl").write_bytes(b"")
+    with pytest.raises(SiqaError, match=r"pipeline.pkl: changed since the run was written"):
+        load_run(run)
+    trust(run)
+    with pytest.raises(SiqaError, match=r"pipeline.pkl: unreadable \(empty\); run `siqa oof` again"):
+        load_run(run)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["report", "--run", str(run), "--quiet"])
+    assert exit_.value.code not in (0, 130) and "unreadable (empty)" in capsys.readouterr().err
