@@ -115,3 +115,33 @@ def test_an_empty_pipeline_file_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["report", "--run", str(run), "--quiet"])
     assert exit_.value.code not in (0, 130) and "unreadable (empty)" in capsys.readouterr().err
+
+
+def _scores_book(path, rows, edit=None):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["name", "score"])
+    for row in rows:
+        sheet.append(list(row))
+    if edit:
+        edit(book, sheet)
+    book.save(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda book, ws: ws.__setitem__("B3", "=B2+1"),
+     r"row 3 \(000002.png\): no score \(cell B3 is the formula =B2\+1 with no saved value"),
+    (lambda book, ws: ws.merge_cells("B2:B3"),
+     r"row 3 \(000002.png\): no score \(cell B3 is inside the merged cells B2:B3"),
+    (lambda book, ws: ws.__setitem__("B4", True),
+     r"row 4 \(000003.png\): score is the logical value TRUE, not a number"),
+    (lambda book, ws: book.create_sheet("more").append(["000009.png", 4]),
+     r"scores are read from the first sheet 'Sheet' only, but sheet\(s\) 'more' hold data too"),
+])
+def test_xlsx_messages_say_what_they_saw(seiqa_dir, edit, message):
+    rows = [(f"{i:06d}.png", 3) for i in range(1, 7)]
+    _scores_book(seiqa_dir / "Train" / "Train_scores.xlsx", rows, edit)
+    with pytest.raises(SiqaError, match=message):
+        load_pairs(seiqa_dir)

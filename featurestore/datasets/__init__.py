@@ -205,18 +205,22 @@ def read_scores_xlsx(path: Path, integer: bool) -> dict[str, float]:
     raw = raw.replace(r"^\s*$", np.nan, regex=True).dropna(how="all").dropna(axis=1, how="all")
     if raw.shape[1] != 2 or len(raw) < 2:
         raise SiqaError(f"{path}: expected a header row then two columns `name, score`, got {raw.shape[1]} column(s), {len(raw)} row(s)")
+    sheet = _first_sheet_alone(path)
+    score_column = int(raw.columns[1]) + 1
     out: dict[str, float] = {}
     for index, name, score in raw.iloc[1:].itertuples(index=True):
         i = int(index) + 1  # the spreadsheet's row number, blank rows included
         if name is None or (isinstance(name, float) and math.isnan(name)) or not str(name).strip():
             raise SiqaError(f"{path}: row {i}: empty image name")
         name = str(name).strip()
+        if isinstance(score, (bool, np.bool_)):
+            raise SiqaError(f"{path}: row {i} ({name}): score is the logical value {str(score).upper()}, not a number")
         try:
             y = float(score)
         except (TypeError, ValueError):
             raise SiqaError(f"{path}: row {i} ({name}): score {score!r} is not a number") from None
         if math.isnan(y):
-            raise SiqaError(f"{path}: row {i} ({name}): no score")
+            raise SiqaError(f"{path}: row {i} ({name}): no score{_why_empty(sheet, i, score_column)}")
         if not math.isfinite(y) or not LABEL_RANGE[0] <= y <= LABEL_RANGE[1]:
             raise SiqaError(f"{path}: row {i} ({name}): score {score!r} outside 0..5")
         if integer and y != round(y):
@@ -225,6 +229,36 @@ def read_scores_xlsx(path: Path, integer: bool) -> dict[str, float]:
             raise SiqaError(f"{path}: row {i}: duplicate name {name!r}")
         out[name] = y
     return out
+
+
+def _first_sheet_alone(path: Path):
+    """The first worksheet, with formulas (openpyxl); `SiqaError` when another sheet holds data too, since
+    only the first is read."""
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, data_only=False)
+    except Exception as exc:
+        raise SiqaError(f"{path}: unreadable xlsx ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
+    others = [ws.title for ws in book.worksheets[1:]
+              if any(c.value not in (None, "") for row in ws.iter_rows() for c in row)]
+    if others:
+        raise SiqaError(f"{path}: scores are read from the first sheet {book.worksheets[0].title!r} only, but "
+                        f"sheet(s) {', '.join(map(repr, others))} hold data too; keep the scores on one sheet")
+    return book.worksheets[0]
+
+
+def _why_empty(sheet, row: int, column: int) -> str:
+    """What an empty score cell really is: part of a merged range, or a formula whose value was never saved."""
+    cell = sheet.cell(row=row, column=column)
+    for merged in sheet.merged_cells.ranges:
+        if cell.coordinate in merged:
+            return (f" (cell {cell.coordinate} is inside the merged cells {merged.coord}: only {merged.start_cell.coordinate}"
+                    f" holds a value; unmerge and fill every row)")
+    if isinstance(cell.value, str) and cell.value.startswith("="):
+        return (f" (cell {cell.coordinate} is the formula {cell.value} with no saved value: open and save the file "
+                f"in Excel or LibreOffice so the value is stored, or type the number)")
+    return ""
 
 
 # --- pairs table ------------------------------------------------------------------------------------
