@@ -112,3 +112,19 @@ def test_reregistering_changed_pairs_needs_replace(built, store):
     expected = changed.set_index(["split", "name"]).label.sort_index()
     pd.testing.assert_series_equal(pairs, expected)
     assert (pairs.fillna(-1) != table.df.set_index(["split", "name"]).label.sort_index().fillna(-1)).sum() == 1
+
+
+def test_a_read_only_features_folder_is_one_line_and_changes_nothing(built, store):
+    import os
+
+    os.chmod(store / "features", 0o555)
+    try:
+        if os.access(store / "features", os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        before = _files(store)
+        table = load_pairs(built["data"])
+        with pytest.raises(SiqaError, match=r"features: not writable; the store was left unchanged"):
+            FeatureStore(store).extract(table, built["extractors"], progress=False)
+        assert _files(store) == before
+    finally:
+        os.chmod(store / "features", 0o755)

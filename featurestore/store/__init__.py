@@ -49,6 +49,7 @@ class FeatureStore(Catalog):
         executor = executor or LocalExecutor(decode_workers)
         summary = ExtractSummary(pairs=len(table))
         with self.lock():
+            self.check_writable()
             self.register_pairs(table, replace=replace)
             self.register_views(extractors)
             df = table.df.drop_duplicates("pair_id")

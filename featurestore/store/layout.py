@@ -70,9 +70,9 @@ TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 def write_atomic(write, path: Path) -> None:
     """`write(file)` into a hidden temp file beside `path`, fsync, rename over `path`, fsync the folder.
     A reader sees the old file or the new one, never a part; a kill leaves at most the temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
@@ -188,6 +188,16 @@ class Catalog:
         if not self.pairs_path.exists():
             return pd.DataFrame(columns=COLUMNS)
         return read_shard(self.pairs_path).to_pandas()
+
+    def check_writable(self) -> None:
+        """Before anything is registered: the store's folders must take new files (no half-done update)."""
+        for folder in (self.root, self.root / "features"):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SiqaError(f"{folder}: cannot write to the store ({exc.strerror or exc})") from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise SiqaError(f"{folder}: not writable; the store was left unchanged")
 
     def register_pairs(self, table: PairTable, replace: bool = False) -> None:
         """Merge `table` into pairs.parquet (a pair is its split + name). A pair already registered under the
