@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from featurestore.errors import SiqaError
+from featurestore.io import sha256_file
 
 MARKER = "siqa-run.json"
 FORMAT = 1
@@ -78,7 +79,7 @@ def _listing(folder: Path) -> list[Path]:
 
 def sign(folder: Path) -> None:
     """Write `siqa-run.json`: the hash of every file below `folder`, signed with this user's key."""
-    files = {p.relative_to(folder).as_posix(): _sha256(p.read_bytes()) for p in _listing(folder)}
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in _listing(folder)}
     text = json.dumps({"siqa_run": FORMAT, "files": files, "signature": _signature(files)}, indent=1, sort_keys=True)
     (folder / MARKER).write_text(text + "\n")
 
