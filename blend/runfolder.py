@@ -7,7 +7,8 @@ it at a time, and how a reader knows the files it loads were written by this use
   created 0600 on first use). A reader checks the signature, then reads each file it needs once, checks
   its hash and only then uses those bytes (`RunFolder.read`), so a pickle from someone else, or one that
   was changed, is never unpickled. `siqa trust --run DIR` signs a folder you decided to trust.
-- Refusal: a non-empty folder without `siqa-run.json` is not a run; `write_run` refuses to replace it.
+- Refusal: a non-empty folder without `siqa-run.json` is not a run; `write_run` refuses to replace it (unless
+  it holds only the files a run of an older siqa held: `LEGACY_FILES`).
 - Atomic writes: the new run is written into a hidden sibling folder, every file and folder fsynced, then
   swapped in with two renames (old -> hidden `.NAME.siqa-old-*`, new -> NAME); the old run is deleted only
   after the new one is in place. Any failure (a full disk, a kill) leaves the old run as it was; a kill
@@ -137,11 +138,24 @@ def trust(path) -> int:
     return len(_listing(path))
 
 
+#: what a run of a siqa before `siqa-run.json` held: such a folder holds nothing else, so replacing it loses nothing
+LEGACY_FILES = {"config.json", "oof.parquet", "leaderboard.csv", "run.json", "report.html", "submission.zip",
+                "models/pipeline.pkl"}
+
+
+def _is_legacy_run(folder: Path) -> bool:
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    names = {p.relative_to(folder).as_posix() for p in files}
+    legacy = {n for n in names if n in LEGACY_FILES or (n.startswith("report/") and n.endswith(".png"))}
+    return "run.json" in names and names == legacy and all(p.is_file() and not p.is_symlink() for p in files)
+
+
 def check_target(run_dir: Path) -> None:
-    """A run may be written at `run_dir` only if it is absent, empty, or a siqa run."""
+    """A run may be written at `run_dir` only if it is absent, empty, a siqa run, or a run of an older siqa
+    (nothing but the files such a run holds)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise SiqaError(f"{run_dir}: exists and is not a folder; choose another --run")
-    if run_dir.is_dir() and not is_run(run_dir) and any(run_dir.iterdir()):
+    if run_dir.is_dir() and not is_run(run_dir) and any(run_dir.iterdir()) and not _is_legacy_run(run_dir):
         raise SiqaError(f"{run_dir}: not empty and not a siqa run folder (no {MARKER}); siqa does not replace it "
                         f"- choose a new or empty --run folder")
 

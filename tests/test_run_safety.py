@@ -48,6 +48,20 @@ def test_oof_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert (folder / "config.json").read_text() == "{}"
 
 
+def test_a_run_of_an_older_siqa_may_be_replaced_but_not_with_a_user_file_in_it(good_run, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(good_run, old)
+    (old / MARKER).unlink()
+    (old / "report").mkdir()
+    (old / "report" / "scatter.png").write_bytes(b"png")
+    (old / "models" / "notes.bin").write_bytes(b"user data")
+    with pytest.raises(SiqaError, match="not empty and not a siqa run folder"):
+        run_oof(_synthetic(dense=False), SMALL, old, progress=False)
+    (old / "models" / "notes.bin").unlink()
+    run_oof(_synthetic(dense=False), SMALL, old, progress=False)
+    assert load_run(old).pipeline is not None
+
+
 def test_a_failed_write_keeps_the_old_run(good_run, tmp_path, monkeypatch):
     before = _snapshot(good_run)
 
