@@ -96,7 +96,7 @@ def test_nan_inf_features_and_missing_labels(tmp_path):
 def test_from_store_reads_scalars_and_dense_blocks(tmp_path, monkeypatch):
     from featurestore import sql
 
-    def fake_connect(root):
+    def fake_connect(root, folders=None):
         con = duckdb.connect()
         con.execute("""CREATE TABLE pairs AS SELECT * FROM (VALUES
             ('p2', 'train', '000002.png', 'r1', 'd2', 'a', 'b', 4.0),
