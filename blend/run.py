@@ -65,7 +65,7 @@ from .calibration import LabelScale
 from .config import resolve
 from .nested import nested_cv
 from .pipeline import FittedPipeline
-from .runfolder import RunFolder, check_target, run_lock, write_run
+from .runfolder import FITS, RunFolder, check_target, run_lock, write_run
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HE
 PIPELINE_FILE = Path("models") / "pipeline.pkl"
 BOOTSTRAP_DRAWS = 200
 HEADLINE_METRICS = ("final", "final_std", "final_fold_mean", "final_low", "final_high", "srocc", "plcc", "krcc", "rmse")
-FITS_DIR = "fits"
+FITS_DIR = FITS
 
 
 @dataclass

@@ -16,7 +16,8 @@ it at a time, and how a reader knows the files it loads were written by this use
 - Lock: `run_lock(dir)` takes an flock on the sibling `.NAME.siqa-lock`; a second writer of the same run
   is refused with one line naming the lock, instead of racing.
 Files added after the run was written (report.html, submission.zip) are not in the manifest: they are
-outputs, never loaded as code or data by siqa.
+outputs, never loaded as code or data by siqa. `fits/` (adapters as safetensors + JSON, written by pool
+members while fitting) is hard-linked into the new run and listed in the manifest like every other file.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ from featurestore.io import sha256_file
 
 MARKER = "siqa-run.json"
 FORMAT = 1
+#: where pool members keep their files while fitting (`blend.run.FITS_DIR`): a folder holding only it is a
+#: run in the making
+FITS = "fits"
 
 
 def key_path() -> Path:
@@ -155,7 +159,10 @@ def check_target(run_dir: Path) -> None:
     (nothing but the files such a run holds)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise SiqaError(f"{run_dir}: exists and is not a folder; choose another --run")
-    if run_dir.is_dir() and not is_run(run_dir) and any(run_dir.iterdir()) and not _is_legacy_run(run_dir):
+    entries = [p.name for p in run_dir.iterdir()] if run_dir.is_dir() else []
+    if entries == [FITS] and (run_dir / FITS).is_dir():
+        return  # a run being fit (its members keep their files in fits/ while fitting) or killed while fitting
+    if run_dir.is_dir() and not is_run(run_dir) and entries and not _is_legacy_run(run_dir):
         raise SiqaError(f"{run_dir}: not empty and not a siqa run folder (no {MARKER}); siqa does not replace it "
                         f"- choose a new or empty --run folder")
 
