@@ -21,7 +21,7 @@ class RawFeatureModel(PoolModel):
     def __init__(self, columns: list[str] | None = None):
         self.columns = columns
 
-    def fit(self, X, y, groups=None):
+    def _fit(self, X, y, groups):
         X = select_columns(X, self.columns, self.name)
         best = (-np.inf, None, 1.0, 0.0)
         for column in X.columns:
@@ -40,6 +40,6 @@ class RawFeatureModel(PoolModel):
             self.column_, self.sign_, self.fill_ = str(X.columns[0]), 1.0, 0.0
         return self
 
-    def predict(self, X):
+    def _predict(self, X):
         values = X[self.column_].to_numpy(dtype=np.float64)
         return self.sign_ * np.where(np.isfinite(values), values, self.fill_)
