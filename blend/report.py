@@ -34,7 +34,7 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
 
-from .run import FIXED_COLUMNS, HEADLINE, Run, load_run
+from .run import FIXED_COLUMNS, HEADLINE, Run, load_run, run_origin
 
 SCATTER_MEMBERS = 3        # pool members plotted next to the blend
 TOP_FEATURES = 30
@@ -70,7 +70,7 @@ class ReportInputs:
 
 # --- inputs -------------------------------------------------------------------------------------------
 
-def _load_inputs(run: Run) -> ReportInputs:
+def _load_inputs(run: Run, store=None) -> ReportInputs:
     oof = run.oof()
     members = [c for c in oof.columns if c not in FIXED_COLUMNS]
     predictions = members + ["blend", HEADLINE]
@@ -78,7 +78,7 @@ def _load_inputs(run: Run) -> ReportInputs:
     first = oof[oof["repeat"] == oof["repeat"].min()].set_index("id")
     rows = first[["group", "label", "target", "fold"]].join(oof.groupby("id")[predictions].mean())
     rows = rows.reset_index()
-    origin = run.summary["source"].get("origin") or {}
+    origin = run_origin(run, store)
     try:
         data, problem = TabularData.from_origin(origin), ""
     except SiqaError as exc:  # the store or table moved or changed since the run: plot what oof.parquet has
@@ -515,9 +515,10 @@ SECTIONS = (plot_scatter, plot_leaderboard, plot_blend_weights, plot_importance,
             plot_groups, plot_worst)
 
 
-def write_report(run_dir, progress: bool = False) -> Path:
-    """Write RUN/report.html and RUN/report/*.png for a finished run; returns the HTML path."""
-    inputs = _load_inputs(load_run(run_dir))
+def write_report(run_dir, progress: bool = False, store=None) -> Path:
+    """Write RUN/report.html and RUN/report/*.png for a finished run (reading its own store unless `store`
+    says otherwise); returns the HTML path."""
+    inputs = _load_inputs(load_run(run_dir), store)
     plots: list[Plot] = []
     notes: list[str] = []
     for section in tqdm(SECTIONS, desc="report", unit="section", disable=not progress):
