@@ -32,7 +32,8 @@ Run folder layout:
 - `run.json`: summary — headline metrics (of `blend_calibrated`; also as the dict `headline` with
   n_rows and n_groups, what `siqa oof --json` prints), data description (`source`, with the `origin`
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
-  calibration), per-fold nested blends, dropped columns, `leaderboard_text` (printable), time; for a
+  calibration), per-fold nested blends, dropped columns, `member_notes` (member -> what its final refit
+  chose, e.g. "picked formula_ssim" for best_single_feature), `leaderboard_text` (printable), time; for a
   store run also `store` (its absolute path), `extractors` (name -> store folder and level, used ones
   only) and `warnings` (enabled extractors that gave the run no feature).
 - `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
@@ -196,12 +197,13 @@ def _plus_minus(final: float, std: float) -> str:
     return f"{final:.4f} ± " + ("–" if not np.isfinite(std) else f"{std:.4f}")
 
 
-def _leaderboard_text(board: pd.DataFrame, headline: dict) -> str:
+def _leaderboard_text(board: pd.DataFrame, headline: dict, notes: dict[str, str] | None = None) -> str:
     shown = board.assign(final=[_plus_minus(f, s) for f, s in zip(board["final"], board["final_std"])],
                          fold_mean=board["final_fold_mean"],
                          interval=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(board["final_low"], board["final_high"])])
     columns = ["model", "final", "fold_mean", "interval", "srocc", "plcc", "krcc", "rmse", "fit_seconds"]
     table = shown[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    table = "\n".join([table, *(f"{name}: {note}" for name, note in (notes or {}).items() if note)])
     return (f"{table}\nfinal: pooled out-of-fold Final, mean ± std over repeats; fold_mean: mean Final of single "
             f"test folds (one model each, as a held-out test set); interval: 95% bootstrap over reference groups\n"
             f"CV Final ({HEADLINE}, nested, {headline['n_rows']} rows in {headline['n_groups']} reference groups): "
@@ -255,6 +257,8 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
                           "blend": result.blend, HEADLINE: result.calibrated}, target, labelled.groups,
                          result.folds, scale, seconds)
 
+    # what a member chose from the data (the feature best_single_feature picked), in the final refit
+    notes = {name: note for name, model in pipeline.pool_.members_ if (note := model.describe())}
     row = board.set_index("model").loc[HEADLINE]
     singles = board[board["model"].isin(members)]
     # final_std is NaN with one repeat: None in JSON (NaN is not JSON)
@@ -275,7 +279,8 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
                   "calibration_cv": pipeline.calibrator_.cv_scores_},
         "nested_blends": result.blends,
         "plan": result.plan.as_dict(),
-        "leaderboard_text": _leaderboard_text(board, headline)
+        "member_notes": notes,
+        "leaderboard_text": _leaderboard_text(board, headline, notes)
         + (f"\n{result.plan.describe()}" if result.plan.time_limit is not None else ""),
         "seconds": round(time.perf_counter() - started, 2),
     }
