@@ -638,6 +638,25 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, escape=True)
 
 
+def _tables(inputs: ReportInputs) -> list[tuple[str, str, str]]:
+    """(anchor, title, HTML) of the table sections after the plots: those the run has data for."""
+    out = []
+    per_kind = degradation_srocc(inputs)
+    if len(per_kind):
+        out.append(("degradations", "SROCC per degradation type: headline and baseline metrics as they are",
+                    _table(per_kind) + "<p class='caption'>Out-of-fold calibrated blend against the raw baseline "
+                    "feature values (no learning: PSNR and SSIM grow with quality, LPIPS and DISTS shrink, so a "
+                    "working one of those has a negative SROCC).</p>"))
+    costs = extractor_costs(inputs)
+    if len(costs):
+        out.append(("costs", "Cost per extractor", _table(costs) + "<p class='caption'>Seconds per new pair as "
+                    "the store measured while extracting (timings.json): image-level extractors count two "
+                    "images.</p>"))
+    out.append(("provenance", "Provenance", "<table class='prov'>" + "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in provenance(inputs)) + "</table>"))
+    return out
+
+
 def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
     s = inputs.run.summary
     worst = worst_pairs(inputs.rows)
@@ -645,13 +664,15 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
     facts = (f"{s['n_rows']} labelled pairs, {s['n_groups']} reference groups, {s.get('n_unlabelled', 0)} unlabelled; "
              f"preset {s['preset']}, {s['folds']} grouped folds x {s['repeats']} repeat(s), seed {s['seed']}; "
              f"best single model {s['best_model']} ({s['best_model_final']:.4f}); source {s['source']['source']}")
+    tables = _tables(inputs)
     title = f"siqa run {html.escape(inputs.run.path.name)}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>siqa run report: {html.escape(str(inputs.run.path))}</h1>",
              "<h2>Headline (out-of-fold, calibrated blend)</h2>", _table(headline),
              f"<p class='caption'>{html.escape(facts)}</p>",
-             "<p>" + " | ".join(f'<a href="#{p.name}">{html.escape(p.title)}</a>' for p in plots) + "</p>",
+             "<p>" + " | ".join([*(f'<a href="#{p.name}">{html.escape(p.title)}</a>' for p in plots),
+                                 *(f'<a href="#{key}">{html.escape(name)}</a>' for key, name, _ in tables)]) + "</p>",
              "<h2>Leaderboard</h2>", _table(inputs.run.leaderboard)]
     warning = headline_warning(inputs.run)
     if warning:
@@ -659,21 +680,6 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
     if s.get("member_notes"):
         parts.append("<p class='caption'>" + html.escape("; ".join(f"{m}: {n}" for m, n in s["member_notes"].items()))
                      + "</p>")
-    per_kind = degradation_srocc(inputs)
-    if len(per_kind):
-        parts += ["<h2 id='degradations'>SROCC per degradation type: headline and baseline metrics as they are</h2>",
-                  _table(per_kind),
-                  "<p class='caption'>Out-of-fold calibrated blend against the raw baseline feature values (no "
-                  "learning: PSNR and SSIM grow with quality, LPIPS and DISTS shrink, so a working one of those has "
-                  "a negative SROCC).</p>"]
-    costs = extractor_costs(inputs)
-    if len(costs):
-        parts += ["<h2 id='costs'>Cost per extractor</h2>", _table(costs),
-                  "<p class='caption'>Seconds per new pair as the store measured while extracting (timings.json): "
-                  "image-level extractors count two images.</p>"]
-    parts += ["<h2 id='provenance'>Provenance</h2>",
-              "<table class='prov'>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                                  for k, v in provenance(inputs)) + "</table>"]
     for note in notes:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     for plot in plots:
@@ -681,6 +687,8 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
                   f"<p class='caption'>{html.escape(plot.caption)}</p>"]
     columns = [c for c in ("name", "split", "reference", *DISTORTION_COLUMNS, "id", "label", "prediction", "fitted",
                            "residual") if c in worst.columns]
+    for key, name, body in tables:
+        parts += [f"<h2 id='{key}'>{html.escape(name)}</h2>", body]
     parts += ["<h2>Worst-predicted pairs (table)</h2>", _table(worst[columns]), "</body></html>"]
     return "\n".join(parts)
 

@@ -107,14 +107,19 @@ def logistic4(x, top, bottom, centre, width):
 def fit_logistic4(pred, y) -> np.ndarray | None:
     """Least-squares parameters of `logistic4` mapping `pred` onto `y`; None when the fit does not converge
     (or the prediction is constant)."""
-    from scipy.optimize import curve_fit
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     pred, y = _pair(pred, y)
     if _degenerate(pred, y):
         return None
     start = [float(np.max(y)), float(np.min(y)), float(np.median(pred)), float(np.std(pred)) or 1.0]
     try:
-        params, _ = curve_fit(logistic4, pred, y, p0=start, maxfev=20000)
+        with warnings.catch_warnings():  # an unestimable covariance is no concern: only the curve is used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            # trf: its finite-difference steps stay usable when a start value is 0 (a centred prediction)
+            params, _ = curve_fit(logistic4, pred, y, p0=start, method="trf", maxfev=20000)
     except (RuntimeError, ValueError):
         return None
     return params if np.isfinite(params).all() else None
