@@ -45,6 +45,7 @@ demo: venv
 	$(SIQA) oof --store demo/store --run runs/demo --config configs/offline.toml --preset fast
 	$(SIQA) submit --run runs/demo --out runs/demo/submission.zip
 	@cat runs/demo/leaderboard.csv
+	@echo "runs/latest -> runs/demo (store demo/store): try  $(SIQA) sql \"SELECT * FROM feature_srocc LIMIT 10\""
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

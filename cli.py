@@ -1,6 +1,7 @@
 """siqa command line: features -> sql -> oof -> submit, plus predict, report, weights, doctor, demo-data, store gc.
 
-Every user-facing problem is a `SiqaError`, printed as one line `siqa: error: <file>: <problem>`, exit 2.
+Exit status: 0 done; 1 the work failed (every `SiqaError`, printed as one line `siqa: error: <file>: <problem>`);
+2 the command line itself is wrong (unknown option, missing argument: click's usage errors); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 import click
 
 from featurestore.errors import SiqaError
-from siqa import DEFAULT_RUN, DEFAULT_STORE, default_store
+from siqa import DEFAULT_RUN, DEFAULT_STORE, default_store, reading_store
 from tabular.config import presets
+
+FRAME_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def _store_option(f):
@@ -27,13 +30,74 @@ def _config_option(f):
 
 
 def _quiet_option(f):
-    return click.option("--quiet", is_flag=True, help="no progress bars")(f)
+    return click.option("-q", "--quiet", is_flag=True, help="no progress bars or notices (also `siqa --quiet CMD`)")(f)
+
+
+def _quiet(flag: bool) -> bool:
+    """The command's own --quiet, or the group's."""
+    return flag or bool((click.get_current_context().find_root().obj or {}).get("quiet"))
+
+
+def _usage(message: str):
+    return click.UsageError(message, ctx=click.get_current_context())
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("siqa")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+def _frame_format(out, fmt) -> str:
+    """--format, else the format of --out's extension (.csv, .json, .parquet), else a printed table."""
+    if fmt:
+        return fmt
+    if out:
+        suffix = Path(out).suffix.lower()
+        if suffix not in FRAME_FORMATS:
+            raise _usage(f"--out {out}: cannot tell the format from {suffix or 'no extension'!r}; "
+                         f"use .csv, .json or .parquet, or --format")
+        return FRAME_FORMATS[suffix]
+    return "table"
+
+
+def _emit_frame(df, fmt: str, out, what: str = "rows") -> None:
+    """Write `df` to `out` (or stdout) as csv, json (records, newline-terminated), parquet or a table."""
+    if fmt == "parquet" and not out:
+        raise _usage("--format parquet needs --out FILE")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        text = df.to_csv(index=False)
+    elif fmt == "json":
+        text = df.to_json(orient="records", indent=1, default_handler=str) + "\n"
+    elif fmt == "parquet":
+        df.to_parquet(out, index=False)
+        text = None
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+            text = df.to_string(index=False) + "\n"
+    if out:
+        if text is not None:
+            Path(out).write_text(text)
+        click.echo(f"{len(df)} {what} -> {out}")
+    else:
+        click.echo(text, nl=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "-V", "--version", prog_name="siqa", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
-def app(verbose: bool):
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars or notices, for every command")
+@click.pass_context
+def app(ctx, verbose: bool, quiet: bool):
     """Semantic image quality assessment: feature store + tabular AutoML."""
+    ctx.obj = {"quiet": quiet}
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -55,6 +119,7 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
     from featurestore.datasets import load_pairs
     from featurestore.weights import check_weights
 
+    quiet = _quiet(quiet)
     config = load_config(config_path)
     extractors = build_extractors(config)
     if not extractors:
@@ -80,44 +145,31 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
 @app.command()
 @click.argument("query", required=False)
 @_store_option
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "parquet", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "parquet", "json"]), default=None,
+              help="default: from --out's extension, else a table")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the result here")
-def sql(query, store, fmt, out):
-    """Run SQL over the store's views (pairs, labels, <extractor>, features); no query: interactive shell."""
+@_quiet_option
+def sql(query, store, fmt, out, quiet):
+    """Run SQL over the store's views (pairs, labels, <extractor>, features); no query: interactive shell.
+
+    Without --store and $SIQA_STORE, and with no ./store, it reads the store of runs/latest."""
+    import sys
+
     from blend.sql import RUN_EXTENSIONS
     from featurestore import sql as fsql
 
-    root = default_store(store)
+    root = reading_store(store)
     if query is None:
         from featurestore.sql.shell import interactive
 
-        interactive(root, extensions=RUN_EXTENSIONS)
+        failed = interactive(root, extensions=RUN_EXTENSIONS)
+        if failed and not sys.stdin.isatty():
+            raise SiqaError(f"{root}: {failed} statement(s) of the script failed")
         return
-    if fmt == "parquet" and not out:
-        raise SiqaError("--format parquet needs --out FILE")
+    fmt = _frame_format(out, fmt)
     if out:
         fsql.check_output(root, out)
-    df = fsql.query(root, query, extensions=RUN_EXTENSIONS)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        text = df.to_csv(index=False)
-    elif fmt == "json":
-        text = df.to_json(orient="records", indent=1, default_handler=str)
-    elif fmt == "parquet":
-        df.to_parquet(out, index=False)
-        click.echo(f"{len(df)} rows -> {out}")
-        return
-    else:
-        import pandas as pd
-
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
-            text = df.to_string(index=False) + "\n"
-    if out:
-        Path(out).write_text(text)
-        click.echo(f"{len(df)} rows -> {out}")
-    else:
-        click.echo(text, nl=False)
+    _emit_frame(fsql.query(root, query, extensions=RUN_EXTENSIONS), fmt, out)
 
 
 @app.command()
@@ -143,6 +195,7 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
     from featurestore.config import load_config
     from tabular.data import TabularData
 
+    quiet = _quiet(quiet)
     config = load_config(config_path)
     tab = dict(config.get("tabular") or {})
     if preset:
@@ -154,19 +207,24 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
     columns = feature_list.split(",") if feature_list else None
     if table:
         if not label or not group:
-            raise SiqaError("--table needs --label COL and --group COL")
+            raise _usage("--table needs --label COL and --group COL")
         data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better, features=columns)
     else:
         data = TabularData.from_store(default_store(store), features=columns, lower_better=lower_better)
     summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json),
                       allow_missing=allow_missing)
+    for warning in summary.get("warnings", []):
+        click.echo(f"siqa: warning: {warning}", err=True)
+    from blend.run import point_latest
+
+    latest = point_latest(Path(run_dir))
     if as_json:
         if time_limit is not None:
             click.echo(summary["plan"]["text"], err=True)
         click.echo(json.dumps(summary["headline"], sort_keys=True))
     else:
         click.echo(summary["leaderboard_text"])
-        click.echo(f"run -> {run_dir}")
+        click.echo(f"run -> {run_dir}" + (f" ({latest} points at it)" if latest else ""))
     from blend.report import write_report
 
     report_path = write_report(Path(run_dir), progress=not (quiet or as_json))
@@ -179,60 +237,66 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="zip path (default RUN/submission.zip)")
 @click.option("--cpu/--gpu", default=True, help="what readme.txt declares as the device")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @_quiet_option
-def submit(run_dir, split, out, cpu, quiet):
+def submit(run_dir, split, out, cpu, store, quiet):
     """Predict a split with the run's pipeline (refit on all labelled rows by `siqa oof`); write the validated zip."""
     from blend.submission import submit_run
 
-    path, n = submit_run(Path(run_dir), split=split, out=Path(out) if out else None, cpu=cpu, progress=not quiet)
+    path, n = submit_run(Path(run_dir), split=split, out=Path(out) if out else None, cpu=cpu,
+                         progress=not _quiet(quiet), store=store)
     click.echo(f"{n} predictions -> {path}")
 
 
 @app.command()
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
-@click.option("--ref", type=click.Path(dir_okay=False), default=None)
-@click.option("--dist", type=click.Path(dir_okay=False), default=None)
-@click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="pairs table: predict every row")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV for --pairs (default: stdout)")
+@click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
+@click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
+@click.option("--pairs", type=click.Path(), default=None, help="pairs table or SeIQA folder: predict every pair")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="write the scores here (.csv, .json or .parquet; default: stdout as CSV)")
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
-@_store_option
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @_quiet_option
 def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
-    """Score new pairs with a fitted run, computing missing features through the store."""
+    """Score new pairs with a fitted run, computing missing features through the run's store."""
+    from featurestore.datasets import PairTable, folder_pairs, load_pairs
     from siqa import predict_pairs
 
+    quiet = _quiet(quiet)
+    one = bool(ref and dist and not pairs and not Path(ref).is_dir())
     if pairs:
-        from featurestore.datasets import load_pairs
-
         table = load_pairs(pairs, allow_outside_root=allow_outside_root)
+    elif ref and dist and Path(ref).is_dir() != Path(dist).is_dir():
+        raise _usage("--ref and --dist must both be image files or both be folders")
     elif ref and dist:
-        from featurestore.datasets import PairTable
-
-        table = PairTable.from_paths([(ref, dist)], split="test")
+        rows = folder_pairs(ref, dist) if Path(ref).is_dir() else [(ref, dist)]
+        if not rows:
+            raise SiqaError(f"{dist}: no images")
+        table = PairTable.from_paths(rows, split="test")
     else:
-        raise SiqaError("predict needs --ref IMG --dist IMG, or --pairs FILE")
-    scores = predict_pairs(table, run=Path(run_dir), store=default_store(store), progress=not quiet)
+        raise _usage("predict needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
+    fmt = _frame_format(out, None) if out else "csv"
+    scores = predict_pairs(table, run=Path(run_dir), store=store, progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]
         click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
                    f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
-    if ref and dist and not pairs:
+    if one and not out:
         click.echo(f"{scores.score.iloc[0]:.4f}")
-    elif out:
-        scores.to_csv(out, index=False)
-        click.echo(f"{len(scores)} predictions -> {out}")
     else:
-        click.echo(scores.to_csv(index=False), nl=False)
+        _emit_frame(scores, fmt, out, "predictions")
 
 
 @app.command()
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @_quiet_option
-def report(run_dir, quiet):
+def report(run_dir, store, quiet):
     """Write report.html and PNG plots for a run."""
     from blend.report import write_report
 
-    click.echo(f"report -> {write_report(Path(run_dir), progress=not quiet)}")
+    click.echo(f"report -> {write_report(Path(run_dir), progress=not _quiet(quiet), store=store)}")
 
 
 @app.command()
@@ -247,17 +311,20 @@ def trust(run_dir):
 
 @app.command()
 @_config_option
-@click.option("--check", is_flag=True, help="exit non-zero when an enabled extractor has no weights here")
+@click.option("--check", is_flag=True, help="kept for scripts: exiting 1 when an enabled extractor has no weights "
+                                             "here is the default")
 @click.option("--download", is_flag=True, help="fetch every weight the enabled extractors need")
 @click.option("--to", "to", type=click.Path(file_okay=False), default=None,
               help="with --download: put them in DIR laid out as $SIQA_WEIGHTS_DIR (default: the libraries' caches)")
-def weights(config_path, check, download, to):
-    """Say, per configured extractor, whether its weights load here and from where; --download fetches them."""
+@_quiet_option
+def weights(config_path, check, download, to, quiet):
+    """Say, per configured extractor, whether its weights load here and from where (exit 1 when an enabled
+    extractor misses one); --download fetches them."""
     from featurestore.config import build_extractors, disabled_names, load_config
     from featurestore.weights import check_weights, describe_weights
 
     if to and not download:
-        raise SiqaError("--to DIR goes with --download")
+        raise _usage("--to DIR goes with --download")
     config = load_config(config_path)
     disabled = disabled_names(config)
     if download:
@@ -268,13 +335,13 @@ def weights(config_path, check, download, to):
         if to:
             click.echo(f"set SIQA_WEIGHTS_DIR={Path(to).expanduser().resolve()} so that siqa finds them there")
             return
-    click.echo(describe_weights(build_extractors(config, include_disabled=True), disabled))
-    if check:
-        missing = [s for s in check_weights(build_extractors(config), strict=False) if s.found is None]
-        if missing:
-            names = sorted({s.what.split(": ", 1)[0] for s in missing})
-            raise SiqaError(f"{config['_path']}: {len(missing)} weight(s) missing for enabled extractor(s) "
-                            f"{', '.join(names)} (see above; `siqa weights --download` fetches them)")
+    if not _quiet(quiet):
+        click.echo(describe_weights(build_extractors(config, include_disabled=True), disabled))
+    missing = [s for s in check_weights(build_extractors(config), strict=False) if s.found is None]
+    if missing:  # a failed check whether or not --check was given (issue 13)
+        names = sorted({s.what.split(": ", 1)[0] for s in missing})
+        raise SiqaError(f"{config['_path']}: {len(missing)} weight(s) missing for enabled extractor(s) "
+                        f"{', '.join(names)} (see above; `siqa weights --download` fetches them)")
 
 
 @app.command()
@@ -301,6 +368,40 @@ def doctor(config_path, calib, official, seiqa, seiqa_labels, quiet):
         sys.exit(1)
 
 
+@app.command()
+@_store_option
+@click.option("--measure", is_flag=True, help="time a demo pair for extractors the store has not timed")
+@click.option("--json", "as_json", is_flag=True, help="one JSON list instead of text")
+@_quiet_option
+def extractors(store, measure, as_json, quiet):
+    """Every registered extractor: columns, config keys with defaults, weights, cost per pair on this machine."""
+    from featurestore.catalogue import describe_extractors, format_extractors
+
+    rows = describe_extractors(reading_store(store), measure=measure)
+    click.echo(json.dumps(rows, indent=1, default=str) if as_json else format_extractors(rows))
+
+
+@app.group()
+def config():
+    """Configuration."""
+
+
+@config.command("show")
+@_config_option
+@_quiet_option
+def config_show(config_path, quiet):
+    """Print the resolved config as JSON: each enabled extractor with every setting (defaults filled in)
+    and the [tabular] settings after the preset is applied."""
+    from blend.config import resolve
+    from featurestore.config import build_extractors, load_config
+
+    loaded = load_config(config_path)
+    resolved = {"path": loaded["_path"],
+                "extractors": {ex.name: {"folder": ex.folder, **ex.config} for ex in build_extractors(loaded)},
+                "tabular": resolve(loaded)}
+    click.echo(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+
+
 @app.command("demo-data")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -309,7 +410,7 @@ def demo_data(out, seed, quiet):
     """Write a small SeIQA-layout dataset made from real photos shipped in scikit-image / scikit-learn."""
     from featurestore.datasets.demo import make_demo_dataset
 
-    summary = make_demo_dataset(Path(out), seed=seed, progress=not quiet)
+    summary = make_demo_dataset(Path(out), seed=seed, progress=not _quiet(quiet))
     click.echo(f"demo data -> {out}: {summary}")
 
 
@@ -321,11 +422,12 @@ def store():
 @store.command("gc")
 @_store_option
 @click.option("--dry-run", is_flag=True)
-def store_gc(store, dry_run):
+@_quiet_option
+def store_gc(store, dry_run, quiet):
     """Delete feature folders that no view and no existing run fit on the store uses (old versions, configs)."""
     from featurestore.store import FeatureStore
 
-    stale = FeatureStore(default_store(store)).gc(dry_run=dry_run, echo=click.echo)
+    stale = FeatureStore(default_store(store)).gc(dry_run=dry_run, echo=(lambda *_: None) if _quiet(quiet) else click.echo)
     click.echo(f"{len(stale)} stale folder(s)")
 
 
@@ -334,7 +436,7 @@ def main(argv=None):
         app.main(args=argv, prog_name="siqa", standalone_mode=False)
     except SiqaError as exc:
         click.echo(f"siqa: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("siqa: aborted", err=True)
         sys.exit(130)

@@ -7,7 +7,7 @@ Features are the nine metric columns only (DSSIM, SSIMULACRA, Butteraugli and si
 norms); folds are grouped by reference (TID2013 `ref_img` lower-cased, CSIQ `image`). Everything is
 the nested CV of `blend.run.run_oof` (5 grouped folds x repeats). Printed per table, Final mean +-
 std over repeats: the best single feature (raw metric on all rows, sign-aligned — an upper bound for
-a one-metric model — and the nested `best_feature` model), the rank-6 Ridge baseline, every pool
+a one-metric model — and the nested `best_single_feature` model), the `log_ridge` baseline (the rank-6 recipe), every pool
 model, the blend, and a default CatBoost measured on the same folds (the issue's reference: 0.932 on
 TID2013, 0.970 on CSIQ). The last lines say whether the blend beats every single model and the
 reference.

@@ -1,15 +1,20 @@
 """Run report: `RUN/report.html` (self-contained: every image is embedded) and one PNG per plot in `RUN/report/`.
 
 What it shows, all from out-of-fold data (the honest view):
-- predicted vs human score for the calibrated blend and the best pool members, with the least-squares line;
-- the leaderboard as bars, with the Final of every outer fold as dots (the fold-to-fold spread);
+- predicted vs human score for the calibrated blend and the best pool members, with the least-squares line and
+  the 4-parameter logistic fit of IQA papers (PLCC after the fit beside the plain one), coloured by degradation
+  type where the pairs name one, integer labels jittered;
+- the leaderboard as bars (axis from just below the weakest model, not 0), with the Final of every outer fold as dots;
 - the blend weights of the final blender, and of each fold's nested blender as dots;
 - feature importance of the top features: GBDT gain and permutation importance, from a LightGBM refit on
   the run's features once per outer fold (dense blocks enter as out-of-fold Ridge meta-features, as in
   the pool) and scored on the held-out fold;
 - per split, histograms of labels and scores (train: out-of-fold; val/test: the run's fitted pipeline);
 - Final per distortion (where the data names one) and per reference group;
-- the worst-predicted pairs (largest distance from the fitted line), as reference | degraded thumbnails.
+- the worst-predicted pairs (largest distance from the fitted line), as reference | degraded thumbnails;
+- tables: SROCC per degradation type of the headline and of the baseline metrics as they are (PSNR, SSIM, LPIPS,
+  DISTS, where the store has them), cost per extractor (the store's timings.json), provenance (config,
+  extractors and versions, wall times, machine), and a warning when the headline loses to one of its members.
 
 Pool-member predictions and `blend` live on the target scale (higher = better); `blend_calibrated` and
 labels live on the label scale. Correlations do not care, so the plots use each as it is.
@@ -34,7 +39,7 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
 
-from .run import FIXED_COLUMNS, HEADLINE, Run, load_run
+from .run import FIXED_COLUMNS, HEADLINE, Run, load_run, run_origin
 
 SCATTER_MEMBERS = 3        # pool members plotted next to the blend
 TOP_FEATURES = 30
@@ -44,6 +49,10 @@ WORST_PAIRS = 10
 MIN_GROUP_ROWS = 3         # a correlation over fewer rows says nothing
 MAX_GROUP_BARS = 40        # more groups than this: a histogram of their Final instead of one bar each
 DISTORTION_COLUMNS = ("dst_type", "distortion", "degradation", "kind")
+#: baseline metrics shown per degradation as they are (feature column in the store -> name in the table)
+BASELINES = {"formula_psnr": "PSNR", "formula_ssim": "SSIM", "lpips_alex": "LPIPS (alex)", "lpips_vgg": "LPIPS (vgg)",
+             "dists_score": "DISTS"}
+JITTER = 0.12              # vertical jitter of integer labels in the scatter, in label units
 DEMO_META = "demo_meta.csv"  # featurestore.datasets.demo writes it at the dataset root: degradation and kind per pair
 
 
@@ -66,11 +75,12 @@ class ReportInputs:
     members: list[str]
     data: TabularData | None        # every row of the run's feature source; None with `data_problem` set
     data_problem: str = ""
+    origin: dict | None = None      # where the data was read from (the run's store unless overridden)
 
 
 # --- inputs -------------------------------------------------------------------------------------------
 
-def _load_inputs(run: Run) -> ReportInputs:
+def _load_inputs(run: Run, store=None) -> ReportInputs:
     oof = run.oof()
     members = [c for c in oof.columns if c not in FIXED_COLUMNS]
     predictions = members + ["blend", HEADLINE]
@@ -78,13 +88,13 @@ def _load_inputs(run: Run) -> ReportInputs:
     first = oof[oof["repeat"] == oof["repeat"].min()].set_index("id")
     rows = first[["group", "label", "target", "fold"]].join(oof.groupby("id")[predictions].mean())
     rows = rows.reset_index()
-    origin = run.summary["source"].get("origin") or {}
+    origin = run_origin(run, store)
     try:
         data, problem = TabularData.from_origin(origin), ""
     except SiqaError as exc:  # the store or table moved or changed since the run: plot what oof.parquet has
         data, problem = None, str(exc)
     rows = rows.merge(_metadata(origin, data), on="id", how="left")
-    return ReportInputs(run=run, rows=rows, members=members, data=data, data_problem=problem)
+    return ReportInputs(run=run, rows=rows, members=members, data=data, data_problem=problem, origin=origin)
 
 
 def _metadata(origin: dict, data: TabularData | None) -> pd.DataFrame:
@@ -156,6 +166,117 @@ def _board(run: Run) -> pd.DataFrame:
     return run.leaderboard.set_index("model")
 
 
+def _distortion_column(rows: pd.DataFrame) -> str | None:
+    """The first column naming how each pair was degraded (TID2013 `dst_type`, the demo's `degradation`)."""
+    return next((c for c in DISTORTION_COLUMNS if c in rows.columns and rows[c].notna().any()), None)
+
+
+def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+# --- tables -------------------------------------------------------------------------------------------
+
+def degradation_srocc(inputs: ReportInputs) -> pd.DataFrame:
+    """SROCC against the label inside each degradation type (and over all pairs) of the headline and of the
+    baseline metrics as they are (raw feature values: PSNR/SSIM grow with quality, LPIPS/DISTS shrink, so
+    their SROCC is negative when they work). Empty when the pairs name no degradation."""
+    kind = _distortion_column(inputs.rows)
+    if kind is None:
+        return pd.DataFrame()
+    rows = inputs.rows[["id", kind, "target", HEADLINE]]
+    columns = {HEADLINE: HEADLINE}
+    if inputs.data is not None:
+        present = {c: n for c, n in BASELINES.items() if c in inputs.data.X.columns}
+        values = inputs.data.X[list(present)].assign(id=inputs.data.ids).drop_duplicates("id")
+        rows = rows.merge(values, on="id", how="left")
+        columns.update(present)
+    out = []
+    for value, part in [("all pairs", rows), *rows.groupby(kind)]:
+        entry = {kind: value, "n": len(part)}
+        for column, name in columns.items():
+            ok = part[column].notna().to_numpy()
+            entry[name] = metrics.srocc(part[column][ok], part["target"][ok]) if ok.sum() >= MIN_GROUP_ROWS else np.nan
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def extractor_costs(inputs: ReportInputs) -> pd.DataFrame:
+    """Per extractor the run used: store folder (name-v<version>-<config hash>) and measured seconds per new
+    pair from the store's timings.json (decoding not included; NaN when the store never timed it)."""
+    from featurestore.store import FeatureStore
+
+    origin = inputs.origin or {}
+    used = inputs.run.summary.get("extractors") or {}
+    if origin.get("kind") != "store" or not used:
+        return pd.DataFrame()
+    store = FeatureStore(origin["root"])
+    timings = store.timings()
+    out = []
+    for name, view in sorted(used.items()):
+        seconds = 0.0
+        timed = False
+        for level, per_pair in (("image", 2), ("pair", 1)):
+            t = timings.get(f"{view['folder']}/{level}")
+            if t and t.get("items"):
+                seconds += per_pair * t["seconds"] / t["items"]
+                timed = True
+        out.append({"extractor": name, "folder": view["folder"], "seconds_per_pair": seconds if timed else np.nan})
+    decode = timings.get("decode/image")
+    if decode and decode.get("items"):
+        out.append({"extractor": "(decoding two images)", "folder": "",
+                    "seconds_per_pair": 2 * decode["seconds"] / decode["items"]})
+    return pd.DataFrame(out)
+
+
+def provenance(inputs: ReportInputs) -> list[tuple[str, str]]:
+    """(what, value) lines: config, extractors and versions, wall times, machine, library versions."""
+    import json
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def package(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    s, config = inputs.run.summary, inputs.run.config.get("input") or {}
+    used = s.get("extractors") or {}
+    fit = inputs.run.leaderboard.set_index("model")["fit_seconds"] if "fit_seconds" in inputs.run.leaderboard else {}
+    lines = [("config file", str(config.get("_path", "-"))),
+             ("extractors (store folder = name-v<version>-<config hash>)",
+              ", ".join(v["folder"] for v in used.values()) or "-"),
+             ("extractor settings", json.dumps(config.get("extractors") or {}, sort_keys=True, default=str)),
+             ("tabular settings", f"preset {s['preset']}, {s['folds']} folds x {s['repeats']} repeat(s), seed {s['seed']}"),
+             ("wall time of siqa oof", f"{s.get('seconds', float('nan')):.1f} s"),
+             ("fit time per member (nested + refit)", ", ".join(f"{m} {v:.1f}s" for m, v in dict(fit).items())),
+             ("machine", f"{platform.node()}: {platform.machine()}, {os.cpu_count()} CPU(s), {platform.platform()}"),
+             ("software", f"Python {platform.python_version()}, siqa {package('siqa')}, torch {package('torch')}, "
+                          f"scikit-learn {package('scikit-learn')}, lightgbm {package('lightgbm')}, "
+                          f"catboost {package('catboost')}, duckdb {package('duckdb')}")]
+    if s.get("member_notes"):
+        lines.append(("what members picked", "; ".join(f"{m}: {n}" for m, n in s["member_notes"].items())))
+    return lines
+
+
+def headline_warning(run: Run) -> str:
+    """A warning line when some pool member beats the headline out of fold ('' otherwise)."""
+    board = _board(run)
+    members = board.drop(index=[m for m in ("blend", HEADLINE) if m in board.index])
+    if not len(members) or HEADLINE not in board.index:
+        return ""
+    best = members["final"].idxmax()
+    if members.loc[best, "final"] <= board.loc[HEADLINE, "final"]:
+        return ""
+    return (f"Warning: the headline ({HEADLINE}, Final {board.loc[HEADLINE, 'final']:.4f}) is below its member "
+            f"{best} (Final {members.loc[best, 'final']:.4f}) out of fold: the blend costs more than it adds here.")
+
+
 # --- sections -----------------------------------------------------------------------------------------
 
 def plot_scatter(inputs: ReportInputs, progress: bool = False) -> Plot:
@@ -166,22 +287,42 @@ def plot_scatter(inputs: ReportInputs, progress: bool = False) -> Plot:
     nrows = math.ceil(len(models) / cols)
     fig = _figure(5.2 * cols, 4.4 * nrows)
     label = inputs.rows["label"].to_numpy()
+    integer = bool(np.all(np.equal(np.mod(label, 1), 0)))
+    shown = label + (np.random.default_rng(0).uniform(-JITTER, JITTER, label.size) if integer else 0.0)
+    kind = _distortion_column(inputs.rows)
+    kinds = sorted(inputs.rows[kind].dropna().astype(str).unique()) if kind else []
+    palette = dict(zip(kinds, _colours(len(kinds))))
     for i, model in enumerate(models):
         ax = fig.add_subplot(nrows, cols, i + 1)
         pred = inputs.rows[model].to_numpy()
-        ax.scatter(pred, label, s=14, alpha=0.6, edgecolors="none")
+        if kinds:
+            for value in kinds:
+                mask = (inputs.rows[kind].astype(str) == value).to_numpy()
+                ax.scatter(pred[mask], shown[mask], s=16, alpha=0.75, edgecolors="none", color=palette[value],
+                           label=value)
+        else:
+            ax.scatter(pred, shown, s=14, alpha=0.6, edgecolors="none")
         a, b = _line(pred, label)
-        xs = np.linspace(pred.min(), pred.max(), 2)
-        ax.plot(xs, a + b * xs, color="crimson", lw=1.5)
+        xs = np.linspace(pred.min(), pred.max(), 200)
+        ax.plot(xs[[0, -1]], a + b * xs[[0, -1]], color="crimson", lw=1.3, ls="--", label="least squares")
+        params = metrics.fit_logistic4(pred, label)
+        if params is not None:
+            ax.plot(xs, metrics.logistic4(xs, *params), color="black", lw=1.6, label="4-parameter logistic")
         row = board.loc[model]
-        ax.set_title(f"{model}: Final {row['final']:.4f} (SROCC {row['srocc']:.3f}, PLCC {row['plcc']:.3f})",
-                     fontsize=9)
-        ax.set_xlabel("prediction (0..5)" if model == HEADLINE else "prediction (target scale)")
-        ax.set_ylabel(_label_axis(inputs.run))
+        ax.set_title(f"{model}: Final {row['final']:.4f}\nSROCC {row['srocc']:.3f}, PLCC {row['plcc']:.3f}, "
+                     f"PLCC after logistic {metrics.plcc_after_logistic(pred, label):.3f}", fontsize=9)
+        ax.set_xlabel("prediction (0..5)" if model == HEADLINE else "prediction (target scale)", fontsize=9)
+        ax.set_ylabel(_label_axis(inputs.run) + (" (jittered)" if integer else ""), fontsize=9)
         ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7, loc="best", title=kind if kinds else None, title_fontsize=7)
     return Plot("scatter", "Predicted vs human score",
                 "Out-of-fold predictions (mean over repeats) of the calibrated blend and the best pool members; "
-                "red: least-squares line. Titles give the leaderboard metrics.", _png(fig))
+                "dashed red: least-squares line; black: the monotonic 4-parameter logistic fit IQA papers apply "
+                "before PLCC (titles give PLCC before and after it; leaderboard PLCC is the plain one)"
+                + (f"; colour: {kind}" if kinds else "") +
+                (f"; integer labels jittered by up to ±{JITTER} for visibility (fits use the true labels)"
+                 if integer else "") + ".", _png(fig))
 
 
 def fold_finals(inputs: ReportInputs) -> pd.DataFrame:
@@ -206,9 +347,20 @@ def plot_leaderboard(inputs: ReportInputs, progress: bool = False) -> Plot:
             error_kw={"ecolor": "black", "capsize": 3})
     for i, model in enumerate(order):
         ax.scatter(per_fold[model], np.full(len(per_fold), i), s=12, color="black", zorder=3)
-        ax.text(max(board.loc[model, "final"], 0) + 0.01, i + 0.28, f"{board.loc[model, 'final']:.4f}", fontsize=7)
-    ax.set_yticks(y, order, fontsize=8)
-    ax.set_xlabel("Final = 0.6 SROCC + 0.4 PLCC")
+        ax.text(board.loc[model, "final"], i + 0.3, f" {board.loc[model, 'final']:.4f}", fontsize=7)
+    ax.set_yticks(y, order, fontsize=9)
+    low = float(np.nanmin([np.nanmin(per_fold[order].to_numpy()), (board.loc[order, "final"] - board.loc[order, "final_std"]).min()]))
+    high = float(np.nanmax([np.nanmax(per_fold[order].to_numpy()), (board.loc[order, "final"] + board.loc[order, "final_std"]).max()]))
+    margin = 0.08 * max(high - low, 0.01)
+    ax.set_xlim(low - margin, min(high + 2 * margin, 1.0 + margin))  # from the weakest model, not 0
+    ax.set_xlabel("Final = 0.6 SROCC + 0.4 PLCC (axis does not start at 0)")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="#d95f02", alpha=0.8, label="blend (raw / calibrated)"),
+                       Patch(color="#1b9e77", alpha=0.8, label="pool member"),
+                       Line2D([], [], marker="o", ls="", color="black", markersize=4, label="one outer fold")],
+              fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     return Plot("leaderboard", "Leaderboard with fold spread",
                 f"Bars: out-of-fold Final (mean over {inputs.run.summary['repeats']} repeat(s); whiskers: std over "
@@ -312,14 +464,14 @@ def plot_importance(inputs: ReportInputs, progress: bool = False) -> Plot:
     measured = importance.dropna(subset=["permutation"])
     by_perm = measured.sort_values("permutation", ascending=False).head(TOP_FEATURES)[::-1]
     n = max(len(by_gain), len(by_perm), 1)
-    fig = _figure(13, 1.2 + 0.3 * n)
+    fig = _figure(13, 1.4 + 0.36 * n)
     for i, (frame, column, title, color) in enumerate((
             (by_gain, "gain", "GBDT gain (share of total)", "#1b9e77"),
             (by_perm, "permutation", "permutation: drop in out-of-fold Final", "#d95f02"))):
         ax = fig.add_subplot(1, 2, i + 1)
         ax.barh(np.arange(len(frame)), frame[column], color=color, alpha=0.85)
-        ax.set_yticks(np.arange(len(frame)), list(frame.index), fontsize=7)
-        ax.set_title(title, fontsize=10)
+        ax.set_yticks(np.arange(len(frame)), list(frame.index), fontsize=9)
+        ax.set_title(title, fontsize=11)
         ax.grid(axis="x", alpha=0.3)
     return Plot("importance", f"Feature importance (top {TOP_FEATURES})",
                 f"A LightGBM refit once per outer fold (first repeat) on the run's scalar features, dense blocks as "
@@ -474,7 +626,8 @@ max-width:1280px;color:#222;box-sizing:border-box}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-img{max-width:100%;border:1px solid #eee}.caption{color:#555;font-size:.9em;max-width:1000px}.note{color:#a33}"""
+img{max-width:100%;border:1px solid #eee}.caption{color:#555;font-size:.9em;max-width:1000px}.note{color:#a33}
+.warning{color:#b00;font-weight:bold}.prov td{text-align:left}"""
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -485,6 +638,25 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, escape=True)
 
 
+def _tables(inputs: ReportInputs) -> list[tuple[str, str, str]]:
+    """(anchor, title, HTML) of the table sections after the plots: those the run has data for."""
+    out = []
+    per_kind = degradation_srocc(inputs)
+    if len(per_kind):
+        out.append(("degradations", "SROCC per degradation type: headline and baseline metrics as they are",
+                    _table(per_kind) + "<p class='caption'>Out-of-fold calibrated blend against the raw baseline "
+                    "feature values (no learning: PSNR and SSIM grow with quality, LPIPS and DISTS shrink, so a "
+                    "working one of those has a negative SROCC).</p>"))
+    costs = extractor_costs(inputs)
+    if len(costs):
+        out.append(("costs", "Cost per extractor", _table(costs) + "<p class='caption'>Seconds per new pair as "
+                    "the store measured while extracting (timings.json): image-level extractors count two "
+                    "images.</p>"))
+    out.append(("provenance", "Provenance", "<table class='prov'>" + "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in provenance(inputs)) + "</table>"))
+    return out
+
+
 def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
     s = inputs.run.summary
     worst = worst_pairs(inputs.rows)
@@ -492,14 +664,22 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
     facts = (f"{s['n_rows']} labelled pairs, {s['n_groups']} reference groups, {s.get('n_unlabelled', 0)} unlabelled; "
              f"preset {s['preset']}, {s['folds']} grouped folds x {s['repeats']} repeat(s), seed {s['seed']}; "
              f"best single model {s['best_model']} ({s['best_model_final']:.4f}); source {s['source']['source']}")
+    tables = _tables(inputs)
     title = f"siqa run {html.escape(inputs.run.path.name)}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>siqa run report: {html.escape(str(inputs.run.path))}</h1>",
              "<h2>Headline (out-of-fold, calibrated blend)</h2>", _table(headline),
              f"<p class='caption'>{html.escape(facts)}</p>",
-             "<p>" + " | ".join(f'<a href="#{p.name}">{html.escape(p.title)}</a>' for p in plots) + "</p>",
+             "<p>" + " | ".join([*(f'<a href="#{p.name}">{html.escape(p.title)}</a>' for p in plots),
+                                 *(f'<a href="#{key}">{html.escape(name)}</a>' for key, name, _ in tables)]) + "</p>",
              "<h2>Leaderboard</h2>", _table(inputs.run.leaderboard)]
+    warning = headline_warning(inputs.run)
+    if warning:
+        parts.insert(parts.index("<h2>Leaderboard</h2>"), f"<p class='warning'>{html.escape(warning)}</p>")
+    if s.get("member_notes"):
+        parts.append("<p class='caption'>" + html.escape("; ".join(f"{m}: {n}" for m, n in s["member_notes"].items()))
+                     + "</p>")
     for note in notes:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     for plot in plots:
@@ -507,6 +687,8 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
                   f"<p class='caption'>{html.escape(plot.caption)}</p>"]
     columns = [c for c in ("name", "split", "reference", *DISTORTION_COLUMNS, "id", "label", "prediction", "fitted",
                            "residual") if c in worst.columns]
+    for key, name, body in tables:
+        parts += [f"<h2 id='{key}'>{html.escape(name)}</h2>", body]
     parts += ["<h2>Worst-predicted pairs (table)</h2>", _table(worst[columns]), "</body></html>"]
     return "\n".join(parts)
 
@@ -515,9 +697,10 @@ SECTIONS = (plot_scatter, plot_leaderboard, plot_blend_weights, plot_importance,
             plot_groups, plot_worst)
 
 
-def write_report(run_dir, progress: bool = False) -> Path:
-    """Write RUN/report.html and RUN/report/*.png for a finished run; returns the HTML path."""
-    inputs = _load_inputs(load_run(run_dir))
+def write_report(run_dir, progress: bool = False, store=None) -> Path:
+    """Write RUN/report.html and RUN/report/*.png for a finished run (reading its own store unless `store`
+    says otherwise); returns the HTML path."""
+    inputs = _load_inputs(load_run(run_dir), store)
     plots: list[Plot] = []
     notes: list[str] = []
     for section in tqdm(SECTIONS, desc="report", unit="section", disable=not progress):

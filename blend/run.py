@@ -5,9 +5,14 @@ Public entry points (called by cli.py):
   writes the run folder and returns the summary (also saved as run.json).
 - `load_run(run_dir) -> Run`: summary, config, leaderboard and the fitted pipeline.
 - `predict(run_dir, data) -> np.ndarray`: 0..5 quality scores (higher = better) for every row of `data`.
+- `run_store(run_dir, override=None) -> Path`: the feature store a run reads (predict, submit, report):
+  `override` (a `--store`) if given, else the absolute store path the run recorded.
+- `point_latest(run_dir)`: makes `<parent>/latest` a symlink to the run folder (`runs/latest`).
 
 Run folder layout:
-- `config.json`: {"input": the config given to run_oof, "tabular": the resolved [tabular] settings}.
+- `config.json`: {"input": the config given to run_oof, "tabular": the resolved [tabular] settings}. For a
+  store run, `input.extractors` holds only the extractors whose features the run uses, with the settings
+  the store computed them with (its views.json): what `siqa predict` must compute for a new pair.
 - `oof.parquet`: one row per (repeat, labelled row), ordered by repeat then input order. Columns:
   `id`, `group`, `label` (as given), `target` (= label, or -label when lower is better: higher = better),
   `repeat`, `fold` (outer fold of the row in that repeat), one float64 column per pool member (its
@@ -27,7 +32,10 @@ Run folder layout:
 - `run.json`: summary — headline metrics (of `blend_calibrated`; also as the dict `headline` with
   n_rows and n_groups, what `siqa oof --json` prints), data description (`source`, with the `origin`
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
-  calibration), per-fold nested blends, dropped columns, `leaderboard_text` (printable), time.
+  calibration), per-fold nested blends, dropped columns, `member_notes` (member -> what its final refit
+  chose, e.g. "picked formula_ssim" for best_single_feature), `leaderboard_text` (printable), time; for a
+  store run also `store` (its absolute path), `extractors` (name -> store folder and level, used ones
+  only) and `warnings` (enabled extractors that gave the run no feature).
 - `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
 - `fits/`: the `work_dir` of pool members that keep files (fine-tuned adapters, one folder per fit, keyed by
   what the fit learnt from). It survives reruns: a killed or repeated `siqa oof` reuses every fit that
@@ -139,6 +147,80 @@ def _checked_labelled(data: TabularData, settings: dict) -> tuple[TabularData, i
     return labelled, overlap
 
 
+def used_extractors(root, columns: list[str], blocks: list[str]) -> dict[str, dict]:
+    """views.json entries (folder, level, config) of the store extractors whose `<name>_<column>` features
+    are among `columns` / `blocks`; a column belongs to the longest extractor name it starts with."""
+    from featurestore.store import FeatureStore
+
+    views = FeatureStore(root).views()
+    by_length = sorted(views, key=len, reverse=True)
+    used = set()
+    for column in [*columns, *blocks]:
+        owner = next((name for name in by_length if column.startswith(f"{name}_")), None)
+        if owner is not None:
+            used.add(owner)
+    return {name: views[name] for name in sorted(used)}
+
+
+def _store_provenance(data: TabularData, config: dict | None, columns: list[str]) -> tuple[dict | None, dict]:
+    """(config to record, summary entries) of a store run: only the extractors the run uses, and a warning
+    for each enabled one that gave it no feature (never computed into this store, or constant/empty)."""
+    origin = data.origin or {}
+    if origin.get("kind") != "store":
+        return config, {}
+    root = Path(origin["root"])
+    used = used_extractors(root, columns, sorted(data.dense))
+    enabled = [name for name, table in ((config or {}).get("extractors") or {}).items()
+               if (table or {}).get("enabled", True)]
+    idle = [name for name in enabled if name not in used]
+    warnings = [f"{root}: enabled extractor(s) {', '.join(idle)} gave no feature to this run (no rows in the store, "
+                f"or only constant/empty columns); the run does not record them"] if idle else []
+    recorded = {**(config or {}), "extractors": {name: dict(view.get("config") or {}) for name, view in used.items()}}
+    return recorded, {"store": str(root.resolve()), "warnings": warnings,
+                      "extractors": {name: {"folder": view["folder"], "level": view.get("level")}
+                                     for name, view in used.items()}}
+
+
+def run_store(run_dir, override=None) -> Path:
+    """The feature store of a run: `override` if given, else the one it was fit on (absolute path recorded
+    in run.json; runs written before that recorded the path as given, relative to where oof ran)."""
+    if override:
+        return Path(override)
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "run.json").read_text())
+    except FileNotFoundError:
+        raise SiqaError(f"{run_dir}: not a run folder (no run.json); run `siqa oof` first") from None
+    origin = (summary.get("source") or {}).get("origin") or {}
+    if origin.get("kind") != "store":
+        raise SiqaError(f"{run_dir}: this run was fit on the feature table {origin.get('path', '?')}, "
+                        f"not on a feature store")
+    return Path(summary.get("store") or origin["root"])
+
+
+def run_origin(run: "Run", store=None) -> dict:
+    """The run's data origin, reading its store from `run_store` (so `--store` can point elsewhere)."""
+    origin = dict(run.summary["source"].get("origin") or {})
+    if origin.get("kind") == "store":
+        origin["root"] = str(run_store(run.path, store))
+    return origin
+
+
+def point_latest(run_dir) -> Path | None:
+    """Make `<parent of run_dir>/latest` a symlink to `run_dir` (replaced atomically), so `runs/latest`, the
+    default `--run`, is the last run written there. A real folder named `latest` is left alone."""
+    run_dir = Path(run_dir)
+    latest = run_dir.parent / "latest"
+    if run_dir.name == "latest" or (latest.exists() and not latest.is_symlink()):
+        return None
+    temporary = latest.with_name(f".latest-{os.getpid()}")
+    if temporary.is_symlink():
+        temporary.unlink()
+    os.symlink(run_dir.name, temporary, target_is_directory=True)
+    os.replace(temporary, latest)
+    return latest
+
+
 def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, groups: np.ndarray,
                  folds: list[np.ndarray], scale: LabelScale, seconds: dict[str, float]) -> pd.DataFrame:
     rows = []
@@ -166,12 +248,13 @@ def _plus_minus(final: float, std: float) -> str:
     return f"{final:.4f} ± " + ("–" if not np.isfinite(std) else f"{std:.4f}")
 
 
-def _leaderboard_text(board: pd.DataFrame, headline: dict) -> str:
+def _leaderboard_text(board: pd.DataFrame, headline: dict, notes: dict[str, str] | None = None) -> str:
     shown = board.assign(final=[_plus_minus(f, s) for f, s in zip(board["final"], board["final_std"])],
                          fold_mean=board["final_fold_mean"],
                          interval=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(board["final_low"], board["final_high"])])
     columns = ["model", "final", "fold_mean", "interval", "srocc", "plcc", "krcc", "rmse", "fit_seconds"]
     table = shown[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    table = "\n".join([table, *(f"{name}: {note}" for name, note in (notes or {}).items() if note)])
     return (f"{table}\nfinal: pooled out-of-fold Final, mean ± std over repeats; fold_mean: mean Final of single "
             f"test folds (one model each, as a held-out test set); interval: 95% bootstrap over reference groups\n"
             f"CV Final ({HEADLINE}, nested, {headline['n_rows']} rows in {headline['n_groups']} reference groups): "
@@ -248,6 +331,8 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
                           "blend": result.blend, HEADLINE: result.calibrated}, target, labelled.groups,
                          result.folds, scale, seconds)
 
+    # what a member chose from the data (the feature best_single_feature picked), in the final refit
+    notes = {name: note for name, model in pipeline.pool_.members_ if (note := model.describe())}
     row = board.set_index("model").loc[HEADLINE]
     singles = board[board["model"].isin(members)]
     # final_std is NaN with one repeat: None in JSON (NaN is not JSON)
@@ -269,10 +354,13 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
                   "calibration_cv": pipeline.calibrator_.cv_scores_},
         "nested_blends": result.blends,
         "plan": result.plan.as_dict(),
-        "leaderboard_text": _leaderboard_text(board, headline)
+        "member_notes": notes,
+        "leaderboard_text": _leaderboard_text(board, headline, notes)
         + (f"\n{result.plan.describe()}" if result.plan.time_limit is not None else ""),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    config, provenance = _store_provenance(data, config, columns)
+    summary.update(provenance)
     _write(run_dir, config, settings, oof, board, summary, pipeline)
     return summary
 

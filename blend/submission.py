@@ -35,7 +35,7 @@ from featurestore.reproducible import deterministic_zip, reproducible_xlsx
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
 
-from .run import load_run
+from .run import load_run, run_origin
 
 PREDICTION_FILE = "prediction.xlsx"
 README_FILE = "readme.txt"
@@ -157,14 +157,16 @@ def _extraction_seconds_per_pair(origin: dict) -> float | None:
 
 
 def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progress: bool = True,
-               runtime_per_image: float | None = None, extra_data: bool = False) -> tuple[Path, int]:
-    """Predict `split` of the run's own data source and write the validated zip (default RUN/submission.zip).
+               runtime_per_image: float | None = None, extra_data: bool = False, store=None) -> tuple[Path, int]:
+    """Predict `split` of the run's own data source (its own store unless `store` says otherwise) and write
+    the validated zip (default RUN/submission.zip).
 
     Returns (zip path, number of predictions)."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     started = time.perf_counter()
-    data = TabularData.from_origin(run.summary["source"].get("origin", {}))
+    origin = run_origin(run, store)
+    data = TabularData.from_origin(origin)
     rows = np.asarray(data.split == split.lower())
     if not rows.any():
         raise SiqaError(f"{data.source}: no rows in split {split!r} to submit")
@@ -172,7 +174,7 @@ def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progres
     measured = (time.perf_counter() - started) / int(rows.sum())
     description = describe_run(run.summary)
     if runtime_per_image is None:
-        extraction = _extraction_seconds_per_pair(run.summary["source"].get("origin", {}))
+        extraction = _extraction_seconds_per_pair(origin)
         if extraction is None:
             description += "; runtime = reading cached features + scoring (extraction time unknown here)"
         else:

@@ -28,6 +28,7 @@ class Registry(Generic[T]):
         self.package = package      # modules of this package are imported on first read
         self._entries: dict[str, T] = {}
         self._priority: dict[str, int] = {}
+        self._aliases: dict[str, str] = {}  # old name -> current name, accepted by get() and `in`
         self._loaded = package is None
 
     def register(self, name: str | None = None, *, priority: int = 0) -> Callable[[T], T]:
@@ -47,6 +48,14 @@ class Registry(Generic[T]):
             return obj
         return decorate
 
+    def alias(self, old: str, new: str) -> None:
+        """Accept `old` (a former name, e.g. from an older config) as `new`; `names()` lists only `new`."""
+        self._aliases[old] = new
+
+    def canonical(self, name: str) -> str:
+        """The current name of `name` (itself unless it is a former name)."""
+        return self._aliases.get(name, name)
+
     def _load(self) -> None:
         if self._loaded:
             return
@@ -64,13 +73,13 @@ class Registry(Generic[T]):
         """The entry, or a KeyError whose message lists what is known (callers turn it into a SiqaError)."""
         self._load()
         try:
-            return self._entries[name]
+            return self._entries[self.canonical(name)]
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r} (known: {', '.join(self.names())})") from None
 
     def __contains__(self, name: object) -> bool:
         self._load()
-        return name in self._entries
+        return isinstance(name, str) and self.canonical(name) in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

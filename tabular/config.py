@@ -9,6 +9,7 @@ table is merged here but owned and checked by the blend layer (`blend.config`).
 from __future__ import annotations
 
 import copy
+import logging
 import tomllib
 
 from configs import config_file
@@ -48,12 +49,31 @@ def _check_kinds(base: dict, override: dict, where: str) -> None:
             raise SiqaError(f"config: [{where}] {problem}")
 
 
+def _renamed_members(pool: dict) -> dict:
+    """The pool tables with former member names (rank3, rank5, rank6, best_feature) under their new names."""
+    from .models import RENAMED_MEMBERS
+
+    out = {}
+    for member, table in pool.items():
+        new = RENAMED_MEMBERS.get(member)
+        if new is not None:
+            logging.getLogger(__name__).warning(
+                "config: [tabular.pool.%s] is a deprecated name; use [tabular.pool.%s]", member, new)
+            if new in pool:
+                raise SiqaError(f"config: [tabular.pool.{member}] and [tabular.pool.{new}] are the same member "
+                                f"(the first is its deprecated name); keep one")
+        out[new or member] = table
+    return out
+
+
 def resolve(config: dict | None) -> dict:
     """The effective tabular settings for a run config (the whole parsed TOML, or None)."""
     section = dict((config or {}).get("tabular", {}))
     unknown = set(section) - KEYS
     if unknown:
         raise SiqaError(f"config: unknown [tabular] key(s) {', '.join(sorted(unknown))}")
+    if isinstance(section.get("pool"), dict):
+        section["pool"] = _renamed_members(section["pool"])
     name = section.pop("preset", "default")
     path = PRESETS_DIR / f"{name}.toml"
     if not path.is_file():

@@ -97,3 +97,38 @@ def group_bootstrap_finals(preds: list[np.ndarray], y, groups, draws: int = 200,
         rows = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
         out[b] = np.mean([final(np.asarray(p, dtype=np.float64)[rows], y[rows]) for p in preds])
     return out
+
+
+def logistic4(x, top, bottom, centre, width):
+    """The monotonic 4-parameter logistic of VQEG / IQA papers: bottom + (top - bottom) / (1 + e^-(x - centre)/|width|)."""
+    return bottom + (top - bottom) / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) - centre) / (abs(width) + 1e-12)))
+
+
+def fit_logistic4(pred, y) -> np.ndarray | None:
+    """Least-squares parameters of `logistic4` mapping `pred` onto `y`; None when the fit does not converge
+    (or the prediction is constant)."""
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    pred, y = _pair(pred, y)
+    if _degenerate(pred, y):
+        return None
+    start = [float(np.max(y)), float(np.min(y)), float(np.median(pred)), float(np.std(pred)) or 1.0]
+    try:
+        with warnings.catch_warnings():  # an unestimable covariance is no concern: only the curve is used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            # trf: its finite-difference steps stay usable when a start value is 0 (a centred prediction)
+            params, _ = curve_fit(logistic4, pred, y, p0=start, method="trf", maxfev=20000)
+    except (RuntimeError, ValueError):
+        return None
+    return params if np.isfinite(params).all() else None
+
+
+def plcc_after_logistic(pred, y) -> float:
+    """PLCC between `logistic4(pred)` (fitted to `y`) and `y`, as IQA papers report it; NaN without a fit."""
+    params = fit_logistic4(pred, y)
+    if params is None:
+        return float("nan")
+    pred, y = _pair(pred, y)
+    return _pearson(logistic4(pred, *params), y)

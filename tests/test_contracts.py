@@ -24,9 +24,9 @@ from tabular.ridge import GroupedRidgeCV
 
 # Small enough to be quick, large enough for check_regressors_train (training R^2 > 0.5 on 200 rows)
 QUICK = {"catboost": dict(iterations=60), "xgboost": dict(n_estimators=30), "lightgbm": dict(n_estimators=30),
-         "extratrees": dict(n_estimators=10), "rank3": dict(n_seeds=1, iterations=60, n_auto=3),
-         "pairwise_mlp": dict(epochs=30, hidden=(16,), lr=1e-2), "rank5": dict(epochs=30, hidden=(16,), lr=1e-2)}
-SLOW_CHECKS = {"catboost", "xgboost", "lightgbm", "rank3", "pairwise_mlp", "rank5"}
+         "extratrees": dict(n_estimators=10), "mixed_feature_catboost": dict(n_seeds=1, iterations=60, n_auto=3),
+         "pairwise_mlp": dict(epochs=30, hidden=(16,), lr=1e-2), "ordinal_class_head": dict(epochs=30, hidden=(16,), lr=1e-2)}
+SLOW_CHECKS = {"catboost", "xgboost", "lightgbm", "mixed_feature_catboost", "pairwise_mlp", "ordinal_class_head"}
 # members that learn from the pair images, not from a feature matrix (tests/test_vlm_members.py covers them;
 # tests/test_tabular_models.py pins which they are)
 FEATURE_MEMBERS = [name for name in POOL.names() if not POOL.get(name).needs_pairs]
@@ -75,7 +75,7 @@ def test_every_pool_model_gives_the_same_predictions_from_a_frame_and_an_array(n
         from_array.predict(X.to_numpy()[:, :2])
 
 
-@pytest.mark.parametrize("name", ["pairwise_mlp", "rank5"])
+@pytest.mark.parametrize("name", ["pairwise_mlp", "ordinal_class_head"])
 def test_torch_models_leave_the_thread_setting_as_they_found_it(name):
     X, y, groups = _table()
     before = torch.get_num_threads()

@@ -57,10 +57,10 @@ def test_demo_features_oof_submit(tmp_path, capsys):
     assert "feature extraction" in readme and runtime > 0.01
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["features", "--data", str(tmp_path / "missing"), "--store", str(tmp_path / "s"),
                   "--config", "configs/offline.toml"])
-    assert exc.value.code == 2
+    assert exc.value.code == 1  # a failure of the work (2 is for usage errors)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("siqa: error:") and "missing" in err[0]

@@ -120,7 +120,7 @@ def test_cli_predict_one_pair_and_a_pairs_file(toy, store, new_pairs, tmp_path, 
 def test_user_errors(toy, store, new_pairs, tmp_path):
     with pytest.raises(SiqaError, match="no such image file"):
         siqa.score(tmp_path / "missing.png", new_pairs[1], run=toy["run"], store=store)
-    with pytest.raises(SiqaError, match="1 reference path"):
+    with pytest.raises(SiqaError, match="1 reference image"):
         siqa.score([new_pairs["ref"]], [new_pairs[1], new_pairs[4]], run=toy["run"], store=store)
     with pytest.raises(SiqaError, match="not a complete run folder"):
         siqa.score(new_pairs["ref"], new_pairs[1], run=tmp_path, store=store)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 import shutil
@@ -61,13 +62,37 @@ def test_report_is_self_contained_and_matches_its_pngs(toy):
     # nothing is fetched from elsewhere: no other src, links only to the report's own sections, no scripts
     assert len(re.findall(r"\bsrc=", text)) == len(embedded)
     links = re.findall(r'href="([^"]*)"', text)
-    assert sorted(links) == sorted(f"#{name}" for name in STORE_PLOTS)
+    # the toy pairs name no degradation type, so its tables are cost per extractor and provenance
+    assert sorted(links) == sorted(f"#{name}" for name in (*STORE_PLOTS, "costs", "provenance"))
     assert all(f"id='{link[1:]}'" in text for link in links)
     assert "<script" not in text and "<link" not in text
     summary = load_run(toy["run"]).summary
     assert f"{summary['final']:.4f}" in text
     for png in embedded:
         assert Image.open(io.BytesIO(png)).size[0] >= 600
+
+
+def test_report_tables_logistic_fit_and_headline_warning(toy):
+    from blend.run import HEADLINE
+
+    run = load_run(toy["run"])
+    inputs = report._load_inputs(run)
+    costs = report.extractor_costs(inputs)
+    assert sorted(costs["extractor"]) == ["(decoding two images)", "toymean", "toymse"]
+    assert (costs["seconds_per_pair"] > 0).all()
+    assert dict(report.provenance(inputs))["machine"]
+    demo = inputs.rows.assign(degradation=np.where(np.arange(len(inputs.rows)) % 2, "noise", "blur"))
+    per_kind = report.degradation_srocc(report.ReportInputs(run, demo, inputs.members, inputs.data))
+    assert list(per_kind["degradation"]) == ["all pairs", "blur", "noise"]
+    assert per_kind.loc[0, HEADLINE] == pytest.approx(metrics.srocc(demo[HEADLINE], demo["target"]))
+    # a logistic through an exact logistic curve recovers it: PLCC after the fit is 1
+    x = np.linspace(-3, 3, 40)
+    assert metrics.plcc_after_logistic(x, metrics.logistic4(x, 5, 0, 0.5, 0.7)) == pytest.approx(1.0, abs=1e-6)
+    board = run.leaderboard.copy()
+    worse = board.assign(final=np.where(board["model"] == HEADLINE, -1.0, board["final"]))
+    assert "is below its member" in report.headline_warning(dataclasses.replace(run, leaderboard=worse))
+    best = board.assign(final=np.where(board["model"] == HEADLINE, 2.0, board["final"]))
+    assert report.headline_warning(dataclasses.replace(run, leaderboard=best)) == ""
 
 
 def test_worst_pairs_agree_between_report_and_sql(toy):

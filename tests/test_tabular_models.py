@@ -10,13 +10,13 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.models import POOL, build_pool
 from tabular.models.pairwise_mlp import fidelity_loss, plcc_loss
-from tabular.models.rank5 import OrdinalClassHead
+from tabular.models.ordinal_class_head import OrdinalClassHead
 
 # small settings so the whole registry fits in seconds; a model missing here runs with its defaults
 TINY = {
     "catboost": dict(iterations=30, depth=3), "xgboost": dict(n_estimators=30), "lightgbm": dict(n_estimators=30),
     "extratrees": dict(n_estimators=30), "pairwise_mlp": dict(hidden=(16,), epochs=30, batch_size=32),
-    "rank5": dict(hidden=(16,), epochs=30, batch_size=32), "rank3": dict(n_seeds=2, iterations=30, depth=3),
+    "ordinal_class_head": dict(hidden=(16,), epochs=30, batch_size=32), "mixed_feature_catboost": dict(n_seeds=2, iterations=30, depth=3),
 }
 
 
@@ -48,7 +48,7 @@ def test_every_registered_model_learns_a_simple_signal(name):
     assert metrics.final(pred, y[120:]) > 0.6, name
 
 
-@pytest.mark.parametrize("name", ["pairwise_mlp", "rank5", "catboost", "lightgbm"])
+@pytest.mark.parametrize("name", ["pairwise_mlp", "ordinal_class_head", "catboost", "lightgbm"])
 def test_a_seed_reproduces_predictions(name):
     X, y, groups = _data()
     first = POOL.get(name)(**TINY[name], random_state=3).fit(X, y, groups).predict(X)
@@ -67,7 +67,7 @@ def test_fidelity_loss_matches_a_hand_computed_value():
     assert plcc_loss(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.0])).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_rank5_uses_label_values_as_classes_and_gates_toward_class_zero():
+def test_ordinal_class_head_uses_label_values_as_classes_and_gates_toward_class_zero():
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"cos": rng.uniform(0.5, 1.0, 120), "f": rng.normal(size=120)})
     y = np.clip(np.round((X["cos"] - 0.5) * 10), 0, 5).to_numpy()
@@ -93,14 +93,26 @@ def test_raw_feature_predicts_the_signed_raw_column_with_no_fitted_map():
     assert np.all(model.predict(holes) == -np.median(X["f0"].to_numpy()[:120]))
 
 
-def test_best_feature_and_rank6_pick_configured_columns():
+def test_best_single_feature_and_log_ridge_pick_configured_columns():
     X, y, groups = _data()
-    best = POOL.get("best_feature")().fit(X, y)
-    assert best.column_ == "f0"
+    best = POOL.get("best_single_feature")().fit(X, y)
+    assert best.column_ == "f0" and best.describe() == "picked f0"
     rank6 = build_pool({"rank6": {"model": "ridge", "columns": ["f1", "f0"], "log_features": True}}, 1, 0)[0][1]
     assert metrics.final(rank6.fit(X, y, groups).predict(X), y) > 0.9
     with pytest.raises(SiqaError, match="ridge: no feature column.*'zz'"):
         POOL.get("ridge")(columns=["f0", "zz"]).fit(X, y, groups)
+
+
+def test_former_pool_names_are_accepted_aliases(caplog):
+    from tabular.config import resolve
+
+    assert POOL.get("rank3") is POOL.get("mixed_feature_catboost") and "best_feature" in POOL
+    assert not {"rank3", "rank5", "best_feature"} & set(POOL.names())  # listed once, under the new name
+    settings = resolve({"tabular": {"pool": {"rank6": {"enabled": False}, "rank5": {"epochs": 3}}}})
+    assert settings["pool"]["log_ridge"]["enabled"] is False and settings["pool"]["ordinal_class_head"]["epochs"] == 3
+    assert "rank6" not in settings["pool"] and "deprecated name" in caplog.text
+    with pytest.raises(SiqaError, match="same member"):
+        resolve({"tabular": {"pool": {"rank6": {}, "log_ridge": {}}}})
 
 
 def test_build_pool_names_seeds_and_rejects_bad_settings():

@@ -119,7 +119,7 @@ def test_download_fills_the_library_caches_then_check_passes(tmp_path, remote, c
     cfg = config(tmp_path, VLM_DINO_LPIPS)
     run = lambda *args: siqa(capsys, "weights", "--config", cfg, *args)  # noqa: E731
     code, out = run("--check")
-    assert code == 2 and "missing for enabled extractor(s) dino, lpips, vlm" in out
+    assert code == 1 and "missing for enabled extractor(s) dino, lpips, vlm" in out  # a failed check: exit 1 (2 is for usage errors)
     assert f"hf download {VLM} --local-dir {tmp_path / 'weights' / VLM}" in out
     code, out = run("--download")
     assert code == 0, out
@@ -171,7 +171,7 @@ def test_the_vlm_check_reads_every_shard_and_the_processor_files(tmp_path, remot
     assert "has no preprocessor_config.json or processor_config.json" in VlmExtractor().weight_sources()[0].hint
     # the check says so on the command line and exits non-zero
     code, out = siqa(capsys, "weights", "--config", config(tmp_path, "[extractors.vlm]\nenabled = true\n"), "--check")
-    assert code == 2 and "1 weight(s) missing for enabled extractor(s) vlm" in out
+    assert code == 1 and "1 weight(s) missing for enabled extractor(s) vlm" in out
 
 
 def test_every_default_weight_has_a_download_plan():

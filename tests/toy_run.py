@@ -35,7 +35,7 @@ CONFIG = """
 preset = "fast"
 [tabular.pool.pairwise_mlp]
 enabled = false
-[tabular.pool.rank6]
+[tabular.pool.log_ridge]
 enabled = false
 [tabular.pool.lightgbm]
 enabled = false

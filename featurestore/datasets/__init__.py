@@ -138,6 +138,18 @@ def _image_names(folder: Path) -> dict[str, Path]:
     return stems
 
 
+def folder_pairs(ref_dir, dist_dir) -> list[tuple[str, str]]:
+    """(reference, degraded) paths of two folders, paired by file name (stem, any case or extension),
+    in the degraded files' order; an image without its partner is a one-line error naming it."""
+    ref_dir, dist_dir = Path(ref_dir), Path(dist_dir)
+    refs, dists = _image_names(ref_dir), _image_names(dist_dir)
+    for stem in sorted(set(dists) - set(refs)):
+        raise SiqaError(f"{dists[stem]}: degraded image has no reference {ref_dir / dists[stem].name}")
+    for stem in sorted(set(refs) - set(dists)):
+        raise SiqaError(f"{refs[stem]}: reference has no degraded image {dist_dir / refs[stem].name}")
+    return [(str(refs[k]), str(dists[k])) for k in sorted(dists, key=lambda k: dists[k].name)]
+
+
 def _load_seiqa(root: Path, splits) -> PairTable:
     split_dirs = {s: _find_child(root, d) for s, d in SEIQA_DIRS.items()}
     if not any(split_dirs.values()):
@@ -149,17 +161,12 @@ def _load_seiqa(root: Path, splits) -> PairTable:
         ref_dir, dist_dir = _find_child(folder, "Ref"), _find_child(folder, "Dist")
         if ref_dir is None or dist_dir is None:
             raise SiqaError(f"{folder}: needs both Ref/ and Dist/ folders")
-        refs, dists = _image_names(ref_dir), _image_names(dist_dir)
-        for stem in sorted(set(dists) - set(refs)):
-            raise SiqaError(f"{dists[stem]}: degraded image has no reference {ref_dir / dists[stem].name}")
-        for stem in sorted(set(refs) - set(dists)):
-            raise SiqaError(f"{refs[stem]}: reference has no degraded image {dist_dir / refs[stem].name}")
-        stems = sorted(dists, key=lambda k: dists[k].name)
-        names = [dists[k].name for k in stems]  # a pair is named by its degraded file
+        pairs = folder_pairs(ref_dir, dist_dir)
+        names = [Path(d).name for _, d in pairs]  # a pair is named by its degraded file
         labels = _seiqa_labels(folder, split, names)
         frames.append(pd.DataFrame({
             "split": split, "name": names,
-            "ref_path": [str(refs[k]) for k in stems], "dist_path": [str(dists[k]) for k in stems],
+            "ref_path": [r for r, _ in pairs], "dist_path": [d for _, d in pairs],
             "label": [labels.get(n, math.nan) for n in names],
         }))
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS[1:])

@@ -68,8 +68,9 @@ def _format(df: pd.DataFrame) -> str:
     return f"{text}\n({len(df)} row{'s' if len(df) != 1 else ''})"
 
 
-def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> None:
-    """Run every statement of `text`, printing each result; an error is printed and ends this text only."""
+def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> bool:
+    """Run every statement of `text`, printing each result; an error is printed and ends this text only.
+    Returns whether every statement ran."""
     try:
         statements = read_only_statements(text)
         for statement in statements:
@@ -78,10 +79,14 @@ def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> No
                 print(_format(con.fetchdf()), file=out)
     except duckdb.Error as exc:
         print(f"error: {str(exc).strip()}", file=out)
+        return False
     except SiqaError as exc:
         print(f"error: {exc}", file=out)
+        return False
     except KeyboardInterrupt:  # Ctrl-C during a long query stops the query, not the shell
         print("interrupted", file=out)
+        return False
+    return True
 
 
 def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool:
@@ -104,8 +109,9 @@ def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool
 
 
 def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | None = None,
-                extensions: Iterable[Extension] = ()) -> None:
-    """Read statements until `.quit` or end of input and print their results; `extensions` as for `connect`."""
+                extensions: Iterable[Extension] = ()) -> int:
+    """Read statements until `.quit` or end of input and print their results; `extensions` as for `connect`.
+    Returns how many statements failed (a script fed from a pipe exits non-zero on that)."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
     con = user_connection(root, extensions=extensions)
     tty = stdin.isatty() and stdin is sys.stdin
@@ -113,6 +119,7 @@ def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | Non
     if tty:
         print(f"siqa sql on {root} - {_tables(con)}\n.help for commands; statements end with ';'", file=out)
     buffer: list[str] = []
+    failed = 0
     try:
         while True:
             prompt = CONTINUE if buffer else PROMPT
@@ -135,10 +142,10 @@ def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | Non
             if line.strip():
                 buffer.append(line)
             if buffer and line.rstrip().endswith(";"):
-                run_statements(con, "\n".join(buffer), out)
+                failed += not run_statements(con, "\n".join(buffer), out)
                 buffer.clear()
         if buffer:  # a last statement without ';' still runs
-            run_statements(con, "\n".join(buffer), out)
+            failed += not run_statements(con, "\n".join(buffer), out)
     finally:
         con.close()
         if readline is not None:
@@ -146,3 +153,4 @@ def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | Non
                 readline.write_history_file(_history_path())
             except OSError:
                 pass
+    return failed

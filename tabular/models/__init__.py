@@ -2,9 +2,9 @@
 
 Pool configuration (`[tabular.pool.<member>]` tables): the member name is also the registry name,
 unless `model = "<registry name>"` says otherwise (so one model can appear twice with different
-settings, as the rank-6 Ridge does); `enabled = false` drops it; `seeds = [..]` makes one member per
-seed, named `<member>_s<seed>`; every other key is a constructor parameter. `threads` and `work_dir` are
-filled in for models that take them.
+settings, as the `log_ridge` member does); `enabled = false` drops it; `seeds = [..]` makes one member per
+seed, named `<member>_s<seed>`; every other key is a constructor parameter. `threads` and `work_dir`
+are filled in for models that take them.
 """
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from featurestore.errors import SiqaError
 
 from .base import META_PREFIX, POOL, PoolModel
 
-__all__ = ["META_PREFIX", "POOL", "PoolModel", "build_pool"]
+__all__ = ["META_PREFIX", "POOL", "PoolModel", "RENAMED_MEMBERS", "build_pool"]
+
+#: former pool names (after the challenge ranks their recipes came from) -> names that say what the model is;
+#: configs may still use the old ones (`tabular.config.resolve` renames them, with a deprecation warning)
+RENAMED_MODELS = {"rank3": "mixed_feature_catboost", "rank5": "ordinal_class_head", "best_feature": "best_single_feature"}
+RENAMED_MEMBERS = {**RENAMED_MODELS, "rank6": "log_ridge"}  # rank6 was a member (a configured ridge), not a model
+for _old, _new in RENAMED_MODELS.items():
+    POOL.alias(_old, _new)
 
 
 def build_pool(pool_config: dict, threads: int, seed: int, work_dir: str | None = None) -> list[tuple[str, PoolModel]]:
@@ -24,7 +31,7 @@ def build_pool(pool_config: dict, threads: int, seed: int, work_dir: str | None 
         params = dict(settings)
         if not params.pop("enabled", True):
             continue
-        model = params.pop("model", member)
+        model = POOL.canonical(params.pop("model", member))
         if model not in POOL:
             raise SiqaError(f"config: unknown tabular model {model!r} for pool member {member!r} "
                             f"(known: {', '.join(POOL.names())})")

@@ -69,6 +69,11 @@ class PoolModel(RegressorMixin, BaseEstimator):
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """What the fitted model chose from the data that a reader of the leaderboard should know (the
+        feature a one-feature model picked, say); empty when there is nothing to say."""
+        return ""
+
 
 class FiniteScaler(TransformerMixin, BaseEstimator):
     """Median imputation then z-scoring, both learnt on the training rows.

@@ -2,8 +2,9 @@
 the best single feature.
 
 These are the fall-backs for small tables, where boosted trees lose to a Ridge on log-features or to
-the best single metric. The rank-6 recipe of the pool ("Ridge on a configured set of metric
-features with CV-chosen alpha") is this `ridge` model configured with `columns` and `log_features`.
+the best single metric. The presets' `log_ridge` member (origin: the challenge's rank-6 recipe, "Ridge on
+a configured set of metric features with CV-chosen alpha"; its old member name `rank6` is still accepted)
+is this `ridge` model configured with `log_features` (and optionally `columns`).
 """
 from __future__ import annotations
 
@@ -71,9 +72,11 @@ class RidgeModel(PoolModel):
         return self.ridge_.predict(self.scaler_.transform(Z))
 
 
-@POOL.register("best_feature")
+@POOL.register("best_single_feature")
 class BestFeatureModel(PoolModel):
-    """The single column with the best training Final (sign-aligned), mapped linearly onto the target."""
+    """The single column with the best training Final (sign-aligned), mapped linearly onto the target: the
+    simplest baseline, a raw metric used as it is. `describe()` names the column it picked (the run records
+    it). Former pool name `best_feature`, still accepted."""
 
     def __init__(self, columns: list[str] | None = None):
         self.columns = columns
@@ -93,3 +96,6 @@ class BestFeatureModel(PoolModel):
 
     def _predict(self, X):
         return self.slope_ * self.scaler_.transform(X[[self.column_]])[:, 0] + self.intercept_
+
+    def describe(self) -> str:
+        return f"picked {self.column_}"

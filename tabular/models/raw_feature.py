@@ -1,6 +1,6 @@
 """The best single feature used as it is: no fitted map, so no fold-to-fold shift.
 
-`best_feature` maps its column linearly onto the target, and that map is refit in every fold; on a
+`best_single_feature` maps its column linearly onto the target, and that map is refit in every fold; on a
 table of a few reference images the maps differ from fold to fold and pooled out-of-fold PLCC and
 SROCC pay for every shift. This member only chooses, on the training rows, the column with the best
 Final and its sign (a distortion metric falls as quality rises); its prediction is that column's raw
@@ -39,6 +39,9 @@ class RawFeatureModel(PoolModel):
         if self.column_ is None:
             self.column_, self.sign_, self.fill_ = str(X.columns[0]), 1.0, 0.0
         return self
+
+    def describe(self) -> str:
+        return f"picked {self.column_}" + (" (reversed: lower is better)" if self.sign_ < 0 else "")
 
     def _predict(self, X):
         values = X[self.column_].to_numpy(dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Shared training loop for the small torch models of the pool (pairwise-rank MLP, rank-5 head).
+"""Shared training loop for the small torch models of the pool (pairwise-rank MLP, ordinal class head).
 
 Inputs are imputed and z-scored (after appending log-features when `log_features` is set, see
 `linear.LogAugment`), the target z-scored; training is mini-batch AdamW for `epochs` epochs, but for at

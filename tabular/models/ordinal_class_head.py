@@ -1,4 +1,7 @@
-"""The rank-5 head: a six-class classifier trained with cross-entropy + MSE; score = expected class value.
+"""`ordinal_class_head`: a six-class classifier trained with cross-entropy + MSE; score = expected class value.
+
+Origin: the rank-5 solution's head in the challenge this pool was modelled on (its pool name was `rank5`,
+still accepted in configs as a deprecated alias).
 
 Classes are the distinct label values when there are at most `n_classes` of them (SeIQA train labels
 are the integers 0..5), otherwise quantile bins of the label whose value is the bin mean. The MSE term
@@ -20,7 +23,7 @@ from .base import POOL
 from .torch_base import TorchPoolModel
 
 
-@POOL.register("rank5")
+@POOL.register("ordinal_class_head")
 class OrdinalClassHead(TorchPoolModel):
     def __init__(self, n_classes: int = 6, hidden: tuple[int, ...] = (128,), dropout: float = 0.1,
                  epochs: int = 150, max_steps: int = 800, batch_size: int = 64, lr: float = 1e-3,
@@ -46,7 +49,7 @@ class OrdinalClassHead(TorchPoolModel):
         if self.gate_feature is not None:
             columns = list(X.columns) if isinstance(X, pd.DataFrame) else []
             if self.gate_feature not in columns:
-                raise SiqaError(f"config: tabular model rank5: no gate feature column {self.gate_feature!r}")
+                raise SiqaError(f"config: tabular model ordinal_class_head: no gate feature column {self.gate_feature!r}")
             self.gate_index_ = columns.index(self.gate_feature)
         values = np.unique(y)
         if values.size <= self.n_classes:

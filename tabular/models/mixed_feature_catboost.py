@@ -1,4 +1,7 @@
-"""The rank-3 recipe: add/sub/mul mixing of a small set of scalar features, then a CatBoost seed ensemble.
+"""`mixed_feature_catboost`: add/sub/mul mixing of a small set of scalar features, then a CatBoost seed ensemble.
+
+Origin: the rank-3 solution of the challenge this pool was modelled on (its pool name was `rank3`, still
+accepted in configs as a deprecated alias).
 
 The set is `columns` when configured, otherwise the `n_auto` columns with the largest |SROCC| against
 the target on the training rows (chosen inside the fit, so held-out rows never pick them). Columns are
@@ -20,7 +23,7 @@ from .gbdt import CatBoostModel
 OPERATIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
 
 
-@POOL.register("rank3")
+@POOL.register("mixed_feature_catboost")
 class FeatureMixingCatBoost(PoolModel):
     def __init__(self, columns: list[str] | None = None, n_auto: int = 6,
                  operations: tuple[str, ...] = ("add", "sub", "mul"), n_seeds: int = 3,
@@ -45,7 +48,7 @@ class FeatureMixingCatBoost(PoolModel):
     def _fit(self, X, y, groups):
         unknown = set(self.operations) - set(OPERATIONS)
         if unknown:
-            raise SiqaError(f"config: tabular model rank3: unknown operation(s) {sorted(unknown)}; use add, sub, mul")
+            raise SiqaError(f"config: tabular model mixed_feature_catboost: unknown operation(s) {sorted(unknown)}; use add, sub, mul")
         if self.columns is not None:
             self.columns_ = list(select_columns(X, self.columns, self.name).columns)
         else:
@@ -59,6 +62,9 @@ class FeatureMixingCatBoost(PoolModel):
                                        learning_rate=self.learning_rate, random_state=self.random_state + k,
                                        threads=self.threads).fit(mixed, y)
                          for k in range(self.n_seeds)]
+
+    def describe(self) -> str:
+        return f"mixed {', '.join(self.columns_)}"
 
     def _predict(self, X):
         mixed = self._mixed(X)
