@@ -124,6 +124,10 @@ class PairImages:
             self._cache[pair_id] = images
         return self._cache[pair_id]
 
+    def of_rows(self, rows: pd.DataFrame) -> list[list[Image.Image]]:
+        """The images of every pair row (indexed by pair id), in row order."""
+        return [self(pid, row) for pid, row in zip(rows.index, rows.to_dict("records"))]
+
 
 def check_pairs(member: str, X: pd.DataFrame, pairs: pd.DataFrame | None) -> pd.DataFrame:
     """The image rows of X's pair ids (a member that needs pairs was called without them: a wiring error)."""

@@ -107,10 +107,6 @@ class VlmGrpoRegressor(PoolModel):
         self.log_history_ = record["log_history"]
         return self
 
-    def _images(self, processor, rows: pd.DataFrame) -> list:
-        pair_images = PairImages(processor, self.max_pixels)
-        return [pair_images(pid, row) for pid, row in zip(rows.index, rows.to_dict("records"))]
-
     def _train(self, fit: FitFolder, rows: pd.DataFrame, target: np.ndarray) -> None:
         import torch
         from datasets import Dataset
@@ -120,7 +116,7 @@ class VlmGrpoRegressor(PoolModel):
         started = time.perf_counter()
         base, processor, _ = load_base(self.name, self.base_model, self.path, self.dtype, self.device)
         on_gpu = next(base.parameters()).device.type == "cuda"
-        images = self._images(processor, rows)
+        images = PairImages(processor, self.max_pixels).of_rows(rows)
         labels = np.rint(target).astype(int)
         dataset = Dataset.from_list([{"prompt": pair_messages(self.prompt), "images": pair, "label": int(label)}
                                      for pair, label in zip(images, labels)])
@@ -165,7 +161,7 @@ class VlmGrpoRegressor(PoolModel):
         answers = []
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(int(self.random_state))
-            for pair in self._images(processor, rows):
+            for pair in PairImages(processor, self.max_pixels).of_rows(rows):
                 inputs = processor(text=[text], images=pair, return_tensors="pt").to(device)
                 inputs["pixel_values"] = inputs["pixel_values"].to(base.dtype)
                 out = model.generate(**inputs, do_sample=True, temperature=float(self.predict_temperature),

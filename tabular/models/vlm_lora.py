@@ -161,16 +161,12 @@ class VlmLoraRegressor(PoolModel):
         self.pair_ids_ = record["pair_ids"]
         return self
 
-    def _images(self, processor, rows: pd.DataFrame) -> list:
-        pair_images = PairImages(processor, self.max_pixels)
-        return [pair_images(pid, row) for pid, row in zip(rows.index, rows.to_dict("records"))]
-
     def _train(self, fit: FitFolder, rows: pd.DataFrame, target: np.ndarray) -> None:
         from safetensors.torch import save_file
 
         started = time.perf_counter()
         base, processor, _ = load_base(self.name, self.base_model, self.path, self.dtype, self.device)
-        tuned = self.fine_tune(base, processor, self._images(processor, rows), target)
+        tuned = self.fine_tune(base, processor, PairImages(processor, self.max_pixels).of_rows(rows), target)
         staged = fit.staging()
         tuned["peft_model"].save_pretrained(staged / ADAPTER_DIR)
         save_file({k: v.detach().cpu().contiguous() for k, v in tuned["head"].state_dict().items()},
@@ -261,7 +257,7 @@ class VlmLoraRegressor(PoolModel):
         """The head's outputs before calibration."""
         rows = check_pairs(self.name, X, pairs)
         base, processor, head = self._load()
-        raw = self.predict_images(base, processor, head, self._images(processor, rows))
+        raw = self.predict_images(base, processor, head, PairImages(processor, self.max_pixels).of_rows(rows))
         del base, head
         free_memory()
         return raw
