@@ -4,13 +4,14 @@
 in 0..5 with higher = better (SeIQA), otherwise min-max of the training targets (TID2013 MOS 0..7,
 CSIQ -DMOS). Being affine, it changes no correlation.
 
-`MonotoneCalibrator` then maps blend -> 0..5 with one registered calibrator (`blend.calibrators`:
-`pchip`, `isotonic`, `linear`, ...), or with `auto` (default): the `auto` candidates (`linear`, `pchip`),
-the simplest (lowest priority, `linear`) whose Final on grouped inner folds of the calibration rows is
-within one standard error of the best (`blend.choice`; `choice = "max"`: the best, ties to the
-simpler). On big, smooth data the curve straightens the blend and wins; on small or already linear
-data its wiggles cost more than they give, and a win on a handful of groups is mostly luck: the
-affine map is kept.
+`MonotoneCalibrator` fits that label scale on the training targets, puts the blend (which lives on the
+target's scale) through it too, and then maps blend -> 0..5 with one registered calibrator
+(`blend.calibrators`: `identity`, `linear`, `pchip`, `isotonic`, ...), or with `auto` (default): the
+`auto` candidates (`identity`, `linear`, `pchip`), the simplest (lowest priority, `identity`: nothing
+fitted) whose Final on grouped inner folds of the calibration rows is within one standard error of the
+best (`blend.choice`; `choice = "max"`: the best, ties to the simpler). On big, smooth data the curve
+straightens the blend and wins; on small data a fitted map shifts from fold to fold, its wiggles cost
+more than they give, and a win on a handful of groups is mostly luck: the blend is kept as it is.
 """
 from __future__ import annotations
 
@@ -45,14 +46,16 @@ class MonotoneCalibrator:
         self.n_splits = n_splits
         self.random_state = random_state
 
-    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "MonotoneCalibrator":
+    def fit(self, x: np.ndarray, target: np.ndarray, groups: np.ndarray | None = None) -> "MonotoneCalibrator":
+        """`x`: blend values and `target`: their labels, both on the target's own scale (higher = better)."""
         names = CALIBRATORS.names()
         if self.method not in (*names, "auto"):
             raise SiqaError(f"config: calibration {self.method!r} is not one of {', '.join((*names, 'auto'))}")
         if self.choice not in CHOICES:
             raise SiqaError(f"config: blend choice {self.choice!r} is not one of {', '.join(CHOICES)}")
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
+        self.scale_ = LabelScale().fit(target)
+        x = self.scale_.transform(x)
+        y = self.scale_.transform(target)
         self.cv_scores_ = {}
         self.method_ = self.method
         if self.method == "auto":
@@ -71,4 +74,6 @@ class MonotoneCalibrator:
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return self.calibrator_.transform(x)
+        """Scores (0..5) of blend values on the target's scale."""
+        scale = getattr(self, "scale_", None)  # None: unpickled from a run of an older siqa, fit on 0..5 blends
+        return self.calibrator_.transform(x if scale is None else scale.transform(x))

@@ -27,7 +27,6 @@ from tabular.nested import excluded_sets, inner_table, outer_table, pool_fit, po
 from tabular.stack import StackedPool
 
 from . import budget
-from .calibration import LabelScale
 from .config import make_blender, make_calibrator
 
 
@@ -105,9 +104,8 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
             started = time.perf_counter()
             blender = make_blender(settings, seed).fit(inner.to_numpy(), target[rows], data.groups[rows])
             # the 0..5 label scale too is learnt without fold k (its min and max are labels)
-            calibrator = make_calibrator(settings, seed).fit(
-                blender.predict(inner.to_numpy()), LabelScale().fit(target[rows]).transform(target[rows]),
-                data.groups[rows])
+            calibrator = make_calibrator(settings, seed).fit(blender.predict(inner.to_numpy()), target[rows],
+                                                             data.groups[rows])
             result.blend_seconds += time.perf_counter() - started
             test = np.flatnonzero(fold == k)
             blend[test] = blender.predict(outer.loc[test].to_numpy())

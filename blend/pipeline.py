@@ -35,8 +35,8 @@ class FittedPipeline:
         self.pool_ = StackedPool(self.settings, self.columns, sorted(self.blocks), seed).fit(data, on_member)
         started = time.perf_counter()
         self.blender_ = make_blender(self.settings, seed).fit(oof.to_numpy(), oof_target, oof_groups)
-        self.calibrator_ = make_calibrator(self.settings, seed).fit(
-            self.blender_.predict(oof.to_numpy()), scale.transform(oof_target), oof_groups)
+        self.calibrator_ = make_calibrator(self.settings, seed).fit(self.blender_.predict(oof.to_numpy()), oof_target,
+                                                                    oof_groups)
         self.blend_seconds_ = time.perf_counter() - started
         return self
 

@@ -48,3 +48,19 @@ def test_label_scale():
     scale = LabelScale().fit(np.array([-1.0, -0.5, 0.0]))  # e.g. -DMOS
     np.testing.assert_allclose(scale.transform(np.array([-1.0, -0.5, 0.0])), [0.0, 2.5, 5.0])
     np.testing.assert_allclose(LabelScale().fit(np.array([0.24, 7.21])).transform(np.array([0.24, 7.21])), [0, 5])
+
+
+def test_identity_is_the_blend_on_the_training_labels_scale():
+    target = np.linspace(1.0, 8.0, 50)  # e.g. MOS on 1..8: mapped min-max onto 0..5
+    calibrator = MonotoneCalibrator("identity").fit(target + 0.1, target)
+    np.testing.assert_allclose(calibrator.transform(np.array([1.0, 4.5, 8.0, 20.0])), [0.0, 2.5, 5.0, 5.0])
+
+
+def test_auto_keeps_the_blend_as_it_is_on_a_few_groups():
+    # a blend already on the label's scale, six reference groups: a fitted map's gain would be luck
+    rng = np.random.default_rng(3)
+    y = rng.uniform(0, 5, 60)
+    x = y + rng.normal(0, 0.8, 60)
+    chosen = MonotoneCalibrator("auto").fit(x, y, np.repeat(np.arange(6), 10))
+    assert chosen.method_ == "identity"
+    np.testing.assert_allclose(chosen.transform(x), np.clip(x, 0, 5))
