@@ -72,3 +72,6 @@ class MonotoneCalibrator:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return self.calibrator_.transform(x)
+
+    def export(self) -> list[dict]:
+        return self.calibrator_.export()
