@@ -4,12 +4,14 @@ When every pool member exports a `tabular.inference` program (all but the member
 images themselves), `blend.run` writes `FittedPipeline.export()` beside the pickled pipeline as
 `models/inference.json` + `models/inference.npz` (`tabular.inference.save`: no pickle), and the signed
 manifest lists both. `CompiledPipeline.load(folder)` reads them through `RunFolder.read` (hash-checked), or
-returns None for a run without them; `predict(X, dense)` then gives the scores `FittedPipeline.predict` gives
+returns None for a run without them (or with programs of another `tabular.inference.FORMAT`, written by
+another siqa: the pickled pipeline still scores it); `predict(X, dense)` then gives the scores `FittedPipeline.predict` gives
 for the same features - dense-block Ridges, every member, the blend weights, the calibrator - without
 importing scikit-learn, scipy, torch, CatBoost, XGBoost or LightGBM, whose imports alone take seconds.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from featurestore.errors import SiqaError
 from tabular.inference import restore, run, save
 
 from .runfolder import RunFolder
+
+log = logging.getLogger(__name__)
 
 INFERENCE_JSON = Path("models") / "inference.json"
 INFERENCE_NPZ = Path("models") / "inference.npz"
@@ -43,10 +47,12 @@ class CompiledPipeline:
     def load(cls, folder: RunFolder) -> "CompiledPipeline | None":
         if not (folder.has(INFERENCE_JSON) and folder.has(INFERENCE_NPZ)):
             return None
+        text, npz = folder.read(INFERENCE_JSON).decode(), folder.read(INFERENCE_NPZ)
         try:
-            return cls(restore(folder.read(INFERENCE_JSON).decode(), folder.read(INFERENCE_NPZ)))
-        except (ValueError, KeyError, OSError) as error:
-            raise SiqaError(f"{folder.path / INFERENCE_NPZ}: unreadable ({error}); run `siqa oof` again") from None
+            return cls(restore(text, npz))
+        except ValueError as error:
+            log.debug("%s: compiled pipeline not used: %s", folder.path, error)
+            return None
 
     @property
     def member_names(self) -> list[str]:

@@ -10,8 +10,8 @@ reproduces the library's own arithmetic, including its quirks, so the program gi
 - `tree_ensemble`: binary trees in flat arrays (XGBoost, LightGBM, scikit-learn). The input is cast to the
   library's dtype (XGBoost and scikit-learn compare float32 features), a node sends a row left when
   `x < threshold` (XGBoost) or `x <= threshold` (LightGBM, scikit-learn); NaN goes to the node's default
-  side, except where LightGBM reads NaN as 0.0 (`missing_type` None or Zero), and values within 1e-35 of 0
-  take the default side where LightGBM's `missing_type` is Zero. Leaves are summed tree by tree in the
+  side, except where LightGBM reads NaN as 0.0 (a split that saw no NaN in training, `missing_type` None).
+  Leaves are summed tree by tree in the
   library's accumulator dtype (XGBoost: float32, from its base score), scikit-learn forests average.
 - `oblivious_ensemble`: CatBoost's symmetric trees: float32 features, bit j of the leaf index is
   `x > border` of the tree's split j (NaN: the feature's `nan_value_treatment`), leaves summed in float64,
@@ -22,7 +22,7 @@ reproduces the library's own arithmetic, including its quirks, so the program gi
   small maps of the pool's preprocessing, heads and calibrators.
 
 `save(obj)` splits a JSON-able structure holding numpy arrays into JSON text and `.npz` bytes, `restore(text,
-npz)` puts it back together; nothing is pickled, so a run folder's fast path loads
+npz)` puts it back together, refusing (ValueError) what another `FORMAT` of the ops wrote; nothing is pickled, so a run folder's fast path loads
 no code. This module imports numpy only (tests/test_fast_predict.py checks that running a program imports
 none of the model libraries).
 """
@@ -35,9 +35,9 @@ import zipfile
 
 import numpy as np
 
-#: LightGBM's `kZeroThreshold`: |x| at most this counts as zero for `missing_type` Zero
-LIGHTGBM_ZERO = 1e-35
 _ARRAY = "__array__"
+#: the version of the ops' names and parameters; bump it whenever a program written before would run differently
+FORMAT = 1
 
 
 # --- the ops ------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def _clip(x, low, high):
 
 
 def _tree_ensemble(X, feature, threshold, left, right, value, default_left, roots, compare="<=",
-                   input_dtype="float64", nan_as_zero=None, zero_as_missing=None, base=0.0,
+                   input_dtype="float64", nan_as_zero=None, base=0.0,
                    accumulate="float64", average=False):
     """Every tree of a flat node table evaluated for every row; see the module docstring for the rules.
     Nodes: `left[n] < 0` marks a leaf with output `value[n]`; `roots[t]` is the root node of tree t."""
@@ -168,8 +168,6 @@ def _tree_ensemble(X, feature, threshold, left, right, value, default_left, root
         if nan_as_zero is not None:
             x = np.where(missing & nan_as_zero[node], 0.0, x)
             missing = missing & ~nan_as_zero[node]
-        if zero_as_missing is not None:
-            missing = missing | (zero_as_missing[node] & (np.abs(x) <= LIGHTGBM_ZERO))
         t = threshold[node]
         go_left = (x < t) if compare == "<" else (x <= t)
         go_left = np.where(missing, default_left[node], go_left)
@@ -249,7 +247,7 @@ def save(obj) -> tuple[str, bytes]:
             return value.item()
         return value
 
-    text = json.dumps(encode(obj), sort_keys=True)
+    text = json.dumps({"format": FORMAT, "content": encode(obj)}, sort_keys=True)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for key, array in arrays.items():
@@ -274,4 +272,7 @@ def restore(text: str, npz: bytes) -> object:
             return [decode(v) for v in value]
         return value
 
-    return decode(json.loads(text))
+    stored = json.loads(text)
+    if stored.get("format") != FORMAT:
+        raise ValueError(f"inference programs of format {stored.get('format')!r}, this siqa reads format {FORMAT}")
+    return decode(stored["content"])

@@ -164,7 +164,7 @@ class LightGBMModel(PoolModel):
         if dump.get("average_output") or dump.get("num_tree_per_iteration", 1) != 1:
             raise ValueError("lightgbm export: only plain regression boosting is supported")
         nodes: dict[str, list] = {k: [] for k in ("feature", "threshold", "left", "right", "value",
-                                                  "default_left", "nan_as_zero", "zero_as_missing")}
+                                                  "default_left", "nan_as_zero")}
 
         def add(node: dict) -> int:
             index = len(nodes["value"])
@@ -174,19 +174,18 @@ class LightGBMModel(PoolModel):
                 nodes["left"][index] = nodes["right"][index] = -1
                 nodes["value"][index] = node["leaf_value"]
                 return index
-            if node["decision_type"] != "<=":
-                raise ValueError("lightgbm export: only numerical splits are supported")
+            if node["decision_type"] != "<=" or node["missing_type"] == "Zero":
+                raise ValueError("lightgbm export: only numerical splits without zero_as_missing are supported")
             nodes["feature"][index], nodes["threshold"][index] = node["split_feature"], node["threshold"]
             nodes["default_left"][index] = node["default_left"]
-            # LightGBM reads NaN as 0.0 unless the split learnt a NaN side; missing_type Zero sends 0 to it
+            # LightGBM reads NaN as 0.0 unless the split learnt a side for NaN (missing_type NaN)
             nodes["nan_as_zero"][index] = node["missing_type"] != "NaN"
-            nodes["zero_as_missing"][index] = node["missing_type"] == "Zero"
             nodes["left"][index] = add(node["left_child"])
             nodes["right"][index] = add(node["right_child"])
             return index
 
         roots = [add(tree["tree_structure"]) for tree in dump["tree_info"]]
         kinds = {"feature": np.int64, "threshold": np.float64, "left": np.int64, "right": np.int64,
-                 "value": np.float64, "default_left": bool, "nan_as_zero": bool, "zero_as_missing": bool}
+                 "value": np.float64, "default_left": bool, "nan_as_zero": bool}
         return [step("tree_ensemble", **{k: np.array(v, dtype=kinds[k]) for k, v in nodes.items()},
                      roots=np.array(roots, dtype=np.int64), compare="<=", input_dtype="float64")]
