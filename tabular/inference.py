@@ -16,7 +16,8 @@ reproduces the library's own arithmetic, including its quirks, so the program gi
 - `oblivious_ensemble`: CatBoost's symmetric trees: float32 features, bit j of the leaf index is
   `x > border` of the tree's split j (NaN: the feature's `nan_value_treatment`), leaves summed in float64,
   then `scale * sum + bias`.
-- `mlp`: Linear + exact (erf) GELU layers in float32, as torch runs the pool's small networks.
+- `mlp`: Linear + exact (erf) GELU layers on float32 values, as torch runs the pool's small networks (each
+  layer rounded to float32 from a float64 sum: torch's own float32 sums differ from it by float32 rounding).
 - the rest (`take`, `finite_scale`, `log_augment`, `standardise`, `linear`, `affine`, `fill_nonfinite`,
   `rbf_kernel`, `pairwise_mix`, `mean`, `softmax_expectation`, `piecewise_cubic`, `interp`, `clip`) are the
   small maps of the pool's preprocessing, heads and calibrators.
@@ -102,10 +103,12 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 def _mlp(X, weights, biases):
-    """Linear layers with GELU between them, in float32; returns the float32 output (rows x outputs)."""
+    """Linear layers with GELU between them on float32 values, as torch runs them; returns the float32 output
+    (rows x outputs). Each layer is summed in float64 and rounded to float32, so a row's output does not
+    depend on how many rows are scored with it (a float32 matrix product's rounding does)."""
     h = np.asarray(X, dtype=np.float32)
     for k, (w, b) in enumerate(zip(weights, biases)):
-        h = h @ w.T + b
+        h = (h.astype(np.float64) @ w.T.astype(np.float64) + b.astype(np.float64)).astype(np.float32)
         if k + 1 < len(weights):
             h = _gelu(h)
     return h
