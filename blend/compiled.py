@@ -44,7 +44,7 @@ class CompiledPipeline:
         self.calibrator = exported["calibrator"]
 
     @classmethod
-    def load(cls, folder: RunFolder) -> "CompiledPipeline | None":
+    def load(cls, folder: RunFolder) -> CompiledPipeline | None:
         if not (folder.has(INFERENCE_JSON) and folder.has(INFERENCE_NPZ)):
             return None
         text, npz = folder.read(INFERENCE_JSON).decode(), folder.read(INFERENCE_NPZ)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from toy_run import make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
+
 import siqa
 from featurestore.errors import SiqaError
 from tabular.inference import restore, run, save
@@ -38,20 +38,20 @@ HEAVY = ("torch", "sklearn", "scipy", "lightgbm", "xgboost", "catboost", "pandas
 #: every member of the default preset, small enough to fit in a second or two each (their own settings are
 #: what the preset uses; only sizes are cut)
 MEMBERS = {
-    "catboost": dict(iterations=60, depth=4),
-    "xgboost": dict(n_estimators=60, max_depth=4),
-    "lightgbm": dict(n_estimators=60, num_leaves=15, min_child_samples=5),
-    "ridge": dict(),
-    "log_ridge": dict(model="ridge", log_features=True, use_meta=False),
-    "best_single_feature": dict(),
-    "raw_feature": dict(),
-    "svr": dict(C=3.0, log_features=True),
-    "extratrees": dict(n_estimators=30),
-    "pairwise_mlp": dict(log_features=True, epochs=20, batch_size=32),
-    "ordinal_class_head": dict(log_features=True, epochs=20, batch_size=32),
-    "ordinal_class_head_gated": dict(model="ordinal_class_head", epochs=20, batch_size=32, gate_feature="sim",
-                                     gate_threshold=0.3, gate_softness=0.05),
-    "mixed_feature_catboost": dict(n_seeds=2, n_auto=3, iterations=40, depth=4),
+    "catboost": {"iterations": 60, "depth": 4},
+    "xgboost": {"n_estimators": 60, "max_depth": 4},
+    "lightgbm": {"n_estimators": 60, "num_leaves": 15, "min_child_samples": 5},
+    "ridge": {},
+    "log_ridge": {"model": "ridge", "log_features": True, "use_meta": False},
+    "best_single_feature": {},
+    "raw_feature": {},
+    "svr": {"C": 3.0, "log_features": True},
+    "extratrees": {"n_estimators": 30},
+    "pairwise_mlp": {"log_features": True, "epochs": 20, "batch_size": 32},
+    "ordinal_class_head": {"log_features": True, "epochs": 20, "batch_size": 32},
+    "ordinal_class_head_gated": {"model": "ordinal_class_head", "epochs": 20, "batch_size": 32,
+                                 "gate_feature": "sim", "gate_threshold": 0.3, "gate_softness": 0.05},
+    "mixed_feature_catboost": {"n_seeds": 2, "n_auto": 3, "iterations": 40, "depth": 4},
 }
 
 
