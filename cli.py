@@ -260,11 +260,19 @@ def submit(run_dir, split, out, cpu, store, quiet):
 @_quiet_option
 def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
     """Score new pairs with a fitted run, computing missing features through the run's store."""
-    from featurestore.datasets import PairTable, folder_pairs, load_pairs
-    from siqa import predict_pairs
+    from siqa import load
 
     quiet = _quiet(quiet)
-    one = bool(ref and dist and not pairs and not Path(ref).is_dir())
+    if ref and dist and not pairs and not out and not Path(ref).is_dir() and not Path(dist).is_dir():
+        # one score on stdout: no table (nor pandas) needed
+        scored = load(Path(run_dir), store).score_files([(ref, dist)], progress=not quiet)
+        if not quiet:
+            click.echo(f"1 pair(s) scored in {scored.seconds:.1f}s ({scored.computed} feature rows computed, "
+                       f"{scored.reused} reused from the store)", err=True)
+        click.echo(f"{scored.scores[0]:.4f}")
+        return
+    from featurestore.datasets import PairTable, folder_pairs, load_pairs
+
     if pairs:
         table = load_pairs(pairs, allow_outside_root=allow_outside_root)
     elif ref and dist and Path(ref).is_dir() != Path(dist).is_dir():
@@ -277,15 +285,12 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
     else:
         raise _usage("predict needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
     fmt = _frame_format(out, None) if out else "csv"
-    scores = predict_pairs(table, run=Path(run_dir), store=store, progress=not quiet)
+    scores = load(Path(run_dir), store).predict_table(table, progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]
         click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
                    f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
-    if one and not out:
-        click.echo(f"{scores.score.iloc[0]:.4f}")
-    else:
-        _emit_frame(scores, fmt, out, "predictions")
+    _emit_frame(scores, fmt, out, "predictions")
 
 
 @app.command()

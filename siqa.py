@@ -8,8 +8,16 @@
 
 `load(run)` returns a `Predictor`; `score` and `predict_pairs` (what `siqa predict` calls, for a whole
 `PairTable`) are one-call shorthands. The run says which extractors (and settings) it was fit on and which
-store it read (`blend.run.run_store`; `store=` overrides); features come through that store, so any image or
-pair seen before is not computed again, and new features land in the store for next time. The new pairs are
+store it read (`blend.runfolder.run_store`; `store=` overrides); features come through that store, so any image or
+pair seen before is not computed again, and new features land in the store for next time.
+
+Two paths. A pair whose features the run's feature folders already hold (`featurestore.cached`) is scored by
+the run's compiled pipeline (`blend.compiled`: numpy programs of every member, written by `siqa oof`) with
+no model library imported and no extractor built: well under a second beyond Python's start-up. Any other
+pair, and every pair of a run without a compiled pipeline (a member that learns from the images, such as a
+fine-tuned vision-language model, has no export), goes through the full path: the extractors are built and
+their weights checked on first need, the pickled pipeline is loaded on first need, and both stay loaded.
+The debug log says which path a call took. The new pairs are
 not added to the store's own pair table, which is the dataset `siqa oof` learns from: they are registered in a
 scratch store that shares the real store's feature shards (and its lock, so a concurrent `siqa features`
 waits), and read back through the same DuckDB views the run was fit from. Images given as pixels (arrays,
@@ -18,16 +26,21 @@ them by content like any file.
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from featurestore.errors import SiqaError
+
+log = logging.getLogger("siqa")
 
 DEFAULT_RUN = "runs/latest"
 DEFAULT_STORE = "store"
@@ -44,7 +57,7 @@ def reading_store(store) -> Path:
     chosen = default_store(store)
     if store or os.environ.get("SIQA_STORE") or chosen.exists() or not (Path(DEFAULT_RUN) / "run.json").is_file():
         return chosen
-    from blend.run import run_store
+    from blend.runfolder import run_store
 
     try:
         return run_store(DEFAULT_RUN)
@@ -89,25 +102,59 @@ def _pixels(x, what: str) -> np.ndarray:
     raise SiqaError(f"score: {what} has unsupported dtype {array.dtype}")
 
 
+@dataclass
+class Scored:
+    """What one scoring call did: the scores, how many feature rows were computed and reused, its wall time,
+    and which path scored it (`compiled` or `pipeline`)."""
+
+    scores: np.ndarray
+    computed: int
+    reused: int
+    seconds: float
+    path: str
+
+
 class Predictor:
-    """A fitted run held in memory: pipeline unpickled once, extractors built once (their weights load on
-    first use and stay loaded), scoring any number of pairs through the run's store."""
+    """A fitted run held in memory: its compiled pipeline for pairs the store holds, and, loaded on first need
+    and kept, the pickled pipeline and the extractors (their weights load on first use and stay loaded)."""
 
     def __init__(self, run=DEFAULT_RUN, store=None):
-        from blend.run import load_run, run_store
-        from featurestore.config import build_extractors
-        from featurestore.weights import check_weights
+        from blend.compiled import CompiledPipeline
+        from blend.runfolder import RunFolder, run_store
 
-        self.run = load_run(run)
-        origin = self.run.summary["source"].get("origin") or {}
+        self.path = Path(run)
+        folder = RunFolder(run)
+        self.summary = json.loads(folder.read("run.json"))
+        self.config = json.loads(folder.read("config.json"))
+        origin = self.summary["source"].get("origin") or {}
         if origin.get("kind") != "store":
             raise SiqaError(f"{run}: this run was fit on the feature table {origin.get('path', '?')}, not on "
                             f"image features; only a run fit on a feature store can score images")
         self.store = run_store(run, store)
-        self.extractors = build_extractors(self.run.config.get("input") or {})
-        if not self.extractors:
+        enabled = [name for name, table in ((self.config.get("input") or {}).get("extractors") or {}).items()
+                   if (table or {}).get("enabled", True)]
+        if not enabled:
             raise SiqaError(f"{run}/config.json: the run's config enables no extractor")
-        check_weights(self.extractors)
+        self.compiled = CompiledPipeline.load(folder)
+        #: extractor -> the feature folder the run was fit on (what a cached pair is read from)
+        self.folders = {name: entry["folder"] for name, entry in (self.summary.get("extractors") or {}).items()}
+
+    @cached_property
+    def run(self):
+        """The full run (`blend.run.Run`, its pipeline unpickled): for pairs the compiled pipeline cannot score."""
+        from blend.run import load_run
+
+        return load_run(self.path)
+
+    @cached_property
+    def extractors(self):
+        """The run's extractors, built (and their weights checked) when a pair first needs computing."""
+        from featurestore.config import build_extractors
+        from featurestore.weights import check_weights
+
+        extractors = build_extractors(self.config.get("input") or {})
+        check_weights(extractors)
+        return extractors
 
     def score(self, ref, dist, progress: bool = False):
         """Score of `dist` against `ref` (0..5, higher = better): one image each (a float) or two equally long
@@ -123,11 +170,47 @@ class Predictor:
         with tempfile.TemporaryDirectory(prefix="siqa-pixels-") as tmp:
             paths = [self._as_path(x, Path(tmp), f"{role} {i}") for i, pair in enumerate(zip(refs, dists))
                      for role, x in zip(("ref", "dist"), pair)]
-            from featurestore.datasets import PairTable
-
-            table = PairTable.from_paths(list(zip(paths[0::2], paths[1::2])), split="test")
-            scores = self.predict_table(table, progress=progress)["score"].to_numpy()
+            scores = self.score_files(list(zip(paths[0::2], paths[1::2])), progress=progress).scores
         return float(scores[0]) if single else scores
+
+    def score_files(self, pairs: list[tuple[str, str]], progress: bool = False) -> Scored:
+        """Scores of (reference path, degraded path) pairs, with what it took (`Scored`)."""
+        from featurestore.io import sha256_file
+
+        started = time.perf_counter()
+        if all(Path(p).is_file() for pair in pairs for p in pair):
+            shas = {p: sha256_file(p) for pair in pairs for p in pair}
+            fast = self._cached_scores([(shas[r], shas[d]) for r, d in pairs])
+            if fast is not None:
+                return Scored(fast, 0, len(pairs) * len(self.folders), time.perf_counter() - started, "compiled")
+        from featurestore.datasets import PairTable
+
+        frame = self.predict_table(PairTable.from_paths(pairs, split="test"), progress=progress)
+        done = frame.attrs["extract"]
+        return Scored(frame["score"].to_numpy(), sum(done.computed.values()), sum(done.cached.values()),
+                      time.perf_counter() - started, "pipeline")
+
+    def _cached_scores(self, pairs: list[tuple[str, str]]) -> np.ndarray | None:
+        """Scores by the compiled pipeline of pairs given as (reference, degraded) sha256, when the run has
+        one and its feature folders hold every pair; None otherwise (the full path then scores them)."""
+        from featurestore.cached import cached_features
+        from featurestore.io import pair_key
+
+        if self.compiled is None:
+            log.debug("%s: no compiled pipeline (a pool member has no export): scoring with the full pipeline",
+                      self.path)
+            return None
+        features = cached_features(self.store, self.folders, [pair_key(r, d) for r, d in pairs])
+        if features is None or any(c not in features for c in [*self.compiled.columns, *self.compiled.blocks]):
+            log.debug("%s: features to compute: scoring with the full pipeline", self.path)
+            return None
+        dense = {block: features[block] for block in self.compiled.blocks}
+        if not all(np.isfinite(values).all() for values in dense.values()):
+            return None  # the full path names the block
+        X = np.column_stack([features[c] for c in self.compiled.columns]) if self.compiled.columns else \
+            np.empty((len(pairs), 0))
+        log.debug("%s: every feature cached: scoring with the compiled pipeline", self.path)
+        return self.compiled.predict(np.where(np.isinf(X), np.nan, X), dense)
 
     @staticmethod
     def _as_path(x, folder: Path, what: str) -> str:
@@ -141,17 +224,29 @@ class Predictor:
         Image.fromarray(_pixels(x, what)).save(path)
         return str(path)
 
-    def predict_table(self, table, progress: bool = True) -> pd.DataFrame:
-        """Scores of every row of `table` (a `PairTable`): columns `name` (the table's) and `score` (0..5).
+    def predict_table(self, table, progress: bool = True):
+        """Scores of every row of `table` (a `PairTable`): a DataFrame with columns `name` (the table's) and
+        `score` (0..5).
 
         The frame's `attrs["extract"]` holds the store's `ExtractSummary` (features computed / reused) and
         `attrs["seconds"]` the wall time, for the command line's summary line.
         """
+        import pandas as pd
+
         from featurestore.datasets import PairTable
-        from featurestore.store import FeatureStore
+        from featurestore.store import ExtractSummary, FeatureStore
         from tabular.data import TabularData
 
         started = time.perf_counter()
+        fast = self._cached_scores(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))
+        if fast is not None:
+            summary = ExtractSummary(pairs=len(table))
+            for name in self.folders:
+                summary.cached[f"{name}/pair"] += len(table)
+            out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": fast})
+            out.attrs["extract"] = summary
+            out.attrs["seconds"] = time.perf_counter() - started
+            return out
         # Unique names in the scratch store: the store keys pairs by (split, name), and two degraded files in
         # different folders may share a name. Labels stay out: nothing here is learnt from.
         scratch_df = table.df.assign(split="test", name=[f"{i:08d}" for i in range(len(table))], label=math.nan)
@@ -183,10 +278,10 @@ def score(ref, dist, run=DEFAULT_RUN, store=None, progress: bool = False):
     return load(run, store).score(ref, dist, progress=progress)
 
 
-def predict_pairs(table, run: Path, store=None, progress: bool = True) -> pd.DataFrame:
+def predict_pairs(table, run: Path, store=None, progress: bool = True):
     """`load(run, store).predict_table(table)`: every row of a `PairTable`."""
     return load(run, store).predict_table(table, progress=progress)
 
 
-__all__ = ["DEFAULT_RUN", "DEFAULT_STORE", "Predictor", "default_store", "load", "predict_pairs", "reading_store",
+__all__ = ["DEFAULT_RUN", "DEFAULT_STORE", "Predictor", "Scored", "default_store", "load", "predict_pairs", "reading_store",
            "score"]

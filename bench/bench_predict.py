@@ -4,7 +4,9 @@ start-up of the command line itself (`siqa --version`).
 
     python bench/bench_predict.py [RUN]      # default: builds a small run (demo data, colour + frequency)
 
-The goal (issue 13): a cached single-pair predict well under a second beyond Python start-up.
+The goal (issue 13): a cached single-pair predict well under a second beyond Python start-up. A cached pair
+is scored by the run's compiled pipeline (numpy programs, `blend.compiled`) when the run has one; the table
+says which path scored it. The new pair pays for building the extractors and loading the pickled pipeline.
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def main() -> None:
         pairs = FeatureStore(model.store).pairs()
         test = pairs[pairs.split == "test"].head(8)
         ref, dist = test.ref_path.iloc[0], test.dist_path.iloc[0]
+        path = model.score_files([(ref, dist)]).path
         cached, _ = timed(lambda: model.score(ref, dist), 5)
         pixels = np.asarray(Image.open(ref).convert("RGB")), np.asarray(Image.open(dist).convert("RGB"))
         cached_pixels, _ = timed(lambda: model.score(*pixels), 5)
@@ -86,7 +89,8 @@ def main() -> None:
         startup = statistics.median(shell("--version") for _ in range(3))
         cli = statistics.median(shell("predict", "--run", run, "--ref", ref, "--dist", dist, "--quiet") for _ in range(3))
     print(f"run: {run} ({'given' if len(sys.argv) > 1 else f'built in {built:.1f}s'}); extractors: "
-          f"{', '.join(e.name for e in model.extractors)}")
+          f"{', '.join(model.folders)}; {len(model.summary['members'])} pool members; cached pairs scored by "
+          f"the {'compiled pipeline' if path == 'compiled' else 'full pipeline'}")
     rows = [("siqa.load(run)", loaded), ("cached pair, paths", cached), ("cached pair, numpy arrays", cached_pixels),
             (f"{len(test)} cached pairs, one call", many), ("new pair (features computed)", new),
             ("`siqa --version` (start-up)", startup), ("`siqa predict` cached pair", cli),

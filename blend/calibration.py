@@ -20,6 +20,7 @@ import numpy as np
 from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.folds import inner_folds
+from tabular.inference import step
 
 from .calibrators import CALIBRATORS, HIGH, LOW
 from .choice import CHOICES, choose
@@ -37,6 +38,9 @@ class LabelScale:
 
     def transform(self, target: np.ndarray) -> np.ndarray:
         return LOW + (np.asarray(target, dtype=np.float64) - self.offset_) * self.factor_
+
+    def export(self) -> list[dict]:
+        return [step("affine", scale=self.factor_, offset=LOW - self.offset_ * self.factor_)]
 
 
 class MonotoneCalibrator:
@@ -77,3 +81,8 @@ class MonotoneCalibrator:
         """Scores (0..5) of blend values on the target's scale."""
         scale = getattr(self, "scale_", None)  # None: unpickled from a run of an older siqa, fit on 0..5 blends
         return self.calibrator_.transform(x if scale is None else scale.transform(x))
+
+    def export(self) -> list[dict]:
+        """`transform` as a `tabular.inference` program: the label scale's affine map, then the calibrator's."""
+        scale = getattr(self, "scale_", None)
+        return ([] if scale is None else scale.export()) + self.calibrator_.export()

@@ -62,3 +62,12 @@ class FittedPipeline:
 
     def predict(self, data: TabularData) -> np.ndarray:
         return self.predict_frame(data)["score"].to_numpy()
+
+    def export(self) -> dict | None:
+        """`predict` as plain data for `blend.compiled` (numpy only): the pool's export, the blend weights and
+        the calibrator's program; None when a pool member has no export."""
+        pool = self.pool_.export()
+        if pool is None:
+            return None
+        return {**pool, "blocks": dict(self.blocks), "weights": np.asarray(self.blender_.weights_, dtype=np.float64),
+                "calibrator": self.calibrator_.export()}

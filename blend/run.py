@@ -37,6 +37,8 @@ Run folder layout:
   store run also `store` (its absolute path), `extractors` (name -> store folder and level, used ones
   only) and `warnings` (enabled extractors that gave the run no feature).
 - `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
+- `models/inference.json` + `models/inference.npz`: the same pipeline as plain data (`blend.compiled`), what
+  `siqa predict` scores cached pairs with, numpy only; absent when a pool member has no export.
 - `fits/`: the `work_dir` of pool members that keep files (fine-tuned adapters, one folder per fit, keyed by
   what the fit learnt from). It survives reruns: a killed or repeated `siqa oof` reuses every fit that
   finished, and `siqa predict` loads the adapters of the final refit from here.
@@ -69,11 +71,12 @@ from tabular import metrics
 from tabular.data import TabularData
 from tabular.stack import StackedPool
 
+from . import compiled
 from .calibration import LabelScale
 from .config import resolve
 from .nested import nested_cv
 from .pipeline import FittedPipeline
-from .runfolder import FITS, RunFolder, check_target, run_lock, write_run
+from .runfolder import FITS, RunFolder, check_target, run_lock, run_store, write_run
 
 log = logging.getLogger(__name__)
 
@@ -179,23 +182,6 @@ def _store_provenance(data: TabularData, config: dict | None, columns: list[str]
     return recorded, {"store": str(root.resolve()), "warnings": warnings,
                       "extractors": {name: {"folder": view["folder"], "level": view.get("level")}
                                      for name, view in used.items()}}
-
-
-def run_store(run_dir, override=None) -> Path:
-    """The feature store of a run: `override` if given, else the one it was fit on (absolute path recorded
-    in run.json; runs written before that recorded the path as given, relative to where oof ran)."""
-    if override:
-        return Path(override)
-    run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "run.json").read_text())
-    except FileNotFoundError:
-        raise SiqaError(f"{run_dir}: not a run folder (no run.json); run `siqa oof` first") from None
-    origin = (summary.get("source") or {}).get("origin") or {}
-    if origin.get("kind") != "store":
-        raise SiqaError(f"{run_dir}: this run was fit on the feature table {origin.get('path', '?')}, "
-                        f"not on a feature store")
-    return Path(summary.get("store") or origin["root"])
 
 
 def run_origin(run: "Run", store=None) -> dict:
@@ -367,6 +353,7 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
 
 def _write(run_dir: Path, config, settings, oof, board, summary, pipeline) -> None:
     settings = {k: v for k, v in settings.items() if k != "work_dir"}  # where the run is, not how it was fit
+    exported = pipeline.export()
 
     def fill(folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps({"input": config or {}, "tabular": settings}, indent=2,
@@ -377,6 +364,8 @@ def _write(run_dir: Path, config, settings, oof, board, summary, pipeline) -> No
         (folder / PIPELINE_FILE.parent).mkdir()
         with (folder / PIPELINE_FILE).open("wb") as handle:
             pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        if exported is not None:
+            compiled.write(folder, exported)
         fits = run_dir / FITS_DIR
         if fits.is_dir():  # the members' files, written while fitting: linked in, the old run keeps its own
             shutil.copytree(fits, folder / FITS_DIR, copy_function=os.link)

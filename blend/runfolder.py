@@ -15,6 +15,7 @@ it at a time, and how a reader knows the files it loads were written by this use
   between the two renames is repaired by the next writer (the old run is renamed back).
 - Lock: `run_lock(dir)` takes an flock on the sibling `.NAME.siqa-lock`; a second writer of the same run
   is refused with one line naming the lock, instead of racing.
+`run_store(run_dir)` says which feature store a run reads (recorded in its run.json, or a `--store`).
 Files added after the run was written (report.html, submission.zip) are not in the manifest: they are
 outputs, never loaded as code or data by siqa. `fits/` (adapters as safetensors + JSON, written by pool
 members while fitting) is hard-linked into the new run and listed in the manifest like every other file.
@@ -131,6 +132,23 @@ class RunFolder:
                             f"{MARKER}); not loaded; run `siqa oof` again, or `siqa trust --run {self.path}` "
                             f"if you trust the change")
         return data
+
+
+def run_store(run_dir, override=None) -> Path:
+    """The feature store of a run: `override` if given, else the one it was fit on (absolute path recorded
+    in run.json; runs written before that recorded the path as given, relative to where oof ran)."""
+    if override:
+        return Path(override)
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "run.json").read_text())
+    except FileNotFoundError:
+        raise SiqaError(f"{run_dir}: not a run folder (no run.json); run `siqa oof` first") from None
+    origin = (summary.get("source") or {}).get("origin") or {}
+    if origin.get("kind") != "store":
+        raise SiqaError(f"{run_dir}: this run was fit on the feature table {origin.get('path', '?')}, "
+                        f"not on a feature store")
+    return Path(summary.get("store") or origin["root"])
 
 
 def trust(path) -> int:

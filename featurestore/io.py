@@ -71,6 +71,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def pair_key(ref_sha256: str, dist_sha256: str) -> str:
+    """A pair's store key: its two images' content hashes, whatever the files are called."""
+    return hashlib.sha256(f"{ref_sha256}:{dist_sha256}".encode()).hexdigest()[:32]
+
+
 def read_bytes(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()

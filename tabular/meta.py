@@ -43,3 +43,7 @@ class DenseMetaFeatures:
         n = len(next(iter(dense.values()))) if dense else 0
         return pd.DataFrame({META_PREFIX + block: ridge.predict(dense[block]) for block, ridge in self.ridges_.items()},
                             index=pd.RangeIndex(n))
+
+    def export(self) -> dict[str, list[dict]]:
+        """Per block, in `transform`'s column order: its Ridge as a `tabular.inference` program."""
+        return {block: ridge.export() for block, ridge in self.ridges_.items()}

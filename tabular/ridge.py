@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .folds import inner_folds
+from .inference import step
 
 DEFAULT_ALPHAS = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 
@@ -82,3 +83,8 @@ class GroupedRidgeCV(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self._standardise(X, fit=False) @ self.coef_ + self.intercept_
+
+    def export(self) -> list[dict]:
+        """`predict` as a `tabular.inference` program."""
+        return [step("standardise", mean=self.mean_, scale=self.scale_),
+                step("linear", coef=self.coef_, intercept=self.intercept_)]

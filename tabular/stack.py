@@ -9,6 +9,7 @@ Predicting: meta-features from the Ridges refit on all training rows, then every
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 
@@ -20,6 +21,8 @@ from featurestore.errors import SiqaError
 from .data import TabularData
 from .meta import DenseMetaFeatures
 from .models import PoolModel, build_pool
+
+log = logging.getLogger(__name__)
 
 
 class StackedPool:
@@ -82,3 +85,22 @@ class StackedPool:
             inputs, pairs = self._member_inputs(name, model, data, X)
             frame[name] = np.asarray(model.predict(inputs, **pairs), dtype=np.float64)
         return pd.DataFrame(frame)
+
+    def export(self) -> dict | None:
+        """`predict` as plain data: the scalar columns, the meta-feature programs (one per dense block, their
+        columns follow the scalars) and each member's `tabular.inference` program; None when a member has
+        no export (the run then predicts with the fitted objects)."""
+        members = []
+        for name, model in self.members_:
+            try:
+                program = None if model.needs_pairs else model.export()
+            except ValueError as error:  # a fitted structure the export does not cover (the message says which)
+                log.warning("pool member %s: no library-free export (%s); the run predicts with the full pipeline",
+                            name, error)
+                program = None
+            if program is None:
+                return None
+            members.append([name, program])
+        return {"columns": list(self.columns), "meta": [[block, program] for block, program in
+                                                       (self.meta_.export() if self.blocks else {}).items()],
+                "members": members}

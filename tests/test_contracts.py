@@ -18,7 +18,7 @@ from blend.calibration import MonotoneCalibrator
 from blend.calibrators import CALIBRATORS, HIGH, LOW
 from blend.config import check, make_blender
 from featurestore.errors import SiqaError
-from tabular import metrics
+from tabular import inference, metrics
 from tabular.models import POOL
 from tabular.ridge import GroupedRidgeCV
 
@@ -154,6 +154,11 @@ def test_every_calibrator_maps_a_blend_monotonically_onto_the_scale(name):
     assert np.abs(calibrator.transform(x) - y).mean() < np.abs(x - y).mean()  # it moves the blend toward y
     via_auto_name = MonotoneCalibrator(name).fit(x, y)
     np.testing.assert_array_equal(via_auto_name.transform(grid), out)
+    # its export (what a run's fast path evaluates), alone and behind the label scale of labels on 1..8
+    np.testing.assert_allclose(inference.run(calibrator.export(), grid), out, rtol=0, atol=1e-12)
+    scaled = MonotoneCalibrator(name).fit(1 + 1.4 * x, 1 + 1.4 * y)
+    np.testing.assert_allclose(inference.run(scaled.export(), 1 + 1.4 * grid), scaled.transform(1 + 1.4 * grid),
+                               rtol=0, atol=1e-9)
 
 
 def test_auto_calibration_chooses_among_the_auto_candidates():

@@ -52,6 +52,8 @@ def test_a_run_of_an_older_siqa_may_be_replaced_but_not_with_a_user_file_in_it(g
     old = tmp_path / "old"
     shutil.copytree(good_run, old)
     (old / MARKER).unlink()
+    for name in ("inference.json", "inference.npz"):  # written since siqa-run.json: an older run has neither
+        (old / "models" / name).unlink()
     (old / "report").mkdir()
     (old / "report" / "scatter.png").write_bytes(b"png")
     (old / "models" / "notes.bin").write_bytes(b"user data")

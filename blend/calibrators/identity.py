@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tabular.inference import step
+
 from . import CALIBRATORS, HIGH, LOW
 
 
@@ -22,3 +24,6 @@ class IdentityCalibrator:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(x, dtype=np.float64), LOW, HIGH)
+
+    def export(self) -> list[dict]:
+        return [step("clip", low=LOW, high=HIGH)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
+from tabular.inference import step
+
 from . import CALIBRATORS, HIGH, LOW
 
 
@@ -23,3 +25,9 @@ class IsotonicCalibrator:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return np.clip(self.isotonic_.predict(np.asarray(x, dtype=np.float64)), LOW, HIGH)
+
+    def export(self) -> list[dict]:
+        """The steps' interpolation knots, x clipped to the training range (`out_of_bounds="clip"`)."""
+        return [step("interp", xp=np.asarray(self.isotonic_.X_thresholds_, dtype=np.float64),
+                     fp=np.asarray(self.isotonic_.y_thresholds_, dtype=np.float64)),
+                step("clip", low=LOW, high=HIGH)]

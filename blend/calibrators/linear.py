@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tabular.inference import step
+
 from . import CALIBRATORS, HIGH, LOW
 
 
@@ -20,3 +22,6 @@ class LinearCalibrator:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return np.clip(self.slope_ * np.asarray(x, dtype=np.float64) + self.intercept_, LOW, HIGH)
+
+    def export(self) -> list[dict]:
+        return [step("affine", scale=self.slope_, offset=self.intercept_), step("clip", low=LOW, high=HIGH)]

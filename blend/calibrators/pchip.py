@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
+from tabular.inference import step
+
 from . import CALIBRATORS, HIGH, LOW
 from .isotonic import isotonic
 from .linear import LinearCalibrator
@@ -41,3 +43,10 @@ class PchipCalibrator:
         inside = np.clip(x, *self.knots_)
         out = self.curve_(inside) + _TAIL_SLOPE * (HIGH - LOW) * (x - inside) / self.span_
         return np.clip(out, LOW, HIGH)
+
+    def export(self) -> list[dict]:
+        """The curve's piecewise polynomial (`PPoly` breaks and coefficients), its tails and the clip."""
+        if self.curve_ is None:
+            return self.linear_.export()
+        return [step("piecewise_cubic", breaks=np.asarray(self.curve_.x), coefs=np.asarray(self.curve_.c),
+                     tail_slope=_TAIL_SLOPE * (HIGH - LOW) / self.span_), step("clip", low=LOW, high=HIGH)]

@@ -15,7 +15,6 @@ Every problem raises `SiqaError` naming the file and what is wrong.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -26,16 +25,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SiqaError
-from ..io import IMAGE_SUFFIXES, sha256_file
+from ..io import IMAGE_SUFFIXES, pair_key, sha256_file
 
 COLUMNS = ["pair_id", "split", "name", "ref_path", "dist_path", "ref_sha256", "dist_sha256", "label"]
 SPLITS = ("train", "val", "test")
 SEIQA_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
 LABEL_RANGE = (0.0, 5.0)
-
-
-def pair_key(ref_sha256: str, dist_sha256: str) -> str:
-    return hashlib.sha256(f"{ref_sha256}:{dist_sha256}".encode()).hexdigest()[:32]
 
 
 @dataclass

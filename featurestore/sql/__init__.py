@@ -32,16 +32,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..cached import parquet_glob
 from ..errors import SiqaError
 from ..store import FeatureStore
 
 
 def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _parquet_glob(folder: Path) -> str:
-    return str(folder / "part-*.parquet").replace("'", "''")
 
 
 def _select_list(folder: Path) -> str:
@@ -91,7 +88,7 @@ def connect(root: str | Path, database: str = ":memory:", extensions: Iterable[E
             # Look once: a writer may add the first shard at any moment while we build the views.
             if FeatureStore.shards(base / level):
                 con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(view)} AS "
-                            f"SELECT {_select_list(base / level)} FROM read_parquet('{_parquet_glob(base / level)}')")
+                            f"SELECT {_select_list(base / level)} FROM read_parquet('{parquet_glob(base / level)}')")
                 created.add(level)
         if "pair" not in created:
             continue

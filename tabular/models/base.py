@@ -9,6 +9,8 @@ DataFrame of scalar features and meta-features, or any 2-d array, NaN allowed; `
 `PoolModel.fit` / `predict` validate the input the scikit-learn way (2-d, numeric, at least two rows,
 `n_features_in_`, the same columns as in fit) and hand the model's `_fit` / `_predict` a float64
 DataFrame whose columns are the given names (`x0`, `x1`, ... for an array).
+`export()` gives, once fitted, the model as a library-free program (`tabular.inference`) computing `predict`
+from the same matrix; a model without one (the default: None) makes its run score through the full pipeline.
 Models that use threads take `threads`; models with randomness take `random_state`.
 Models that keep files (fine-tuned adapters) take `work_dir`, a folder of the run that outlives the process
 (None outside a run).
@@ -31,6 +33,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featurestore.errors import SiqaError
 from featurestore.registry import Registry
+
+from ..inference import step
 
 POOL: Registry[type["PoolModel"]] = Registry("pool model", package="tabular.models")
 
@@ -59,15 +63,27 @@ class PoolModel(RegressorMixin, BaseEstimator):
         return self._predict(self._frame(X))
 
     def _frame(self, X: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(X, columns=self._input_names(X.shape[1]))
+
+    def _input_names(self, n: int) -> list[str]:
         names = getattr(self, "feature_names_in_", None)
-        columns = [str(c) for c in names] if names is not None else [f"x{j}" for j in range(X.shape[1])]
-        return pd.DataFrame(X, columns=columns)
+        return [str(c) for c in names] if names is not None else [f"x{j}" for j in range(n)]
+
+    def _positions(self, columns: list[str]) -> np.ndarray:
+        """Positions of the named `_fit` columns in the input matrix (for an exported `take`)."""
+        names = self._input_names(self.n_features_in_)
+        return np.array([names.index(c) for c in columns], dtype=np.int64)
 
     def _fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None) -> None:
         raise NotImplementedError
 
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
+
+    def export(self) -> list[dict] | None:
+        """The fitted model as a `tabular.inference` program from the input matrix of `predict` to its
+        output, equal to `predict` (tests/test_fast_predict.py); None when the model has none."""
+        return None
 
     def describe(self) -> str:
         """What the fitted model chose from the data that a reader of the leaderboard should know (the
@@ -99,6 +115,9 @@ class FiniteScaler(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         return (self._fill(np.asarray(X, dtype=np.float64)) - self.mean_) / self.scale_
+
+    def export(self) -> dict:
+        return step("finite_scale", median=self.median_, mean=self.mean_, scale=self.scale_)
 
 
 def select_columns(X: pd.DataFrame, columns: list[str] | None, model: str) -> pd.DataFrame:

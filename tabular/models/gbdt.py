@@ -7,11 +7,20 @@ CatBoost's cost grows with the number of columns it scores at every split: `rsm=
 consider at most `AUTO_RSM_COLUMNS` random columns per split (all of them on narrow tables such as the
 nine-metric TID2013/CSIQ ones), which on a few hundred columns is about six times faster at no loss
 that trees averaged over seeds would notice.
+
+Each exports its trees from the library's own JSON dump (CatBoost `save_model(format="json")`, XGBoost
+`save_raw("json")`, LightGBM `dump_model()`) as a `tabular.inference` program with the library's comparison,
+missing-value and precision rules.
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+
 import numpy as np
 
+from ..inference import step
 from .base import POOL, PoolModel
 
 AUTO_RSM_COLUMNS = 50
@@ -43,6 +52,34 @@ class CatBoostModel(PoolModel):
     def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64))
 
+    def export(self):
+        with tempfile.TemporaryDirectory(prefix="siqa-catboost-") as tmp:
+            path = os.path.join(tmp, "model.json")
+            self.model_.save_model(path, format="json")
+            with open(path) as fh:
+                model = json.load(fh)
+        return [catboost_program(model)]
+
+
+def catboost_program(model: dict) -> dict:
+    """An `oblivious_ensemble` step from a CatBoost JSON model (float features only)."""
+    features = model["features_info"]["float_features"]
+    splits = [(split, features[split["float_feature_index"]]) for tree in model["oblivious_trees"]
+              for split in tree["splits"]]
+    if any(split["split_type"] != "FloatFeature" for split, _ in splits):
+        raise ValueError("catboost export: only float-feature splits are supported")
+    depths = [len(tree["splits"]) for tree in model["oblivious_trees"]]
+    leaves = [len(tree["leaf_values"]) for tree in model["oblivious_trees"]]
+    scale, bias = model.get("scale_and_bias", [1.0, [0.0]])
+    return step("oblivious_ensemble",
+                split_feature=np.array([f["flat_feature_index"] for _, f in splits], dtype=np.int64),
+                split_border=np.array([split["border"] for split, _ in splits], dtype=np.float32),
+                split_nan_true=np.array([f["nan_value_treatment"] == "AsTrue" for _, f in splits], dtype=bool),
+                tree_start=np.concatenate([[0], np.cumsum(depths)]).astype(np.int64),
+                leaf_start=np.concatenate([[0], np.cumsum(leaves)[:-1]]).astype(np.int64),
+                leaf_values=np.array([v for tree in model["oblivious_trees"] for v in tree["leaf_values"]]),
+                scale=float(scale), bias=float(bias[0] if isinstance(bias, list) else bias))
+
 
 @POOL.register("xgboost")
 class XGBoostModel(PoolModel):
@@ -71,6 +108,25 @@ class XGBoostModel(PoolModel):
 
     def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64)).astype(np.float64)
+
+    def export(self):
+        learner = json.loads(self.model_.get_booster().save_raw("json"))["learner"]
+        trees = learner["gradient_booster"]["model"]["trees"]
+        offsets = np.concatenate([[0], np.cumsum([len(t["left_children"]) for t in trees])]).astype(np.int64)
+
+        def flat(key, dtype):
+            return np.concatenate([np.asarray(t[key], dtype=dtype) for t in trees])
+
+        left, right = flat("left_children", np.int64), flat("right_children", np.int64)
+        owner = np.repeat(offsets[:-1], np.diff(offsets))
+        leaf = left < 0
+        # squared-error regression: the prediction is the margin, base score plus leaves, all float32
+        base = np.float32(float(learner["learner_model_param"]["base_score"].strip("[]")))
+        return [step("tree_ensemble", feature=flat("split_indices", np.int64),
+                     threshold=flat("split_conditions", np.float32).astype(np.float64),
+                     left=np.where(leaf, -1, left + owner), right=np.where(leaf, -1, right + owner),
+                     value=flat("split_conditions", np.float32), default_left=flat("default_left", bool),
+                     roots=offsets[:-1], compare="<", input_dtype="float32", base=base, accumulate="float32")]
 
 
 @POOL.register("lightgbm")
@@ -102,3 +158,34 @@ class LightGBMModel(PoolModel):
 
     def _predict(self, X):
         return self.model_.predict(np.asarray(X, dtype=np.float64))
+
+    def export(self):
+        dump = self.model_.booster_.dump_model()
+        if dump.get("average_output") or dump.get("num_tree_per_iteration", 1) != 1:
+            raise ValueError("lightgbm export: only plain regression boosting is supported")
+        nodes: dict[str, list] = {k: [] for k in ("feature", "threshold", "left", "right", "value",
+                                                  "default_left", "nan_as_zero")}
+
+        def add(node: dict) -> int:
+            index = len(nodes["value"])
+            for values in nodes.values():
+                values.append(0)
+            if "leaf_value" in node:
+                nodes["left"][index] = nodes["right"][index] = -1
+                nodes["value"][index] = node["leaf_value"]
+                return index
+            if node["decision_type"] != "<=" or node["missing_type"] == "Zero":
+                raise ValueError("lightgbm export: only numerical splits without zero_as_missing are supported")
+            nodes["feature"][index], nodes["threshold"][index] = node["split_feature"], node["threshold"]
+            nodes["default_left"][index] = node["default_left"]
+            # LightGBM reads NaN as 0.0 unless the split learnt a side for NaN (missing_type NaN)
+            nodes["nan_as_zero"][index] = node["missing_type"] != "NaN"
+            nodes["left"][index] = add(node["left_child"])
+            nodes["right"][index] = add(node["right_child"])
+            return index
+
+        roots = [add(tree["tree_structure"]) for tree in dump["tree_info"]]
+        kinds = {"feature": np.int64, "threshold": np.float64, "left": np.int64, "right": np.int64,
+                 "value": np.float64, "default_left": bool, "nan_as_zero": bool}
+        return [step("tree_ensemble", **{k: np.array(v, dtype=kinds[k]) for k, v in nodes.items()},
+                     roots=np.array(roots, dtype=np.int64), compare="<=", input_dtype="float64")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.svm import SVR
 
+from ..inference import step
 from .base import POOL, FiniteScaler, PoolModel
 from .linear import LogAugment
 
@@ -44,3 +45,9 @@ class SVRModel(PoolModel):
 
     def _predict(self, X):
         return self.svr_.predict(self.scaler_.transform(self._inputs(X))) * self.y_scale_ + self.y_mean_
+
+    def export(self):
+        return [*([self.log_.export()] if self.log_features else []), self.scaler_.export(),
+                step("rbf_kernel", support=self.svr_.support_vectors_, dual_coef=self.svr_.dual_coef_[0],
+                     intercept=float(self.svr_.intercept_[0]), gamma=float(self.svr_._gamma)),
+                step("affine", scale=self.y_scale_, offset=self.y_mean_)]

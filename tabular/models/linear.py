@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
+from ..inference import step
 from ..ridge import DEFAULT_ALPHAS, GroupedRidgeCV
 from .base import META_PREFIX, POOL, FiniteScaler, PoolModel, select_columns
 
@@ -37,6 +38,9 @@ class LogAugment:
             logged = np.log(np.clip(X[:, self.columns_], 0, None) + self.offset_)
         return np.hstack([X, logged])
 
+    def export(self) -> dict:
+        return step("log_augment", columns=self.columns_, offset=self.offset_)
+
 
 @POOL.register("ridge")
 class RidgeModel(PoolModel):
@@ -49,11 +53,12 @@ class RidgeModel(PoolModel):
         self.inner_folds = inner_folds
         self.random_state = random_state
 
+    def _selected(self, X: pd.DataFrame) -> list[str]:
+        names = list(select_columns(X, self.columns, self.name).columns)
+        return names if self.use_meta else [c for c in names if not c.startswith(META_PREFIX)]
+
     def _inputs(self, X: pd.DataFrame) -> np.ndarray:
-        X = select_columns(X, self.columns, self.name)
-        if not self.use_meta:
-            X = X[[c for c in X.columns if not c.startswith(META_PREFIX)]]
-        return X.to_numpy(dtype=np.float64)
+        return X[self._selected(X)].to_numpy(dtype=np.float64)
 
     def _fit(self, X, y, groups):
         Z = self._inputs(X)
@@ -70,6 +75,11 @@ class RidgeModel(PoolModel):
         if self.log_features:
             Z = self.log_.transform(Z)
         return self.ridge_.predict(self.scaler_.transform(Z))
+
+    def export(self):
+        names = self._selected(self._frame(np.zeros((0, self.n_features_in_))))
+        return [step("take", index=self._positions(names)), *([self.log_.export()] if self.log_features else []),
+                self.scaler_.export(), *self.ridge_.export()]
 
 
 @POOL.register("best_single_feature")
@@ -96,6 +106,10 @@ class BestFeatureModel(PoolModel):
 
     def _predict(self, X):
         return self.slope_ * self.scaler_.transform(X[[self.column_]])[:, 0] + self.intercept_
+
+    def export(self):
+        return [step("take", index=self._positions([self.column_])), self.scaler_.export(),
+                step("linear", coef=np.array([self.slope_], dtype=np.float64), intercept=float(self.intercept_))]
 
     def describe(self) -> str:
         return f"picked {self.column_}"

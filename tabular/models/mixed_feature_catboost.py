@@ -17,6 +17,7 @@ import numpy as np
 from featurestore.errors import SiqaError
 
 from .. import metrics
+from ..inference import step
 from .base import POOL, FiniteScaler, PoolModel, select_columns
 from .gbdt import CatBoostModel
 
@@ -69,3 +70,8 @@ class FeatureMixingCatBoost(PoolModel):
     def _predict(self, X):
         mixed = self._mixed(X)
         return np.mean([m.predict(mixed) for m in self.members_], axis=0)
+
+    def export(self):
+        return [step("take", index=self._positions(self.columns_)), self.scaler_.export(),
+                step("pairwise_mix", operations=list(self.operations)),
+                step("mean", programs=[m.export() for m in self.members_])]

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from featurestore.errors import SiqaError
 
+from ..inference import step
 from .base import POOL
 from .torch_base import TorchPoolModel
 
@@ -74,3 +75,8 @@ class OrdinalClassHead(TorchPoolModel):
             probs = (1.0 - gate)[:, None] * probs
             probs[:, 0] += gate
         return probs @ self.class_values_
+
+    def _export_score(self):
+        gate = ({"gate_column": self.gate_index_, "gate_threshold": self.gate_threshold,
+                 "gate_softness": self.gate_softness} if self.gate_feature is not None else {})
+        return [step("softmax_expectation", values=np.asarray(self.class_values_, dtype=np.float64), **gate)]

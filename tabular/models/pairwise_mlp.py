@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..inference import step
 from .base import POOL
 from .torch_base import TorchPoolModel
 
@@ -59,3 +60,6 @@ class PairwiseRankMLP(TorchPoolModel):
 
     def _score(self, output, X):
         return output[:, 0].double().numpy()
+
+    def _export_score(self):
+        return [step("column", index=0)]

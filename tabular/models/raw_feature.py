@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics
+from ..inference import step
 from .base import POOL, PoolModel, select_columns
 
 
@@ -46,3 +47,7 @@ class RawFeatureModel(PoolModel):
     def _predict(self, X):
         values = X[self.column_].to_numpy(dtype=np.float64)
         return self.sign_ * np.where(np.isfinite(values), values, self.fill_)
+
+    def export(self):
+        return [step("take", index=self._positions([self.column_])), step("fill_nonfinite", value=self.fill_),
+                step("linear", coef=np.array([self.sign_]), intercept=0.0)]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inference import step
 from .base import FiniteScaler, PoolModel
 from .linear import LogAugment
 
@@ -62,6 +63,10 @@ class TorchPoolModel(PoolModel):
         """Standardised score from network output; X is the raw (unscaled) input."""
         raise NotImplementedError
 
+    def _export_score(self) -> list[dict]:
+        """`_score` as `tabular.inference` steps from the network's float32 output."""
+        raise NotImplementedError
+
     def _fit(self, X, y, groups):
         y = np.asarray(y, dtype=np.float64)
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
@@ -101,3 +106,14 @@ class TorchPoolModel(PoolModel):
         with one_thread(), torch.no_grad():
             output = self.net_(torch.as_tensor(self.scaler_.transform(self._augment(X)), dtype=torch.float32))
         return self._score(output, X) * self.y_scale_ + self.y_mean_
+
+    def export(self):
+        """The network as float32 matmuls with exact GELU (`mlp`), then `_score`; torch's float32 kernels sum
+        in another order than numpy's, so the two agree to float32 rounding, not bit for bit."""
+        linear = [layer for layer in self.net_ if isinstance(layer, nn.Linear)]
+        if any(not isinstance(layer, (nn.Linear, nn.GELU, nn.Dropout)) for layer in self.net_):
+            raise ValueError(f"{self.name} export: only Linear, GELU and Dropout layers are supported")
+        return [*([self.log_.export()] if self.log_features else []), self.scaler_.export(),
+                step("mlp", weights=[layer.weight.detach().numpy().copy() for layer in linear],
+                     biases=[layer.bias.detach().numpy().copy() for layer in linear]),
+                *self._export_score(), step("affine", scale=self.y_scale_, offset=self.y_mean_)]
