@@ -14,17 +14,13 @@ CLIP's mean/std — what `BlipImageProcessor` does); "pad" or "crop" are availab
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from ..devices import RESIZE_POLICIES, Runtime, model_batches, scatter
-from ..weights import WeightSpec, hf_cached_folder, resolve
+from ..devices import Runtime, model_batches, scatter
 from .base import EXTRACTORS, Column, ImageExtractor
 from .clip import OPENAI_MEAN, OPENAI_STD
-from .deep import RUNTIME_KEYS, DeepExtractor, embedding_pair_columns
+from .deep import RUNTIME_KEYS, ModelFolderExtractor, embedding_pair_columns
 
 #: the published retrieval checkpoints' embedding width (`image_text_hidden_size`), so the schema needs no hub
 KNOWN_EMBED_DIM = {"Salesforce/blip-itm-base-coco": 256, "Salesforce/blip-itm-large-coco": 256,
@@ -46,9 +42,11 @@ class BlipImageEncoder(torch.nn.Module):
 
 
 @EXTRACTORS.register()
-class BlipExtractor(DeepExtractor, ImageExtractor):
+class BlipExtractor(ModelFolderExtractor, ImageExtractor):
     name = "blip"
     version = 1
+    weight_label = "BLIP"
+    known_models = KNOWN_EMBED_DIM
     default_config = {
         "model": "Salesforce/blip-itm-base-coco",
         "size": 384,             # the published checkpoints' input (24 x 24 patches of 16)
@@ -60,24 +58,14 @@ class BlipExtractor(DeepExtractor, ImageExtractor):
 
     def __init__(self, **config):
         super().__init__(**config)
-        if self.config["resize"] not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
-        if self.config["random_init"] and self.config["model"] not in KNOWN_EMBED_DIM:
-            raise ValueError(f"random_init needs a known checkpoint: {sorted(KNOWN_EMBED_DIM)}")
         self._embed_dim: int | None = None
 
     @property
     def embed_dim(self) -> int:
         """`image_text_hidden_size` of the folder the weights load from, else of the published checkpoint."""
         if self._embed_dim is None:
-            source = None if self.config["random_init"] else resolve(self.weight_specs()[0])
-            if source is not None and source.found is not None:
-                config = json.loads((Path(source.found) / "config.json").read_text())
-                self._embed_dim = int(config.get("image_text_hidden_size", 256))
-            elif self.config["model"] in KNOWN_EMBED_DIM:
-                self._embed_dim = KNOWN_EMBED_DIM[self.config["model"]]
-            else:
-                raise ValueError(f"blip model {self.config['model']!r}: {source.hint}")
+            self._embed_dim = self.model_width(lambda config: int(config.get("image_text_hidden_size", 256)),
+                                               KNOWN_EMBED_DIM.get(self.config["model"]))
         return self._embed_dim
 
     def image_columns(self) -> list[Column]:
@@ -85,12 +73,6 @@ class BlipExtractor(DeepExtractor, ImageExtractor):
 
     def pair_columns(self) -> list[Column]:
         return [Column("cos"), Column("absdiff", self.embed_dim), Column("prod", self.embed_dim)]
-
-    def weight_specs(self) -> list[WeightSpec]:
-        repo = self.config["model"]
-        cached = hf_cached_folder(repo)
-        return [WeightSpec(f"BLIP {repo}", repo, f"https://huggingface.co/{repo} (config.json, model.safetensors)",
-                           self.config["weights"], (cached,) if cached else (), folder=True)]
 
     def load(self, runtime: Runtime) -> BlipImageEncoder:
         from transformers import BlipConfig, BlipForImageTextRetrieval

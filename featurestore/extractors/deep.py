@@ -2,10 +2,15 @@
 the vector arithmetic that turns two cached per-image embeddings into pair features."""
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import ClassVar
+
 import numpy as np
 
-from ..devices import Runtime
-from ..weights import WeightSpec, located, resolve
+from ..devices import RESIZE_POLICIES, Runtime
+from ..weights import WeightSpec, hf_cached_folder, located, resolve
 from .base import Extractor, WeightSource
 
 #: settings that change where/how fast a model runs, not what it computes: left out of the store folder hash,
@@ -63,6 +68,43 @@ class DeepExtractor(Extractor):
             import torch
 
             torch.cuda.empty_cache()
+
+
+class ModelFolderExtractor(DeepExtractor):
+    """A network whose weights are a Hugging Face model folder (config.json + model.safetensors): the hub
+    repo `model` (its cached snapshot) or an explicit `weights` folder; `random_init` builds one of the
+    published checkpoints without weights. Config keys it reads: `model`, `weights`, `random_init`, `resize`.
+
+    Subclasses name the weight to people (`weight_label`) and list the published checkpoints random init can
+    build (`known_models`, keyed by hub repo; `known_kind` says what the table holds, for the error)."""
+
+    weight_label: ClassVar[str]
+    known_models: ClassVar[Mapping]
+    known_kind: ClassVar[str] = "checkpoint"
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        if self.config["resize"] not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
+        if self.config["random_init"] and self.config["model"] not in self.known_models:
+            raise ValueError(f"random_init needs a known {self.known_kind}: {sorted(self.known_models)}")
+
+    def weight_specs(self) -> list[WeightSpec]:
+        repo = self.config["model"]
+        cached = hf_cached_folder(repo)
+        return [WeightSpec(f"{self.weight_label} {repo}", repo,
+                           f"https://huggingface.co/{repo} (config.json, model.safetensors)",
+                           self.config["weights"], (cached,) if cached else (), folder=True)]
+
+    def model_width(self, read: Callable[[dict], int], known: int | None) -> int:
+        """A width of the network without loading it: `read` of the config.json in the folder the weights
+        load from, else `known` (the published checkpoint's: random init, or weights not downloaded yet)."""
+        source = None if self.config["random_init"] else resolve(self.weight_specs()[0])
+        if source is not None and source.found is not None:
+            return read(json.loads((Path(source.found) / "config.json").read_text()))
+        if known is not None:
+            return known
+        raise ValueError(f"{self.name} model {self.config['model']!r}: {source.hint}")
 
 
 # --- pair arithmetic on cached per-image vectors (numpy, batched over pairs) ---------------------------------

@@ -19,17 +19,13 @@ position embeddings. Images of different shapes run in separate batches.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..devices import RESIZE_POLICIES, Runtime, model_batches
-from ..weights import WeightSpec, hf_cached_folder, resolve
+from ..devices import Runtime, model_batches
 from .base import EXTRACTORS, Column, ImageExtractor
-from .deep import RUNTIME_KEYS, DeepExtractor, cosine, embedding_pair_columns
+from .deep import RUNTIME_KEYS, ModelFolderExtractor, cosine, embedding_pair_columns
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _V2 = {"model_type": "dinov2", "image_size": 518, "patch_size": 14}   # 518: the 37 x 37 position grid
@@ -63,9 +59,12 @@ def build_config(architecture: dict):
 
 
 @EXTRACTORS.register()
-class DinoExtractor(DeepExtractor, ImageExtractor):
+class DinoExtractor(ModelFolderExtractor, ImageExtractor):
     name = "dino"
     version = 1
+    weight_label = "DINO"
+    known_models = KNOWN_ARCHITECTURES
+    known_kind = "architecture"
     default_config = {
         "model": "facebook/dinov2-large",
         "sizes": [224, 336],
@@ -79,10 +78,6 @@ class DinoExtractor(DeepExtractor, ImageExtractor):
 
     def __init__(self, **config):
         super().__init__(**config)
-        if self.config["resize"] not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
-        if self.config["random_init"] and self.config["model"] not in KNOWN_ARCHITECTURES:
-            raise ValueError(f"random_init needs a known architecture: {sorted(KNOWN_ARCHITECTURES)}")
         self._hidden: int | None = None
 
     # --- schema -------------------------------------------------------------------------------------
@@ -92,13 +87,8 @@ class DinoExtractor(DeepExtractor, ImageExtractor):
         published architecture (random init, or weights not downloaded yet)."""
         if self._hidden is None:
             known = KNOWN_ARCHITECTURES.get(self.config["model"])
-            source = None if self.config["random_init"] else resolve(self.weight_specs()[0])
-            if source is not None and source.found is not None:
-                self._hidden = int(json.loads((Path(source.found) / "config.json").read_text())["hidden_size"])
-            elif known:
-                self._hidden = known["hidden_size"]
-            else:
-                raise ValueError(f"dino model {self.config['model']!r}: {source.hint}")
+            self._hidden = self.model_width(lambda config: int(config["hidden_size"]),
+                                            known["hidden_size"] if known else None)
         return self._hidden
 
     @property
@@ -121,13 +111,7 @@ class DinoExtractor(DeepExtractor, ImageExtractor):
                      Column(f"s{s}_worst_region"), Column(f"s{s}_patch_dissim_map", cells)]
         return cols
 
-    # --- weights and model --------------------------------------------------------------------------
-    def weight_specs(self) -> list[WeightSpec]:
-        repo = self.config["model"]
-        cached = hf_cached_folder(repo)
-        return [WeightSpec(f"DINO {repo}", repo, f"https://huggingface.co/{repo} (config.json, model.safetensors)",
-                           self.config["weights"], (cached,) if cached else (), folder=True)]
-
+    # --- model --------------------------------------------------------------------------------------
     def load(self, runtime: Runtime) -> dict:
         from transformers import AutoModel
 
