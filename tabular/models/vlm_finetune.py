@@ -186,6 +186,18 @@ class FitFolder:
         os.replace(staged, self.path)
 
 
+def trained_fit(member, rows: pd.DataFrame, target: np.ndarray) -> FitFolder:
+    """The fit folder of `member` (a pool member of this family) learning `target` on `rows`: found by the
+    hash of what it learns from, trained now (`member._train(fit, rows, target)`) unless a finished one is
+    already there."""
+    folder = model_folder(member.name, member.base_model, member.path)
+    fit = FitFolder.under(member.work_dir, member.name, fit_key(member._learning_settings(), folder, rows, target,
+                                                                member.device))
+    if not fit.complete:
+        member._train(fit, rows, target)
+    return fit
+
+
 def free_memory() -> None:
     """Give the GPU memory of dropped models back before the next fit loads its own."""
     import gc

@@ -26,8 +26,8 @@ from featurestore.errors import SiqaError
 from featurestore.extractors.vlm import mean_of_samples, parse_answer
 
 from .base import POOL, PoolModel
-from .vlm_finetune import (DEFAULT_MODEL, FitFolder, PairImages, check_pairs, fit_key, free_memory,
-                           load_base, lora_target_modules, model_folder, pair_messages, require)
+from .vlm_finetune import (DEFAULT_MODEL, FitFolder, PairImages, check_pairs, free_memory, load_base,
+                           lora_target_modules, pair_messages, require, trained_fit)
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,7 @@ class VlmGrpoRegressor(PoolModel):
         if not np.isfinite(target).all() or target.min() < 0 or target.max() > 5:
             raise SiqaError(f"{self.name}: the exact-match reward needs labels on the answer scale 0..5 "
                             f"(got {target.min():g}..{target.max():g})")
-        folder = model_folder(self.name, self.base_model, self.path)
-        fit = FitFolder.under(self.work_dir, self.name, fit_key(self._learning_settings(), folder, rows, target,
-                                                                   self.device))
-        if not fit.complete:
-            self._train(fit, rows, target)
+        fit = trained_fit(self, rows, target)
         record = fit.record()
         self.fit_dir_ = str(fit.path)
         self.fallback_ = float(record["fallback"])

@@ -34,8 +34,7 @@ from featurestore.errors import SiqaError
 from .base import POOL, PoolModel
 from .pairwise_mlp import fidelity_loss, plcc_loss
 from .vlm_finetune import (DEFAULT_MODEL, DEFAULT_PROMPT, LORA_PARTS, FitFolder, PairImages, check_pairs,
-                           fit_key, free_memory, load_base, lora_target_modules, model_folder, pair_messages,
-                           require)
+                           free_memory, load_base, lora_target_modules, pair_messages, require, trained_fit)
 
 HEAD_FILE = "head.safetensors"
 ADAPTER_DIR = "adapter"
@@ -149,11 +148,7 @@ class VlmLoraRegressor(PoolModel):
             raise SiqaError(f"{self.name}: needs at least two training pairs with different targets")
         if int(self.batch_size) < 2:
             raise SiqaError(f"{self.name}: batch_size must be at least 2 (the losses compare pairs in a batch)")
-        folder = model_folder(self.name, self.base_model, self.path)
-        fit = FitFolder.under(self.work_dir, self.name, fit_key(self._learning_settings(), folder, rows, target,
-                                                                   self.device))
-        if not fit.complete:
-            self._train(fit, rows, target)
+        fit = trained_fit(self, rows, target)
         record = fit.record()
         self.fit_dir_ = str(fit.path)
         self.calibration_ = record["calibration"]
