@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from featurestore.errors import SiqaError
-from featurestore.io import sha256_file
+from featurestore.io import fsync_path, sha256_file
 
 MARKER = "siqa-run.json"
 FORMAT = 1
@@ -189,14 +189,6 @@ def _hidden(run_dir: Path, kind: str) -> Path:
     return run_dir.with_name(f".{run_dir.name}.siqa-{kind}-{uuid.uuid4().hex}")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _recover(run_dir: Path) -> None:
     """A writer killed between its two renames left the old run under its hidden name: put it back."""
     if not run_dir.exists():
@@ -241,8 +233,8 @@ def write_run(run_dir, write: Callable[[Path], None]) -> None:
         write(stage)
         sign(stage)
         for path in sorted(stage.rglob("*"), key=lambda p: -len(p.parts)):  # files, then their folders
-            _fsync(path)
-        _fsync(stage)
+            fsync_path(path)
+        fsync_path(stage)
         old = None
         if run_dir.exists():
             old = _hidden(run_dir, "old")
@@ -253,7 +245,7 @@ def write_run(run_dir, write: Callable[[Path], None]) -> None:
             if old is not None:
                 os.rename(old, run_dir)
             raise
-        _fsync(run_dir.parent)
+        fsync_path(run_dir.parent)
     except OSError as exc:
         shutil.rmtree(stage, ignore_errors=True)
         raise SiqaError(f"{run_dir}: cannot write the run ({exc.strerror or exc}); the previous run, if any, "

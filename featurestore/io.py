@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -69,6 +70,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file or a folder (its entries: a rename inside it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def pair_key(ref_sha256: str, dist_sha256: str) -> str:

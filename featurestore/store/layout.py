@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from ..datasets import COLUMNS, PairTable
 from ..errors import SiqaError
 from ..extractors.base import IMAGE_KEY, PAIR_KEY, Column, Extractor
+from ..io import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,7 @@ def write_atomic(write, path: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_path(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise SiqaError(f"{path}: cannot write ({exc.strerror or exc})") from None
