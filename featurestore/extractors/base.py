@@ -205,6 +205,11 @@ def create(name: str, **config) -> Extractor:
     return EXTRACTORS.get(name)(**config)
 
 
+def scalar_columns(rows: list[dict[str, float]], names) -> dict[str, np.ndarray]:
+    """Columns `names` (float64, one value a row) of rows computed one pair (or image) at a time."""
+    return {name: np.array([row[name] for row in rows], dtype=np.float64) for name in names}
+
+
 def check_columns(extractor: Extractor, columns: list[Column], values: dict[str, np.ndarray], n: int) -> None:
     """Fail loudly when an extractor returns something other than what its schema declares."""
     want = {c.name: c for c in columns}

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..io import DecodedImage, DecodedPair
-from .base import EXTRACTORS, Column, PairExtractor
+from .base import EXTRACTORS, Column, PairExtractor, scalar_columns
 
 #: larger images are sampled on a regular grid down to about this many pixels (statistics need no more)
 ANALYSIS_PIXELS = 1 << 20
@@ -127,7 +127,7 @@ class ColourExtractor(PairExtractor):
 
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
         rows = [_pair_features(colour_image(p.ref), colour_image(p.dist)) for p in pairs]
-        return {c.name: np.array([r[c.name] for r in rows], dtype=np.float64) for c in self.pair_columns()}
+        return scalar_columns(rows, [c.name for c in self.pair_columns()])
 
 
 def _pair_features(ref: ColourImage, dist: ColourImage) -> dict[str, float]:

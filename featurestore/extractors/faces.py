@@ -26,7 +26,7 @@ import numpy as np
 
 from ..io import DecodedImage, DecodedPair
 from ..weights import WeightSpec, located, package_version, resolve
-from .base import EXTRACTORS, Column, PairExtractor, WeightSource
+from .base import EXTRACTORS, Column, PairExtractor, WeightSource, scalar_columns
 
 PACKAGE = "opencv-python-headless"
 PAIR_COLUMNS = ("no_face", "ref_faces", "face_area", "redetected_share", "iou_mean", "weight_drop",
@@ -140,8 +140,7 @@ class FacesExtractor(PairExtractor):
 
     # --- per pair -----------------------------------------------------------------------------------
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
-        rows = [self._pair(p) for p in pairs]
-        return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in PAIR_COLUMNS}
+        return scalar_columns([self._pair(p) for p in pairs], PAIR_COLUMNS)
 
     def _crop(self, image: DecodedImage, box: np.ndarray) -> np.ndarray:
         from PIL import Image

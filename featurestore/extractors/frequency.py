@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..io import DecodedImage, DecodedPair
-from .base import EXTRACTORS, Column, PairExtractor
+from .base import EXTRACTORS, Column, PairExtractor, scalar_columns
 
 #: spectra are taken on the grey image block-averaged until its long side is at most this
 ANALYSIS_SIDE = 1024
@@ -87,8 +87,7 @@ class FrequencyExtractor(PairExtractor):
                                             "phase_coherence", "phase_corr_peak", "phase_corr_shift")]
 
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
-        rows = [_pair_features(p) for p in pairs]
-        return {c.name: np.array([r[c.name] for r in rows], dtype=np.float64) for c in self.pair_columns()}
+        return scalar_columns([_pair_features(p) for p in pairs], [c.name for c in self.pair_columns()])
 
 
 def _pair_features(pair: DecodedPair) -> dict[str, float]:

@@ -34,7 +34,7 @@ from scipy import ndimage
 from ..devices import Runtime, model_batches
 from ..io import DecodedImage, DecodedPair
 from ..weights import WeightSpec
-from .base import EXTRACTORS, Column, PairExtractor
+from .base import EXTRACTORS, Column, PairExtractor, scalar_columns
 from .deep import RUNTIME_KEYS, DeepExtractor, js_divergence, kl_divergence
 from .imagenet import LITE_WEIGHTS, MEAN, STD, build_lite, lite_weight_spec
 
@@ -156,7 +156,7 @@ class RegionsExtractor(DeepExtractor, PairExtractor):
             p = self._region_probs(maps[k], boxes, h, w)
             q = self._region_probs(maps[len(pairs) + k], boxes, h, w)
             rows.append(region_pair_columns(p, q, boxes, len(grid)))
-        return {name: np.array([row[name] for row in rows], dtype=np.float64) for name in PAIR_COLUMNS}
+        return scalar_columns(rows, PAIR_COLUMNS)
 
 
 def _cells(lo: int, hi: int, size: int, cells: int) -> tuple[int, int]:

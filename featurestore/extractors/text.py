@@ -31,7 +31,7 @@ import numpy as np
 
 from ..io import DecodedImage, DecodedPair
 from ..weights import WeightSpec, located, package_version, resolve
-from .base import EXTRACTORS, Column, PairExtractor, WeightSource
+from .base import EXTRACTORS, Column, PairExtractor, WeightSource, scalar_columns
 
 PACKAGE = "rapidocr-onnxruntime"
 MODEL_FILES = {"det": "ch_PP-OCRv4_det_infer.onnx", "rec": "ch_PP-OCRv4_rec_infer.onnx"}
@@ -167,8 +167,7 @@ class TextExtractor(PairExtractor):
 
     # --- per pair -----------------------------------------------------------------------------------
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
-        rows = [self._pair(p) for p in pairs]
-        return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in PAIR_COLUMNS}
+        return scalar_columns([self._pair(p) for p in pairs], PAIR_COLUMNS)
 
     def _pair(self, pair: DecodedPair) -> dict[str, float]:
         ref = self._read(pair.ref)
