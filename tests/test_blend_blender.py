@@ -76,3 +76,15 @@ def test_impossible_settings_are_errors():
         BoundedBlender(cap=0.1).fit(P, y)
     with pytest.raises(SiqaError, match="blend method 'median'"):
         BoundedBlender(method="median").fit(P, y)
+
+
+def test_top_averages_the_best_members_with_equal_weights():
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=300)
+    noise = [0.2, 2.0, 0.4, 5.0, 0.3]  # members 0, 4, 2 are the three best, in that order
+    P = np.column_stack([y + rng.normal(0, s, 300) for s in noise])
+    np.testing.assert_allclose(BoundedBlender(method="top").fit(P, y).weights_, [1 / 3, 0, 1 / 3, 0, 1 / 3])
+    np.testing.assert_allclose(BoundedBlender(method="top", top_k=1).fit(P, y).weights_, [1, 0, 0, 0, 0])
+    # no weight above the cap: a cap of 0.25 needs four members
+    np.testing.assert_allclose(BoundedBlender(method="top", cap=0.25).fit(P, y).weights_, [0.25, 0.25, 0.25, 0, 0.25])
+    assert BoundedBlender(method="top", top_k=9).fit(P, y).weights_.tolist() == [0.2] * 5

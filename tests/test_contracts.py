@@ -100,16 +100,18 @@ def _members(n=300, seed=0):
 
 
 def test_methods_are_registered_in_priority_order():
-    assert METHODS.names()[:3] == ["best", "greedy", "slsqp"]
+    assert METHODS.names()[:4] == ["top", "best", "greedy", "slsqp"]
 
 
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_blend_method_finds_the_good_members(method):
     P, y = _members()
-    weights = BoundedBlender(method=method).fit(P, y).weights_
+    # `top` averages a fixed number of members whatever the last one scores: asked for two, it must find the two
+    own = {"top_k": 2} if "top_k" in method_parameters(method) else {}
+    weights = BoundedBlender(method=method, **own).fit(P, y).weights_
     assert weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
     assert weights[:2].sum() > 0.9  # noise columns get (almost) nothing
-    capped = BoundedBlender(method=method, cap=0.5).fit(P, y).weights_
+    capped = BoundedBlender(method=method, cap=0.5, **own).fit(P, y).weights_
     assert (capped <= 0.5 + 1e-9).all() and capped[:2].sum() > 0.9  # both good members share the weight
 
 
