@@ -21,7 +21,7 @@ from .choice import CHOICES, choose
 from .methods import METHODS
 
 #: arguments every method takes from the blender itself, not from the method's own parameters
-_COMMON = ("P", "y", "cap", "random_state")
+_COMMON = ("P", "y", "cap", "random_state", "groups")  # a method naming `groups` gets the rows' groups
 
 
 def method_parameters(name: str) -> list[str]:
@@ -69,16 +69,19 @@ class BoundedBlender:
                 held_out[candidate] = np.empty(len(y))
                 for k in np.unique(fold):
                     train, test = fold != k, fold == k
-                    held_out[candidate][test] = P[test] @ self._weights(candidate, P[train], y[train])
+                    held_out[candidate][test] = P[test] @ self._weights(candidate, P[train], y[train], groups[train])
                 self.cv_scores_[candidate] = metrics.final(held_out[candidate], y)
             method = choose(self.choice, held_out, y, fold)
         self.method_ = method
-        self.weights_ = self._weights(method, P, y)
+        self.weights_ = self._weights(method, P, y, groups)
         return self
 
     def predict(self, P: np.ndarray) -> np.ndarray:
         return np.asarray(P, dtype=np.float64) @ self.weights_
 
-    def _weights(self, method: str, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _weights(self, method: str, P: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
         own = {k: self.params[k] for k in method_parameters(method) if k in self.params}
-        return METHODS.get(method)(P, y, cap=self.cap, random_state=self.random_state, **own)
+        function = METHODS.get(method)
+        if "groups" in inspect.signature(function).parameters:
+            own["groups"] = groups
+        return function(P, y, cap=self.cap, random_state=self.random_state, **own)

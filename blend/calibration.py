@@ -50,14 +50,16 @@ class MonotoneCalibrator:
         self.n_splits = n_splits
         self.random_state = random_state
 
-    def fit(self, x: np.ndarray, target: np.ndarray, groups: np.ndarray | None = None) -> "MonotoneCalibrator":
-        """`x`: blend values and `target`: their labels, both on the target's own scale (higher = better)."""
+    def fit(self, x: np.ndarray, target: np.ndarray, groups: np.ndarray | None = None,
+            scale: LabelScale | None = None) -> "MonotoneCalibrator":
+        """`x`: blend values and `target`: their labels, both on the target's own scale (higher = better);
+        `scale`: the label scale to use (default: fit on `target`)."""
         names = CALIBRATORS.names()
         if self.method not in (*names, "auto"):
             raise SiqaError(f"config: calibration {self.method!r} is not one of {', '.join((*names, 'auto'))}")
         if self.choice not in CHOICES:
             raise SiqaError(f"config: blend choice {self.choice!r} is not one of {', '.join(CHOICES)}")
-        self.scale_ = LabelScale().fit(target)
+        self.scale_ = scale or LabelScale().fit(target)
         x = self.scale_.transform(x)
         y = self.scale_.transform(target)
         self.cv_scores_ = {}

@@ -27,16 +27,24 @@ def choose(rule: str, held_out: dict[str, np.ndarray], y: np.ndarray, fold: np.n
     return one_standard_error_choice(held_out, y, fold)
 
 
+def standard_errors(held_out: dict[str, np.ndarray], y: np.ndarray, fold: np.ndarray, best: str) -> dict[str, float]:
+    """Each candidate's standard error of its per-fold Final differences to `best` (0 with one fold)."""
+    folds = np.unique(fold)
+    per_fold = {c: np.array([metrics.final(p[fold == k], y[fold == k]) for k in folds]) for c, p in held_out.items()}
+    errors = {}
+    for candidate in held_out:
+        difference = per_fold[best] - per_fold[candidate]
+        errors[candidate] = float(np.std(difference, ddof=1) / np.sqrt(difference.size)) if difference.size > 1 else 0.0
+    return errors
+
+
 def one_standard_error_choice(held_out: dict[str, np.ndarray], y: np.ndarray, fold: np.ndarray) -> str:
     """The chosen candidate; `held_out` maps each candidate (simplest first) to its held-out predictions."""
     names = list(held_out)
     pooled = {c: metrics.final(held_out[c], y) for c in names}
     best = max(names, key=lambda c: (pooled[c], -names.index(c)))
-    folds = np.unique(fold)
-    per_fold = {c: np.array([metrics.final(held_out[c][fold == k], y[fold == k]) for k in folds]) for c in names}
+    errors = standard_errors(held_out, y, fold, best)
     for candidate in names:
-        difference = per_fold[best] - per_fold[candidate]
-        error = float(np.std(difference, ddof=1) / np.sqrt(difference.size)) if difference.size > 1 else 0.0
-        if pooled[candidate] >= pooled[best] - error:
+        if pooled[candidate] >= pooled[best] - errors[candidate]:
             return candidate
     return best

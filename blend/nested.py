@@ -27,6 +27,7 @@ from tabular.nested import excluded_sets, inner_table, outer_table, pool_fit, po
 from tabular.stack import StackedPool
 
 from . import budget
+from .calibration import LabelScale
 from .config import make_blender, make_calibrator
 
 
@@ -62,6 +63,11 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
         repeats = 1
     time_limit = settings.get("time_limit")
     blocks = sorted(data.dense)
+    # The 0..5 score's units: the labels' range over every labelled row, fixed before any fold, as one would
+    # declare "MOS 1..9". Its end points are the only thing taken from held-out labels, and no fitting sees
+    # them: a label range fit per fold (min and max of the training labels, the noisiest statistics there
+    # are) moves every fold's scores by a different affine map, and pooled PLCC and SROCC pay for the moves.
+    scale = LabelScale().fit(target)
     members = StackedPool(settings, columns, blocks, seed).member_names()
     result = NestedResult(members=members, predictions=[], folds=[], blend=[], calibrated=[],
                           fit_seconds=dict.fromkeys(members, 0.0))
@@ -93,28 +99,29 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
             done = {first: frame[members]}
             bar.total = repeats * len(excluded_sets(K)) * len(members)
             bar.update(len(members))
+        blended = StackedPool(settings, columns, blocks, seed).blended_names(members)
         predictions = pool_tables(data, fold, K, settings, columns, blocks, seed, bar, f"repeat {r + 1}/{repeats}",
                                   result.fit_seconds, done)
-        outer = outer_table(predictions, K)
+        outer = outer_table(predictions, K)[blended]
         blend = np.empty(len(target))
         calibrated = np.empty(len(target))
         for k in range(K):
-            inner = inner_table(predictions, fold, k, K)
+            inner = inner_table(predictions, fold, k, K)[blended]
             rows = inner.index.to_numpy()
             started = time.perf_counter()
             blender = make_blender(settings, seed).fit(inner.to_numpy(), target[rows], data.groups[rows])
-            # the 0..5 label scale too is learnt without fold k (its min and max are labels)
             calibrator = make_calibrator(settings, seed).fit(blender.predict(inner.to_numpy()), target[rows],
-                                                             data.groups[rows])
+                                                             data.groups[rows], scale)
             result.blend_seconds += time.perf_counter() - started
             test = np.flatnonzero(fold == k)
             blend[test] = blender.predict(outer.loc[test].to_numpy())
             calibrated[test] = calibrator.transform(blend[test])
             result.blends.append({"repeat": r, "fold": k, "method": blender.method_,
-                                  "weights": dict(zip(members, map(float, blender.weights_))),
+                                  "weights": {m: float(dict(zip(blended, blender.weights_)).get(m, 0.0))
+                                              for m in members},
                                   "inner_cv": blender.cv_scores_, "calibration": calibrator.method_,
                                   "calibration_cv": calibrator.cv_scores_})
-        result.predictions.append(outer[members].reset_index(drop=True))
+        result.predictions.append(outer_table(predictions, K)[members].reset_index(drop=True))
         result.folds.append(fold)
         result.blend.append(blend)
         result.calibrated.append(calibrated)

@@ -34,9 +34,11 @@ class FittedPipeline:
         self.scale_ = scale
         self.pool_ = StackedPool(self.settings, self.columns, sorted(self.blocks), seed).fit(data, on_member)
         started = time.perf_counter()
-        self.blender_ = make_blender(self.settings, seed).fit(oof.to_numpy(), oof_target, oof_groups)
-        self.calibrator_ = make_calibrator(self.settings, seed).fit(self.blender_.predict(oof.to_numpy()), oof_target,
-                                                                    oof_groups)
+        self.blended_ = self.pool_.blended_names(list(oof.columns))
+        blended = oof[self.blended_].to_numpy()
+        self.blender_ = make_blender(self.settings, seed).fit(blended, oof_target, oof_groups)
+        self.calibrator_ = make_calibrator(self.settings, seed).fit(self.blender_.predict(blended), oof_target,
+                                                                    oof_groups, scale)
         self.blend_seconds_ = time.perf_counter() - started
         return self
 
@@ -56,9 +58,17 @@ class FittedPipeline:
         """Per-member predictions (target scale), `blend` (target scale) and `score` (0..5, higher = better)."""
         self.check(data)
         frame = self.pool_.predict(data)
-        frame["blend"] = self.blender_.predict(frame.to_numpy())
+        frame["blend"] = self.blender_.predict(frame[self._blended(frame)].to_numpy())
         frame["score"] = self.calibrator_.transform(frame["blend"].to_numpy())
         return frame
+
+    def _blended(self, frame: pd.DataFrame) -> list[str]:
+        return getattr(self, "blended_", None) or list(frame.columns)  # None: a pipeline of an older siqa
+
+    def weights(self, members: list[str]) -> np.ndarray:
+        """The blend weight of every pool member (0 for those the blender does not average)."""
+        own = dict(zip(getattr(self, "blended_", None) or members, self.blender_.weights_))
+        return np.array([float(own.get(m, 0.0)) for m in members])
 
     def predict(self, data: TabularData) -> np.ndarray:
         return self.predict_frame(data)["score"].to_numpy()
@@ -69,5 +79,5 @@ class FittedPipeline:
         pool = self.pool_.export()
         if pool is None:
             return None
-        return {**pool, "blocks": dict(self.blocks), "weights": np.asarray(self.blender_.weights_, dtype=np.float64),
+        return {**pool, "blocks": dict(self.blocks), "weights": self.weights([name for name, _ in self.pool_.members_]),
                 "calibrator": self.calibrator_.export()}

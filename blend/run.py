@@ -335,7 +335,7 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
         "repeats": int(settings["repeats"]), "seed": int(settings["seed"]),
         "columns": columns, "dropped_columns": dropped, "members": members,
         "blend": {"method": pipeline.blender_.method_,
-                  "weights": dict(zip(members, map(float, pipeline.blender_.weights_))),
+                  "weights": dict(zip(members, map(float, pipeline.weights(members)))),
                   "inner_cv": pipeline.blender_.cv_scores_, "calibration": pipeline.calibrator_.method_,
                   "calibration_cv": pipeline.calibrator_.cv_scores_},
         "nested_blends": result.blends,

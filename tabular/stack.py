@@ -43,6 +43,11 @@ class StackedPool:
     def member_names(self) -> list[str]:
         return [name for name, _ in self._pool()]
 
+    def blended_names(self, members: list[str]) -> list[str]:
+        """The `members` whose predictions live on the target's scale: what the blender averages."""
+        scaled = {name for name, model in self._pool() if model.on_target_scale}
+        return [name for name in members if name in scaled]
+
     @staticmethod
     def _member_inputs(name: str, model: PoolModel, data: TabularData, X: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         """X (and `pairs=`, indexed by pair id) as the member takes them."""

@@ -121,8 +121,9 @@ def test_auto_breaks_ties_toward_the_lowest_priority():
     P = np.column_stack([y, rng.normal(size=200), rng.normal(size=200)])  # one perfect member
     blender = BoundedBlender(method="auto", n_splits=3).fit(P, y, np.repeat(np.arange(40), 5))
     best_score = max(blender.cv_scores_.values())
-    assert blender.cv_scores_["best"] == blender.cv_scores_["greedy"] == best_score  # greedy cannot beat it
-    assert blender.method_ == "best"
+    # greedy cannot beat it, and top keeps it alone (the noise members are far more than two errors behind)
+    assert blender.cv_scores_["top"] == blender.cv_scores_["best"] == blender.cv_scores_["greedy"] == best_score
+    assert blender.method_ == "top"
 
 
 def test_the_blend_section_accepts_exactly_the_blender_keys_and_method_parameters():

@@ -45,6 +45,8 @@ META_PREFIX = "meta_"
 class PoolModel(RegressorMixin, BaseEstimator):
     name: ClassVar[str]
     needs_pairs: ClassVar[bool] = False
+    #: whether predictions live on the target's scale; the blender averages only members that do
+    on_target_scale: ClassVar[bool] = True
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

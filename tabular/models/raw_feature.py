@@ -5,8 +5,9 @@ table of a few reference images the maps differ from fold to fold and pooled out
 SROCC pay for every shift. This member only chooses, on the training rows, the column with the best
 Final and its sign (a distortion metric falls as quality rises); its prediction is that column's raw
 value times the sign. Missing values take the training median. The output is on the feature's
-scale, not the target's: the blender compares members by Final, which no scale changes, and the
-calibrator maps the blend onto 0..5.
+scale, not the target's (`on_target_scale = False`), so it is a baseline row of the leaderboard and
+not an input of the blend: averaged with members on the target's scale, its values would swamp them or
+vanish. Its mapped twin `best_single_feature` is what the blend may take.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from .base import POOL, PoolModel, select_columns
 
 @POOL.register("raw_feature")
 class RawFeatureModel(PoolModel):
+    on_target_scale = False
+
     def __init__(self, columns: list[str] | None = None):
         self.columns = columns
 
