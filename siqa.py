@@ -185,7 +185,7 @@ class Predictor:
                 return Scored(fast, 0, len(pairs) * len(self.folders), time.perf_counter() - started, "compiled")
         from featurestore.datasets import PairTable
 
-        frame = self.predict_table(PairTable.from_paths(pairs, split="test"), progress=progress)
+        frame = self._through_store(PairTable.from_paths(pairs, split="test"), progress, started)
         done = frame.attrs["extract"]
         return Scored(frame["score"].to_numpy(), sum(done.computed.values()), sum(done.cached.values()),
                       time.perf_counter() - started, "pipeline")
@@ -233,20 +233,29 @@ class Predictor:
         """
         import pandas as pd
 
-        from featurestore.datasets import PairTable
-        from featurestore.store import ExtractSummary, FeatureStore
-        from tabular.data import TabularData
+        from featurestore.store import ExtractSummary
 
         started = time.perf_counter()
         fast = self._cached_scores(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))
-        if fast is not None:
-            summary = ExtractSummary(pairs=len(table))
-            for name in self.folders:
-                summary.cached[f"{name}/pair"] += len(table)
-            out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": fast})
-            out.attrs["extract"] = summary
-            out.attrs["seconds"] = time.perf_counter() - started
-            return out
+        if fast is None:
+            return self._through_store(table, progress, started)
+        summary = ExtractSummary(pairs=len(table))
+        for name in self.folders:
+            summary.cached[f"{name}/pair"] += len(table)
+        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": fast})
+        out.attrs["extract"] = summary
+        out.attrs["seconds"] = time.perf_counter() - started
+        return out
+
+    def _through_store(self, table, progress: bool, started: float):
+        """`predict_table` by the full path: missing features computed through a scratch store, then the
+        pickled pipeline (both loaded on first need)."""
+        import pandas as pd
+
+        from featurestore.datasets import PairTable
+        from featurestore.store import FeatureStore
+        from tabular.data import TabularData
+
         # Unique names in the scratch store: the store keys pairs by (split, name), and two degraded files in
         # different folders may share a name. Labels stay out: nothing here is learnt from.
         scratch_df = table.df.assign(split="test", name=[f"{i:08d}" for i in range(len(table))], label=math.nan)

@@ -102,7 +102,7 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
         blended = StackedPool(settings, columns, blocks, seed).blended_names(members)
         predictions = pool_tables(data, fold, K, settings, columns, blocks, seed, bar, f"repeat {r + 1}/{repeats}",
                                   result.fit_seconds, done)
-        outer = outer_table(predictions, K)[blended]
+        outer = outer_table(predictions, K)
         blend = np.empty(len(target))
         calibrated = np.empty(len(target))
         for k in range(K):
@@ -114,14 +114,14 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
                                                              data.groups[rows], scale)
             result.blend_seconds += time.perf_counter() - started
             test = np.flatnonzero(fold == k)
-            blend[test] = blender.predict(outer.loc[test].to_numpy())
+            blend[test] = blender.predict(outer.loc[test, blended].to_numpy())
             calibrated[test] = calibrator.transform(blend[test])
+            weights = dict(zip(blended, map(float, blender.weights_)))
             result.blends.append({"repeat": r, "fold": k, "method": blender.method_,
-                                  "weights": {m: float(dict(zip(blended, blender.weights_)).get(m, 0.0))
-                                              for m in members},
+                                  "weights": {m: weights.get(m, 0.0) for m in members},
                                   "inner_cv": blender.cv_scores_, "calibration": calibrator.method_,
                                   "calibration_cv": calibrator.cv_scores_})
-        result.predictions.append(outer_table(predictions, K)[members].reset_index(drop=True))
+        result.predictions.append(outer[members].reset_index(drop=True))
         result.folds.append(fold)
         result.blend.append(blend)
         result.calibrated.append(calibrated)

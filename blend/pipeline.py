@@ -58,16 +58,17 @@ class FittedPipeline:
         """Per-member predictions (target scale), `blend` (target scale) and `score` (0..5, higher = better)."""
         self.check(data)
         frame = self.pool_.predict(data)
-        frame["blend"] = self.blender_.predict(frame[self._blended(frame)].to_numpy())
+        frame["blend"] = self.blender_.predict(frame[self._blended(list(frame.columns))].to_numpy())
         frame["score"] = self.calibrator_.transform(frame["blend"].to_numpy())
         return frame
 
-    def _blended(self, frame: pd.DataFrame) -> list[str]:
-        return getattr(self, "blended_", None) or list(frame.columns)  # None: a pipeline of an older siqa
+    def _blended(self, members: list[str]) -> list[str]:
+        """The members the blender averages (all of them in a pipeline of an older siqa)."""
+        return getattr(self, "blended_", None) or members
 
     def weights(self, members: list[str]) -> np.ndarray:
         """The blend weight of every pool member (0 for those the blender does not average)."""
-        own = dict(zip(getattr(self, "blended_", None) or members, self.blender_.weights_))
+        own = dict(zip(self._blended(members), self.blender_.weights_))
         return np.array([float(own.get(m, 0.0)) for m in members])
 
     def predict(self, data: TabularData) -> np.ndarray:
