@@ -51,14 +51,17 @@ class Runtime:
     channels_last: bool
 
     @classmethod
-    def create(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True) -> "Runtime":
+    def create(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True,
+               channels_last_on_cpu: bool = False) -> "Runtime":
+        """`channels_last` applies on a GPU, and on a CPU too with `channels_last_on_cpu` (for networks whose
+        CPU kernels were measured faster so: EfficientNet-Lite's depthwise convolutions, 2x)."""
         dev = pick_device(device)
         if precision == "auto":
             precision = ("bf16" if native_bf16(dev) else "fp16") if dev.type == "cuda" else "fp32"
         dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
         if precision not in dtypes:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-        return cls(dev, dtypes[precision], channels_last and dev.type == "cuda")
+        return cls(dev, dtypes[precision], channels_last and (dev.type == "cuda" or channels_last_on_cpu))
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.eval().to(self.device)

@@ -76,3 +76,27 @@ def test_recognises_the_photos(imagenet):
     top = cols["probs"].argmax(axis=1)
     assert top[0] in (967, 968, 504)  # espresso / cup / coffee mug
     assert 281 <= top[1] <= 285      # a domestic cat class
+
+
+@pytest.mark.parametrize("name", ["imagenet", "regions"])
+def test_channels_last_on_cpu_changes_only_rounding(name):
+    """The Lite extractors run in channels_last on a CPU (2x faster there); their real-weight values are
+    those of the default memory format to float32 rounding, so stores computed either way agree."""
+    fast, plain = create(name), create(name)
+    assert fast.runtime.channels_last and fast.runtime.device.type == "cpu"
+    plain._runtime = type(plain.runtime).create("cpu", "auto")
+    assert not plain.runtime.channels_last
+    refs = [photo(n, 256) for n in PHOTOS[:2]]
+    pairs = [(r, jpeg(r, 20)) for r in refs] + [(refs[0], paste(refs[0], refs[1]))]
+    if name == "imagenet":
+        got, want = pair_values(fast, pairs), pair_values(plain, pairs)
+    else:
+        from featurestore.io import DecodedPair
+
+        def values(ex):
+            return ex.compute_pairs([DecodedPair(str(i), DecodedImage(f"r{i}", r), DecodedImage(f"d{i}", d), False)
+                                     for i, (r, d) in enumerate(pairs)])
+        got, want = values(fast), values(plain)
+    assert got.keys() == want.keys()
+    for column in want:
+        np.testing.assert_allclose(got[column], want[column], rtol=1e-3, atol=1e-5, err_msg=column)

@@ -27,6 +27,8 @@ class DeepExtractor(Extractor):
     has vetted every extractor, so a missing file stops the run before any work."""
 
     runtime_keys = tuple(RUNTIME_KEYS)
+    #: run in channels_last on a CPU as well as on a GPU (`Runtime.create`)
+    channels_last_on_cpu: ClassVar[bool] = False
 
     def __init__(self, **config):
         super().__init__(**config)
@@ -37,7 +39,8 @@ class DeepExtractor(Extractor):
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = Runtime.create(self.config["device"], self.config["precision"])
+            self._runtime = Runtime.create(self.config["device"], self.config["precision"],
+                                           channels_last_on_cpu=self.channels_last_on_cpu)
         return self._runtime
 
     @property

@@ -66,6 +66,7 @@ def build_lite(model: str, weights_path: str | None):
 class ImageNetExtractor(DeepExtractor, ImageExtractor):
     name = "imagenet"
     version = 1
+    channels_last_on_cpu = True  # EfficientNet-Lite's depthwise convolutions: 2x faster on a CPU so
     default_config = {
         "size": 224,          # equivalent square side: area about size**2, aspect kept (the net is fully convolutional)
         "resize": "keep",

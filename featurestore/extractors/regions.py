@@ -83,6 +83,7 @@ def grid_boxes(h: int, w: int, grid: int) -> list[tuple[int, int, int, int]]:
 class RegionsExtractor(DeepExtractor, PairExtractor):
     name = "regions"
     version = 1
+    channels_last_on_cpu = True  # EfficientNet-Lite's depthwise convolutions: 2x faster on a CPU so
     default_config = {
         "model": "efficientnet-lite0",  # or efficientnet-lite1 / efficientnet-lite2 (their packages ship weights)
         "size": 384,          # equivalent square side of the one forward pass per image (aspect kept)
