@@ -24,6 +24,7 @@ from tabular.data import TabularData
 from tabular.folds import assign_folds
 from tabular import metrics
 from tabular.nested import excluded_sets, inner_table, outer_table, pool_fit, pool_tables
+from tabular.models import members_below
 from tabular.stack import StackedPool
 
 from . import budget
@@ -61,6 +62,9 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
     target = data.target
     if data.n_rows > int(settings.get("single_repeat_rows") or data.n_rows):
         repeats = 1
+    small = members_below(settings["pool"], data.n_rows)  # members configured for bigger tables only
+    if small:
+        settings = {**settings, "drop": sorted(set(settings.get("drop", ())) | set(small))}
     time_limit = settings.get("time_limit")
     blocks = sorted(data.dense)
     # The 0..5 score's units: the labels' range over every labelled row, fixed before any fold, as one would
@@ -92,7 +96,8 @@ def nested_cv(data: TabularData, settings: dict, columns: list[str], progress: b
             result.plan = budget.plan(seconds, {m: metrics.final(frame[m].to_numpy(), held) for m in members},
                                       repeats, len(excluded_sets(K)), int(settings.get("jobs", 1)),
                                       float(time_limit), time.perf_counter() - run_started)
-            settings = {**settings, "repeats": result.plan.repeats, "drop": result.plan.dropped_members}
+            settings = {**settings, "repeats": result.plan.repeats,
+                        "drop": sorted(set(settings.get("drop", ())) | set(result.plan.dropped_members))}
             repeats, members = result.plan.repeats, result.plan.members
             result.members = members
             result.fit_seconds = {m: seconds[m] for m in members}

@@ -69,6 +69,7 @@ from tqdm.auto import tqdm
 from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
+from tabular.models import members_below
 from tabular.stack import StackedPool
 
 from . import compiled
@@ -319,6 +320,8 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
 
     # what a member chose from the data (the feature best_single_feature picked), in the final refit
     notes = {name: note for name, model in pipeline.pool_.members_ if (note := model.describe())}
+    notes.update({name: f"left out: min_rows {need} > {labelled.n_rows} labelled rows"
+                  for name, need in members_below(settings["pool"], labelled.n_rows).items()})
     row = board.set_index("model").loc[HEADLINE]
     singles = board[board["model"].isin(members)]
     # final_std is NaN with one repeat: None in JSON (NaN is not JSON)

@@ -227,3 +227,23 @@ def test_time_limit_drops_repeats_and_members_and_says_so(tmp_path):
     assert set(board["model"]) == {*summary["members"], "blend", HEADLINE}
     assert len(pd.read_parquet(tmp_path / "run" / "oof.parquet")) == data.labelled.sum()
     assert np.isfinite(predict(tmp_path / "run", data)).all()
+
+
+def test_min_rows_keeps_a_member_off_smaller_tables_and_says_so(tmp_path):
+    data = _synthetic(dense=False)
+    n = int(data.labelled.sum())
+    pool = {"ridge": {}, "extratrees": {"n_estimators": 20, "min_rows": n + 1},
+            "lightgbm": {"n_estimators": 20, "seeds": [0], "min_rows": n}}
+    config = {"tabular": {**SMALL["tabular"], "pool": pool}}
+    summary = run_oof(data, config, tmp_path / "run", progress=False)
+    # min_rows n: the table has n rows, enough; the fast preset's CatBoost waits for 5000
+    assert "lightgbm_s0" in summary["members"] and not {"extratrees", "catboost_s0"} & set(summary["members"])
+    assert summary["member_notes"]["catboost_s0"] == f"left out: min_rows 5000 > {n} labelled rows"
+    assert summary["member_notes"]["extratrees"] == f"left out: min_rows {n + 1} > {n} labelled rows"
+    assert "extratrees: left out" in summary["leaderboard_text"]
+    oof = pd.read_parquet(tmp_path / "run" / "oof.parquet")
+    assert "extratrees" not in oof.columns and "lightgbm_s0" in oof.columns
+    assert np.isfinite(predict(tmp_path / "run", data)).all()
+    with pytest.raises(SiqaError, match="min_rows must be a whole number"):
+        run_oof(data, {"tabular": {**SMALL["tabular"], "pool": {"ridge": {"min_rows": "many"}}}},
+                tmp_path / "bad", progress=False)

@@ -3,8 +3,9 @@
 Pool configuration (`[tabular.pool.<member>]` tables): the member name is also the registry name,
 unless `model = "<registry name>"` says otherwise (so one model can appear twice with different
 settings, as the `log_ridge` member does); `enabled = false` drops it; `seeds = [..]` makes one member per
-seed, named `<member>_s<seed>`; every other key is a constructor parameter. `threads` and `work_dir`
-are filled in for models that take them.
+seed, named `<member>_s<seed>`; `min_rows = N` keeps it out of runs on tables of fewer labelled rows
+(`members_below`: a member that only pays on big tables); every other key is a constructor parameter.
+`threads` and `work_dir` are filled in for models that take them.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from featurestore.errors import SiqaError
 
 from .base import META_PREFIX, POOL, PoolModel
 
-__all__ = ["META_PREFIX", "POOL", "PoolModel", "RENAMED_MEMBERS", "build_pool"]
+__all__ = ["META_PREFIX", "POOL", "PoolModel", "RENAMED_MEMBERS", "build_pool", "members_below"]
 
 #: former pool names (after the challenge ranks their recipes came from) -> names that say what the model is;
 #: configs may still use the old ones (`tabular.config.resolve` renames them, with a deprecation warning)
@@ -31,6 +32,7 @@ def build_pool(pool_config: dict, threads: int, seed: int, work_dir: str | None 
         params = dict(settings)
         if not params.pop("enabled", True):
             continue
+        min_rows(member, params.pop("min_rows", 0))
         model = POOL.canonical(params.pop("model", member))
         if model not in POOL:
             raise SiqaError(f"config: unknown tabular model {model!r} for pool member {member!r} "
@@ -56,3 +58,20 @@ def build_pool(pool_config: dict, threads: int, seed: int, work_dir: str | None 
     if not members:
         raise SiqaError("config: the tabular pool has no enabled model")
     return members
+
+
+def min_rows(member: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SiqaError(f"config: tabular model {member}: min_rows must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def members_below(pool_config: dict, n_rows: int) -> dict[str, int]:
+    """Member name (with its `_s<seed>` suffix) -> `min_rows`, for enabled members whose `min_rows`
+    exceeds `n_rows`."""
+    out = {}
+    for member, settings in pool_config.items():
+        if settings.get("enabled", True) and (need := min_rows(member, settings.get("min_rows", 0))) > n_rows:
+            seeds = settings.get("seeds")
+            out.update(dict.fromkeys([member] if seeds is None else [f"{member}_s{s}" for s in seeds], need))
+    return out
