@@ -82,9 +82,11 @@ def test_recognises_the_photos(imagenet):
 def test_channels_last_on_cpu_changes_only_rounding(name):
     """The Lite extractors run in channels_last on a CPU (2x faster there); their real-weight values are
     those of the default memory format to float32 rounding, so stores computed either way agree."""
+    from featurestore.devices import Runtime
+
     fast, plain = create(name), create(name)
     assert fast.runtime.channels_last and fast.runtime.device.type == "cpu"
-    plain._runtime = type(plain.runtime).create("cpu", "auto")
+    plain._runtime = Runtime.create("cpu", "auto")  # the contiguous format every other network runs in
     assert not plain.runtime.channels_last
     refs = [photo(n, 256) for n in PHOTOS[:2]]
     pairs = [(r, jpeg(r, 20)) for r in refs] + [(refs[0], paste(refs[0], refs[1]))]

@@ -54,10 +54,15 @@ def build_pool(pool_config: dict, threads: int, seed: int, work_dir: str | None 
                 params["random_state"] = seed
             members.append((member, cls(**params)))
         else:
-            members.extend((f"{member}_s{s}", cls(**params, random_state=int(s))) for s in seeds)
+            members.extend((seeded_name(member, s), cls(**params, random_state=int(s))) for s in seeds)
     if not members:
         raise SiqaError("config: the tabular pool has no enabled model")
     return members
+
+
+def seeded_name(member: str, seed) -> str:
+    """The name of a member's `seeds = [..]` copy with `seed`."""
+    return f"{member}_s{seed}"
 
 
 def min_rows(member: str, value) -> int:
@@ -73,5 +78,5 @@ def members_below(pool_config: dict, n_rows: int) -> dict[str, int]:
     for member, settings in pool_config.items():
         if settings.get("enabled", True) and (need := min_rows(member, settings.get("min_rows", 0))) > n_rows:
             seeds = settings.get("seeds")
-            out.update(dict.fromkeys([member] if seeds is None else [f"{member}_s{s}" for s in seeds], need))
+            out.update(dict.fromkeys([member] if seeds is None else [seeded_name(member, s) for s in seeds], need))
     return out
