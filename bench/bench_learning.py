@@ -13,7 +13,10 @@ Final is pooled out-of-fold, mean ± std over repeats, with the mean per-fold Fi
 same folds, mean ± std of those paired differences over repeats (the noise a comparison has to beat;
 the best member is picked with hindsight, on the very rows it is scored on); `minus_member_95`: the 95%
 interval of that difference over group-bootstrap resamples of the table (the same draws for both: the
-noise of which reference images were studied, which repeats of the folds cannot show).
+noise of which reference images were studied, which repeats of the folds cannot show); `minus_chosen`:
+the headline minus the best member chosen on the groups a bootstrap draw took, both scored on the groups
+it left out (mean and 95% interval over draws: the comparison without the hindsight pick's optimism).
+All three come from the run's `run.json` (`versus`, `tabular.compare`).
 Times: wall seconds and CPU seconds of this process (1 thread per model; with `--jobs 1`, the default,
 CPU seconds are the whole cost; `--jobs 2` fits two pools at once in worker processes, whose CPU is not
 counted here).
@@ -140,19 +143,17 @@ def bench(data: TabularData, preset: str, repeats: int | None, time_limit: float
         return oof.groupby("repeat", sort=True)[column].apply(lambda p: metrics.final(p.to_numpy(), data.target)).to_numpy()
 
     finals = per_repeat(HEADLINE).tolist()
-    # the noise a comparison must beat: paired per-repeat differences (same folds), mean ± std over repeats
-    gap_member = (per_repeat(HEADLINE) - per_repeat(best)).tolist()
     gap_raw = (per_repeat(HEADLINE) - np.asarray(raw[0])).tolist()
-    # and the noise of the table itself: the same difference on group-bootstrap resamples (paired draws)
-    draws = {column: metrics.group_bootstrap_finals([p[column].to_numpy() for _, p in oof.groupby("repeat", sort=True)],
-                                                    data.target, data.groups) for column in (HEADLINE, best)}
-    gap_low, gap_high = np.percentile(draws[HEADLINE] - draws[best], [2.5, 97.5])
+    versus = summary["versus"]["best_member"]  # tabular.compare: paired gaps, over repeats and bootstrap draws
     row = {"table": data.source, "rows": data.n_rows, "groups": int(np.unique(data.groups).size),
            "repeats": len(finals), "raw": spread(raw[0]), "raw_fold": np.mean(raw[1]),
            "catboost": spread(cat[0]), "catboost_fold": np.mean(cat[1]), "catboost_cpu": cat[2],
            "best_member": f"{best} {board.loc[best, 'final']:.4f}",
            "headline": spread(finals), "headline_fold": summary["final_fold_mean"],
-           "minus_member": spread(gap_member), "minus_member_95": f"[{gap_low:+.4f}, {gap_high:+.4f}]",
+           "minus_member": f"{versus['gap']:+.4f} ± " + ("–" if versus["gap_std"] is None else f"{versus['gap_std']:.4f}"),
+           "minus_member_95": f"[{versus['gap_low']:+.4f}, {versus['gap_high']:+.4f}]",
+           "minus_chosen": f"{versus['selected_gap']:+.4f} [{versus['selected_low']:+.4f}, {versus['selected_high']:+.4f}]"
+           if versus["selected_gap"] is not None else "–",
            "minus_raw": spread(gap_raw),
            "interval": f"[{summary['final_low']:.3f}, {summary['final_high']:.3f}]",
            "wall_s": wall, "cpu_s": cpu, "plan": summary["plan"]["text"],

@@ -33,7 +33,9 @@ Run folder layout:
   n_rows and n_groups, what `siqa oof --json` prints), data description (`source`, with the `origin`
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
   calibration), per-fold nested blends, dropped columns, `member_notes` (member -> what its final refit
-  chose, e.g. "picked formula_ssim" for best_single_feature), `leaderboard_text` (printable), time; for a
+  chose, e.g. "picked formula_ssim" for best_single_feature), `versus` (the headline's paired gaps to the
+  hindsight-best member, to the best member chosen on other reference groups, and to the raw feature:
+  `tabular.compare`), `leaderboard_text` (printable), time; for a
   store run also `store` (its absolute path), `extractors` (name -> store folder and level, used ones
   only) and `warnings` (enabled extractors that gave the run no feature).
 - `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
@@ -59,7 +61,7 @@ import os
 import pickle
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +69,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from featurestore.errors import SiqaError
-from tabular import metrics
+from tabular import compare, metrics
 from tabular.data import TabularData
 from tabular.models import members_below
+from tabular.models.raw_feature import RawFeatureModel
 from tabular.stack import StackedPool
 
 from . import compiled
@@ -208,9 +211,11 @@ def point_latest(run_dir) -> Path | None:
     return latest
 
 
-def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, groups: np.ndarray,
-                 folds: list[np.ndarray], scale: LabelScale, seconds: dict[str, float]) -> pd.DataFrame:
-    rows = []
+def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, folds: list[np.ndarray],
+                 scale: LabelScale, seconds: dict[str, float],
+                 draws: list[tuple[np.ndarray, np.ndarray]]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The leaderboard, and every column's Final on the in-bag rows of the group-bootstrap `draws`."""
+    rows, in_bag = [], {}
     scaled_target = scale.transform(target)
     for name, per_repeat in columns.items():
         on_scale = name != HEADLINE  # the calibrated blend is already on 0..5
@@ -221,18 +226,33 @@ def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, group
         row["final_std"] = float(np.std(finals, ddof=1)) if len(finals) > 1 else float("nan")
         row["final_fold_mean"] = float(np.mean([metrics.mean_fold_final(p, target, f)
                                                 for p, f in zip(per_repeat, folds)]))
-        low, high = np.percentile(metrics.group_bootstrap_finals(per_repeat, target, groups, BOOTSTRAP_DRAWS),
-                                  [2.5, 97.5])
+        in_bag[name] = metrics.finals_on(per_repeat, target, [rows for rows, _ in draws])
+        low, high = np.percentile(in_bag[name], [2.5, 97.5])
         row["final_low"], row["final_high"] = float(low), float(high)
         row["fit_seconds"] = round(float(seconds.get(name, 0.0)), 3)
         rows.append(row)
     board = pd.DataFrame(rows)
-    return board.sort_values("final", ascending=False, kind="stable").reset_index(drop=True)
+    return board.sort_values("final", ascending=False, kind="stable").reset_index(drop=True), in_bag
 
 
 def _plus_minus(final: float, std: float) -> str:
     """`0.8512 ± 0.0040`, or `0.8512 ± –` with one repeat (no spread to show, not a zero spread)."""
     return f"{final:.4f} ± " + ("–" if not np.isfinite(std) else f"{std:.4f}")
+
+
+def _versus_text(versus: dict) -> str:
+    """What run.json's `versus` says, in lines (`tabular.compare`)."""
+    best = versus["best_member"]
+    lines = [f"{HEADLINE} − best member ({best['versus']}, picked with hindsight): "
+             f"{compare.Gap(**{k: best[k] for k in ('versus', 'gap', 'gap_std', 'gap_low', 'gap_high')}).text()}"]
+    if best["selected_gap"] is not None:
+        lines.append(f"{HEADLINE} − best member chosen on other reference groups (group bootstrap, "
+                     f"{best['selected_draws']} draws): {best['selected_gap']:+.4f}, 95% [{best['selected_low']:+.4f}, "
+                     f"{best['selected_high']:+.4f}]; the hindsight pick's optimism there: {best['optimism']:+.4f}")
+    if "raw_feature" in versus:
+        raw = versus["raw_feature"]
+        lines.append(f"{HEADLINE} − best raw feature as it is ({raw['versus']}): {compare.Gap(**raw).text()}")
+    return "\n".join(lines)
 
 
 def _leaderboard_text(board: pd.DataFrame, headline: dict, notes: dict[str, str] | None = None) -> str:
@@ -314,9 +334,17 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
         "fold": result.folds[r].astype(np.int64)}) for r in range(repeats)], ignore_index=True)
     oof = pd.concat([oof, stacked, pd.DataFrame({"blend": np.concatenate(result.blend),
                                                  HEADLINE: np.concatenate(result.calibrated)})], axis=1)
-    board = _leaderboard({**{m: [p[m].to_numpy() for p in result.predictions] for m in members},
-                          "blend": result.blend, HEADLINE: result.calibrated}, target, labelled.groups,
-                         result.folds, scale, seconds)
+    per_member = {m: [p[m].to_numpy() for p in result.predictions] for m in members}
+    draws = metrics.group_bootstrap_draws(labelled.groups, BOOTSTRAP_DRAWS)
+    board, in_bag = _leaderboard({**per_member, "blend": result.blend, HEADLINE: result.calibrated}, target,
+                                 result.folds, scale, seconds, draws)
+    versus = {"best_member": compare.versus_members(result.calibrated, per_member, target, draws, in_bag[HEADLINE],
+                                                    in_bag).as_dict()}
+    raw = board[board["model"].isin([n for n, m in pipeline.pool_.members_ if isinstance(m, RawFeatureModel)])]
+    if len(raw):  # the best column used as it is, no map fitted: the simplest member there is
+        name = str(raw.iloc[0]["model"])
+        versus["raw_feature"] = asdict(compare.paired_gap(result.calibrated, per_member[name], target, name,
+                                                          in_bag[HEADLINE], in_bag[name]))
 
     # what a member chose from the data (the feature best_single_feature picked), in the final refit
     notes = {name: note for name, model in pipeline.pool_.members_ if (note := model.describe())}
@@ -344,7 +372,8 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
         "nested_blends": result.blends,
         "plan": result.plan.as_dict(),
         "member_notes": notes,
-        "leaderboard_text": _leaderboard_text(board, headline, notes)
+        "versus": versus,
+        "leaderboard_text": _leaderboard_text(board, headline, notes) + "\n" + _versus_text(versus)
         + (f"\n{result.plan.describe()}" if result.plan.time_limit is not None else ""),
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -84,19 +84,36 @@ def mean_fold_final(pred, y, fold) -> float:
     return float(np.mean([final(pred[fold == k], y[fold == k]) for k in np.unique(fold)]))
 
 
-def group_bootstrap_finals(preds: list[np.ndarray], y, groups, draws: int = 200, seed: int = 0) -> np.ndarray:
-    """Final of resampled tables: each draw takes as many reference groups as there are, with replacement
-    (all rows of a drawn group), and scores the pooled predictions of every repeat on them (mean over
-    repeats). The same draws for every call with the same groups and seed, so models are compared paired."""
-    y = np.asarray(y, dtype=np.float64)
+def group_bootstrap_draws(groups, draws: int = 200, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(in-bag rows, out-of-bag rows) of `draws` group-bootstrap resamples: each takes as many reference
+    groups as there are, with replacement (all rows of a drawn group, once per draw of it); out-of-bag are
+    the rows of the groups never drawn (empty when every group was). A seed fixes the draws."""
     _, inverse = np.unique(np.asarray(groups), return_inverse=True)
     members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
     rng = np.random.default_rng(seed)
-    out = np.empty(draws)
-    for b in range(draws):
-        rows = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
-        out[b] = np.mean([final(np.asarray(p, dtype=np.float64)[rows], y[rows]) for p in preds])
+    out = []
+    for _ in range(draws):
+        drawn = rng.integers(0, len(members), len(members))
+        left = np.setdiff1d(np.arange(len(members)), drawn)
+        out.append((np.concatenate([members[k] for k in drawn]),
+                    np.concatenate([members[k] for k in left]) if left.size else np.empty(0, dtype=np.int64)))
     return out
+
+
+def finals_on(preds: list[np.ndarray], y, row_sets: list[np.ndarray]) -> np.ndarray:
+    """Final on each row set of the pooled predictions of every repeat (mean over repeats); NaN for a set
+    of fewer than two rows."""
+    y = np.asarray(y, dtype=np.float64)
+    preds = [np.asarray(p, dtype=np.float64) for p in preds]
+    return np.array([np.mean([final(p[rows], y[rows]) for p in preds]) if rows.size >= 2 else np.nan
+                     for rows in row_sets])
+
+
+def group_bootstrap_finals(preds: list[np.ndarray], y, groups, draws: int = 200, seed: int = 0) -> np.ndarray:
+    """Final of resampled tables (the in-bag rows of `group_bootstrap_draws`), scoring the pooled
+    predictions of every repeat on them (mean over repeats). The same draws for every call with the same
+    groups and seed, so models are compared paired."""
+    return finals_on(preds, y, [rows for rows, _ in group_bootstrap_draws(groups, draws, seed)])
 
 
 def logistic4(x, top, bottom, centre, width):

@@ -74,6 +74,16 @@ def test_run_folder_contents(run):
     assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) >= 0
     assert json.loads((path / "config.json").read_text())["tabular"]["preset"] == "fast"
     assert summary["final"] > 0.7  # the signal is easy; an honest CV still finds it
+    # the headline against the hindsight-best member and the raw feature: the board's own numbers, paired
+    versus = saved["versus"]
+    best = board[board["model"].isin(members)].iloc[0]
+    assert versus["best_member"]["versus"] == best["model"]
+    assert versus["best_member"]["gap"] == pytest.approx(summary["final"] - best["final"], abs=1e-6)
+    assert versus["best_member"]["selected_draws"] > 0 and versus["best_member"]["optimism"] >= 0
+    raw = board.set_index("model").loc["raw_feature"]
+    assert versus["raw_feature"]["gap"] == pytest.approx(summary["final"] - raw["final"], abs=1e-6)
+    assert f"best member ({best['model']}, picked with hindsight)" in summary["leaderboard_text"]
+    assert "best raw feature as it is (raw_feature)" in summary["leaderboard_text"]
 
 
 def test_outer_folds_group_rows_and_models_never_saw_their_fold(run):
