@@ -39,7 +39,7 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
 
-from .run import FIXED_COLUMNS, HEADLINE, Run, load_run, run_origin
+from .run import FIXED_COLUMNS, HEADLINE, Run, load_run, run_origin, versus_text
 
 SCATTER_MEMBERS = 3        # pool members plotted next to the blend
 TOP_FEATURES = 30
@@ -671,6 +671,8 @@ def _html(inputs: ReportInputs, plots: list[Plot], notes: list[str]) -> str:
              f"<h1>siqa run report: {html.escape(str(inputs.run.path))}</h1>",
              "<h2>Headline (out-of-fold, calibrated blend)</h2>", _table(headline),
              f"<p class='caption'>{html.escape(facts)}</p>",
+             *([f"<p class='caption'>{'<br>'.join(map(html.escape, versus_text(s['versus']).splitlines()))}</p>"]
+               if "versus" in s else []),  # runs of an older siqa have no `versus`
              "<p>" + " | ".join([*(f'<a href="#{p.name}">{html.escape(p.title)}</a>' for p in plots),
                                  *(f'<a href="#{key}">{html.escape(name)}</a>' for key, name, _ in tables)]) + "</p>",
              "<h2>Leaderboard</h2>", _table(inputs.run.leaderboard)]

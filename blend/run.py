@@ -240,7 +240,7 @@ def _plus_minus(final: float, std: float) -> str:
     return f"{final:.4f} ± " + ("–" if not np.isfinite(std) else f"{std:.4f}")
 
 
-def _versus_text(versus: dict) -> str:
+def versus_text(versus: dict) -> str:
     """What run.json's `versus` says, in lines (`tabular.compare`)."""
     best = versus["best_member"]
     lines = [f"{HEADLINE} − best member ({best['versus']}, picked with hindsight): "
@@ -373,7 +373,7 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
         "plan": result.plan.as_dict(),
         "member_notes": notes,
         "versus": versus,
-        "leaderboard_text": _leaderboard_text(board, headline, notes) + "\n" + _versus_text(versus)
+        "leaderboard_text": _leaderboard_text(board, headline, notes) + "\n" + versus_text(versus)
         + (f"\n{result.plan.describe()}" if result.plan.time_limit is not None else ""),
         "seconds": round(time.perf_counter() - started, 2),
     }

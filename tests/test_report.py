@@ -64,6 +64,8 @@ def test_report_is_self_contained_and_matches_its_pngs(toy):
     links = re.findall(r'href="([^"]*)"', text)
     # the toy pairs name no degradation type, so its tables are cost per extractor and provenance
     assert sorted(links) == sorted(f"#{name}" for name in (*STORE_PLOTS, "costs", "provenance"))
+    best = load_run(toy["run"]).summary["versus"]["best_member"]["versus"]
+    assert f"best member ({best}, picked with hindsight)" in text  # the headline against its members, in words
     assert all(f"id='{link[1:]}'" in text for link in links)
     assert "<script" not in text and "<link" not in text
     summary = load_run(toy["run"]).summary
