@@ -91,6 +91,17 @@ def bootstrap_se_top(P, y, groups, k=3, factor=2.0, draws=100):
     return _equal(P, [j for j in order[:k] if scores[j] >= scores[order[0]] - factor * np.std(best - boot[j], ddof=1)])
 
 
+def sign_top(P, y, groups, k=3, factor=2.0):
+    """`top`, also dropping a member that the best beats on every inner fold (a sign test: 1/32 with 5 folds)."""
+    scores, order = _ranked(P, y)
+    fold = inner_folds(groups, 5, 0)
+    chosen = list(order[:k])
+    errors = standard_errors({j: P[:, j] for j in chosen}, y, fold, int(order[0]))
+    per_fold = {j: np.array([metrics.final(P[fold == f, j], y[fold == f]) for f in np.unique(fold)]) for j in chosen}
+    return _equal(P, [j for j in chosen if scores[j] >= scores[order[0]] - factor * errors[j]
+                      and (j == order[0] or (per_fold[j] > per_fold[order[0]]).any())])
+
+
 def _method(name, **params):
     return lambda P, y, groups: BoundedBlender(method=name, **params).fit(P, y, groups).weights_
 
@@ -98,7 +109,7 @@ def _method(name, **params):
 RULES = {
     "top": _method("top", top_k=3), "top_k5": _method("top", top_k=5), "best": _method("best"),
     "greedy": _method("greedy", rounds=40), "soft_top": soft_top, "best_prefix": best_prefix,
-    "bootstrap_best": bootstrap_best, "bootstrap_se_top": bootstrap_se_top,
+    "bootstrap_best": bootstrap_best, "sign_top": sign_top, "bootstrap_se_top": bootstrap_se_top,
 }
 
 
