@@ -109,13 +109,6 @@ def finals_on(preds: list[np.ndarray], y, row_sets: list[np.ndarray]) -> np.ndar
                      for rows in row_sets])
 
 
-def group_bootstrap_finals(preds: list[np.ndarray], y, groups, draws: int = 200, seed: int = 0) -> np.ndarray:
-    """Final of resampled tables (the in-bag rows of `group_bootstrap_draws`), scoring the pooled
-    predictions of every repeat on them (mean over repeats). The same draws for every call with the same
-    groups and seed, so models are compared paired."""
-    return finals_on(preds, y, [rows for rows, _ in group_bootstrap_draws(groups, draws, seed)])
-
-
 def logistic4(x, top, bottom, centre, width):
     """The monotonic 4-parameter logistic of VQEG / IQA papers: bottom + (top - bottom) / (1 + e^-(x - centre)/|width|)."""
     return bottom + (top - bottom) / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) - centre) / (abs(width) + 1e-12)))

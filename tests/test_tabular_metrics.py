@@ -61,9 +61,13 @@ def test_group_bootstrap_resamples_whole_groups_and_is_paired():
     y = rng.normal(size=120)
     groups = np.repeat(np.arange(12), 10)
     good, bad = y + rng.normal(0, 0.3, 120), y + rng.normal(0, 1.0, 120)
-    a = metrics.group_bootstrap_finals([good], y, groups, draws=50)
+
+    def in_bag(pred, groups=groups, draws=50):
+        return metrics.finals_on([pred], y, [rows for rows, _ in metrics.group_bootstrap_draws(groups, draws)])
+
+    a = in_bag(good)
     assert a.shape == (50,) and a.std() > 0
-    np.testing.assert_array_equal(a, metrics.group_bootstrap_finals([good], y, groups, draws=50))
-    assert (a > metrics.group_bootstrap_finals([bad], y, groups, draws=50)).all()  # same draws: paired
-    one_group = metrics.group_bootstrap_finals([good], y, np.zeros(120), draws=5)
+    np.testing.assert_array_equal(a, in_bag(good))
+    assert (a > in_bag(bad)).all()  # same draws: paired
+    one_group = in_bag(good, np.zeros(120), 5)
     assert np.allclose(one_group, metrics.final(good, y))  # one group: every draw is the whole table
