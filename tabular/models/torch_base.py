@@ -12,6 +12,7 @@ how an output becomes a score.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -104,7 +105,11 @@ class TorchPoolModel(PoolModel):
     def _predict(self, X):
         X = np.asarray(X, dtype=np.float64)
         with one_thread(), torch.no_grad():
-            output = self.net_(torch.as_tensor(self.scaler_.transform(self._augment(X)), dtype=torch.float32))
+            # in float64: float32 kernels split a batch by its size, so a row's score would move in its last
+            # digits with the rows it is predicted beside (scikit-learn's check_methods_subset_invariance
+            # fails on some CPUs); the trained float32 weights are used as they are
+            net = copy.deepcopy(self.net_).double()
+            output = net(torch.as_tensor(self.scaler_.transform(self._augment(X)), dtype=torch.float64))
         return self._score(output, X) * self.y_scale_ + self.y_mean_
 
     def export(self):
