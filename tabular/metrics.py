@@ -89,14 +89,15 @@ def group_bootstrap_draws(groups, draws: int = 200, seed: int = 0) -> list[tuple
     groups as there are, with replacement (all rows of a drawn group, once per draw of it); out-of-bag are
     the rows of the groups never drawn (empty when every group was). A seed fixes the draws."""
     _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+    # int32 row numbers: 200 draws of a 100k-row table hold 20M of them
+    members = [np.flatnonzero(inverse == k).astype(np.int32) for k in range(inverse.max() + 1)]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(draws):
         drawn = rng.integers(0, len(members), len(members))
         left = np.setdiff1d(np.arange(len(members)), drawn)
         out.append((np.concatenate([members[k] for k in drawn]),
-                    np.concatenate([members[k] for k in left]) if left.size else np.empty(0, dtype=np.int64)))
+                    np.concatenate([members[k] for k in left]) if left.size else np.empty(0, dtype=np.int32)))
     return out
 
 
