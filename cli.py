@@ -185,7 +185,8 @@ def sql(query, store, fmt, out, quiet):
 @click.option("--seed", type=int, default=None)
 @click.option("--time-limit", type=click.FloatRange(min=1), default=None,
               help="seconds: plan repeats and pool members to finish in time; says what it dropped")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the leaderboard")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the leaderboard: the "
+              "headline metrics and `versus` (its gaps to the best member and to the raw feature)")
 @click.option("--allow-missing", is_flag=True, help="learn even if labelled pairs lack some extractor's features")
 @_quiet_option
 def oof(store, table, label, group, lower_better, feature_list, run_dir, config_path, preset, seed, time_limit,
@@ -221,7 +222,7 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
     if as_json:
         if time_limit is not None:
             click.echo(summary["plan"]["text"], err=True)
-        click.echo(json.dumps(summary["headline"], sort_keys=True))
+        click.echo(json.dumps({**summary["headline"], "versus": summary["versus"]}, sort_keys=True))
     else:
         click.echo(summary["leaderboard_text"])
         click.echo(f"run -> {run_dir}" + (f" ({latest} points at it)" if latest else ""))

@@ -30,7 +30,7 @@ Run folder layout:
   fit_seconds is the total fitting time of that member over the nested run and the final refit (for
   the blend rows: blender and calibrator fitting).
 - `run.json`: summary — headline metrics (of `blend_calibrated`; also as the dict `headline` with
-  n_rows and n_groups, what `siqa oof --json` prints), data description (`source`, with the `origin`
+  n_rows and n_groups: with `versus`, what `siqa oof --json` prints), data description (`source`, with the `origin`
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
   calibration), per-fold nested blends, dropped columns, `member_notes` (member -> what its final refit
   chose, e.g. "picked formula_ssim" for best_single_feature), `versus` (the headline's paired gaps to the

@@ -41,6 +41,9 @@ def test_demo_features_oof_submit(tmp_path, capsys):
     assert headline["n_rows"] == 72 and headline["n_groups"] >= 5
     # the synthetic rule is learnable from these features: a broken stack would sit near 0
     assert headline["final"] > 0.5, headline
+    # and how it stands against its own members, as the leaderboard's last lines say
+    saved = json.loads((run / "run.json").read_text())
+    assert headline["versus"] == saved["versus"] and headline["versus"]["best_member"]["selected_draws"] > 0
     oof = pd.read_parquet(run / "oof.parquet")
     assert oof.id.nunique() == 72 and {"blend", "blend_calibrated"} <= set(oof.columns)
     assert (run / "leaderboard.csv").exists() and (run / "report.html").exists()
