@@ -338,8 +338,8 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
     draws = metrics.group_bootstrap_draws(labelled.groups, BOOTSTRAP_DRAWS)
     board, in_bag = _leaderboard({**per_member, "blend": result.blend, HEADLINE: result.calibrated}, target,
                                  result.folds, scale, seconds, draws)
-    versus = {"best_member": compare.versus_members(result.calibrated, per_member, target, draws, in_bag[HEADLINE],
-                                                    in_bag).as_dict()}
+    versus = {"best_member": asdict(compare.versus_members(result.calibrated, per_member, target, draws,
+                                                           in_bag[HEADLINE], in_bag))}
     raw = board[board["model"].isin([n for n, m in pipeline.pool_.members_ if isinstance(m, RawFeatureModel)])]
     if len(raw):  # the best column used as it is, no map fitted: the simplest member there is
         name = str(raw.iloc[0]["model"])

@@ -43,10 +43,7 @@ class MemberGap(Gap):
     selected_low: float | None = None
     selected_high: float | None = None
     optimism: float | None = None
-    selected_draws: int = 0           # draws that left at least two groups out (the others cannot score)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    selected_draws: int = 0           # draws whose left-out groups hold two distinct labels (others cannot score)
 
 
 def paired_gap(headline: list[np.ndarray], other: list[np.ndarray], y: np.ndarray, versus: str,
