@@ -16,7 +16,10 @@ def _table(n_groups=10, per_group=20, seed=0):
 
 def _versus(headline, members, y, groups, draws=200):
     sets = metrics.group_bootstrap_draws(groups, draws)
-    in_bag = lambda preds: metrics.finals_on(preds, y, [rows for rows, _ in sets])  # noqa: E731
+
+    def in_bag(preds):
+        return metrics.finals_on(preds, y, [rows for rows, _ in sets])
+
     return compare.versus_members(headline, members, y, sets, in_bag(headline),
                                   {m: in_bag(p) for m, p in members.items()})
 
