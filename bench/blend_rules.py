@@ -4,8 +4,8 @@
 
 A nested run's pool tables (`tabular.nested.pool_tables`: every member's outer and inner out-of-fold
 predictions, default preset, 3 repeats of 5 grouped folds) are what the blender learns from. They are
-fitted once per table and cached (`--cache`, default /tmp/siqa-blend-rules), so a blend rule is then scored
-in seconds: per outer fold, the rule weights the members from the inner table alone, the preset's
+fitted once per table and cached (`--cache`, default ~/.cache/siqa/blend-rules: pickles, so a folder
+only this user writes to), so a blend rule is then scored in seconds: per outer fold, the rule weights the members from the inner table alone, the preset's
 calibrator (`auto`) maps the blend, and the calibrated blend of the outer fold's rows is scored as the
 headline is (pooled Final, mean over repeats). Each rule's row: its Final minus the hindsight-best
 member's on the same folds (what issue 16 asks to be >= 0 up to noise).
@@ -165,7 +165,7 @@ def replay(cached: dict, rule) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=TABLES)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/siqa-blend-rules"))
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "siqa" / "blend-rules")
     parser.add_argument("--rules", default=",".join(RULES))
     args = parser.parse_args()
     rules = args.rules.split(",")
