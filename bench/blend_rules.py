@@ -7,8 +7,9 @@ predictions, default preset, 3 repeats of 5 grouped folds) are what the blender 
 fitted once per table and cached (`--cache`, default ~/.cache/siqa/blend-rules: pickles, so a folder
 only this user writes to), so a blend rule is then scored in seconds: per outer fold, the rule weights
 the members from the inner table alone, the preset's calibrator (`auto`) maps the blend, and the
-calibrated blend of the outer fold's rows is scored as the headline is (pooled Final, mean over repeats). Each rule's row: its Final minus the hindsight-best
-member's on the same folds (what issue 16 asks to be >= 0 up to noise).
+calibrated blend of the outer fold's rows is scored as the headline is (pooled Final, mean over
+repeats). Each rule's row: its Final minus the hindsight-best member's on the same folds (what issue 16
+asks to be >= 0 up to noise).
 
 Tables: `name:refs:seed` subsamples TID2013 / CSIQ as `bench_learning.py --small` does (186 rows of
 `refs` reference images), `syn150` / `syn500` the synthetic tables. Rules (`RULES`): `top` is the
