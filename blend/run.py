@@ -244,7 +244,7 @@ def versus_text(versus: dict) -> str:
     """What run.json's `versus` says, in lines (`tabular.compare`)."""
     best = versus["best_member"]
     lines = [f"{HEADLINE} − best member ({best['versus']}, picked with hindsight): "
-             f"{compare.Gap(**{k: best[k] for k in ('versus', 'gap', 'gap_std', 'gap_low', 'gap_high')}).text()}"]
+             f"{compare.MemberGap(**best).text()}"]
     if best["selected_gap"] is not None:
         lines.append(f"{HEADLINE} − best member chosen on other reference groups (group bootstrap, "
                      f"{best['selected_draws']} draws): {best['selected_gap']:+.4f}, 95% [{best['selected_low']:+.4f}, "
