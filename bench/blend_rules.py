@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -134,8 +135,8 @@ def cached_pool(key: str, cache: Path) -> dict:
     repeats = []
     for r in range(REPEATS):
         fold = assign_folds(data.target, data.groups, K, seed + r, settings["label_bins"], source=key)
-        bar = type("Bar", (), {"update": lambda *a: None, "set_description": lambda *a: None})()
-        repeats.append((fold, pool_tables(data, fold, K, settings, columns, [], seed, bar, key, dict.fromkeys(members, 0.0))))
+        repeats.append((fold, pool_tables(data, fold, K, settings, columns, [], seed, tqdm(disable=True), key,
+                                          dict.fromkeys(members, 0.0))))
     cached = {"target": data.target, "groups": data.groups, "members": members,
               "blended": pool.blended_names(members), "repeats": repeats}
     cache.mkdir(parents=True, exist_ok=True)
