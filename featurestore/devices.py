@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from PIL import Image
 from .io import DecodedImage
 
 RESIZE_POLICIES = ("keep", "pad", "crop", "squash")
+ResizePolicy = Literal["keep", "pad", "crop", "squash"]
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -234,7 +234,7 @@ def test_bad_config_is_refused():
         create("clip", resize="stretch")
     with pytest.raises(ValueError, match="open_clip knows no model"):
         create("clip", models=[{"arch": "no-such-net", "pretrained": "x"}])
-    with pytest.raises(ValueError, match="lpips nets"):
+    with pytest.raises(ValueError, match=r"extractor lpips: nets\[0\] = 'squeezy': Input should be 'alex' or 'vgg'"):
         create("lpips", nets=["squeezy"])
     assert "random init" in create("dino", random_init=True).weight_sources()[0].found
     assert issubclass(EXTRACTORS.get("topiq_fr"), PairExtractor)

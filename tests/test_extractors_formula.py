@@ -143,7 +143,7 @@ def test_mixed_sizes_come_back_in_input_order(extractor, pairs, values):
 
 
 def test_config():
-    with pytest.raises(ValueError, match="metrics must be"):
+    with pytest.raises(ValueError, match=r"metrics\[1\] = 'nonsense': Input should be 'psnr', 'ssim'"):
         FormulaExtractor(metrics=["psnr", "nonsense"])
     mad = FormulaExtractor(metrics=["psnr", "mad"])
     assert [c.name for c in mad.pair_columns()] == ["psnr", "mad"]

@@ -29,9 +29,9 @@ from typing import ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from ..checks import mismatch
 from ..io import DecodedImage, DecodedPair
 from ..registry import Registry
+from ..settings import Strict, validate
 
 IMAGE_KEY, PAIR_KEY = "sha256", "pair_id"
 
@@ -54,6 +54,20 @@ class WeightSource:
     hint: str = ""     # what to download and where to put it when missing
 
 
+class ExtractorSettings(Strict):
+    """An extractor's settings (its `[extractors.<name>]` table less `enabled`); each extractor declares its
+    own subclass as `Settings`, next to its class, with a description per field (`siqa config schema`)."""
+
+
+def settings_from_defaults(name: str, defaults: dict) -> type[ExtractorSettings]:
+    """A `Settings` model for an extractor that declares only a `default_config` dict (a plug-in's or a
+    test's): each key takes the kind of its default (a None default takes anything)."""
+    from pydantic import create_model
+
+    return create_model(f"{name}Settings", __base__=ExtractorSettings,
+                        **{key: (object if value is None else type(value), value) for key, value in defaults.items()})
+
+
 class DecodedInputs(Protocol):
     """What the store hands an extractor for one chunk of pairs (see `featurestore.store.execute`)."""
 
@@ -72,21 +86,30 @@ class Extractor(ABC):
     key: ClassVar[str]
     #: every level it stores
     levels: ClassVar[tuple[str, ...]]
+    #: the settings schema (declared by each extractor); `default_config` is its defaults as a dict
+    Settings: ClassVar[type[ExtractorSettings]] = ExtractorSettings
     default_config: ClassVar[dict] = {}
     #: config keys that change where or how fast it runs, not what it computes: not part of the folder hash
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     #: images are fed at most this many per call (memory bound); the store chunks accordingly
     batch_size: ClassVar[int] = 16
 
-    def __init__(self, **config):
-        unknown = set(config) - set(self.default_config)
-        if unknown:
-            raise ValueError(f"extractor {self.name}: unknown config keys {sorted(unknown)}")
-        for key, value in config.items():
-            problem = mismatch(key, value, self.default_config[key])
-            if problem:
-                raise ValueError(f"extractor {self.name}: {problem}")
-        self.config = {**self.default_config, **config}
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "Settings" in cls.__dict__:
+            cls.default_config = cls.Settings().model_dump()
+        elif "default_config" in cls.__dict__:
+            cls.Settings = settings_from_defaults(cls.__name__, cls.default_config)
+
+    def __init__(self, settings: ExtractorSettings | None = None, **config):
+        """From validated `settings` (what `load_settings` built from the config file), or from keyword
+        values, validated here (a ValueError naming the key)."""
+        if settings is None:
+            settings = validate(self.Settings, config, f"extractor {self.name}", "", error=ValueError)
+        elif config:
+            raise TypeError(f"extractor {self.name}: give settings or keyword values, not both")
+        self.settings = settings
+        self.config = settings.model_dump()
 
     # --- identity -------------------------------------------------------------------------------
     def hashed_content(self):

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from ..devices import Runtime, model_batches, scatter
+from ..devices import ResizePolicy, Runtime, model_batches, scatter
 from .base import EXTRACTORS, Column, ImageExtractor
 from .clip import OPENAI_MEAN, OPENAI_STD
-from .deep import RUNTIME_KEYS, ModelFolderExtractor, embedding_pair_columns
+from .deep import DeepSettings, ModelFolderExtractor, embedding_pair_columns
 
 #: the published retrieval checkpoints' embedding width (`image_text_hidden_size`), so the schema needs no hub
 KNOWN_EMBED_DIM = {"Salesforce/blip-itm-base-coco": 256, "Salesforce/blip-itm-large-coco": 256,
@@ -47,17 +48,14 @@ class BlipExtractor(ModelFolderExtractor, ImageExtractor):
     version = 1
     weight_label = "BLIP"
     known_models = KNOWN_EMBED_DIM
-    default_config = {
-        "model": "Salesforce/blip-itm-base-coco",
-        "size": 384,             # the published checkpoints' input (24 x 24 patches of 16)
-        "resize": "squash",      # BlipImageProcessor's own
-        "weights": "",           # explicit model folder (config.json + model.safetensors)
-        "random_init": False,
-        **RUNTIME_KEYS,
-    }
+    class Settings(DeepSettings):
+        model: str = Field("Salesforce/blip-itm-base-coco", description="Hugging Face repo id of a BLIP ITM checkpoint")
+        size: int = Field(384, ge=16, description="input side (the published checkpoints': 24 x 24 patches of 16)")
+        resize: ResizePolicy = Field("squash", description="keep | pad | crop | squash (BlipImageProcessor's own)")
+        weights: str = Field("", description="explicit model folder (config.json + model.safetensors)")
 
-    def __init__(self, **config):
-        super().__init__(**config)
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         self._embed_dim: int | None = None
 
     @property

@@ -21,11 +21,12 @@ import re
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 
-from ..devices import RESIZE_POLICIES, Runtime, model_batches, scatter
+from ..devices import ResizePolicy, Runtime, model_batches, scatter
 from ..weights import WeightSpec, hf_cached
 from .base import EXTRACTORS, Column, ImageExtractor
-from .deep import RUNTIME_KEYS, DeepExtractor, embedding_pair_columns
+from .deep import DeepSettings, DeepExtractor, embedding_pair_columns
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -54,40 +55,42 @@ def model_key(arch: str, pretrained: str) -> str:
 class ClipExtractor(DeepExtractor, ImageExtractor):
     name = "clip"
     version = 2   # 2: "crop" is open_clip's exact geometry (was one pixel off)
-    default_config = {
-        # each: arch (open_clip model name), pretrained (tag), optional weights (explicit checkpoint path)
-        "models": [
-            {"arch": "ViT-L-14", "pretrained": "openai"},
-            {"arch": "ViT-L-14-336", "pretrained": "openai"},
-            {"arch": "ViT-L-14-336", "pretrained": "openai", "resize": "pad"},
-            {"arch": "ViT-B-16", "pretrained": "openai"},
-        ],
-        "resize": "crop",   # for entries without their own `resize`
-        "prompts": DEFAULT_PROMPTS,
-        "quality_prompts": ["Good photo.", "Bad photo."],  # CLIP-IQA antonyms: P(first) is the quality
-        "random_init": False,
-        **RUNTIME_KEYS,
-        "batch_size": 32,
-    }
+    class Settings(DeepSettings):
+        models: list[dict[str, str]] = Field(
+            [{"arch": "ViT-L-14", "pretrained": "openai"},
+             {"arch": "ViT-L-14-336", "pretrained": "openai"},
+             {"arch": "ViT-L-14-336", "pretrained": "openai", "resize": "pad"},
+             {"arch": "ViT-B-16", "pretrained": "openai"}],
+            description="each: arch (an open_clip model name), pretrained (its tag); optional: weights (explicit "
+                        "checkpoint path), resize (this entry's own policy)")
+        resize: ResizePolicy = Field("crop", description="keep | pad | crop | squash, for entries without their own")
+        prompts: list[str] = Field(DEFAULT_PROMPTS, description="text prompts whose image-text similarities are stored")
+        quality_prompts: list[str] = Field(["Good photo.", "Bad photo."], min_length=2, max_length=2,
+                                           description="CLIP-IQA antonyms: P(first) is the quality")
+        batch_size: int = Field(32, ge=1, description="images per forward pass; not hashed")
 
-    def __init__(self, **config):
-        super().__init__(**config)
+        @field_validator("models")
+        @classmethod
+        def _entries(cls, models: list[dict[str, str]]) -> list[dict[str, str]]:
+            import open_clip
+
+            for entry in models:
+                unknown = set(entry) - {"arch", "pretrained", "weights", "resize"}
+                if unknown or "arch" not in entry or "pretrained" not in entry:
+                    raise ValueError(f"each clip model needs arch and pretrained (optional: weights, resize), got {entry}")
+                if entry.get("resize", "crop") not in ResizePolicy.__args__:
+                    raise ValueError(f"resize must be one of {', '.join(ResizePolicy.__args__)}, got {entry}")
+                if open_clip.get_model_config(entry["arch"]) is None:
+                    raise ValueError(f"open_clip knows no model {entry['arch']!r}")
+            return models
+
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         import open_clip
 
-        if self.config["resize"] not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
-        if len(self.config["quality_prompts"]) != 2:
-            raise ValueError("quality_prompts must be two antonyms, e.g. ['Good photo.', 'Bad photo.']")
         self.specs = []
         for entry in self.config["models"]:
-            unknown = set(entry) - {"arch", "pretrained", "weights", "resize"}
-            if unknown or "arch" not in entry or "pretrained" not in entry:
-                raise ValueError(f"each clip model needs arch and pretrained (optional: weights, resize), got {entry}")
-            if entry.get("resize", self.config["resize"]) not in RESIZE_POLICIES:
-                raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {entry}")
             cfg = open_clip.get_model_config(entry["arch"])
-            if cfg is None:
-                raise ValueError(f"open_clip knows no model {entry['arch']!r}")
             key = model_key(entry["arch"], entry["pretrained"]) + (f"_{entry['resize']}" if "resize" in entry else "")
             self.specs.append({**entry, "key": key, "resize": entry.get("resize", self.config["resize"]),
                                "embed_dim": int(cfg["embed_dim"]),

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..io import DecodedImage, DecodedPair
-from .base import EXTRACTORS, Column, PairExtractor, scalar_columns
+from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor, scalar_columns
 
 #: larger images are sampled on a regular grid down to about this many pixels (statistics need no more)
 ANALYSIS_PIXELS = 1 << 20
@@ -115,7 +115,9 @@ def _emd_1d(p: np.ndarray, q: np.ndarray, bin_width: float) -> float:
 class ColourExtractor(PairExtractor):
     name = "colour"
     version = 1
-    default_config = {}
+
+    class Settings(ExtractorSettings):
+        """No settings: the features are fixed formulas."""
 
     def pair_columns(self) -> list[Column]:
         names = [f"mean_diff_{c}" for c in "lab"] + [f"std_log_ratio_{c}" for c in "lab"] + [

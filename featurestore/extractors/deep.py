@@ -5,17 +5,30 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from ..devices import RESIZE_POLICIES, Runtime
+from ..devices import Runtime
 from ..weights import WeightSpec, hf_cached_folder, located, resolve
-from .base import Extractor, WeightSource
+from .base import Extractor, ExtractorSettings, WeightSource
 
 #: settings that change where/how fast a model runs, not what it computes: left out of the store folder hash,
 #: so moving from CPU to GPU or changing the batch size reuses the features already stored
 RUNTIME_KEYS = {"device": "auto", "precision": "auto", "batch_size": 16}
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class DeepSettings(ExtractorSettings):
+    """What every network extractor takes besides its own settings: where and how fast it runs."""
+
+    random_init: bool = Field(False, description="build the architecture without weights: timing and tests only, "
+                                                 "values are meaningless")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N; not hashed")
+    precision: Precision = Field("auto", description="autocast precision: auto (bf16/fp16 on a GPU, fp32 on a CPU), "
+                                                     "fp32, bf16 or fp16; not hashed")
+    batch_size: int = Field(16, ge=1, description="images per forward pass; not hashed")
 RANDOM_INIT = "random init (timing and tests only: values are meaningless)"
 
 
@@ -30,8 +43,8 @@ class DeepExtractor(Extractor):
     #: run in channels_last on a CPU as well as on a GPU (`Runtime.create`)
     channels_last_on_cpu: ClassVar[bool] = False
 
-    def __init__(self, **config):
-        super().__init__(**config)
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         self.batch_size = int(self.config["batch_size"])
         self._runtime: Runtime | None = None
         self._loaded = None
@@ -85,10 +98,8 @@ class ModelFolderExtractor(DeepExtractor):
     known_models: ClassVar[Mapping]
     known_kind: ClassVar[str] = "checkpoint"
 
-    def __init__(self, **config):
-        super().__init__(**config)
-        if self.config["resize"] not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         if self.config["random_init"] and self.config["model"] not in self.known_models:
             raise ValueError(f"random_init needs a known {self.known_kind}: {sorted(self.known_models)}")
 

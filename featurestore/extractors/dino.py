@@ -22,10 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from ..devices import Runtime, model_batches
+from ..devices import ResizePolicy, Runtime, model_batches
 from .base import EXTRACTORS, Column, ImageExtractor
-from .deep import RUNTIME_KEYS, ModelFolderExtractor, cosine, embedding_pair_columns
+from .deep import DeepSettings, ModelFolderExtractor, cosine, embedding_pair_columns
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _V2 = {"model_type": "dinov2", "image_size": 518, "patch_size": 14}   # 518: the 37 x 37 position grid
@@ -65,19 +66,19 @@ class DinoExtractor(ModelFolderExtractor, ImageExtractor):
     weight_label = "DINO"
     known_models = KNOWN_ARCHITECTURES
     known_kind = "architecture"
-    default_config = {
-        "model": "facebook/dinov2-large",
-        "sizes": [224, 336],
-        "resize": "keep",
-        "grid": 8,
-        "patch_proj_dim": 128,   # 0 = store full-width patch vectors
-        "weights": "",           # explicit model folder (config.json + model.safetensors)
-        "random_init": False,
-        **RUNTIME_KEYS,
-    }
+    class Settings(DeepSettings):
+        model: str = Field("facebook/dinov2-large", description="Hugging Face repo id of a DINOv2 / DINOv2-with-"
+                                                               "registers / DINOv3 ViT")
+        sizes: list[int] = Field([224, 336], min_length=1, description="input sides, one embedding set per size")
+        resize: ResizePolicy = Field("keep", description="keep (aspect kept, position embeddings interpolated) | pad "
+                                                         "| crop | squash")
+        grid: int = Field(8, ge=1, description="patch tokens pooled to grid x grid cells")
+        patch_proj_dim: int = Field(128, ge=0, description="random projection width of the stored patch vectors; "
+                                                           "0 = full width")
+        weights: str = Field("", description="explicit model folder (config.json + model.safetensors)")
 
-    def __init__(self, **config):
-        super().__init__(**config)
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         self._hidden: int | None = None
 
     # --- schema -------------------------------------------------------------------------------------

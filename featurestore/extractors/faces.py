@@ -23,10 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from ..io import DecodedImage, DecodedPair
 from ..weights import WeightSpec, located, package_version, resolve
-from .base import EXTRACTORS, Column, PairExtractor, WeightSource, scalar_columns
+from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor, WeightSource, scalar_columns
 
 PACKAGE = "opencv-python-headless"
 PAIR_COLUMNS = ("no_face", "ref_faces", "face_area", "redetected_share", "iou_mean", "weight_drop",
@@ -78,15 +79,15 @@ class FacesExtractor(PairExtractor):
     name = "faces"
     version = 1
     batch_size = 16
-    default_config = {
-        "cascade": "",          # explicit path to haarcascade_frontalface_default.xml; default: cv2.data's
-        "scale_factor": 1.1,
-        "min_neighbors": 5,
-        "min_size": 0.06,       # smallest face side, as a share of the image's short side (at least 16 px)
-    }
+    class Settings(ExtractorSettings):
+        cascade: str = Field("", description="explicit path to haarcascade_frontalface_default.xml; default: cv2.data's")
+        scale_factor: float = Field(1.1, gt=1, description="OpenCV detectMultiScale's image pyramid step")
+        min_neighbors: int = Field(5, ge=0, description="OpenCV detectMultiScale's neighbours a detection needs")
+        min_size: float = Field(0.06, gt=0, le=1, description="smallest face side, as a share of the image's short "
+                                                              "side (at least 16 px)")
 
-    def __init__(self, **config):
-        super().__init__(**config)
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         self._cascade = None
 
     def pair_columns(self) -> list[Column]:

@@ -28,13 +28,15 @@ import math
 import warnings
 from collections import defaultdict
 from functools import cache, cached_property
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
 from ..io import DecodedPair
-from .base import EXTRACTORS, Column, PairExtractor
+from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor
 
 log = logging.getLogger(__name__)
 
@@ -241,18 +243,25 @@ class FormulaExtractor(PairExtractor):
 
     name = "formula"
     version = 1
-    default_config = {"metrics": DEFAULT_METRICS, "device": "cpu"}
     # The device changes where the metrics run, not what they compute: CPU and GPU share stored features.
     runtime_keys = ("device",)
     batch_size = 16
 
-    def __init__(self, **config):
-        super().__init__(**config)
-        metrics = list(self.config["metrics"])
-        unknown = [m for m in metrics if m not in KNOWN_METRICS]
-        if unknown or not metrics or len(set(metrics)) != len(metrics):
-            raise ValueError(f"extractor formula: metrics must be distinct names from {KNOWN_METRICS}, got {metrics}")
-        self.metrics = metrics
+    class Settings(ExtractorSettings):
+        metrics: list[Literal[tuple(KNOWN_METRICS)]] = Field(
+            DEFAULT_METRICS, min_length=1, description=f"distinct metric names, one column each: {', '.join(KNOWN_METRICS)}")
+        device: str = Field("cpu", description="cpu, auto (CUDA when present), cuda or cuda:N; not hashed")
+
+        @field_validator("metrics")
+        @classmethod
+        def _distinct(cls, metrics: list[str]) -> list[str]:
+            if len(set(metrics)) != len(metrics):
+                raise ValueError("metrics must be distinct")
+            return metrics
+
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
+        self.metrics = list(self.config["metrics"])
         self._nets = None
 
     def pair_columns(self) -> list[Column]:

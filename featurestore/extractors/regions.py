@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 from PIL import Image
 from scipy import ndimage
 
 from ..devices import Runtime, model_batches
 from ..io import DecodedImage, DecodedPair
+from ..settings import registry_name
 from ..weights import WeightSpec
 from .base import EXTRACTORS, Column, PairExtractor, scalar_columns
-from .deep import RUNTIME_KEYS, DeepExtractor, js_divergence, kl_divergence
+from .deep import DeepSettings, DeepExtractor, js_divergence, kl_divergence
 from .imagenet import LITE_WEIGHTS, MEAN, STD, build_lite, lite_weight_spec
 
 PAIR_COLUMNS = ("grid_js_max", "grid_js_excess", "grid_kl_max", "grid_top1_agree", "salient_js_max", "salient_kl_max",
@@ -84,21 +86,20 @@ class RegionsExtractor(DeepExtractor, PairExtractor):
     name = "regions"
     version = 1
     channels_last_on_cpu = True  # EfficientNet-Lite's depthwise convolutions: 2x faster on a CPU so
-    default_config = {
-        "model": "efficientnet-lite0",  # or efficientnet-lite1 / efficientnet-lite2 (their packages ship weights)
-        "size": 384,          # equivalent square side of the one forward pass per image (aspect kept)
-        "grid": 3,            # fixed grid x grid cells
-        "salient": 3,         # salient boxes of the reference
-        "salient_share": 0.4,  # salient box side as a share of the short side
-        "weights": "",        # explicit path to the model's .pth
-        "random_init": False,
-        **RUNTIME_KEYS,
-    }
+    class Settings(DeepSettings):
+        model: str = Field("efficientnet-lite0", description="efficientnet-lite0 | efficientnet-lite1 | "
+                                                           "efficientnet-lite2 (their pip packages ship the weights)")
+        size: int = Field(384, ge=32, description="equivalent square side of the one forward pass per image "
+                                                  "(aspect kept)")
+        grid: int = Field(3, ge=1, description="fixed grid x grid cells")
+        salient: int = Field(3, ge=0, description="salient boxes of the reference")
+        salient_share: float = Field(0.4, gt=0, le=1, description="salient box side as a share of the short side")
+        weights: str = Field("", description="explicit path to the model's .pth")
 
-    def __init__(self, **config):
-        super().__init__(**config)
-        if self.config["model"] not in LITE_WEIGHTS:
-            raise ValueError(f"regions: model must be one of {sorted(LITE_WEIGHTS)}, not {self.config['model']!r}")
+        @field_validator("model")
+        @classmethod
+        def _known(cls, model: str) -> str:
+            return registry_name(model, sorted(LITE_WEIGHTS), "regions model")
 
     def pair_columns(self) -> list[Column]:
         return [Column(n) for n in PAIR_COLUMNS]

@@ -28,10 +28,11 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from ..io import DecodedImage, DecodedPair
 from ..weights import WeightSpec, located, package_version, resolve
-from .base import EXTRACTORS, Column, PairExtractor, WeightSource, scalar_columns
+from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor, WeightSource, scalar_columns
 
 PACKAGE = "rapidocr-onnxruntime"
 MODEL_FILES = {"det": "ch_PP-OCRv4_det_infer.onnx", "rec": "ch_PP-OCRv4_rec_infer.onnx"}
@@ -97,15 +98,16 @@ class TextExtractor(PairExtractor):
     name = "text"
     version = 1
     batch_size = 8
-    default_config = {
-        "det_limit_side_len": 320,  # detection input: short side scaled up to this (PP-OCR's 736 costs ~6x)
-        "text_score": 0.5,          # reference boxes read with lower confidence are not text
-        "det_model": "",            # explicit paths to the ONNX files; default: the ones in the rapidocr wheel
-        "rec_model": "",
-    }
+    class Settings(ExtractorSettings):
+        det_limit_side_len: int = Field(320, ge=32, description="detection input: short side scaled up to this "
+                                                                "(PP-OCR's 736 reads small text better, ~6x slower)")
+        text_score: float = Field(0.5, ge=0, le=1, description="reference boxes read with lower confidence are not text")
+        det_model: str = Field("", description="explicit path to the detection ONNX file; default: the rapidocr wheel's")
+        rec_model: str = Field("", description="explicit path to the recognition ONNX file; default: the rapidocr "
+                                               "wheel's")
 
-    def __init__(self, **config):
-        super().__init__(**config)
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         self._engine = None
 
     def pair_columns(self) -> list[Column]:

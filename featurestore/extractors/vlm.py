@@ -38,11 +38,13 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
 from huggingface_hub.utils import validate_repo_id
 from PIL import Image
+from pydantic import Field
 
 from configs import config_file
 
@@ -51,14 +53,13 @@ from ..devices import pick_device
 from ..errors import SiqaError
 from ..weights import Fetch, MissingWeights, WeightSpec, hf_cached_folder, resolve
 from ._vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
-from .base import EXTRACTORS, Column, PairExtractor, WeightSource
+from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor, WeightSource
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUESTIONS = config_file("vlm_questions.toml")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _RESERVED = {"answer_mass", "hidden_last", "hidden_mid"}
-_DTYPES = ("bfloat16", "float16", "float32")
 #: what a checkpoint folder needs beside config and weights: the processor, the tokenizer and the chat template
 #: (the published repos carry preprocessor_config.json, transformers 5 saves processor_config.json; "a|b" = either)
 CHECKPOINT_FILES = ("preprocessor_config.json|processor_config.json", "tokenizer_config.json",
@@ -390,35 +391,30 @@ class VlmExtractor(PairExtractor):
     name = "vlm"
     version = 1
     batch_size = 4  # pairs per call; each pair is one forward pass of all its questions
-    default_config = {
-        "model": "Qwen/Qwen2.5-VL-7B-Instruct",  # Hugging Face repo id (any Qwen2/2.5/3-VL instruct checkpoint)
-        "path": "",                               # checkpoint folder; "" = $SIQA_WEIGHTS_DIR/<model>, then HF cache
-        "dtype": "bfloat16",                      # on a CPU: float32
-        "load_in_4bit": False,                    # needs bitsandbytes and a CUDA GPU
-        "device": "auto",                         # auto = cuda if available, else cpu
-        "max_pixels": 512 * 28 * 28,              # per image; see the pixel budget rule above
-        "questions": "",                          # question file; "" = configs/vlm_questions.toml
-        "k_samples": 0,                           # > 0 adds `<id>_sampled` columns (mean of K sampled answers)
-        "temperature": 1.0,                       # of the sampled answers; 0 = greedy
-        "max_new_tokens": 16,                     # of each sampled answer
-        "middle_layer": None,                     # hidden_mid layer; None = half the decoder depth
-        "min_answer_mass": MIN_ANSWER_MASS,       # NaN (reason logged) when less probability is on the options
-        "seed": 0,                                # of the sampled answers
-        "share_prefix": True,                     # run the images once per pair, not once per question
-        "sample_cache_mb": 2048,                  # key/value cache the K sampled answers may fill at once
-    }
+    class Settings(ExtractorSettings):
+        model: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="Hugging Face repo id (any Qwen2/2.5/3-VL "
+                                                                     "instruct checkpoint)")
+        path: str = Field("", description="checkpoint folder; \"\" = $SIQA_WEIGHTS_DIR/<model>, then the HF cache")
+        dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="weights dtype (on a CPU: "
+                                                                                        "float32)")
+        load_in_4bit: bool = Field(False, description="4-bit weights (needs bitsandbytes and a CUDA GPU)")
+        device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N; not hashed")
+        max_pixels: int = Field(512 * 28 * 28, ge=28 * 28, description="pixels per image (at least one 28x28 patch); "
+                                                                       "larger images are downscaled, aspect kept")
+        questions: str = Field("", description="question file; \"\" = configs/vlm_questions.toml")
+        k_samples: int = Field(0, ge=0, description="> 0 adds `<id>_sampled` columns (mean of K sampled answers)")
+        temperature: float = Field(1.0, ge=0, description="of the sampled answers; 0 = greedy")
+        max_new_tokens: int = Field(16, ge=1, description="of each sampled answer")
+        middle_layer: int | None = Field(None, ge=0, description="hidden_mid layer; unset = half the decoder depth")
+        min_answer_mass: float = Field(MIN_ANSWER_MASS, ge=0, le=1, description="NaN (reason logged) when less "
+                                                                                "probability is on the options")
+        seed: int = Field(0, description="of the sampled answers")
+        share_prefix: bool = Field(True, description="run the images once per pair, not once per question")
+        sample_cache_mb: float = Field(2048, gt=0, description="key/value cache the K sampled answers may fill at "
+                                                               "once; not hashed")
 
-    def __init__(self, **config):
-        super().__init__(**config)
-        if self.config["dtype"] not in _DTYPES:
-            raise ValueError(f"dtype {self.config['dtype']!r} is not one of {', '.join(_DTYPES)}")
-        c = self.config
-        if int(c["k_samples"]) < 0 or int(c["max_new_tokens"]) < 1 or float(c["temperature"]) < 0:
-            raise ValueError("k_samples and temperature must be >= 0, max_new_tokens >= 1")
-        if float(c["sample_cache_mb"]) <= 0 or not 0 <= float(c["min_answer_mass"]) <= 1:
-            raise ValueError("sample_cache_mb must be > 0 and min_answer_mass within 0..1")
-        if int(c["max_pixels"]) < 28 * 28:
-            raise ValueError("max_pixels must be at least 784 (one 28x28 patch)")
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         validate_repo_id(self.config["model"])  # a ValueError naming the problem; folders go in `path`
         self.questions = QuestionSet.load(self.config["questions"] or DEFAULT_QUESTIONS)
         self._judge: VlmJudge | None = None
