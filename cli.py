@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
+from configs import presets
 from featurestore.errors import SiqaError
 from siqa import DEFAULT_RUN, DEFAULT_STORE, default_store, reading_store
-from tabular.config import presets
 
 FRAME_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -115,15 +115,16 @@ def app(ctx, verbose: bool, quiet: bool):
 @_quiet_option
 def features(data, root, splits, store, config_path, backend, address, strict, replace, allow_outside_root, quiet):
     """Compute every missing feature of a dataset into the store."""
-    from featurestore.config import build_extractors, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.datasets import load_pairs
     from featurestore.weights import check_weights
 
     quiet = _quiet(quiet)
-    config = load_config(config_path)
-    extractors = build_extractors(config)
+    settings = load_settings(config_path)
+    extractors = build_extractors(settings.extractors)
     if not extractors:
-        raise SiqaError(f"{config['_path']}: no extractor enabled")
+        raise SiqaError(f"{settings.source}: no extractor enabled")
     check_weights(extractors)  # stops before any work, listing every missing weight
     table = load_pairs(data, splits=splits.split(",") if splits else None, root=root,
                        allow_outside_root=allow_outside_root)
@@ -192,28 +193,25 @@ def sql(query, store, fmt, out, quiet):
 def oof(store, table, label, group, lower_better, feature_list, run_dir, config_path, preset, seed, time_limit,
         as_json, allow_missing, quiet):
     """Grouped, nested out-of-fold evaluation of the model pool and blend; writes a run folder."""
-    from blend.run import run_oof
-    from featurestore.config import load_config
-    from tabular.data import TabularData
+    from blend.settings import load_settings
 
     quiet = _quiet(quiet)
-    config = load_config(config_path)
-    tab = dict(config.get("tabular") or {})
-    if preset:
-        tab["preset"] = preset
-    if seed is not None:
-        tab["seed"] = seed
-    if time_limit is not None:
-        tab["time_limit"] = time_limit
+    if table and (not label or not group):
+        raise _usage("--table needs --label COL and --group COL")
+    if table and label == group:
+        raise _usage(f"--label and --group both name {label!r}: folds grouped by the label would leak it; give "
+                     f"the column that names the reference image as --group")
+    flags = {"preset": preset, "seed": seed, "time_limit": time_limit}
+    settings = load_settings(config_path, {k: v for k, v in flags.items() if v is not None})
+    from blend.run import run_oof
+    from tabular.data import TabularData
+
     columns = feature_list.split(",") if feature_list else None
     if table:
-        if not label or not group:
-            raise _usage("--table needs --label COL and --group COL")
         data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better, features=columns)
     else:
         data = TabularData.from_store(default_store(store), features=columns, lower_better=lower_better)
-    summary = run_oof(data, {**config, "tabular": tab}, Path(run_dir), progress=not (quiet or as_json),
-                      allow_missing=allow_missing)
+    summary = run_oof(data, settings, Path(run_dir), progress=not (quiet or as_json), allow_missing=allow_missing)
     for warning in summary.get("warnings", []):
         click.echo(f"siqa: warning: {warning}", err=True)
     from blend.run import point_latest
@@ -326,13 +324,15 @@ def trust(run_dir):
 def weights(config_path, check, download, to, quiet):
     """Say, per configured extractor, whether its weights load here and from where (exit 1 when an enabled
     extractor misses one); --download fetches them."""
-    from featurestore.config import build_extractors, disabled_names, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.weights import check_weights, describe_weights
 
     if to and not download:
         raise _usage("--to DIR goes with --download")
-    config = load_config(config_path)
-    disabled = disabled_names(config)
+    settings = load_settings(config_path)
+    config = settings.extractors
+    disabled = {name for name, entry in config.items() if not entry.enabled}
     if download:
         from featurestore.downloads import download_weights
 
@@ -346,7 +346,7 @@ def weights(config_path, check, download, to, quiet):
     missing = [s for s in check_weights(build_extractors(config), strict=False) if s.found is None]
     if missing:  # a failed check whether or not --check was given (issue 13)
         names = sorted({s.what.split(": ", 1)[0] for s in missing})
-        raise SiqaError(f"{config['_path']}: {len(missing)} weight(s) missing for enabled extractor(s) "
+        raise SiqaError(f"{settings.source}: {len(missing)} weight(s) missing for enabled extractor(s) "
                         f"{', '.join(names)} (see above; `siqa weights --download` fetches them)")
 
 
@@ -361,11 +361,13 @@ def weights(config_path, check, download, to, quiet):
 @_quiet_option
 def doctor(config_path, calib, official, seiqa, seiqa_labels, quiet):
     """Run the enabled extractors on pairs with published answers and compare; non-zero exit on any miss."""
-    from featurestore.config import build_extractors, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.doctor import calibration_checks, format_checks, seiqa_cosine_check
 
+    extractors = build_extractors(load_settings(config_path).extractors)
     calib = Path(calib) if calib else Path(__file__).resolve().parent.parent / "shared" / "data" / "calib"
-    checks = calibration_checks(build_extractors(load_config(config_path)), calib, Path(official) if official else None)
+    checks = calibration_checks(extractors, calib, Path(official) if official else None)
     if seiqa:
         labels = Path(seiqa_labels) if seiqa_labels else Path(seiqa) / "train_labels.csv"
         checks += seiqa_cosine_check(Path(seiqa), labels, progress=not quiet)
@@ -396,16 +398,30 @@ def config():
 @_config_option
 @_quiet_option
 def config_show(config_path, quiet):
-    """Print the resolved config as JSON: each enabled extractor with every setting (defaults filled in)
-    and the [tabular] settings after the preset is applied."""
-    from blend.config import resolve
-    from featurestore.config import build_extractors, load_config
+    """Print the resolved, validated settings as JSON: each enabled extractor with every setting (defaults
+    filled in) and its store folder, and the [tabular] settings after the preset is applied."""
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
 
-    loaded = load_config(config_path)
-    resolved = {"path": loaded["_path"],
-                "extractors": {ex.name: {"folder": ex.folder, **ex.config} for ex in build_extractors(loaded)},
-                "tabular": resolve(loaded)}
+    settings = load_settings(config_path)
+    folders = {ex.name: ex.folder for ex in build_extractors(settings.extractors)}
+    tables = settings.as_tables()
+    resolved = {"path": settings.source,
+                "extractors": {name: {"folder": folders[name], **table} for name, table in tables["extractors"].items()
+                               if name in folders},
+                "tabular": tables["tabular"]}
     click.echo(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+
+
+@config.command("schema")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+def config_schema(fmt):
+    """Every settings key with its type, default and meaning, generated from the schema (extractors, [tabular],
+    [tabular.meta], [tabular.blend], [tabular.pool.<model>])."""
+    from blend.schema import schema_rows, schema_text
+
+    rows = schema_rows()
+    click.echo(json.dumps(rows, indent=1) if fmt == "json" else schema_text(rows, markdown=fmt == "markdown"))
 
 
 @app.command("demo-data")

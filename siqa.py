@@ -149,10 +149,12 @@ class Predictor:
     @cached_property
     def extractors(self):
         """The run's extractors, built (and their weights checked) when a pair first needs computing."""
-        from featurestore.config import build_extractors
+        from featurestore.config import build_extractors, extractor_settings
         from featurestore.weights import check_weights
 
-        extractors = build_extractors(self.config.get("input") or {})
+        # the settings the run's features were computed with (validated here: building them imports the models)
+        tables = (self.config.get("input") or {}).get("extractors") or {}
+        extractors = build_extractors(extractor_settings(tables, f"{self.path}/config.json"))
         check_weights(extractors)
         return extractors
 

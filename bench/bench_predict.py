@@ -33,7 +33,8 @@ preset = "fast"
 
 def build_run(tmp: Path) -> Path:
     from blend.run import run_oof
-    from featurestore.config import build_extractors, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.datasets import load_pairs
     from featurestore.datasets.demo import make_demo_dataset
     from featurestore.store import FeatureStore
@@ -41,8 +42,8 @@ def build_run(tmp: Path) -> Path:
 
     make_demo_dataset(tmp / "data", progress=False)
     (tmp / "bench.toml").write_text(CONFIG)
-    config = load_config(tmp / "bench.toml")
-    FeatureStore(tmp / "store").extract(load_pairs(tmp / "data"), build_extractors(config), progress=False)
+    config = load_settings(tmp / "bench.toml")
+    FeatureStore(tmp / "store").extract(load_pairs(tmp / "data"), build_extractors(config.extractors), progress=False)
     run_oof(TabularData.from_store(tmp / "store"), config, tmp / "run", progress=False)
     return tmp / "run"
 

@@ -20,7 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from featurestore.config import build_extractors, load_config
+from blend.settings import load_settings
+
+from featurestore.config import build_extractors
 from featurestore.datasets import load_pairs
 from featurestore.datasets.demo import make_demo_dataset
 from featurestore.errors import SiqaError
@@ -59,7 +61,7 @@ def main() -> int:
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs Ray may use")
     args = parser.parse_args()
     ray = import_ray()
-    config = load_config(args.config)
+    config = load_settings(args.config)
 
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         tmp = Path(tmp)
@@ -68,7 +70,7 @@ def main() -> int:
         n = len(table)
 
         t0 = time.perf_counter()
-        local = FeatureStore(tmp / "local").extract(table, build_extractors(config), progress=False)
+        local = FeatureStore(tmp / "local").extract(table, build_extractors(config.extractors), progress=False)
         local_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -76,10 +78,10 @@ def main() -> int:
         init_s = time.perf_counter() - t0
         try:
             t0 = time.perf_counter()
-            remote = extract_with_ray(tmp / "ray", table, build_extractors(config), progress=False)
+            remote = extract_with_ray(tmp / "ray", table, build_extractors(config.extractors), progress=False)
             ray_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            resumed = extract_with_ray(tmp / "ray", table, build_extractors(config), progress=False)
+            resumed = extract_with_ray(tmp / "ray", table, build_extractors(config.extractors), progress=False)
             resume_s = time.perf_counter() - t0
         finally:
             ray.shutdown()

@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blend.config import resolve  # noqa: E402
+from blend.settings import settings_from  # noqa: E402
 from blend.run import HEADLINE, run_oof  # noqa: E402
 from tabular import metrics  # noqa: E402
 from tabular.data import TabularData  # noqa: E402
@@ -50,17 +50,17 @@ def best_raw_feature(data: TabularData) -> tuple[str, float]:
     return name, scores[name]
 
 
-def default_catboost(data: TabularData, settings: dict) -> list[float]:
+def default_catboost(data: TabularData, settings) -> list[float]:
     """Final per repeat of CatBoostRegressor() with library defaults, on the run's outer folds."""
     from catboost import CatBoostRegressor
 
     finals = []
-    for r in range(int(settings["repeats"])):
-        fold = assign_folds(data.target, data.groups, int(settings["folds"]), int(settings["seed"]) + r,
-                            settings["label_bins"])
+    for r in range(settings.repeats):
+        fold = assign_folds(data.target, data.groups, settings.folds, settings.seed + r,
+                            settings.label_bins)
         pred = np.empty(data.n_rows)
         for k in np.unique(fold):
-            model = CatBoostRegressor(random_seed=0, thread_count=int(settings["threads"]), verbose=False,
+            model = CatBoostRegressor(random_seed=0, thread_count=settings.threads, verbose=False,
                                       allow_writing_files=False)
             model.fit(data.X.to_numpy()[fold != k], data.target[fold != k])
             pred[fold == k] = model.predict(data.X.to_numpy()[fold == k])
@@ -74,13 +74,13 @@ def bench_table(name: str, spec: dict, config: dict, runs: Path) -> dict:
     started = time.perf_counter()
     summary = run_oof(data, config, runs / name, progress=True)
     seconds = time.perf_counter() - started
-    settings = resolve(config)
+    settings = settings_from(config).tabular
     board = __import__("pandas").read_csv(runs / name / "leaderboard.csv")
     raw_name, raw_final = best_raw_feature(data)
     reference = default_catboost(data, settings)
 
     print(f"\n== {name}: {data.n_rows} rows, {summary['n_groups']} reference groups, "
-          f"{settings['folds']}-fold grouped x {settings['repeats']} repeats, preset {settings['preset']}, "
+          f"{settings.folds}-fold grouped x {settings.repeats} repeats, preset {settings.preset}, "
           f"run {seconds:.0f} s ==")
     print(f"{'model':<28} {'Final':>16} {'SROCC':>7} {'PLCC':>7} {'fit s':>8}")
     print(f"{'best raw feature: ' + raw_name:<28} {raw_final:>7.4f}{'':9} (all rows, no CV)")

@@ -34,12 +34,11 @@ from bench_learning import real_table, synthetic_table  # noqa: E402
 from blend.blender import BoundedBlender  # noqa: E402
 from blend.calibration import LabelScale, MonotoneCalibrator  # noqa: E402
 from blend.choice import standard_errors  # noqa: E402
-from blend.config import resolve  # noqa: E402
+from blend.settings import settings_from  # noqa: E402
 from tabular import metrics  # noqa: E402
 from tabular.folds import assign_folds, inner_folds  # noqa: E402
-from tabular.models import members_below  # noqa: E402
 from tabular.nested import inner_table, outer_table, pool_tables  # noqa: E402
-from tabular.stack import StackedPool  # noqa: E402
+from tabular.stack import PoolPlan, StackedPool  # noqa: E402
 
 TABLES = ("csiq:8:0,tid2013:8:1,csiq:10:2,tid2013:8:3,csiq:6:4,tid2013:6:5,csiq:7:6,tid2013:10:7,csiq:9:8,"
           "tid2013:9:9,syn150,syn500")
@@ -127,16 +126,14 @@ def cached_pool(key: str, cache: Path) -> dict:
     if path.exists():
         return pickle.loads(path.read_bytes())
     data = table(key)
-    settings = {**resolve({"tabular": {"preset": "default", "jobs": 1, "threads": 1}}), "work_dir": None}
-    settings["drop"] = sorted(members_below(settings["pool"], data.n_rows))
-    columns, K, seed = list(data.X.columns), int(settings["folds"]), int(settings["seed"])
-    pool = StackedPool(settings, columns, [], seed)
+    settings = settings_from({"tabular": {"preset": "default", "jobs": 1, "threads": 1}}).tabular
+    columns, K, seed = list(data.X.columns), settings.folds, settings.seed
+    pool = StackedPool(settings, columns, [], seed, PoolPlan(frozenset(settings.members_below(data.n_rows))))
     members = pool.member_names()
     repeats = []
     for r in range(REPEATS):
-        fold = assign_folds(data.target, data.groups, K, seed + r, settings["label_bins"], source=key)
-        repeats.append((fold, pool_tables(data, fold, K, settings, columns, [], seed, tqdm(disable=True), key,
-                                          dict.fromkeys(members, 0.0))))
+        fold = assign_folds(data.target, data.groups, K, seed + r, settings.label_bins, source=key)
+        repeats.append((fold, pool_tables(pool, data, fold, K, tqdm(disable=True), key, dict.fromkeys(members, 0.0))))
     cached = {"target": data.target, "groups": data.groups, "members": members,
               "blended": pool.blended_names(members), "repeats": repeats}
     cache.mkdir(parents=True, exist_ok=True)

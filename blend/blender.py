@@ -17,26 +17,23 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.folds import inner_folds
 
-from .choice import CHOICES, choose
+from .choice import choose
 from .methods import METHODS
 
 #: arguments every method takes from the blender itself, not from the method's own parameters
-_COMMON = ("P", "y", "cap", "random_state", "groups")  # a method naming `groups` gets the rows' groups
+COMMON_ARGUMENTS = ("P", "y", "cap", "random_state", "groups")  # a method naming `groups` gets the rows' groups
 
 
 def method_parameters(name: str) -> list[str]:
     """The keyword parameters method `name` takes from the configuration (e.g. greedy: rounds)."""
-    return [p for p in inspect.signature(METHODS.get(name)).parameters if p not in _COMMON]
-
-
-def all_method_parameters() -> set[str]:
-    return {p for name in METHODS for p in method_parameters(name)}
+    return [p for p in inspect.signature(METHODS.get(name)).parameters if p not in COMMON_ARGUMENTS]
 
 
 class BoundedBlender:
     def __init__(self, cap: float = 1.0, method: str = "auto", n_splits: int = 5, choice: str = "one_se",
                  random_state: int = 0, **params):
-        """`params`: the methods' own parameters (rounds, anchors, ...); each method gets those it names."""
+        """`params`: the methods' own parameters (rounds, anchors, ...); each method gets those it names. The
+        values are `blend.settings.BlendSettings`'s, validated when the config was loaded."""
         self.cap = cap
         self.method = method
         self.n_splits = n_splits
@@ -50,14 +47,7 @@ class BoundedBlender:
         y = np.asarray(y, dtype=np.float64)
         m = P.shape[1]
         names = METHODS.names()
-        if self.method not in (*names, "auto"):
-            raise SiqaError(f"config: blend method {self.method!r} is not one of {', '.join((*names, 'auto'))}")
-        if self.choice not in CHOICES:
-            raise SiqaError(f"config: blend choice {self.choice!r} is not one of {', '.join(CHOICES)}")
-        unknown = set(self.params) - all_method_parameters()
-        if unknown:
-            raise SiqaError(f"config: unknown [tabular.blend] key(s) {', '.join(sorted(unknown))}")
-        if not 0 < self.cap <= 1 or self.cap * m < 1 - 1e-12:
+        if self.cap * m < 1 - 1e-12:  # a property of the pool, not of the setting alone
             raise SiqaError(f"config: blend cap {self.cap} cannot give {m} model(s) weights summing to 1")
         self.cv_scores_ = {}
         method = self.method

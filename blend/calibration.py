@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.folds import inner_folds
 from tabular.inference import step
 
 from .calibrators import CALIBRATORS, HIGH, LOW
-from .choice import CHOICES, choose
+from .choice import choose
 
 
 class LabelScale:
@@ -54,11 +53,6 @@ class MonotoneCalibrator:
             scale: LabelScale | None = None) -> "MonotoneCalibrator":
         """`x`: blend values and `target`: their labels, both on the target's own scale (higher = better);
         `scale`: the label scale to use (default: fit on `target`)."""
-        names = CALIBRATORS.names()
-        if self.method not in (*names, "auto"):
-            raise SiqaError(f"config: calibration {self.method!r} is not one of {', '.join((*names, 'auto'))}")
-        if self.choice not in CHOICES:
-            raise SiqaError(f"config: blend choice {self.choice!r} is not one of {', '.join(CHOICES)}")
         self.scale_ = scale or LabelScale().fit(target)
         x = self.scale_.transform(x)
         y = self.scale_.transform(target)

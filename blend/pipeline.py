@@ -15,30 +15,32 @@ import pandas as pd
 
 from featurestore.errors import SiqaError
 from tabular.data import TabularData
-from tabular.stack import StackedPool
+from tabular.stack import PoolPlan, StackedPool
 
 from .calibration import LabelScale
-from .config import make_blender, make_calibrator
+from .settings import StackSettings
 
 
 class FittedPipeline:
-    def __init__(self, settings: dict, columns: list[str], blocks: dict[str, int]):
+    def __init__(self, settings: StackSettings, columns: list[str], blocks: dict[str, int],
+                 plan: PoolPlan = PoolPlan()):
         self.settings = settings
         self.columns = columns
         self.blocks = blocks
+        self.plan = plan
 
     def fit(self, data: TabularData, oof: pd.DataFrame, oof_target: np.ndarray, oof_groups: np.ndarray,
             scale: LabelScale, on_member: Callable[[str], None] | None = None) -> "FittedPipeline":
         """`data`: all labelled rows; `oof`: out-of-fold member predictions stacked over repeats."""
-        seed = int(self.settings["seed"])
+        seed = self.settings.seed
         self.scale_ = scale
-        self.pool_ = StackedPool(self.settings, self.columns, sorted(self.blocks), seed).fit(data, on_member)
+        self.pool_ = StackedPool(self.settings, self.columns, sorted(self.blocks), seed, self.plan).fit(data, on_member)
         started = time.perf_counter()
         self.blended_ = self.pool_.blended_names(list(oof.columns))
         blended = oof[self.blended_].to_numpy()
-        self.blender_ = make_blender(self.settings, seed).fit(blended, oof_target, oof_groups)
-        self.calibrator_ = make_calibrator(self.settings, seed).fit(self.blender_.predict(blended), oof_target,
-                                                                    oof_groups, scale)
+        self.blender_ = self.settings.make_blender(seed).fit(blended, oof_target, oof_groups)
+        self.calibrator_ = self.settings.make_calibrator(seed).fit(self.blender_.predict(blended), oof_target,
+                                                                   oof_groups, scale)
         self.blend_seconds_ = time.perf_counter() - started
         return self
 

@@ -1,8 +1,9 @@
 """Run folders: `run_oof` evaluates and fits a tabular run; `load_run` / `predict` use one.
 
 Public entry points (called by cli.py):
-- `run_oof(data, config, run_dir, progress=True) -> dict`: nested CV + refit on all labelled rows;
-  writes the run folder and returns the summary (also saved as run.json).
+- `run_oof(data, settings, run_dir, progress=True) -> dict`: nested CV + refit on all labelled rows;
+  writes the run folder and returns the summary (also saved as run.json). `settings` come from
+  `blend.settings.load_settings` (a parsed config dict is validated by `settings_from` first).
 - `load_run(run_dir) -> Run`: summary, config, leaderboard and the fitted pipeline.
 - `predict(run_dir, data) -> np.ndarray`: 0..5 quality scores (higher = better) for every row of `data`.
 - `run_store(run_dir, override=None) -> Path`: the feature store a run reads (predict, submit, report):
@@ -10,7 +11,8 @@ Public entry points (called by cli.py):
 - `point_latest(run_dir)`: makes `<parent>/latest` a symlink to the run folder (`runs/latest`).
 
 Run folder layout:
-- `config.json`: {"input": the config given to run_oof, "tabular": the resolved [tabular] settings}. For a
+- `config.json`: {"input": the run's validated settings as TOML tables (`Settings.as_tables`), "tabular": the
+  resolved [tabular] settings}. For a
   store run, `input.extractors` holds only the extractors whose features the run uses, with the settings
   the store computed them with (its views.json): what `siqa predict` must compute for a new pair.
 - `oof.parquet`: one row per (repeat, labelled row), ordered by repeat then input order. Columns:
@@ -71,15 +73,14 @@ from tqdm.auto import tqdm
 from featurestore.errors import SiqaError
 from tabular import compare, metrics
 from tabular.data import TabularData
-from tabular.models import members_below
 from tabular.models.raw_feature import RawFeatureModel
-from tabular.stack import StackedPool
+from tabular.stack import PoolPlan, StackedPool
 
 from . import compiled
 from .calibration import LabelScale
-from .config import resolve
-from .nested import nested_cv
+from .nested import NestedCV
 from .pipeline import FittedPipeline
+from .settings import Settings, StackSettings, settings_from
 from .runfolder import FITS, RunFolder, check_target, run_lock, run_store, write_run
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def usable_columns(data: TabularData) -> tuple[list[str], list[str]]:
     return kept, dropped
 
 
-def _checked_labelled(data: TabularData, settings: dict) -> tuple[TabularData, int]:
+def _checked_labelled(data: TabularData, settings: StackSettings) -> tuple[TabularData, int]:
     """The labelled rows to learn from, and how many test rows are labelled pairs too (warned about).
 
     Rules: the same pair (same two images, so the same id) under several names is one pair: it is kept
@@ -141,7 +142,7 @@ def _checked_labelled(data: TabularData, settings: dict) -> tuple[TabularData, i
     if np.ptp(labelled.y) == 0:
         raise SiqaError(f"{data.source}: all {labelled.n_rows} labelled pairs have the label {labelled.y[0]:g}; "
                         f"there is nothing to learn or rank")
-    n, K = int(np.unique(labelled.groups).size), int(settings["folds"])
+    n, K = int(np.unique(labelled.groups).size), settings.folds
     if K >= 3 and n >= K and n - int(np.ceil(2 * n / K)) < 2:
         raise SiqaError(f"{data.source}: {n} reference groups are too few for nested CV with {K} folds (the "
                         f"innermost fits keep at most {n - int(np.ceil(2 * n / K))} group(s), an inner CV needs 2); "
@@ -169,20 +170,19 @@ def used_extractors(root, columns: list[str], blocks: list[str]) -> dict[str, di
     return {name: views[name] for name in sorted(used)}
 
 
-def _store_provenance(data: TabularData, config: dict | None, columns: list[str]) -> tuple[dict | None, dict]:
+def _store_provenance(data: TabularData, settings: Settings, columns: list[str]) -> tuple[dict, dict]:
     """(config to record, summary entries) of a store run: only the extractors the run uses, and a warning
     for each enabled one that gave it no feature (never computed into this store, or constant/empty)."""
+    config = settings.as_tables()
     origin = data.origin or {}
     if origin.get("kind") != "store":
-        return config, {}
+        return {**config, "extractors": {}}, {}
     root = Path(origin["root"])
     used = used_extractors(root, columns, sorted(data.dense))
-    enabled = [name for name, table in ((config or {}).get("extractors") or {}).items()
-               if (table or {}).get("enabled", True)]
-    idle = [name for name in enabled if name not in used]
+    idle = [name for name, entry in settings.extractors.items() if entry.enabled and name not in used]
     warnings = [f"{root}: enabled extractor(s) {', '.join(idle)} gave no feature to this run (no rows in the store, "
                 f"or only constant/empty columns); the run does not record them"] if idle else []
-    recorded = {**(config or {}), "extractors": {name: dict(view.get("config") or {}) for name, view in used.items()}}
+    recorded = {**config, "extractors": {name: dict(view.get("config") or {}) for name, view in used.items()}}
     return recorded, {"store": str(root.resolve()), "warnings": warnings,
                       "extractors": {name: {"folder": view["folder"], "level": view.get("level")}
                                      for name, view in used.items()}}
@@ -270,12 +270,14 @@ def _leaderboard_text(board: pd.DataFrame, headline: dict, notes: dict[str, str]
             f"[{headline['final_low']:.4f}, {headline['final_high']:.4f}]")
 
 
-def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = True,
+def run_oof(data: TabularData, settings: Settings | dict | None, run_dir, progress: bool = True,
             allow_missing: bool = False) -> dict:
     """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary.
     Labelled store pairs without features of some extractor are refused, unless `allow_missing` (then
     logged as a warning with the count per extractor). A store run is registered in the store
     (`runs.json`), so `siqa store gc` keeps the feature folders it reads."""
+    if not isinstance(settings, Settings):  # a parsed config from Python: validated here, once
+        settings = settings_from(settings)
     run_dir = Path(run_dir).absolute()
     check_target(run_dir)  # before any fitting: a folder that is not a run is never replaced
     if data.missing:
@@ -287,7 +289,7 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
         log.warning("%s: labelled pairs without features from %s (--allow-missing: learnt as missing values)",
                     data.source, counts)
     with run_lock(run_dir):
-        summary = _run_oof(data, config, run_dir, progress)
+        summary = _run_oof(data, settings, run_dir, progress)
     if data.origin.get("kind") == "store":
         from featurestore.store import Catalog
 
@@ -295,9 +297,10 @@ def run_oof(data: TabularData, config: dict | None, run_dir, progress: bool = Tr
     return summary
 
 
-def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bool) -> dict:
+def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool) -> dict:
     started = time.perf_counter()
-    settings = {**resolve(config), "work_dir": str((run_dir / FITS_DIR).resolve())}
+    settings = config.tabular
+    plan = PoolPlan(work_dir=str((run_dir / FITS_DIR).resolve()))
     labelled, overlap = _checked_labelled(data, settings)
     if labelled.n_rows == 0:
         raise SiqaError(f"{data.source}: no labelled rows to learn from")
@@ -309,15 +312,15 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
 
     clash = sorted(set(StackedPool(settings, columns, [], 0).member_names()) & set(FIXED_COLUMNS))
     if clash:
-        raise SiqaError(f"config: pool member name(s) {', '.join(clash)} clash with oof.parquet columns")
+        raise SiqaError(f"{config.source}: pool member name(s) {', '.join(clash)} clash with oof.parquet columns")
 
-    result = nested_cv(labelled, settings, columns, progress=progress)
-    settings = result.settings  # repeats and members as run (a time limit or a big table may cut them)
-    members = result.members
+    result = NestedCV(settings, columns, plan).run(labelled, progress=progress)
+    members = result.members  # as run: a time limit or min_rows may drop some
 
     stacked = pd.concat(result.predictions, ignore_index=True)
-    repeats = len(result.predictions)
-    pipeline = FittedPipeline(settings, columns, {b: int(v.shape[1]) for b, v in labelled.dense.items()})
+    repeats = result.repeats
+    pipeline = FittedPipeline(settings, columns, {b: int(v.shape[1]) for b, v in labelled.dense.items()},
+                              result.pool_plan)
     with tqdm(total=len(members), disable=not progress, desc="refit on all labelled rows", unit="fit",
               dynamic_ncols=True) as bar:
         def announce(name):
@@ -349,7 +352,7 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
     # what a member chose from the data (the feature best_single_feature picked), in the final refit
     notes = {name: note for name, model in pipeline.pool_.members_ if (note := model.describe())}
     notes.update({name: f"left out: min_rows {need} > {labelled.n_rows} labelled rows"
-                  for name, need in members_below(settings["pool"], labelled.n_rows).items()})
+                  for name, need in settings.members_below(labelled.n_rows).items()})
     row = board.set_index("model").loc[HEADLINE]
     singles = board[board["model"].isin(members)]
     # final_std is NaN with one repeat: None in JSON (NaN is not JSON)
@@ -362,8 +365,8 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
         "n_unlabelled": int(data.n_rows - labelled.n_rows),
         "train_test_overlap": overlap,
         "best_model": str(singles.iloc[0]["model"]), "best_model_final": float(singles.iloc[0]["final"]),
-        "source": {**data.describe(), "origin": {**data.origin, "labelled_sha256": labelled.labelled_digest()}}, "preset": settings["preset"], "folds": int(settings["folds"]),
-        "repeats": int(settings["repeats"]), "seed": int(settings["seed"]),
+        "source": {**data.describe(), "origin": {**data.origin, "labelled_sha256": labelled.labelled_digest()}}, "preset": settings.preset, "folds": settings.folds,
+        "repeats": repeats, "seed": settings.seed,
         "columns": columns, "dropped_columns": dropped, "members": members,
         "blend": {"method": pipeline.blender_.method_,
                   "weights": dict(zip(members, map(float, pipeline.weights(members)))),
@@ -377,18 +380,17 @@ def _run_oof(data: TabularData, config: dict | None, run_dir: Path, progress: bo
         + (f"\n{result.plan.describe()}" if result.plan.time_limit is not None else ""),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    config, provenance = _store_provenance(data, config, columns)
+    recorded, provenance = _store_provenance(data, config, columns)
     summary.update(provenance)
-    _write(run_dir, config, settings, oof, board, summary, pipeline)
+    _write(run_dir, recorded, {**settings.model_dump(mode="json"), "repeats": repeats}, oof, board, summary, pipeline)
     return summary
 
 
-def _write(run_dir: Path, config, settings, oof, board, summary, pipeline) -> None:
-    settings = {k: v for k, v in settings.items() if k != "work_dir"}  # where the run is, not how it was fit
+def _write(run_dir: Path, config: dict, settings: dict, oof, board, summary, pipeline) -> None:
     exported = pipeline.export()
 
     def fill(folder: Path) -> None:
-        (folder / "config.json").write_text(json.dumps({"input": config or {}, "tabular": settings}, indent=2,
+        (folder / "config.json").write_text(json.dumps({"input": config, "tabular": settings}, indent=2,
                                                        sort_keys=True, default=str))
         oof.to_parquet(folder / "oof.parquet", index=False)
         board.to_csv(folder / "leaderboard.csv", index=False, float_format="%.6f")

@@ -12,3 +12,8 @@ from pathlib import Path
 def config_file(name: str) -> Path:
     """Path of a shipped configuration file, e.g. `config_file("presets/fast.toml")` (it may not exist)."""
     return Path(str(files(__name__).joinpath(*name.split("/"))))
+
+
+def presets() -> list[str]:
+    """Names of the shipped tabular presets (`presets/<name>.toml`)."""
+    return sorted(p.stem for p in config_file("presets").glob("*.toml"))

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from .errors import SiqaError
 
@@ -102,6 +103,9 @@ def validate(model: type[BaseModel], values: dict, source: str, where: str,
 def _settings_type(annotation) -> Any:
     """A constructor annotation as a settings field type: sequences are TOML arrays (lists)."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        inner, *metadata = typing.get_args(annotation)
+        return typing.Annotated[(_settings_type(inner), *metadata)]
     if origin is tuple:
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         return list[args[0]] if len(set(args)) == 1 else list
@@ -110,10 +114,19 @@ def _settings_type(annotation) -> Any:
     return annotation
 
 
-def signature_model(cls: type, skip: Iterable[str], name: str) -> type[Strict]:
-    """A `Strict` model of the annotated keyword parameters of `cls.__init__` less `skip`: a scikit-learn style
-    estimator's signature is its settings schema, so a pool model declares its settings once, in `__init__`.
-    Fields keep the defaults of the signature; a parameter's `Annotated[..., Field(...)]` constraints apply."""
+def nested_model(owner: type, base: type[BaseModel], fields: dict, doc: str) -> type[BaseModel]:
+    """`owner.Settings`: a model made from `fields`, named and placed as if declared inside `owner`'s body (so
+    pickle finds it where it finds `owner`)."""
+    model = create_model("Settings", __base__=base, __module__=owner.__module__, __doc__=doc, **fields)
+    model.__qualname__ = f"{owner.__qualname__}.Settings"
+    return model
+
+
+def signature_model(cls: type, skip: Iterable[str], glossary: dict[str, FieldInfo] | None = None) -> type[Strict]:
+    """`cls.Settings` made from the annotated keyword parameters of `cls.__init__` less `skip`: a scikit-learn
+    style estimator's signature is its settings schema, so a pool model declares its settings once, in
+    `__init__`. Fields keep the signature's defaults; a parameter's meaning and constraints come from its
+    `Annotated[..., Field(...)]`, else from `glossary[name]`."""
     import inspect
 
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
@@ -121,6 +134,9 @@ def signature_model(cls: type, skip: Iterable[str], name: str) -> type[Strict]:
     for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if parameter.name in skip or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
             continue
-        annotation = _settings_type(hints.get(parameter.name, Any))
-        fields[parameter.name] = (annotation, parameter.default)
-    return create_model(name, __base__=Strict, **fields)
+        default = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+        annotation = hints.get(parameter.name, Any)
+        if typing.get_origin(annotation) is not typing.Annotated and parameter.name in (glossary or {}):
+            annotation = typing.Annotated[annotation, glossary[parameter.name]]
+        fields[parameter.name] = (_settings_type(annotation), default)
+    return nested_model(cls, Strict, fields, f"The `[tabular.pool.<member>]` parameters of {cls.__name__}.")

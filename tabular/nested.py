@@ -24,18 +24,18 @@ def excluded_sets(n_folds: int) -> list[tuple[int, ...]]:
     return [(k,) for k in range(n_folds)] + list(combinations(range(n_folds), 2))
 
 
-def _fit_predict(train: TabularData, held: TabularData, settings, columns, blocks, seed, on_member=None):
-    pool = StackedPool(settings, columns, blocks, seed).fit(train, on_member=on_member)
-    return pool.predict(held), pool.fit_seconds_
+def _fit_predict(pool: StackedPool, train: TabularData, held: TabularData, on_member=None):
+    fitted = pool.fresh().fit(train, on_member=on_member)
+    return fitted.predict(held), fitted.fit_seconds_
 
 
-def _pool_fits(data, fold, excluded, settings, columns, blocks, seed, bar, what):
+def _pool_fits(pool: StackedPool, data, fold, excluded, bar, what):
     """Yield (excluded folds, predictions of those folds' rows, fit seconds) for every excluded set.
 
     With `jobs` > 1 the fits run in that many worker processes (each fit is seeded and independent,
     so the results do not depend on `jobs`); progress is then reported per finished fit."""
     tasks = [(ex, data.subset(~np.isin(fold, ex)), data.subset(np.isin(fold, ex))) for ex in excluded]
-    jobs = int(settings.get("jobs", 1))
+    jobs = pool.settings.jobs
     if jobs <= 1:
         for ex, train, held in tasks:
             label = "+".join(str(k + 1) for k in ex)
@@ -44,35 +44,34 @@ def _pool_fits(data, fold, excluded, settings, columns, blocks, seed, bar, what)
                 bar.set_description(f"{what} without fold {label}: {name}")
                 bar.update(1)
 
-            yield (ex, *_fit_predict(train, held, settings, columns, blocks, seed, announce))
+            yield (ex, *_fit_predict(pool, train, held, announce))
         return
     bar.set_description(f"{what}: {len(tasks)} pool fits on {jobs} workers")
     results = Parallel(n_jobs=jobs, return_as="generator")(
-        delayed(_fit_predict)(train, held, settings, columns, blocks, seed) for _, train, held in tasks)
+        delayed(_fit_predict)(pool, train, held) for _, train, held in tasks)
     for (ex, _, _), (frame, seconds) in zip(tasks, results):
         bar.set_description(f"{what}: fit without fold {'+'.join(str(k + 1) for k in ex)} done")
         bar.update(len(seconds))
         yield ex, frame, seconds
 
 
-def pool_fit(data: TabularData, fold: np.ndarray, excluded: tuple[int, ...], settings: dict, columns: list[str],
-             blocks: list[str], seed: int) -> tuple[pd.DataFrame, dict[str, float]]:
-    """One pool fit without the `excluded` folds, in this process: (its predictions of those folds' rows,
+def pool_fit(pool: StackedPool, data: TabularData, fold: np.ndarray,
+             excluded: tuple[int, ...]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """One fit of `pool` without the `excluded` folds, in this process: (its predictions of those folds' rows,
     indexed by row; each member's fit seconds). A time plan is made from the first one of a run."""
     held = np.isin(fold, excluded)
-    frame, seconds = _fit_predict(data.subset(~held), data.subset(held), settings, columns, blocks, seed)
+    frame, seconds = _fit_predict(pool, data.subset(~held), data.subset(held))
     return frame.set_index(pd.Index(np.flatnonzero(held))), seconds
 
 
-def pool_tables(data: TabularData, fold: np.ndarray, n_folds: int, settings: dict, columns: list[str],
-                blocks: list[str], seed: int, bar, what: str, fit_seconds: dict[str, float],
-                done: dict[tuple, pd.DataFrame] | None = None) -> dict[tuple, pd.DataFrame]:
-    """{excluded folds: member predictions of exactly those folds' rows (indexed by row) from a pool fit
+def pool_tables(pool: StackedPool, data: TabularData, fold: np.ndarray, n_folds: int, bar, what: str,
+                fit_seconds: dict[str, float], done: dict[tuple, pd.DataFrame] | None = None) -> dict[tuple, pd.DataFrame]:
+    """{excluded folds: member predictions of exactly those folds' rows (indexed by row) from a fit of `pool`
     without them}; every member's fit time is added to `fit_seconds`; `bar` counts member fits. Fits
     already in `done` (same keys and layout) are kept, not repeated."""
     predictions: dict[tuple, pd.DataFrame] = dict(done or {})
     todo = [ex for ex in excluded_sets(n_folds) if ex not in predictions]
-    for excluded, frame, seconds in _pool_fits(data, fold, todo, settings, columns, blocks, seed, bar, what):
+    for excluded, frame, seconds in _pool_fits(pool, data, fold, todo, bar, what):
         for name, value in seconds.items():
             fit_seconds[name] += value
         predictions[excluded] = frame.set_index(pd.Index(np.flatnonzero(np.isin(fold, excluded))))

@@ -1,17 +1,18 @@
 """`StackedPool`: meta-features plus the model pool, fit on one set of rows, predicting any other rows.
 
 This is the unit the nested engine refits once per (repeat, excluded folds) and the run refits once on
-all labelled rows. Fitting: dense blocks -> out-of-fold Ridge meta-features on the training rows
+all labelled rows. An unfitted `StackedPool` is also the whole description of such a fit (settings, columns,
+dense blocks, seed and the run's `PoolPlan`): `fresh()` gives an unfitted copy to fit elsewhere. Fitting: dense blocks -> out-of-fold Ridge meta-features on the training rows
 (`DenseMetaFeatures`), appended to the scalar columns; then every pool member is fit on that matrix
 (members that declare `needs_pairs` also get the rows' pair ids and image paths).
 Predicting: meta-features from the Ridges refit on all training rows, then every member predicts.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,25 +21,42 @@ from featurestore.errors import SiqaError
 
 from .data import TabularData
 from .meta import DenseMetaFeatures
-from .models import PoolModel, build_pool
+from .models import PoolModel
+from .settings import TabularSettings
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PoolPlan:
+    """What a run decides about its pool at run time, beside the settings: the members it dropped (a time
+    plan, or `min_rows` above the table's rows) and the folder where members keep files (None outside a run)."""
+
+    drop: frozenset[str] = frozenset()
+    work_dir: str | None = None
+
+    def dropping(self, members) -> "PoolPlan":
+        return PoolPlan(self.drop | frozenset(members), self.work_dir)
+
+
 class StackedPool:
-    def __init__(self, settings: dict, columns: list[str], blocks: list[str], seed: int):
+    def __init__(self, settings: TabularSettings, columns: list[str], blocks: list[str], seed: int,
+                 plan: PoolPlan = PoolPlan()):
         self.settings = settings
         self.columns = columns
         self.blocks = blocks
         self.seed = seed
+        self.plan = plan
+
+    def fresh(self) -> "StackedPool":
+        """An unfitted pool of the same description."""
+        return StackedPool(self.settings, self.columns, self.blocks, self.seed, self.plan)
 
     def _pool(self):
-        """The configured members, less those a time plan dropped (`settings["drop"]`)."""
-        dropped = set(self.settings.get("drop", ()))
-        return [(name, model) for name, model in build_pool(copy.deepcopy(self.settings["pool"]),
-                                                            self.settings["threads"], self.seed,
-                                                            self.settings.get("work_dir"))
-                if name not in dropped]
+        """The enabled members' estimators, less those the plan dropped."""
+        return [(name, model) for member, entry in self.settings.members().items()
+                for name, model in entry.estimators(member, self.settings.threads, self.seed, self.plan.work_dir)
+                if name not in self.plan.drop]
 
     def member_names(self) -> list[str]:
         return [name for name, _ in self._pool()]
@@ -66,7 +84,7 @@ class StackedPool:
     def fit(self, data: TabularData, on_member: Callable[[str], None] | None = None) -> "StackedPool":
         """Fit on every row of `data` (all labelled); `on_member(name)` is called before each member fits."""
         target = data.target
-        self.meta_ = DenseMetaFeatures(alphas=self.settings["meta"]["alphas"], n_splits=self.settings["meta"]["folds"],
+        self.meta_ = DenseMetaFeatures(alphas=self.settings.meta.alphas, n_splits=self.settings.meta.folds,
                                        random_state=self.seed)
         meta = self.meta_.fit_transform({b: data.dense[b] for b in self.blocks}, target, data.groups)
         X = self._inputs(data, meta)

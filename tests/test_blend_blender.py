@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from blend.blender import METHODS, BoundedBlender
+from blend.settings import settings_from
 from featurestore.errors import SiqaError
 from tabular import metrics
 
@@ -74,8 +75,8 @@ def test_impossible_settings_are_errors():
     P, y, _ = _predictions()
     with pytest.raises(SiqaError, match="cap 0.1 cannot give 6 model"):
         BoundedBlender(cap=0.1).fit(P, y)
-    with pytest.raises(SiqaError, match="blend method 'median'"):
-        BoundedBlender(method="median").fit(P, y)
+    with pytest.raises(SiqaError, match=r"\[tabular.blend\] method = 'median': unknown blend method 'median'"):
+        settings_from({"tabular": {"blend": {"method": "median"}}})  # refused when the config loads
 
 
 def test_top_averages_the_best_members_with_equal_weights():

@@ -27,7 +27,7 @@ def test_every_shipped_config_is_found_through_the_package():
 def test_code_reads_configs_through_the_one_lookup():
     from featurestore.config import DEFAULT_CONFIG
     from featurestore.extractors.vlm import DEFAULT_QUESTIONS
-    from tabular.config import PRESETS_DIR, presets
+    from tabular.settings import PRESETS_DIR, presets
 
     assert DEFAULT_CONFIG == config_file("default.toml")
     assert DEFAULT_QUESTIONS == config_file("vlm_questions.toml")
@@ -57,12 +57,11 @@ def test_configs_load_from_the_installed_wheel_without_the_source_tree(wheel, tm
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:  # a wheel is a zip laid out as site-packages: unpacking installs it
         archive.extractall(site)
-    probe = ("import configs, featurestore.config, tabular.config\n"
-             "for module in (configs, featurestore.config, tabular.config):\n"
+    probe = ("import configs, featurestore.config, tabular.settings\n"
+             "for module in (configs, featurestore.config, tabular.settings):\n"
              "    assert module.__file__.startswith(%r), module.__file__\n"
-             "from featurestore.config import load_config\n"
-             "from tabular.config import resolve\n"
-             "print(sorted(load_config()['extractors'])[:1], resolve({'tabular': {'preset': 'fast'}})['folds'])\n"
+             "from blend.settings import load_settings\n"
+             "print(sorted(load_settings().extractors)[:1], load_settings(tabular={'preset': 'fast'}).tabular.folds)\n"
              % str(site))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(site)

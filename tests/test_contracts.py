@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import check_estimator
 from blend.blender import METHODS, BoundedBlender, method_parameters
 from blend.calibration import MonotoneCalibrator
 from blend.calibrators import CALIBRATORS, HIGH, LOW
-from blend.config import check, make_blender
+from blend.settings import settings_from
 from featurestore.errors import SiqaError
 from tabular import inference, metrics
 from tabular.models import POOL
@@ -129,15 +129,15 @@ def test_auto_breaks_ties_toward_the_lowest_priority():
 def test_the_blend_section_accepts_exactly_the_blender_keys_and_method_parameters():
     assert "rounds" in method_parameters("greedy") and "anchors" in method_parameters("slsqp")
     section = {"method": "greedy", "cap": 1.0, "folds": 3, "calibration": "linear", "rounds": 0}
-    assert check(section) is section
-    with pytest.raises(SiqaError, match=r"unknown \[tabular.blend\] key\(s\) roundz"):
-        check({**section, "roundz": 3})
+    settings = settings_from({"tabular": {"blend": section}}).tabular
+    assert settings.blend.rounds == 0 and settings.blend.method_parameters() == {"top_k": 3, "rounds": 0}
+    with pytest.raises(SiqaError, match=r"^config: \[tabular.blend\] roundz: unknown key \(allowed: .*\); did you "
+                                        r"mean 'rounds'\?$"):
+        settings_from({"tabular": {"blend": {**section, "roundz": 3}}})
     # a method parameter reaches its method: with no rounds, greedy is the single best member
     P, y = _members()
-    greedy = make_blender({"blend": section}, seed=0).fit(P, y)
+    greedy = settings.make_blender(seed=0).fit(P, y)
     np.testing.assert_array_equal(greedy.weights_, BoundedBlender(method="best").fit(P, y).weights_)
-    with pytest.raises(SiqaError, match=r"unknown \[tabular.blend\] key\(s\) roundz"):
-        BoundedBlender(roundz=3).fit(P, y)
 
 
 # --- calibrators --------------------------------------------------------------------------------------

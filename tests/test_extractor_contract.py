@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from toy_extractors import ToyMean, ToyMse
 
-from featurestore.config import build_extractors
+from featurestore.config import build_extractors, extractor_settings
 from featurestore.datasets import load_pairs
 from featurestore.extractors import EXTRACTORS, Column, ImageExtractor, PairExtractor, create
 from featurestore.io import DecodedPair, decode, match_size
@@ -94,7 +94,7 @@ def test_a_plain_extractor_through_config_store_and_sql(cls, tmp_path, seiqa_dir
     the stored values are what the extractor computes, for every pair."""
     table = load_pairs(seiqa_dir)
     with EXTRACTORS.registered(cls):
-        (extractor,) = build_extractors({"extractors": {cls.name: {}}})
+        (extractor,) = build_extractors(extractor_settings({cls.name: {}}, "config"))
         assert extractor.config == cls.default_config
         summary = FeatureStore(tmp_path / "store").extract(table, [extractor], progress=False)
     assert not summary.failures and summary.computed[f"{cls.name}/pair"] == len(table)

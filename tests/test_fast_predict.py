@@ -160,7 +160,8 @@ method = "greedy"
 def toy_run(tmp_path_factory):
     """A run on the toy extractors (a dense block, so a meta-feature Ridge too) with every default member."""
     from blend.run import run_oof
-    from featurestore.config import build_extractors, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
     from tabular.data import TabularData
@@ -168,8 +169,8 @@ def toy_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fast")
     data = make_dataset(tmp / "data")
     (tmp / "run.toml").write_text(RUN_CONFIG)
-    config = load_config(tmp / "run.toml")
-    FeatureStore(tmp / "store").extract(load_pairs(data), build_extractors(config), progress=False)
+    config = load_settings(tmp / "run.toml")
+    FeatureStore(tmp / "store").extract(load_pairs(data), build_extractors(config.extractors), progress=False)
     run_oof(TabularData.from_store(tmp / "store"), config, tmp / "run", progress=False)
     return {"data": data, "store": tmp / "store", "run": tmp / "run"}
 

@@ -12,10 +12,9 @@ from blend import run as run_module
 from blend.run import load_run, run_oof
 from blend.runfolder import trust
 from conftest import photo
-from featurestore.config import build_extractors
+from blend.settings import settings_from
 from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
-from tabular.config import resolve
 from test_tabular_run import SMALL, _synthetic
 
 
@@ -24,24 +23,26 @@ def _no_fitting(*args, **kwargs):
 
 
 def test_config_values_of_the_wrong_kind_are_one_line():
-    with pytest.raises(SiqaError, match=r"\[extractors.imagenet\]: extractor imagenet: size = 'huge' should be a "
-                                        r"number \(like the default 224\)"):
-        build_extractors({"extractors": {"imagenet": {"size": "huge"}}})
-    with pytest.raises(SiqaError, match=r"config: \[tabular\] folds = 'three' should be a number"):
-        resolve({"tabular": {"folds": "three"}})
-    with pytest.raises(SiqaError, match=r"config: \[tabular.pool.lightgbm\] n_estimators = 'many'"):
-        resolve({"tabular": {"preset": "fast", "pool": {"lightgbm": {"n_estimators": "many"}}}})
-    assert resolve({"tabular": {"folds": 4, "seed": 1.0}})["folds"] == 4  # numbers stand for each other
+    with pytest.raises(SiqaError, match=r"^config: \[extractors.imagenet\] size = 'huge': Input should be a valid "
+                                        r"integer$"):
+        settings_from({"extractors": {"imagenet": {"size": "huge"}}})
+    with pytest.raises(SiqaError, match=r"^config: \[tabular\] folds = 'three': Input should be a valid integer$"):
+        settings_from({"tabular": {"folds": "three"}})
+    with pytest.raises(SiqaError, match=r"^config: \[tabular.pool.lightgbm\] n_estimators = 'many': Input should be"):
+        settings_from({"tabular": {"preset": "fast", "pool": {"lightgbm": {"n_estimators": "many"}}}})
+    with pytest.raises(SiqaError, match=r"^config: \[tabular\] seed = 1.0: Input should be a valid integer$"):
+        settings_from({"tabular": {"folds": 4, "seed": 1.0}})  # no float for a whole number
+    assert settings_from({"tabular": {"folds": 4}}).tabular.folds == 4
 
 
 def test_too_few_groups_for_the_inner_cv_stop_before_fitting(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "nested_cv", _no_fitting)
+    monkeypatch.setattr(run_module, "NestedCV", _no_fitting)
     with pytest.raises(SiqaError, match=r"5 reference groups are too few for nested CV with 3 folds"):
         run_oof(_synthetic(n_groups=5, dense=False), SMALL, tmp_path / "run", progress=False)
 
 
 def test_degenerate_labels_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "nested_cv", _no_fitting)
+    monkeypatch.setattr(run_module, "NestedCV", _no_fitting)
     data = _synthetic(dense=False)
     data.y[np.isfinite(data.y)] = 3.0
     with pytest.raises(SiqaError, match=r"all 90 labelled pairs have the label 3; there is nothing to learn"):
@@ -49,7 +50,7 @@ def test_degenerate_labels_are_refused(tmp_path, monkeypatch):
 
 
 def test_one_pair_under_two_names_with_two_labels_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "nested_cv", _no_fitting)
+    monkeypatch.setattr(run_module, "NestedCV", _no_fitting)
     data = _synthetic(dense=False)
     data.ids[1] = data.ids[0]
     data.y[1] = data.y[0] + 3

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurestore.config import build_extractors, load_config
+
+from featurestore.config import build_extractors, extractor_settings, read_toml
 from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
 from featurestore.extractors.base import Column, Extractor
@@ -25,9 +26,7 @@ class BatchStats(ToyMean):
     """ToyMean in batches of 3, plus a batch-size column, which exposes any difference in batching."""
 
     name = "raytest_stats"
-
-    def __init__(self, **config):
-        super().__init__(**{"batch_size": 3, **config})
+    default_config = {**ToyMean.default_config, "batch_size": 3}
 
     def image_columns(self):
         return super().image_columns() + [Column("batch_len")]
@@ -40,9 +39,7 @@ class PairError(ToyMse):
     """ToyMse in batches of 2; fails on every batch holding a pair of `fail_on` (a reference sha256)."""
 
     name = "raytest_mse"
-
-    def __init__(self, **config):
-        super().__init__(**{"batch_size": 2, **config})
+    default_config = {**ToyMse.default_config, "batch_size": 2}
 
 
 class NeedsWeights(PairError):
@@ -55,7 +52,7 @@ class NeedsWeights(PairError):
 class DiesOnce(PairError):
     """Kills its worker process at its first batch holding a pair of `die_on`, unless `marker` exists."""
 
-    default_config = {**ToyMse.default_config, "die_on": "", "marker": ""}
+    default_config = {**PairError.default_config, "die_on": "", "marker": ""}
 
     def compute_pairs(self, pairs):
         marker = Path(self.config["marker"])
@@ -134,10 +131,10 @@ def test_a_ray_built_store_has_timings(ray, tmp_path, seiqa_dir):
 def offline_extractors() -> list[Extractor]:
     """The formula, frequency and colour extractors as configs/offline.toml sets them, formula without its
     slowest metrics (and no ImageNet model: its actor start alone would double the test's time)."""
-    config = load_config(OFFLINE_CONFIG)
-    config["extractors"] = {name: config["extractors"][name] for name in ("formula", "frequency", "colour")}
-    config["extractors"]["formula"] = {**config["extractors"]["formula"], "metrics": ["psnr", "ssim", "gmsd", "vif"]}
-    return build_extractors(config)
+    tables = read_toml(OFFLINE_CONFIG)["extractors"]
+    tables = {name: tables[name] for name in ("formula", "frequency", "colour")}
+    tables["formula"] = {**tables["formula"], "metrics": ["psnr", "ssim", "gmsd", "vif"]}
+    return build_extractors(extractor_settings(tables, str(OFFLINE_CONFIG)))
 
 
 def test_offline_extractors_match_local(ray, tmp_path, seiqa_dir):

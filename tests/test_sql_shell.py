@@ -17,6 +17,7 @@ from scipy import stats
 
 from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 from blend.sql import RUN_EXTENSIONS
+from blend.settings import settings_from
 from featurestore.config import build_extractors
 from featurestore.datasets import load_pairs
 from featurestore.sql import connect
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def store(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("sqlshell")
     root = tmp / "store"
-    FeatureStore(root).extract(load_pairs(make_dataset(tmp / "data")), build_extractors(tomllib.loads(CONFIG)),
+    FeatureStore(root).extract(load_pairs(make_dataset(tmp / "data")), build_extractors(settings_from(tomllib.loads(CONFIG)).extractors),
                                progress=False)
     return root
 
@@ -70,7 +71,7 @@ def test_feature_nans_counts_pairs_an_extractor_never_computed(store, tmp_path, 
 
     root = tmp_path / "store"
     shutil.copytree(store, root)
-    extractors = {ex.name: ex for ex in build_extractors(tomllib.loads(CONFIG))}
+    extractors = {ex.name: ex for ex in build_extractors(settings_from(tomllib.loads(CONFIG)).extractors)}
     FeatureStore(root).extract(load_pairs(seiqa_dir), [extractors["toymse"]], progress=False)
     nans = connect(root).execute("SELECT feature, missing FROM feature_nans").df().set_index("feature")
     assert nans.loc["toymean_delta", "missing"] == len(load_pairs(seiqa_dir))

@@ -15,7 +15,8 @@ from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-s
 import cli
 from blend.run import load_run, run_oof
 from blend.submission import read_submission
-from featurestore.config import build_extractors, load_config
+from blend.settings import load_settings
+from featurestore.config import build_extractors
 from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
@@ -68,7 +69,7 @@ def test_submit_from_another_folder_scores_the_store_the_run_was_fit_on(made, tm
     # a decoy store where the run would look if it remembered a relative path
     other = elsewhere / "data"
     make_dataset(other, seed=3)
-    FeatureStore(elsewhere / "store").extract(load_pairs(other), build_extractors(load_config(made["config"])),
+    FeatureStore(elsewhere / "store").extract(load_pairs(other), build_extractors(load_settings(made["config"]).extractors),
                                               progress=False)
     _cli("submit", "--run", made["run"], "--out", tmp_path / "here.zip", "--quiet")
     monkeypatch.chdir(elsewhere)
@@ -80,14 +81,14 @@ def test_a_run_scores_with_its_own_feature_folders_and_gc_keeps_them(made, tmp_p
     store, run = tmp_path / "store", tmp_path / "run"
     shutil.copytree(made["store"], store)
     (store / "runs.json").unlink()  # the copy forgets the module's run: only this test's run names folders
-    run_oof(TabularData.from_store(store), load_config(made["config"]), run, progress=False)
+    run_oof(TabularData.from_store(store), load_settings(made["config"]), run, progress=False)
     _cli("submit", "--run", run, "--out", tmp_path / "before.zip", "--quiet")
     pinned = load_run(run).summary["source"]["origin"]["folders"]["toymean"]
 
     # the same extractor under another config: the view now points at a new folder
-    config = load_config(made["config"])
+    config = load_settings(made["config"])
     config["extractors"]["toymean"] = {"scale": 7.0}
-    FeatureStore(store).extract(load_pairs(made["work"] / "data"), build_extractors(config), progress=False)
+    FeatureStore(store).extract(load_pairs(made["work"] / "data"), build_extractors(config.extractors), progress=False)
     assert FeatureStore(store).views()["toymean"]["folder"] != pinned
     _cli("submit", "--run", run, "--out", tmp_path / "after.zip", "--quiet")
     pd.testing.assert_series_equal(_scores(tmp_path / "before.zip"), _scores(tmp_path / "after.zip"))
@@ -103,7 +104,7 @@ def test_a_run_scores_with_its_own_feature_folders_and_gc_keeps_them(made, tmp_p
 def test_a_run_says_why_it_cannot_score_a_changed_or_moved_store(made, tmp_path):
     store, run = tmp_path / "store", tmp_path / "run"
     shutil.copytree(made["store"], store)
-    run_oof(TabularData.from_store(store), load_config(made["config"]), run, progress=False)
+    run_oof(TabularData.from_store(store), load_settings(made["config"]), run, progress=False)
     pinned = load_run(run).summary["source"]["origin"]["folders"]["toymse"]
     shutil.rmtree(store / "features" / pinned)
     with pytest.raises(SystemExit):
@@ -132,9 +133,9 @@ def test_labelled_pairs_without_features_are_refused(made, tmp_path, caplog):
     store = tmp_path / "store"
     table = load_pairs(made["work"] / "data")
     victim = table.df[table.df.split == "train"].ref_sha256.iloc[0]
-    config = load_config(made["config"])
+    config = load_settings(made["config"])
     config["extractors"]["toymse"] = {"fail_on": victim}
-    FeatureStore(store).extract(table, build_extractors(config), progress=False)
+    FeatureStore(store).extract(table, build_extractors(config.extractors), progress=False)
     data = TabularData.from_store(store)
     n_missing = int(((table.df.ref_sha256 == victim) & table.df.label.notna()).sum())
     assert data.missing == {"toymse": n_missing}

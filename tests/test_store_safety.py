@@ -11,7 +11,8 @@ import pytest
 from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 import cli
 from featurestore import sql as fsql
-from featurestore.config import build_extractors, load_config
+from blend.settings import load_settings
+from featurestore.config import build_extractors
 from featurestore.datasets import PairTable, load_pairs
 from featurestore.errors import SiqaError
 from featurestore.sql.shell import interactive
@@ -23,7 +24,7 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("storesafety")
     data = make_dataset(tmp / "data")
     (tmp / "toy.toml").write_text(CONFIG)
-    extractors = build_extractors(load_config(tmp / "toy.toml"))
+    extractors = build_extractors(load_settings(tmp / "toy.toml").extractors)
     FeatureStore(tmp / "store").extract(load_pairs(data), extractors, progress=False)
     return {"data": data, "store": tmp / "store", "extractors": extractors}
 

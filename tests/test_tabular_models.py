@@ -8,7 +8,8 @@ import torch
 
 from featurestore.errors import SiqaError
 from tabular import metrics
-from tabular.models import POOL, build_pool
+from tabular.models import POOL
+from blend.settings import settings_from
 from tabular.models.pairwise_mlp import fidelity_loss, plcc_loss
 from tabular.models.ordinal_class_head import OrdinalClassHead
 
@@ -97,32 +98,49 @@ def test_best_single_feature_and_log_ridge_pick_configured_columns():
     X, y, groups = _data()
     best = POOL.get("best_single_feature")().fit(X, y)
     assert best.column_ == "f0" and best.describe() == "picked f0"
-    rank6 = build_pool({"rank6": {"model": "ridge", "columns": ["f1", "f0"], "log_features": True}}, 1, 0)[0][1]
+    rank6 = _pool({"log_ridge": {"model": "ridge", "columns": ["f1", "f0"], "log_features": True}})[0][1]
     assert metrics.final(rank6.fit(X, y, groups).predict(X), y) > 0.9
     with pytest.raises(SiqaError, match="ridge: no feature column.*'zz'"):
         POOL.get("ridge")(columns=["f0", "zz"]).fit(X, y, groups)
 
 
-def test_former_pool_names_are_accepted_aliases(caplog):
-    from tabular.config import resolve
+def _settings(pool: dict):
+    """[tabular] settings whose pool is exactly `pool` (the preset's members switched off)."""
+    base = settings_from({}).tabular.pool
+    return settings_from({"tabular": {"threads": 1, "pool": {**{m: {"enabled": False} for m in base}, **pool}}}).tabular
 
+
+def _pool(pool: dict) -> list:
+    settings = _settings(pool)
+    return [pair for member, entry in settings.members().items() for pair in entry.estimators(member, 1, 0, None)]
+
+
+def test_former_pool_names_are_accepted_aliases(caplog):
     assert POOL.get("rank3") is POOL.get("mixed_feature_catboost") and "best_feature" in POOL
     assert not {"rank3", "rank5", "best_feature"} & set(POOL.names())  # listed once, under the new name
-    settings = resolve({"tabular": {"pool": {"rank6": {"enabled": False}, "rank5": {"epochs": 3}}}})
-    assert settings["pool"]["log_ridge"]["enabled"] is False and settings["pool"]["ordinal_class_head"]["epochs"] == 3
-    assert "rank6" not in settings["pool"] and "deprecated name" in caplog.text
+    settings = settings_from({"tabular": {"pool": {"rank6": {"enabled": False}, "rank5": {"epochs": 3}}}}).tabular
+    assert settings.pool["log_ridge"].enabled is False and settings.pool["ordinal_class_head"].params.epochs == 3
+    assert "rank6" not in settings.pool and "deprecated name" in caplog.text
     with pytest.raises(SiqaError, match="same member"):
-        resolve({"tabular": {"pool": {"rank6": {}, "log_ridge": {}}}})
+        settings_from({"tabular": {"pool": {"rank6": {}, "log_ridge": {}}}})
 
 
-def test_build_pool_names_seeds_and_rejects_bad_settings():
-    members = build_pool({"lightgbm": {"seeds": [0, 4]}, "rank6": {"model": "ridge", "log_features": True},
-                          "svr": {"enabled": False}}, threads=1, seed=0)
-    assert [name for name, _ in members] == ["lightgbm_s0", "lightgbm_s4", "rank6"]
+def test_pool_members_are_named_seeded_and_bad_settings_refused():
+    members = _pool({"lightgbm": {"seeds": [0, 4]}, "log_ridge": {"model": "ridge", "log_features": True},
+                     "svr": {"enabled": False}})
+    assert [name for name, _ in members] == ["lightgbm_s0", "lightgbm_s4", "log_ridge"]
     assert members[1][1].random_state == 4 and members[0][1].threads == 1
-    with pytest.raises(SiqaError, match="unknown tabular model 'nope'"):
-        build_pool({"nope": {}}, 1, 0)
-    with pytest.raises(SiqaError, match="lightgbm: unknown setting"):
-        build_pool({"lightgbm": {"trees": 3}}, 1, 0)
-    with pytest.raises(SiqaError, match="no enabled model"):
-        build_pool({"svr": {"enabled": False}}, 1, 0)
+    with pytest.raises(SiqaError, match=r"^config: \[tabular.pool.nope\] model = 'nope': unknown pool model 'nope' "
+                                        r"\(known: "):
+        _settings({"nope": {}})
+    with pytest.raises(SiqaError, match=r"^config: \[tabular.pool.lightgbm\] trees: unknown key \(allowed: "
+                                        r"n_estimators, num_leaves, "):
+        _settings({"lightgbm": {"trees": 3}})
+    with pytest.raises(SiqaError, match=r"^config: \[tabular.pool.ridge\] model = 'lightgbn': unknown pool model "
+                                        r"'lightgbn' .*; did you mean 'lightgbm'\?$"):
+        _settings({"ridge": {"model": "lightgbn"}})
+    with pytest.raises(SiqaError, match=r"^config: \[tabular.pool.best_single_feature\] seeds: model "
+                                        r"best_single_feature takes no seeds$"):
+        _settings({"best_single_feature": {"seeds": [1]}})
+    with pytest.raises(SiqaError, match=r"^config: \[tabular\] pool: .*no enabled model"):
+        _settings({"svr": {"enabled": False}})

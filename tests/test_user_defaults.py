@@ -60,13 +60,13 @@ def test_predict_uses_the_run_s_own_store_from_anywhere(toy, tmp_path, monkeypat
 
 def test_oof_records_only_the_extractors_it_used_and_warns_about_the_others(toy, tmp_path, monkeypatch):
     from blend.run import run_oof, run_store
-    from featurestore.config import load_config
+    from blend.settings import load_settings
     from tabular.data import TabularData
 
     config = tmp_path / "more.toml"
     config.write_text("[extractors.formula]\n" + CONFIG)  # enabled, but never computed into the toy store
     monkeypatch.chdir(toy["store"].parent)  # a relative --store, as a user types it
-    summary = run_oof(TabularData.from_store("store"), load_config(config), tmp_path / "run", progress=False)
+    summary = run_oof(TabularData.from_store("store"), load_settings(config), tmp_path / "run", progress=False)
     assert summary["store"] == str(toy["store"].resolve())
     assert run_store(tmp_path / "run") == toy["store"].resolve()
     assert run_store(tmp_path / "run", override="elsewhere") == Path("elsewhere")

@@ -257,11 +257,12 @@ def test_siqa_weights_lists_the_vlm(tmp_path, tiny_vlm):
     assert result.exit_code == 1  # an enabled extractor misses its weights: the check failed (issue 13)
     # the shipped default config keeps the VLM off (GPU work) but `siqa weights` still lists it
     result = CliRunner().invoke(app, ["weights", "--config", "configs/default.toml"])
-    from featurestore.config import build_extractors, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.weights import check_weights
 
     enabled_missing = any(s.found is None for s in check_weights(
-        build_extractors(load_config("configs/default.toml")), strict=False))
+        build_extractors(load_settings("configs/default.toml").extractors), strict=False))
     assert result.exit_code == (1 if enabled_missing else 0), result.output
     assert "vlm: MISSING (disabled in the config)" in result.output or "vlm: ok (disabled in the config)" in result.output
 

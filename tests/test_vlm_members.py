@@ -142,7 +142,8 @@ def test_vlm_lora_learns_a_toy_target_and_reloads_to_the_same_scores(brightness_
 
 def test_nested_fits_never_see_held_out_pairs_and_predict_uses_the_run(tmp_path):
     import siqa
-    from featurestore.config import build_extractors, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
     from tabular.data import TabularData
@@ -174,8 +175,8 @@ batch_size = 4
 head_hidden = [8]
 """)
     store, run = tmp_path / "store", tmp_path / "run"
-    FeatureStore(store).extract(load_pairs(data), build_extractors(load_config(config)), progress=False)
-    run_oof(TabularData.from_store(store), load_config(config), run, progress=False)
+    FeatureStore(store).extract(load_pairs(data), build_extractors(load_settings(config).extractors), progress=False)
+    run_oof(TabularData.from_store(store), load_settings(config), run, progress=False)
 
     oof = pd.read_parquet(run / "oof.parquet")
     folds = {k: set(oof.id[oof.fold == k]) for k in sorted(oof.fold.unique())}
@@ -194,7 +195,7 @@ head_hidden = [8]
     lost = fits[2].parent
     shutil.rmtree(lost)
     (run / "fits" / f".{lost.name}.leftover").mkdir()
-    run_oof(TabularData.from_store(store), load_config(config), run, progress=False)
+    run_oof(TabularData.from_store(store), load_settings(config), run, progress=False)
     again = {f.parent.name: f.stat().st_mtime_ns for f in (run / "fits").glob("*/fit.json")}
     assert set(again) == set(stamps)
     assert [name for name in stamps if again[name] != stamps[name]] == [lost.name]

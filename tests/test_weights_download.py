@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cli import main
-from featurestore.config import build_extractors, load_config
+from blend.settings import load_settings
+from featurestore.config import build_extractors
 from featurestore.extractors.vlm import VlmExtractor
 from featurestore.weights import hf_cache_dir
 
@@ -179,7 +180,7 @@ def test_every_default_weight_has_a_download_plan():
     from featurestore.downloads import needed_specs
     from featurestore.weights import fetch_plan
 
-    for ex in build_extractors(load_config("configs/default.toml"), include_disabled=True):
+    for ex in build_extractors(load_settings("configs/default.toml").extractors, include_disabled=True):
         for spec in needed_specs(ex):
             assert fetch_plan(spec) is not None or "pip install" in spec.download, (ex.name, spec.what)
 

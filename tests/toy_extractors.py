@@ -32,8 +32,8 @@ class ToyMean(ImageExtractor):
     runtime_keys = ("batch_size",)
     calls: list = []
 
-    def __init__(self, **config):
-        super().__init__(**config)
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         self.batch_size = int(self.config["batch_size"])
 
     def image_columns(self):
@@ -56,8 +56,8 @@ class ToyMse(PairExtractor):
     default_config = {"fail_on": "", "device": "cpu", "batch_size": 16}
     runtime_keys = ("batch_size", "device")
 
-    def __init__(self, **config):
-        super().__init__(**config)
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
         self.batch_size = int(self.config["batch_size"])
 
     def pair_columns(self):

@@ -76,7 +76,8 @@ def make_dataset(root: Path, levels: int = 4, seed: int = 0) -> Path:
 def build_run(tmp: Path) -> dict[str, Path]:
     """Dataset, store (features of every split) and run folder; returns their paths."""
     from blend.run import run_oof
-    from featurestore.config import build_extractors, load_config
+    from blend.settings import load_settings
+    from featurestore.config import build_extractors
     from featurestore.datasets import load_pairs
     from featurestore.store import FeatureStore
     from tabular.data import TabularData
@@ -85,6 +86,6 @@ def build_run(tmp: Path) -> dict[str, Path]:
     config = tmp / "toy.toml"
     config.write_text(CONFIG)
     store, run = tmp / "store", tmp / "run"
-    FeatureStore(store).extract(load_pairs(data), build_extractors(load_config(config)), progress=False)
-    run_oof(TabularData.from_store(store), load_config(config), run, progress=False)
+    FeatureStore(store).extract(load_pairs(data), build_extractors(load_settings(config).extractors), progress=False)
+    run_oof(TabularData.from_store(store), load_settings(config), run, progress=False)
     return {"data": data, "config": config, "store": store, "run": run}

@@ -2,7 +2,10 @@
 a model is added only while its weight stays <= cap, and the best prefix is kept."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from tabular import metrics
 
@@ -11,7 +14,8 @@ from .best import best, top_k
 
 
 @METHODS.register("greedy", priority=1)
-def greedy(P: np.ndarray, y: np.ndarray, *, cap: float, random_state: int = 0, rounds: int = 50) -> np.ndarray:
+def greedy(P: np.ndarray, y: np.ndarray, *, cap: float, random_state: int = 0,
+           rounds: Annotated[int, Field(ge=0, description="greedy: ensemble-selection additions")] = 50) -> np.ndarray:
     counts = np.round(best(P, y, cap=cap) * top_k(cap)).astype(np.int64)
     total = int(counts.sum())
     running = P @ counts

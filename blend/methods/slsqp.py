@@ -4,7 +4,10 @@ spread), with analytic gradients. Above `max_rows` rows it is fit on a seeded ra
 a dozen weights need no more, and every step costs rows x anchors."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 import torch
 from scipy.optimize import minimize
 
@@ -14,8 +17,11 @@ from . import METHODS
 
 
 @METHODS.register("slsqp", priority=2)
-def slsqp(P: np.ndarray, y: np.ndarray, *, cap: float, random_state: int = 0, anchors: int = 400,
-          temperature: float = 0.05, max_rows: int = 2000) -> np.ndarray:
+def slsqp(P: np.ndarray, y: np.ndarray, *, cap: float, random_state: int = 0,
+          anchors: Annotated[int, Field(ge=2, description="slsqp: anchor rows of the smoothed rank objective")] = 400,
+          temperature: Annotated[float, Field(gt=0, description="slsqp: softness of the smoothed ranks")] = 0.05,
+          max_rows: Annotated[int, Field(ge=2, description="slsqp: rows subsampled for the optimisation")] = 2000
+          ) -> np.ndarray:
     m = P.shape[1]
     rng = np.random.default_rng(random_state)
     if len(y) > max_rows:

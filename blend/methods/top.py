@@ -15,7 +15,10 @@ tables), while a dominant member two errors ahead is still kept alone (issue 16'
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from tabular import metrics
 from tabular.folds import inner_folds
@@ -32,7 +35,8 @@ SE_FACTOR = 2.0
 
 @METHODS.register("top", priority=-1)
 def top(P: np.ndarray, y: np.ndarray, *, cap: float, random_state: int = 0, groups: np.ndarray | None = None,
-        top_k: int = 3) -> np.ndarray:
+        top_k: Annotated[int, Field(ge=1, description="top: equal weights on up to this many best members")] = 3
+        ) -> np.ndarray:
     scores = np.array([metrics.final(P[:, j], y) for j in range(P.shape[1])])
     order = np.argsort(-scores, kind="stable")
     chosen = list(order[:min(P.shape[1], max(int(top_k), 1))])

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..io import DecodedImage, DecodedPair
 from ..registry import Registry
-from ..settings import Strict, validate
+from ..settings import Strict, nested_model, validate
 
 IMAGE_KEY, PAIR_KEY = "sha256", "pair_id"
 
@@ -59,13 +59,11 @@ class ExtractorSettings(Strict):
     own subclass as `Settings`, next to its class, with a description per field (`siqa config schema`)."""
 
 
-def settings_from_defaults(name: str, defaults: dict) -> type[ExtractorSettings]:
+def settings_from_defaults(owner: type, defaults: dict) -> type[ExtractorSettings]:
     """A `Settings` model for an extractor that declares only a `default_config` dict (a plug-in's or a
     test's): each key takes the kind of its default (a None default takes anything)."""
-    from pydantic import create_model
-
-    return create_model(f"{name}Settings", __base__=ExtractorSettings,
-                        **{key: (object if value is None else type(value), value) for key, value in defaults.items()})
+    fields = {key: (object if value is None else type(value), value) for key, value in defaults.items()}
+    return nested_model(owner, ExtractorSettings, fields, f"The settings of {owner.__name__}, from its default_config.")
 
 
 class DecodedInputs(Protocol):
@@ -99,7 +97,7 @@ class Extractor(ABC):
         if "Settings" in cls.__dict__:
             cls.default_config = cls.Settings().model_dump()
         elif "default_config" in cls.__dict__:
-            cls.Settings = settings_from_defaults(cls.__name__, cls.default_config)
+            cls.Settings = settings_from_defaults(cls, cls.default_config)
 
     def __init__(self, settings: ExtractorSettings | None = None, **config):
         """From validated `settings` (what `load_settings` built from the config file), or from keyword

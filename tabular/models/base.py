@@ -23,6 +23,7 @@ evaluation unchanged.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import ClassVar
 
@@ -33,8 +34,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featurestore.errors import SiqaError
 from featurestore.registry import Registry
+from featurestore.settings import Strict, signature_model
 
 from ..inference import step
+from .parameters import PARAMETERS
 
 POOL: Registry[type["PoolModel"]] = Registry("pool model", package="tabular.models")
 
@@ -52,6 +55,26 @@ class PoolModel(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # missing features are imputed (or taken natively) by every model
         return tags
+
+    #: constructor parameters the run fills in (never set in a config): how it runs, and the run's seed
+    RUN_PARAMETERS: ClassVar[tuple[str, ...]] = ("threads", "work_dir", "random_state")
+    #: the schema of its `[tabular.pool.<member>]` parameters: its annotated constructor signature less the
+    #: parameters the run fills in, made when the class is (`featurestore.settings.signature_model`)
+    Settings: ClassVar[type[Strict]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.Settings = signature_model(cls, PoolModel.RUN_PARAMETERS, PARAMETERS)
+
+    @classmethod
+    def takes_seeds(cls) -> bool:
+        return "random_state" in inspect.signature(cls.__init__).parameters
+
+    @classmethod
+    def runtime_parameters(cls, threads: int, work_dir: str | None) -> dict:
+        """`threads` and `work_dir` for a model whose constructor takes them."""
+        accepted = inspect.signature(cls.__init__).parameters
+        return {k: v for k, v in (("threads", threads), ("work_dir", work_dir)) if k in accepted}
 
     def fit(self, X, y, groups: np.ndarray | None = None) -> "PoolModel":
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan", ensure_min_samples=2,

@@ -45,7 +45,7 @@ class LogAugment:
 @POOL.register("ridge")
 class RidgeModel(PoolModel):
     def __init__(self, columns: list[str] | None = None, use_meta: bool = True, log_features: bool = False,
-                 alphas=DEFAULT_ALPHAS, inner_folds: int = 5, random_state: int = 0):
+                 alphas: tuple[float, ...] = DEFAULT_ALPHAS, inner_folds: int = 5, random_state: int = 0):
         self.columns = columns
         self.use_meta = use_meta
         self.log_features = log_features
