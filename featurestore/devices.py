@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ from PIL import Image
 
 from .io import DecodedImage
 
-RESIZE_POLICIES = ("keep", "pad", "crop", "squash")
 ResizePolicy = Literal["keep", "pad", "crop", "squash"]
+RESIZE_POLICIES = get_args(ResizePolicy)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -14,9 +14,7 @@ from ..devices import Runtime
 from ..weights import WeightSpec, hf_cached_folder, located, resolve
 from .base import Extractor, ExtractorSettings, WeightSource
 
-#: settings that change where/how fast a model runs, not what it computes: left out of the store folder hash,
-#: so moving from CPU to GPU or changing the batch size reuses the features already stored
-RUNTIME_KEYS = {"device": "auto", "precision": "auto", "batch_size": 16}
+RANDOM_INIT = "random init (timing and tests only: values are meaningless)"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -29,7 +27,6 @@ class DeepSettings(ExtractorSettings):
     precision: Precision = Field("auto", description="autocast precision: auto (bf16/fp16 on a GPU, fp32 on a CPU), "
                                                      "fp32, bf16 or fp16; not hashed")
     batch_size: int = Field(16, ge=1, description="images per forward pass; not hashed")
-RANDOM_INIT = "random init (timing and tests only: values are meaningless)"
 
 
 class DeepExtractor(Extractor):
@@ -39,7 +36,9 @@ class DeepExtractor(Extractor):
     benchmarks on machines with no model hub. The model loads on the first batch, after `check_weights`
     has vetted every extractor, so a missing file stops the run before any work."""
 
-    runtime_keys = tuple(RUNTIME_KEYS)
+    #: settings that change where/how fast a model runs, not what it computes: left out of the store folder hash,
+    #: so moving from CPU to GPU or changing the batch size reuses the features already stored
+    runtime_keys = ("device", "precision", "batch_size")
     #: run in channels_last on a CPU as well as on a GPU (`Runtime.create`)
     channels_last_on_cpu: ClassVar[bool] = False
 
