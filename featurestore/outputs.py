@@ -62,6 +62,8 @@ def write_file(path: str | Path, content: Content, validate: Callable[[Path], No
         temp = None
         fsync_path(path.parent)
     except OSError as exc:
+        if temp is None:  # only flushing the folder failed: the new file is in place
+            kept = "it was written, but its folder could not be flushed to disk"
         raise SiqaError(f"{path}: cannot write ({exc.strerror or exc}); {kept}") from None
     finally:
         if temp is not None:

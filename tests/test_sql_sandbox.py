@@ -92,6 +92,14 @@ def test_reads_are_run(store, statement):
     assert len(fsql.query(store, statement)) >= 1
 
 
+def test_a_select_cannot_smuggle_a_write(store, tmp_path):
+    """query() runs a statement given as text: DuckDB itself takes only a SELECT there."""
+    target = tmp_path / "smuggled.csv"
+    with pytest.raises(SiqaError, match="Expected a single SELECT statement"):
+        fsql.query(store, f"SELECT * FROM query('COPY (SELECT 1) TO ''{target}''')")
+    assert not target.exists()
+
+
 def test_files_outside_the_store_cannot_be_read(store, tmp_path, capsys):
     private = tmp_path / "private.txt"
     private.write_text("secret")
