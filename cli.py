@@ -300,6 +300,10 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
     else:
         raise _usage("predict needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
     fmt = _frame_format(out, None, option_hint="") if out else "csv"
+    if out:
+        from blend.outputs import check_target
+
+        check_target(out)  # before scoring; written through blend.outputs.write_output
     scores = load(Path(run_dir), store).predict_table(table, progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from featurestore.errors import SiqaError
-from featurestore.outputs import Content, write_file
+from featurestore.outputs import Content, check_replaceable, write_file
 from featurestore.store import is_store
 
 from .runfolder import is_run
@@ -36,8 +36,10 @@ def _owning_folder(real: Path) -> tuple[str, Path] | None:
 
 
 def check_target(path: str | Path, products: Iterable[str | Path] = ()) -> None:
-    """`SiqaError` unless a command that owns `products` may write `path` (see the module docstring)."""
+    """`SiqaError` unless a command that owns `products` may write `path` (see the module docstring); a
+    command checks its targets this way before its work, and `write_output` again when it writes."""
     path = Path(path)
+    check_replaceable(path)
     real = _real(path)
     owner = _owning_folder(real)
     if real in {_real(Path(p)) for p in products}:

@@ -39,7 +39,7 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
 
-from .outputs import write_output
+from .outputs import check_target, write_output
 from .run import FIXED_COLUMNS, HEADLINE, Run, load_run, run_origin, versus_text
 
 SCATTER_MEMBERS = 3        # pool members plotted next to the blend
@@ -717,6 +717,8 @@ def write_report(run_dir, progress: bool = False, store=None) -> Path:
     if folder.is_symlink():  # its plots would land, and stale ones be deleted, wherever it points
         raise SiqaError(f"{folder}: is a symbolic link; the report writes its plots only inside the run folder "
                         f"- remove the link")
+    for path in [out, *pngs]:  # all of them, before a first file is replaced
+        check_target(path, products=[out, *pngs])
     folder.mkdir(exist_ok=True)
     for stale in set(folder.glob("*.png")) - set(pngs):  # a section skipped now must not leave last run's plot
         stale.unlink()

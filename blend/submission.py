@@ -35,7 +35,7 @@ from featurestore.reproducible import deterministic_zip, reproducible_xlsx
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
 
-from .outputs import write_output
+from .outputs import check_target, write_output
 from .run import load_run, run_origin
 
 PREDICTION_FILE = "prediction.xlsx"
@@ -168,6 +168,8 @@ def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progres
 
     Returns (zip path, number of predictions)."""
     run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / SUBMISSION_FILE
+    check_target(out, products=[run_dir / SUBMISSION_FILE])  # before the work, not only when writing
     run = load_run(run_dir)
     started = time.perf_counter()
     origin = run_origin(run, store)
@@ -185,7 +187,6 @@ def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progres
         else:
             measured += extraction
             description += "; runtime = feature extraction (decode + every extractor, as measured by the store) + scoring"
-    out = Path(out) if out is not None else run_dir / SUBMISSION_FILE
     write_submission(run_dir, data, out, runtime_per_image if runtime_per_image is not None else measured, cpu,
                      split=split, extra_data=extra_data, description=description)
     return out, int(rows.sum())

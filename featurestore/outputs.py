@@ -35,15 +35,20 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     return temp, os.open(temp, flags, 0o666)
 
 
-def write_file(path: str | Path, content: Content, validate: Callable[[Path], None] | None = None) -> Path:
-    """Write `content` to `path` atomically (see the module docstring); `validate(temp_path)` may raise
-    `SiqaError` to keep the old file. Returns `path`."""
-    path = Path(path)
+def check_replaceable(path: Path) -> None:
+    """`SiqaError` unless `path` is absent or a regular file (a link there is refused, not followed)."""
     if path.is_symlink():
         raise SiqaError(f"{path}: is a symbolic link; siqa does not write through links - remove it or "
                         f"choose another path")
     if path.exists() and not path.is_file():
         raise SiqaError(f"{path}: exists and is not a regular file; choose another path")
+
+
+def write_file(path: str | Path, content: Content, validate: Callable[[Path], None] | None = None) -> Path:
+    """Write `content` to `path` atomically (see the module docstring); `validate(temp_path)` may raise
+    `SiqaError` to keep the old file. Returns `path`."""
+    path = Path(path)
+    check_replaceable(path)
     kept = "the old file is unchanged" if path.exists() else "nothing was written"
     temp = None
     try:

@@ -113,6 +113,7 @@ def test_planted_links_are_never_followed(paths, capsys):
     (run / "report.html").symlink_to(victim)
     _refused(capsys, "report", "--run", run, "--store", store, says="is a symbolic link")
     assert victim.read_text() == "precious"
+    assert not (run / "report").exists()  # every target is checked before a first plot is written
 
 
 def test_a_linked_report_folder_is_refused(paths, capsys):
