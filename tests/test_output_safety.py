@@ -69,7 +69,7 @@ def test_submit_and_predict_cannot_write_into_the_store(paths, capsys):
 def test_outputs_cannot_replace_a_runs_files(paths, capsys):
     store, run = paths["store"], paths["run"]
     before = _files(run)
-    victim = sorted(p for p in run.rglob("*") if p.is_file() and p.parent != run)[0]  # e.g. models/...
+    victim = min(p for p in run.rglob("*") if p.is_file() and p.parent != run)  # e.g. models/...
     _refused(capsys, "submit", "--run", run, "--store", store, "--out", victim, says="inside the run folder")
     _refused(capsys, "predict", "--run", run, "--store", store, "--pairs", paths["data"], "--out",
              run / "run.json", says="inside the run folder")
@@ -89,9 +89,9 @@ def test_a_link_to_a_store_is_the_store(paths, capsys):
 
 def test_submit_writes_its_own_zip_in_its_run(paths, capsys):
     run = paths["run"]
-    code, out, err = _main(capsys, "submit", "--run", run, "--store", paths["store"])
+    code, _, err = _main(capsys, "submit", "--run", run, "--store", paths["store"])
     assert code == 0, err
-    code, out, err = _main(capsys, "submit", "--run", run, "--store", paths["store"], "--out", run / "submission.zip")
+    code, _, err = _main(capsys, "submit", "--run", run, "--store", paths["store"], "--out", run / "submission.zip")
     assert code == 0, err
     table, _ = read_submission(run / "submission.zip")
     assert len(table) == 6

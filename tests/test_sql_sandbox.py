@@ -121,7 +121,8 @@ def test_a_link_in_the_store_does_not_lead_out(store, tmp_path):
 
 
 def test_the_store_and_its_runs_are_readable(built):
-    worst = fsql.query(built["store"], f"SELECT * FROM worst_pairs('{built['run']}', n := 3)", extensions=RUN_EXTENSIONS)
+    worst = fsql.query(built["store"], f"SELECT * FROM worst_pairs('{built['run']}', n := 3)",
+                       extensions=RUN_EXTENSIONS)
     assert len(worst) == 3
     assert len(fsql.query(built["store"], f"SELECT * FROM read_parquet('{built['store']}/pairs.parquet')")) > 0
 
@@ -153,7 +154,8 @@ def test_the_sandbox_is_duckdbs_own_and_locked(store, tmp_path):
     assert settings["allow_persistent_secrets"] == "false"
     assert str(store.absolute()) in settings["allowed_directories"] and str(tmp_path) in settings["allowed_directories"]
     # even run directly on the connection (past the statement check), DuckDB refuses to loosen it
-    for statement in ("SET enable_external_access = true", "SET allowed_directories = ['/']", "RESET lock_configuration"):
+    for statement in ("SET enable_external_access = true", "SET allowed_directories = ['/']",
+                      "RESET lock_configuration"):
         with pytest.raises(duckdb.Error):
             con.execute(statement)
     with pytest.raises(duckdb.PermissionException):

@@ -36,7 +36,7 @@ from .plan import plan
 from .summary import ExtractSummary
 
 __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "FeatureStore", "LocalExecutor",
-           "arrow_schema", "column_numpy", "to_arrow", "is_store"]
+           "arrow_schema", "column_numpy", "is_store", "to_arrow"]
 
 
 def is_store(folder: Path) -> bool:
