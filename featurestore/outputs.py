@@ -50,7 +50,7 @@ def write_file(path: str | Path, content: Content, validate: Callable[[Path], No
     path = Path(path)
     check_replaceable(path)
     kept = "the old file is unchanged" if path.exists() else "nothing was written"
-    temp = None
+    temp, replaced = None, False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp, fd = _create_temp(path)
@@ -64,13 +64,13 @@ def write_file(path: str | Path, content: Content, validate: Callable[[Path], No
         if validate is not None:
             validate(temp)
         os.replace(temp, path)
-        temp = None
+        replaced = True
         fsync_path(path.parent)
     except OSError as exc:
-        if temp is None:  # only flushing the folder failed: the new file is in place
+        if replaced:  # only flushing the folder failed: the new file is in place
             kept = "it was written, but its folder could not be flushed to disk"
         raise SiqaError(f"{path}: cannot write ({exc.strerror or exc}); {kept}") from None
     finally:
-        if temp is not None:
+        if temp is not None and not replaced:
             temp.unlink(missing_ok=True)
     return path

@@ -224,3 +224,11 @@ def test_write_output_allows_only_declared_products_inside_a_run(paths):
         write_output(run / "notes.txt", b"x")
     write_output(run / "notes.txt", b"x", products=[run / "notes.txt"])
     assert (run / "notes.txt").read_bytes() == b"x"
+
+
+def test_a_folder_that_cannot_take_the_file_is_one_line(tmp_path):
+    from featurestore.outputs import write_file
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SiqaError, match=r"file/out.csv: cannot write \(.*\); nothing was written$"):
+        write_file(tmp_path / "file" / "out.csv", b"x")
