@@ -51,7 +51,7 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _frame_format(out, fmt) -> str:
+def _frame_format(out, fmt, option_hint: str = ", or --format") -> str:
     """--format, else the format of --out's extension (.csv, .json, .parquet), else a printed table."""
     if fmt:
         return fmt
@@ -59,35 +59,43 @@ def _frame_format(out, fmt) -> str:
         suffix = Path(out).suffix.lower()
         if suffix not in FRAME_FORMATS:
             raise _usage(f"--out {out}: cannot tell the format from {suffix or 'no extension'!r}; "
-                         f"use .csv, .json or .parquet, or --format")
+                         f"use .csv, .json or .parquet{option_hint}")
         return FRAME_FORMATS[suffix]
     return "table"
 
 
+def _frame_bytes(df, fmt: str) -> bytes:
+    """`df` as csv, json (records, newline-terminated), parquet or a printed table. `df.attrs` (notes for
+    this process, such as predict's timings) are not data: the file holds the rows only."""
+    df = df.copy(deep=False)
+    df.attrs = {}
+    if fmt == "csv":
+        return df.to_csv(index=False).encode()
+    if fmt == "json":
+        return (df.to_json(orient="records", indent=1, default_handler=str) + "\n").encode()
+    if fmt == "parquet":
+        import io
+
+        buffer = io.BytesIO()
+        df.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+        return (df.to_string(index=False) + "\n").encode()
+
+
 def _emit_frame(df, fmt: str, out, what: str = "rows") -> None:
-    """Write `df` to `out` (or stdout) as csv, json (records, newline-terminated), parquet or a table."""
+    """Write `df` in `fmt` to `out` through siqa's one output writer, or print it."""
     if fmt == "parquet" and not out:
         raise _usage("--format parquet needs --out FILE")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        text = df.to_csv(index=False)
-    elif fmt == "json":
-        text = df.to_json(orient="records", indent=1, default_handler=str) + "\n"
-    elif fmt == "parquet":
-        df.to_parquet(out, index=False)
-        text = None
-    else:
-        import pandas as pd
+        from blend.outputs import write_output
 
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
-            text = df.to_string(index=False) + "\n"
-    if out:
-        if text is not None:
-            Path(out).write_text(text)
+        write_output(out, _frame_bytes(df, fmt))
         click.echo(f"{len(df)} {what} -> {out}")
     else:
-        click.echo(text, nl=False)
+        click.echo(_frame_bytes(df, fmt).decode(), nl=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,28 +157,34 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "parquet", "json"]), default=None,
               help="default: from --out's extension, else a table")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the result here")
+@click.option("--allow-read", "readable", multiple=True, type=click.Path(exists=True),
+              help="a file or folder SQL may also read (repeatable); the store and its runs always")
 @_quiet_option
-def sql(query, store, fmt, out, quiet):
+def sql(query, store, fmt, out, readable, quiet):
     """Run SQL over the store's views (pairs, labels, <extractor>, features); no query: interactive shell.
 
-    Without --store and $SIQA_STORE, and with no ./store, it reads the store of runs/latest."""
+    Only reads run (SELECT, EXPLAIN of a SELECT), on a DuckDB connection that reads files only below the
+    store, its runs and --allow-read paths; `siqa sql .tables` runs a dot command. Without --store and
+    $SIQA_STORE, and with no ./store, it reads the store of runs/latest."""
+    import io
     import sys
 
     from blend.sql import RUN_EXTENSIONS
     from featurestore import sql as fsql
 
     root = reading_store(store)
-    if query is None:
+    if query is None or query.lstrip().startswith("."):
         from featurestore.sql.shell import interactive
 
-        failed = interactive(root, extensions=RUN_EXTENSIONS)
-        if failed and not sys.stdin.isatty():
+        if out:
+            raise _usage("--out takes the rows of a query, not the shell or a dot command")
+        script = None if query is None else io.StringIO(query + "\n")
+        failed = interactive(root, stdin=script, extensions=RUN_EXTENSIONS, readable=readable)
+        if failed and (script is not None or not sys.stdin.isatty()):
             raise SiqaError(f"{root}: {failed} statement(s) of the script failed")
         return
     fmt = _frame_format(out, fmt)
-    if out:
-        fsql.check_output(root, out)
-    _emit_frame(fsql.query(root, query, extensions=RUN_EXTENSIONS), fmt, out)
+    _emit_frame(fsql.query(root, query, extensions=RUN_EXTENSIONS, readable=readable), fmt, out)
 
 
 @app.command()
@@ -283,7 +297,11 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
         table = PairTable.from_paths(rows, split="test")
     else:
         raise _usage("predict needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
-    fmt = _frame_format(out, None) if out else "csv"
+    fmt = _frame_format(out, None, option_hint="") if out else "csv"
+    if out:
+        from blend.outputs import check_target
+
+        check_target(out)  # before scoring; written through blend.outputs.write_output
     scores = load(Path(run_dir), store).predict_table(table, progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]

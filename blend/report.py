@@ -39,6 +39,7 @@ from featurestore.errors import SiqaError
 from tabular import metrics
 from tabular.data import TabularData
 
+from .outputs import check_target, write_output
 from .run import FIXED_COLUMNS, HEADLINE, Run, load_run, run_origin, versus_text
 
 SCATTER_MEMBERS = 3        # pool members plotted next to the blend
@@ -711,11 +712,17 @@ def write_report(run_dir, progress: bool = False, store=None) -> Path:
         except SectionSkipped as skipped:
             notes.append(str(skipped))
     folder = inputs.run.path / "report"
-    folder.mkdir(exist_ok=True)
-    for stale in folder.glob("*.png"):  # a section skipped now must not leave last run's plot behind
-        stale.unlink()
-    for plot in plots:
-        (folder / f"{plot.name}.png").write_bytes(plot.png)
     out = inputs.run.path / "report.html"
-    out.write_text(_html(inputs, plots, notes), encoding="utf-8")
+    pngs = {folder / f"{plot.name}.png": plot.png for plot in plots}
+    if folder.is_symlink():  # its plots would land, and stale ones be deleted, wherever it points
+        raise SiqaError(f"{folder}: is a symbolic link; the report writes its plots only inside the run folder "
+                        f"- remove the link")
+    for path in [out, *pngs]:  # all of them, before a first file is replaced
+        check_target(path, products=[out, *pngs])
+    folder.mkdir(exist_ok=True)
+    for stale in set(folder.glob("*.png")) - set(pngs):  # a section skipped now must not leave last run's plot
+        stale.unlink()
+    for path, png in pngs.items():
+        write_output(path, png, products=[out, *pngs])
+    write_output(out, _html(inputs, plots, notes).encode("utf-8"), products=[out, *pngs])
     return out

@@ -1,7 +1,9 @@
 """Run-level SQL: the table macro `worst_pairs(run_dir[, n := 10])` on a store connection.
 
 `featurestore.sql.connect(root, extensions=RUN_EXTENSIONS)` (what `siqa sql` opens) adds it to the store's
-views; the store itself knows nothing about runs.
+views; the store itself knows nothing about runs. Under `siqa sql` the macro reads `RUN/oof.parquet` on the
+sandboxed connection: a run registered as fit on the store is readable, any other one only when named with
+`--allow-read RUN`.
 
     worst_pairs(run_dir[, n := 10])   a run's out-of-fold pairs by largest residual from the fitted line:
                                       id, split, name, label, prediction, fitted, residual, ref_path, dist_path

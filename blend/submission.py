@@ -35,9 +35,12 @@ from featurestore.reproducible import deterministic_zip, reproducible_xlsx
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
 
+from .outputs import check_target, write_output
 from .run import load_run, run_origin
 
 PREDICTION_FILE = "prediction.xlsx"
+#: the zip `siqa submit` writes into the run folder by default: the one file it may write there
+SUBMISSION_FILE = "submission.zip"
 README_FILE = "readme.txt"
 COLUMNS = ("picture_name", "Score")
 README_KEYS = ("runtime per image [s]", "CPU[1] / GPU[0]", "Extra Data [1] / No Extra Data [0]", "Other description")
@@ -55,22 +58,24 @@ def readme_text(runtime_per_image: float, cpu: bool, extra_data: bool, descripti
 
 
 def write_submission_zip(names, scores, out_zip, runtime_per_image: float, cpu: bool,
-                         extra_data: bool = False, description: str = "") -> Path:
+                         extra_data: bool = False, description: str = "", expected_names=None,
+                         products=()) -> Path:
+    """Write the zip through `write_output` (`products`: where this command may write inside a run); given
+    `expected_names`, the written zip is validated against them before it replaces whatever `out_zip` held."""
     out_zip = Path(out_zip)
-    out_zip.parent.mkdir(parents=True, exist_ok=True)
     payload = deterministic_zip({PREDICTION_FILE: prediction_xlsx(names, scores),
                                   README_FILE: readme_text(runtime_per_image, cpu, extra_data, description).encode()})
-    temporary = out_zip.with_name(out_zip.name + ".tmp")
-    temporary.write_bytes(payload)
-    temporary.replace(out_zip)
-    return out_zip
+    validate = None if expected_names is None else \
+        (lambda written: validate_submission(written, expected_names, shown_as=out_zip))
+    return write_output(out_zip, payload, validate=validate, products=products)
 
 
-def read_submission(zip_path) -> tuple[pd.DataFrame, dict[str, str]]:
-    """(prediction table, readme key -> value) of a submission zip."""
-    zip_path = Path(zip_path)
+def read_submission(zip_path, shown_as=None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(prediction table, readme key -> value) of a submission zip; messages name it `shown_as` (default
+    `zip_path`: the file being checked may be the temp file that is about to replace it)."""
+    source, zip_path = zip_path, Path(shown_as if shown_as is not None else zip_path)
     try:
-        with zipfile.ZipFile(zip_path) as archive:
+        with zipfile.ZipFile(source) as archive:
             missing = [f for f in (PREDICTION_FILE, README_FILE) if f not in archive.namelist()]
             if missing:
                 raise SiqaError(f"{zip_path}: submission lacks {', '.join(missing)}")
@@ -86,10 +91,11 @@ def read_submission(zip_path) -> tuple[pd.DataFrame, dict[str, str]]:
     return table, fields
 
 
-def validate_submission(zip_path, expected_names) -> None:
-    """Raise `SiqaError` unless the zip predicts every expected picture exactly once, in 0..5."""
-    zip_path = Path(zip_path)
-    table, fields = read_submission(zip_path)
+def validate_submission(zip_path, expected_names, shown_as=None) -> None:
+    """Raise `SiqaError` unless the zip predicts every expected picture exactly once, in 0..5 (messages name
+    it `shown_as`, as in `read_submission`)."""
+    table, fields = read_submission(zip_path, shown_as)
+    zip_path = Path(shown_as if shown_as is not None else zip_path)
     if list(table.columns) != list(COLUMNS):
         raise SiqaError(f"{zip_path}: {PREDICTION_FILE} columns are {list(table.columns)}, expected {list(COLUMNS)}")
     names = table["picture_name"].astype(str)
@@ -141,10 +147,9 @@ def write_submission(run_dir, data, out_zip, runtime_per_image: float, cpu: bool
                         f"in split {split!r}")
     run = load_run(run_dir)
     scores = run.pipeline.predict(subset)
-    write_submission_zip(subset.names, scores, out_zip, runtime_per_image, cpu, extra_data,
-                         description if description is not None else describe_run(run.summary))
-    validate_submission(out_zip, subset.names)
-    return Path(out_zip)
+    return write_submission_zip(subset.names, scores, out_zip, runtime_per_image, cpu, extra_data,
+                                description if description is not None else describe_run(run.summary),
+                                expected_names=subset.names, products=[Path(run_dir) / SUBMISSION_FILE])
 
 
 def _extraction_seconds_per_pair(origin: dict) -> float | None:
@@ -163,6 +168,8 @@ def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progres
 
     Returns (zip path, number of predictions)."""
     run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / SUBMISSION_FILE
+    check_target(out, products=[run_dir / SUBMISSION_FILE])  # before the work, not only when writing
     run = load_run(run_dir)
     started = time.perf_counter()
     origin = run_origin(run, store)
@@ -180,7 +187,6 @@ def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progres
         else:
             measured += extraction
             description += "; runtime = feature extraction (decode + every extractor, as measured by the store) + scoring"
-    out = Path(out) if out is not None else run_dir / "submission.zip"
     write_submission(run_dir, data, out, runtime_per_image if runtime_per_image is not None else measured, cpu,
                      split=split, extra_data=extra_data, description=description)
     return out, int(rows.sum())

@@ -2,7 +2,8 @@
 
 `deterministic_zip(entries)`: a zip whose entries carry one fixed date and mode.
 `reproducible_xlsx(rows)`: a one-sheet workbook; openpyxl stamps the save time into docProps/core.xml and
-into its own zip entries, so both are replaced by the fixed date. The demo's score workbooks and the
+into its own zip entries, so both are replaced by the fixed date. Every text is stored as text, also one
+that starts like a formula (a picture named `=1+1.png`). The demo's score workbooks and the
 submission's prediction.xlsx are both written here.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ import zipfile
 from collections.abc import Iterable, Sequence
 
 FIXED_DATE = (2020, 1, 1, 0, 0, 0)
+#: what starts a formula in a spreadsheet: a cell text beginning so is stored as text, never as a formula
+FORMULA_STARTS = ("=", "+", "-", "@")
 _FIXED_STAMP = "%04d-%02d-%02dT%02d:%02d:%02dZ" % FIXED_DATE
 
 
@@ -35,6 +38,9 @@ def reproducible_xlsx(rows: Iterable[Sequence]) -> bytes:
     sheet = workbook.active
     for row in rows:
         sheet.append(list(row))
+        for cell in sheet[sheet.max_row]:
+            if isinstance(cell.value, str) and cell.value.startswith(FORMULA_STARTS):
+                cell.data_type = "s"  # openpyxl takes a text starting with '=' as a formula: keep it text
     raw = io.BytesIO()
     workbook.save(raw)
     entries = {}

@@ -62,6 +62,9 @@ def test_sql_out_into_the_store_is_refused(store, capsys):
     "EXPORT DATABASE '{store}/dump'",
     "ATTACH '{store}/x.duckdb' AS x",
     "SET temp_directory = '{store}'",
+    ("PREPARE p AS COPY (SELECT * REPLACE (5 - label AS label) FROM pairs) TO '{store}/pairs.parquet' "
+     "(FORMAT parquet); EXECUTE p"),
+    "EXPLAIN ANALYZE COPY pairs TO '{store}/pairs.parquet' (FORMAT parquet)",
 ])
 def test_sql_statements_cannot_write_into_the_store(store, statement):
     before = _files(store)

@@ -13,11 +13,11 @@ Ready-made questions (see `_add_macros`):
     feature_srocc         per scalar feature vs the label: n, srocc (average ranks), plcc, final
     feature_nans          scalar features missing (NULL: not computed) or NaN for some pairs
 
-`siqa sql` cannot change the store: the connection is an in-memory database whose views read the store's
-Parquet files; statements that write files or reach other databases (COPY, EXPORT, ATTACH, INSTALL/LOAD)
-are refused before they run (`read_only_statements`), the configuration is locked once the views exist
-(no `SET temp_directory` into the store), and `--out` may not point into the store (`check_output`).
-Results are written with `siqa sql --out FILE`.
+`siqa sql` only reads, by two mechanisms of DuckDB's own: its parser classifies each statement and only
+reads run (`read_statements`: SELECT, and EXPLAIN of a SELECT; an allow-list, not a list of what writes),
+and the connection is sandboxed by DuckDB's settings (`user_connection`: files only below the store, the
+runs fit on it and the folders the user names with --allow-read; no extension install or autoload; the
+configuration locked). Results are written by siqa itself, with `siqa sql --out FILE` (`blend.outputs`).
 
 A layer above the store adds its own views and macros through `extensions`: callables given the
 connection once the store's views exist (`blend.sql.run_macros` adds the run-level `worst_pairs`); the
@@ -75,7 +75,9 @@ def connect(root: str | Path, database: str = ":memory:", extensions: Iterable[E
                                 f"fit on is gone (removed by hand?); run `siqa features` with the run's config "
                                 f"again, or refit with `siqa oof`")
             views[name] = {"folder": folder}
-    con = duckdb.connect(database)
+    # No extension is ever fetched or loaded behind the user's back: what siqa reads (Parquet) is built in.
+    con = duckdb.connect(database, config={"autoinstall_known_extensions": False,
+                                           "autoload_known_extensions": False})
     pairs = str(store.pairs_path).replace("'", "''")
     con.execute(f"CREATE OR REPLACE VIEW pairs AS SELECT * FROM read_parquet('{pairs}')")
     con.execute("CREATE OR REPLACE VIEW labels AS SELECT pair_id, split, name, label FROM pairs WHERE label IS NOT NULL")
@@ -136,14 +138,32 @@ def _add_macros(con: duckdb.DuckDBPyConnection) -> None:
         FROM feature_values GROUP BY feature HAVING missing + nan > 0 ORDER BY share DESC, feature""")
 
 
-#: statement types that write files, or reach beyond the in-memory views: never run by `siqa sql`
-WRITING = {duckdb.StatementType.COPY, duckdb.StatementType.EXPORT, duckdb.StatementType.ATTACH,
-           duckdb.StatementType.DETACH, duckdb.StatementType.COPY_DATABASE, duckdb.StatementType.LOAD,
-           duckdb.StatementType.EXTENSION}
+def _words(text: str) -> list[tuple[int, str]]:
+    """(offset, upper-cased first word) of each token of `text` but comments, as DuckDB's tokenizer cuts it."""
+    return [(offset, text[offset:].split(None, 1)[0].upper()) for offset, kind in duckdb.tokenize(text)
+            if kind != duckdb.token_type.comment]
 
 
-def read_only_statements(sql: str) -> list:
-    """The statements of `sql`, or `SiqaError` for an empty text or one that would write (see `WRITING`)."""
+def _is_read(statement) -> bool:
+    """SELECT (which covers FROM, VALUES, WITH, SHOW, DESCRIBE and SUMMARIZE), or EXPLAIN of exactly one such
+    statement. EXPLAIN ANALYZE runs what it explains (`EXPLAIN ANALYZE COPY ...` writes), and its statement type
+    is EXPLAIN either way, so the explained text is classified again on its own."""
+    if statement.type == duckdb.StatementType.SELECT:
+        return True
+    if statement.type != duckdb.StatementType.EXPLAIN:
+        return False
+    offset, word = _words(statement.query)[0]
+    try:
+        explained = duckdb.extract_statements(statement.query[offset + len(word):])
+    except duckdb.Error:  # EXPLAIN ANALYZE ..., EXPLAIN (FORMAT ...) ...
+        return False
+    return len(explained) == 1 and explained[0].type == duckdb.StatementType.SELECT
+
+
+def read_statements(sql: str) -> list:
+    """The statements of `sql`, or `SiqaError` for an empty text or a statement that is not a read
+    (`_is_read`): an allow-list, so SET, PRAGMA, CALL, PREPARE/EXECUTE (PREPARE wraps COPY), CREATE (secrets),
+    COPY, ATTACH, INSTALL/LOAD and whatever DuckDB adds next are refused without a list of them."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -152,33 +172,61 @@ def read_only_statements(sql: str) -> list:
         raise SiqaError("sql: empty query; give a statement such as \"SELECT * FROM feature_srocc\", "
                         "or no query for the interactive shell")
     for statement in statements:
-        if statement.type in WRITING:
-            word = statement.query.strip().split(None, 1)[0].upper()
-            raise SiqaError(f"sql: {word} is not allowed: `siqa sql` only reads the store (write a result "
-                            f"with `siqa sql --out FILE \"SELECT ...\"`)")
+        if not _is_read(statement):
+            words = [word for _, word in _words(statement.query)[:2]]
+            shown = " ".join(words) if words[:1] == ["EXPLAIN"] else words[0]
+            raise SiqaError(f"sql: {shown} is not allowed: `siqa sql` only reads the store (SELECT, and EXPLAIN of "
+                            f"a SELECT; write a result with `siqa sql --out FILE \"SELECT ...\"`)")
     return statements
 
 
-def user_connection(root: str | Path, extensions: Iterable[Extension] = ()) -> duckdb.DuckDBPyConnection:
-    """`connect`, then the configuration locked: what `siqa sql` and its shell use."""
+def _both_forms(paths: list[Path]) -> list[str]:
+    return sorted({str(form) for path in paths for form in (path.absolute(), path.resolve())})
+
+
+def _readable(root: Path, readable: Iterable[str | Path]) -> tuple[list[str], list[str]]:
+    """(folders, files) `siqa sql` may read: the store, the runs registered as fit on it, and what the user
+    named. Each as given (absolute) and with links resolved, since DuckDB checks the path it opens."""
+    folders, files = [root, *map(Path, FeatureStore(root).runs())], []
+    for path in map(Path, readable):
+        if not path.exists():
+            raise SiqaError(f"{path}: no such file or folder (given to --allow-read)")
+        (folders if path.is_dir() else files).append(path)
+    return _both_forms(folders), _both_forms(files)
+
+
+def _sql_list(values: list[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def user_connection(root: str | Path, extensions: Iterable[Extension] = (),
+                    readable: Iterable[str | Path] = ()) -> duckdb.DuckDBPyConnection:
+    """`connect`, then sandboxed by DuckDB's own settings and locked: what `siqa sql` and its shell use.
+    Files are read only below the store, its registered runs and the `readable` files and folders; no
+    extension is installed or loaded, no secret persisted; `lock_configuration` refuses any later SET."""
     con = connect(root, extensions=extensions)
+    folders, files = _readable(Path(root), readable)
+    con.execute(f"SET allowed_directories = {_sql_list(folders)}")
+    con.execute(f"SET allowed_paths = {_sql_list(files)}")
+    for setting in ("enable_external_access", "allow_persistent_secrets", "allow_community_extensions"):
+        con.execute(f"SET {setting} = false")
     con.execute("SET lock_configuration = true")
     return con
 
 
-def check_output(root: str | Path, out: str | Path) -> None:
-    """`siqa sql --out` may write anywhere but into the store."""
-    store, target = Path(root).resolve(), Path(out).resolve()
-    if target == store or store in target.parents:
-        raise SiqaError(f"{out}: inside the feature store {root}; `siqa sql` never writes into a store - "
-                        f"choose a path outside it")
+def error_line(exc: duckdb.Error) -> str:
+    """One line for a DuckDB error of a user's statement; a sandbox refusal says what may be read."""
+    line = f"sql: {str(exc).splitlines()[0]}"
+    if isinstance(exc, duckdb.PermissionException):
+        line += " (`siqa sql` reads only the store, the runs fit on it and what --allow-read names)"
+    return line
 
 
-def query(root: str | Path, sql: str, extensions: Iterable[Extension] = ()):
-    """Run the statement(s) of `sql` against the store's views (and those `extensions` add); returns the
-    last one's result as a pandas DataFrame. Statements that would write are refused."""
-    statements = read_only_statements(sql)
-    con = user_connection(root, extensions=extensions)
+def query(root: str | Path, sql: str, extensions: Iterable[Extension] = (), readable: Iterable[str | Path] = ()):
+    """Run the statement(s) of `sql` against the store's views (and those `extensions` add) on the sandboxed
+    `user_connection`; returns the last one's result as a pandas DataFrame. Only reads are run."""
+    statements = read_statements(sql)
+    con = user_connection(root, extensions=extensions, readable=readable)
     try:
         for statement in statements:
             con.execute(statement)
@@ -186,6 +234,6 @@ def query(root: str | Path, sql: str, extensions: Iterable[Extension] = ()):
             raise SiqaError("sql: the last statement returns no rows")
         return con.fetchdf()
     except duckdb.Error as exc:
-        raise SiqaError(f"sql: {str(exc).splitlines()[0]}") from None
+        raise SiqaError(error_line(exc)) from None
     finally:
         con.close()

@@ -5,7 +5,8 @@ Statements may span lines and run when a line ends with `;`. Dot commands:
     .schema NAME      columns of one view
     .help             this list
     .quit / .exit     leave (so does end of input or Ctrl-D)
-Statements that would write (COPY, EXPORT, ATTACH, INSTALL/LOAD) are refused, as in `siqa sql QUERY`.
+Only reads run, on the same sandboxed connection as `siqa sql QUERY` (`featurestore.sql.user_connection`);
+any other statement is refused with one line and the shell goes on. `siqa sql .tables` runs one dot command.
 Ctrl-C drops the statement being typed. With a terminal, lines are edited and kept in a readline
 history file (`$SIQA_SQL_HISTORY`, default ~/.siqa_sql_history); fed from a pipe, the shell prints no
 prompts, so `siqa sql < questions.sql` works as a script.
@@ -22,7 +23,7 @@ import duckdb
 import pandas as pd
 
 from ..errors import SiqaError
-from . import Extension, quote_identifier, read_only_statements, user_connection
+from . import Extension, error_line, quote_identifier, read_statements, user_connection
 
 PROMPT, CONTINUE = "siqa> ", "  ..> "
 MAX_ROWS = 200
@@ -72,11 +73,14 @@ def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> bo
     """Run every statement of `text`, printing each result; an error is printed and ends this text only.
     Returns whether every statement ran."""
     try:
-        statements = read_only_statements(text)
+        statements = read_statements(text)
         for statement in statements:
             con.execute(statement)
             if con.description is not None:
                 print(_format(con.fetchdf()), file=out)
+    except duckdb.PermissionException as exc:
+        print(f"error: {error_line(exc)}", file=out)
+        return False
     except duckdb.Error as exc:
         print(f"error: {str(exc).strip()}", file=out)
         return False
@@ -109,11 +113,12 @@ def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool
 
 
 def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | None = None,
-                extensions: Iterable[Extension] = ()) -> int:
-    """Read statements until `.quit` or end of input and print their results; `extensions` as for `connect`.
-    Returns how many statements failed (a script fed from a pipe exits non-zero on that)."""
+                extensions: Iterable[Extension] = (), readable: Iterable[str | Path] = ()) -> int:
+    """Read statements until `.quit` or end of input and print their results; `extensions` as for `connect`,
+    `readable` as for `user_connection`. Returns how many statements failed (a script fed from a pipe exits
+    non-zero on that)."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    con = user_connection(root, extensions=extensions)
+    con = user_connection(root, extensions=extensions, readable=readable)
     tty = stdin.isatty() and stdin is sys.stdin
     readline = _setup_readline() if tty else None
     if tty:

@@ -13,8 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pyarrow.parquet as pq
 from ..datasets import COLUMNS, PairTable
 from ..errors import SiqaError
 from ..extractors.base import IMAGE_KEY, PAIR_KEY, Column, Extractor
-from ..io import fsync_path
+from ..outputs import TEMP_NAME, write_file
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +62,10 @@ def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
 
 
-#: the temp files `write_atomic` makes: `.<name>.<32 hex>.tmp`
-TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
-
-
 def write_atomic(write, path: Path) -> None:
-    """`write(file)` into a hidden temp file beside `path`, fsync, rename over `path`, fsync the folder.
-    A reader sees the old file or the new one, never a part; a kill leaves at most the temp file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SiqaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    """`write(file)` into `path` through `featurestore.outputs.write_file`: a reader sees the old file or the
+    new one, never a part; a kill leaves at most a temp file named `TEMP_NAME`."""
+    write_file(path, write)
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
