@@ -29,6 +29,21 @@ def _config_option(f):
                         help="TOML config (default configs/default.toml)")(f)
 
 
+def _newest_run(ctx, param, value):
+    """The default `--run runs/latest` is the link siqa keeps to the newest run; a real folder there (made by
+    hand, or by an older siqa's oof) may hold an older run, so it is used only when named."""
+    source = ctx.get_parameter_source(param.name)
+    if source is click.core.ParameterSource.DEFAULT and Path(value).is_dir() and not Path(value).is_symlink():
+        raise SiqaError(f"{value}: a real folder, not the link siqa keeps to the newest run, so it may hold an older "
+                        f"run; pass --run {value} to use it anyway, or move it away and run `siqa oof`")
+    return value
+
+
+def _run_option(f):
+    return click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True,
+                        callback=_newest_run, help="run folder (default: the newest run)")(f)
+
+
 def _quiet_option(f):
     return click.option("-q", "--quiet", is_flag=True, help="no progress bars or notices (also `siqa --quiet CMD`)")(f)
 
@@ -194,7 +209,8 @@ def sql(query, store, fmt, out, readable, quiet):
 @click.option("--group", default=None, help="group column of --table (folds never split a group)")
 @click.option("--lower-better", is_flag=True, help="the label grows with distortion (DMOS)")
 @click.option("--features", "feature_list", default=None, help="comma-separated feature columns (default: all numeric)")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True,
+              help="run folder to write; `P/latest` (the default): a new folder in P, and P/latest a link to it")
 @_config_option
 @click.option("--preset", type=click.Choice(presets()), default=None, help="override the config's preset")
 @click.option("--seed", type=int, default=None)
@@ -217,36 +233,36 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
                      f"the column that names the reference image as --group")
     flags = {"preset": preset, "seed": seed, "time_limit": time_limit}
     settings = load_settings(config_path, {k: v for k, v in flags.items() if v is not None})
-    from blend.run import run_oof
+    from blend.run import point_latest, run_oof, run_target
     from tabular.data import TabularData
 
     columns = feature_list.split(",") if feature_list else None
+    run_dir, latest = run_target(Path(run_dir))
     if table:
         data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better, features=columns)
     else:
         data = TabularData.from_store(default_store(store), features=columns, lower_better=lower_better)
-    summary = run_oof(data, settings, Path(run_dir), progress=not (quiet or as_json), allow_missing=allow_missing)
+    summary = run_oof(data, settings, run_dir, progress=not (quiet or as_json), allow_missing=allow_missing)
     for warning in summary.get("warnings", []):
         click.echo(f"siqa: warning: {warning}", err=True)
-    from blend.run import point_latest
-
-    latest = point_latest(Path(run_dir))
+    if point_latest(run_dir, latest) is None and latest is not None:
+        click.echo(f"siqa: warning: {latest} is a real folder, not siqa's link to the newest run: not updated", err=True)
     if as_json:
         if time_limit is not None:
             click.echo(summary["plan"]["text"], err=True)
         click.echo(json.dumps({**summary["headline"], "versus": summary["versus"]}, sort_keys=True))
     else:
         click.echo(summary["leaderboard_text"])
-        click.echo(f"run -> {run_dir}" + (f" ({latest} points at it)" if latest else ""))
+        click.echo(f"run -> {run_dir}" + (f" ({latest} points at it)" if latest and latest.is_symlink() else ""))
     from blend.report import write_report
 
-    report_path = write_report(Path(run_dir), progress=not (quiet or as_json))
+    report_path = write_report(run_dir, progress=not (quiet or as_json))
     if not as_json:
         click.echo(f"report -> {report_path}")
 
 
 @app.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_run_option
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="zip path (default RUN/submission.zip)")
 @click.option("--cpu/--gpu", default=True, help="what readme.txt declares as the device")
@@ -262,7 +278,7 @@ def submit(run_dir, split, out, cpu, store, quiet):
 
 
 @app.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_run_option
 @click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
 @click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
 @click.option("--pairs", type=click.Path(), default=None, help="pairs table or SeIQA folder: predict every pair")
@@ -311,7 +327,7 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
 
 
 @app.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_run_option
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @_quiet_option
 def report(run_dir, store, quiet):

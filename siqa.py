@@ -54,10 +54,11 @@ def default_store(store) -> Path:
 def reading_store(store) -> Path:
     """The store a reading command (`siqa sql`) uses: as `default_store`, except that when neither `--store`
     nor $SIQA_STORE is given and ./store does not exist, the store of `runs/latest` (the last run)."""
+    from blend.runfolder import is_run, run_store
+
     chosen = default_store(store)
-    if store or os.environ.get("SIQA_STORE") or chosen.exists() or not (Path(DEFAULT_RUN) / "run.json").is_file():
+    if store or os.environ.get("SIQA_STORE") or chosen.exists() or not is_run(Path(DEFAULT_RUN)):
         return chosen
-    from blend.runfolder import run_store
 
     try:
         return run_store(DEFAULT_RUN)

@@ -96,7 +96,7 @@ def test_a_run_scores_with_its_own_feature_folders_and_gc_keeps_them(made, tmp_p
 
     assert FeatureStore(store).gc() == []  # the run still reads the old folder
     assert (store / "features" / pinned).is_dir()
-    assert str(run) in json.loads((store / "runs.json").read_text())
+    assert [e["path"] for e in json.loads((store / "runs.json").read_text()).values()] == [str(run)]
     shutil.rmtree(run)
     assert [p.name for p in FeatureStore(store).gc()] == [pinned]
     assert json.loads((store / "runs.json").read_text()) == {}

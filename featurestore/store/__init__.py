@@ -8,8 +8,11 @@ Layout under `root`:
                                         a log for the runtime a submission declares, not feature content
     features/<name>-v<ver>-<hash>/image/part-*.parquet    image-level columns keyed by `sha256`
     features/<name>-v<ver>-<hash>/pair/part-*.parquet     pair columns keyed by `pair_id`
-    runs.json                           absolute run folder -> feature folders it was fit on (`siqa oof`
-                                        registers each run; `siqa store gc` keeps those folders while the run exists)
+    siqa-store.json                     marks the folder as a store (`layout`): siqa refuses to write into a
+                                        folder that is not a store (a user's pairs.parquet is not one)
+    runs.json                           run id -> its folder and the feature folders it was fit on (`siqa oof`
+                                        registers each run before fitting; `siqa store gc` keeps those folders
+                                        while the run exists, following a moved run by its id: `featurestore.run_registry`)
     .lock                               held by the one process writing to the store
 
 Only missing keys are computed, and each batch of work lands as its own shard, so a killed run leaves
@@ -55,6 +58,7 @@ class FeatureStore(Catalog):
         t0 = time.perf_counter()
         executor = executor or LocalExecutor(decode_workers)
         summary = ExtractSummary(pairs=len(table))
+        self.check_store(create=True)
         with self.lock():
             self.check_writable()
             self.register_pairs(table, replace=replace)
