@@ -478,12 +478,16 @@ def store():
 @store.command("gc")
 @_store_option
 @click.option("--dry-run", is_flag=True)
+@click.option("--forget-missing", is_flag=True, help="forget registered runs whose folder, and the folder that held "
+              "it, are gone (by default gc refuses: it cannot tell where they went)")
 @_quiet_option
-def store_gc(store, dry_run, quiet):
-    """Delete feature folders that no view and no existing run fit on the store uses (old versions, configs)."""
+def store_gc(store, dry_run, forget_missing, quiet):
+    """Delete feature folders that no view and no run fit on the store uses (old versions, configs); a run
+    moved beside where it was is followed by its id."""
     from featurestore.store import FeatureStore
 
-    stale = FeatureStore(default_store(store)).gc(dry_run=dry_run, echo=(lambda *_: None) if _quiet(quiet) else click.echo)
+    stale = FeatureStore(default_store(store)).gc(dry_run=dry_run, forget_missing=forget_missing,
+                                                  echo=(lambda *_: None) if _quiet(quiet) else click.echo)
     click.echo(f"{len(stale)} stale folder(s)")
 
 
