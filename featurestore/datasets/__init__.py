@@ -15,6 +15,7 @@ Every problem raises `SiqaError` naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SiqaError
-from ..io import IMAGE_SUFFIXES, pair_key, sha256_file
+from ..io import IMAGE_SUFFIXES, open_regular, pair_key, read_bytes, sha256_file
 
 COLUMNS = ["pair_id", "split", "name", "ref_path", "dist_path", "ref_sha256", "dist_sha256", "label"]
 SPLITS = ("train", "val", "test")
@@ -121,11 +122,12 @@ def _find_child(folder: Path, name: str) -> Path | None:
 def _image_names(folder: Path) -> dict[str, Path]:
     """Images of a Ref/ or Dist/ folder by case-folded stem: a reference and its degraded image pair up
     by name whatever their extensions or capitalisation (`0001.png` with `0001.JPG`)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     stems: dict[str, Path] = {}
-    for p in files:
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
+        if not p.is_file():  # a FIFO, a device, a folder or a dangling link named as an image: refused, not skipped
+            open_regular(p).close()
         stem = p.stem.casefold()
         if stem in stems:
             raise SiqaError(f"{p}: duplicate image name (also {stems[stem].name})")
@@ -274,16 +276,17 @@ def _load_table(path: Path, root: Path) -> PairTable:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise SiqaError(f"{path}: pairs table must be .csv or .parquet")
-    if path.stat().st_size == 0:
+    content = io.BytesIO(read_bytes(path))  # a FIFO or a device is refused there, not read forever
+    if not content.getbuffer().nbytes:
         raise SiqaError(f"{path}: unreadable table: empty file (0 bytes)")
     try:
         if suffix == ".csv":
             with warnings.catch_warnings():
                 # A row longer than the header would silently become an index or lose cells: refuse it.
                 warnings.simplefilter("error", pd.errors.ParserWarning)
-                df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
+                df = pd.read_csv(content, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
         else:
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(content)
     except Exception as exc:
         raise SiqaError(f"{path}: unreadable table ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
@@ -309,7 +312,7 @@ def _load_table(path: Path, root: Path) -> PairTable:
     ref_paths = [str(root / n) for n in names["ref_name"]]
     dist_paths = [str(root / n) for n in names["dist_name"]]
     for p in dict.fromkeys(ref_paths + dist_paths):
-        if not Path(p).is_file():
+        if not Path(p).exists() and not Path(p).is_symlink():  # what exists but is no regular file: refused when hashed
             raise SiqaError(f"{path}: image {p} listed but not found")
     hashes = _hash_all(ref_paths + dist_paths)
     out = pd.DataFrame({
