@@ -267,13 +267,14 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="zip path (default RUN/submission.zip)")
 @click.option("--cpu/--gpu", default=True, help="what readme.txt declares as the device")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
+@click.option("--allow-missing", is_flag=True, help="score pairs that lack some extractor's features (counts warned)")
 @_quiet_option
-def submit(run_dir, split, out, cpu, store, quiet):
+def submit(run_dir, split, out, cpu, store, allow_missing, quiet):
     """Predict a split with the run's pipeline (refit on all labelled rows by `siqa oof`); write the validated zip."""
     from blend.submission import submit_run
 
     path, n = submit_run(Path(run_dir), split=split, out=Path(out) if out else None, cpu=cpu,
-                         progress=not _quiet(quiet), store=store)
+                         progress=not _quiet(quiet), store=store, allow_missing=allow_missing)
     click.echo(f"{n} predictions -> {path}")
 
 
@@ -286,15 +287,16 @@ def submit(run_dir, split, out, cpu, store, quiet):
               help="write the scores here (.csv, .json or .parquet; default: stdout as CSV)")
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
+@click.option("--allow-missing", is_flag=True, help="score pairs some extractor failed on (counts warned)")
 @_quiet_option
-def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
+def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_missing, quiet):
     """Score new pairs with a fitted run, computing missing features through the run's store."""
     from siqa import load
 
     quiet = _quiet(quiet)
     if ref and dist and not pairs and not out and not Path(ref).is_dir() and not Path(dist).is_dir():
         # one score on stdout: no table (nor pandas) needed
-        scored = load(Path(run_dir), store).score_files([(ref, dist)], progress=not quiet)
+        scored = load(Path(run_dir), store, allow_missing).score_files([(ref, dist)], progress=not quiet)
         if not quiet:
             click.echo(f"1 pair(s) scored in {scored.seconds:.1f}s ({scored.computed} feature rows computed, "
                        f"{scored.reused} reused from the store)", err=True)
@@ -318,7 +320,7 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, quiet):
         from blend.outputs import check_target
 
         check_target(out)  # before scoring; written through blend.outputs.write_output
-    scores = load(Path(run_dir), store).predict_table(table, progress=not quiet)
+    scores = load(Path(run_dir), store, allow_missing).predict_table(table, progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]
         click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "

@@ -119,11 +119,13 @@ class Predictor:
     """A fitted run held in memory: its compiled pipeline for pairs the store holds, and, loaded on first need
     and kept, the pickled pipeline and the extractors (their weights load on first use and stay loaded)."""
 
-    def __init__(self, run=DEFAULT_RUN, store=None):
+    def __init__(self, run=DEFAULT_RUN, store=None, allow_missing: bool = False):
         from blend.compiled import CompiledPipeline
         from blend.runfolder import RunFolder, run_store
 
         self.path = Path(run)
+        #: score pairs some extractor failed on with those features missing (warned), instead of refusing them
+        self.allow_missing = allow_missing
         folder = RunFolder(run)
         self.summary = json.loads(folder.read("run.json"))
         self.config = json.loads(folder.read("config.json"))
@@ -255,6 +257,7 @@ class Predictor:
         pickled pipeline (both loaded on first need)."""
         import pandas as pd
 
+        from blend.run import check_missing
         from featurestore.datasets import PairTable
         from featurestore.store import FeatureStore
         from tabular.data import TabularData
@@ -263,16 +266,21 @@ class Predictor:
         # different folders may share a name. Labels stay out: nothing here is learnt from.
         scratch_df = table.df.assign(split="test", name=[f"{i:08d}" for i in range(len(table))], label=math.nan)
         main = FeatureStore(self.store)
+        main.check_store(create=True)  # new features land in it: never in a folder that is not a store
         with tempfile.TemporaryDirectory(prefix="siqa-predict-") as tmp, main.lock():
             (main.root / "features").mkdir(parents=True, exist_ok=True)
             scratch = FeatureStore(tmp)
+            scratch.check_store(create=True)
             os.symlink((main.root / "features").resolve(), scratch.root / "features", target_is_directory=True)
             summary = scratch.extract(PairTable(scratch_df, table.source), self.extractors, progress=progress)
-            if summary.failures:
+            if summary.failures and not self.allow_missing:
                 where, why = sorted(summary.failures.items())[0]
                 raise SiqaError(f"{where}: {why}" + (f" (and {len(summary.failures) - 1} more failure(s))"
-                                                      if len(summary.failures) > 1 else ""))
+                                                      if len(summary.failures) > 1 else "")
+                                + "; pass --allow-missing to score with those features missing")
             data = TabularData.from_store(scratch.root)
+        check_missing(data, np.ones(data.n_rows, dtype=bool), "pairs to score", self.allow_missing,
+                      "score them with those features missing")
         scores = pd.Series(self.run.pipeline.predict(data), index=data.names)
         out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": scores.loc[scratch_df["name"]].to_numpy()})
         out.attrs["extract"] = summary
@@ -280,9 +288,9 @@ class Predictor:
         return out
 
 
-def load(run=DEFAULT_RUN, store=None) -> Predictor:
+def load(run=DEFAULT_RUN, store=None, allow_missing: bool = False) -> Predictor:
     """A `Predictor` for `run` that keeps its models loaded; `store` overrides the run's own store."""
-    return Predictor(run, store)
+    return Predictor(run, store, allow_missing)
 
 
 def score(ref, dist, run=DEFAULT_RUN, store=None, progress: bool = False):

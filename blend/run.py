@@ -289,6 +289,20 @@ def _leaderboard_text(board: pd.DataFrame, headline: dict, notes: dict[str, str]
             f"[{headline['final_low']:.4f}, {headline['final_high']:.4f}]")
 
 
+def check_missing(data: TabularData, rows: np.ndarray, what: str, allow_missing: bool, instead: str) -> None:
+    """Refuse `rows` (a mask) of `data` that some extractor has no features for, naming the count per extractor,
+    unless `allow_missing` (then the same counts as a warning): a value filled in silently moves scores."""
+    missing = data.missing_among(rows)
+    if not missing:
+        return
+    counts = ", ".join(f"{name} ({n} of {int(np.sum(rows))})" for name, n in missing.items())
+    if not allow_missing:
+        raise SiqaError(f"{data.source}: {what} without features from {counts}; run `siqa features` on the same "
+                        f"data (see the failures it lists), or pass --allow-missing to {instead}")
+    log.warning("%s: %s without features from %s (--allow-missing: taken as missing values)", data.source, what,
+                counts)
+
+
 def run_oof(data: TabularData, settings: Settings | dict | None, run_dir, progress: bool = True,
             allow_missing: bool = False) -> dict:
     """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary.
@@ -300,14 +314,7 @@ def run_oof(data: TabularData, settings: Settings | dict | None, run_dir, progre
         settings = settings_from(settings)
     run_dir = Path(run_dir).absolute()
     check_target(run_dir)  # before any fitting: a folder that is not a run is never replaced
-    if data.missing:
-        counts = ", ".join(f"{name} ({n} of {int(data.labelled.sum())})" for name, n in sorted(data.missing.items()))
-        if not allow_missing:
-            raise SiqaError(f"{data.source}: labelled pairs without features from {counts}; run `siqa features` "
-                            f"on the same data (see the failures it lists), or pass --allow-missing to learn "
-                            f"with them missing")
-        log.warning("%s: labelled pairs without features from %s (--allow-missing: learnt as missing values)",
-                    data.source, counts)
+    check_missing(data, data.labelled, "labelled pairs", allow_missing, "learn with them missing")
     run_id = new_run_id()
     with run_lock(run_dir):
         if data.origin.get("kind") == "store":
