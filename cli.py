@@ -224,6 +224,7 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
         as_json, allow_missing, quiet):
     """Grouped, nested out-of-fold evaluation of the model pool and blend; writes a run folder."""
     from blend.settings import load_settings
+    from featurestore.datasets import says_lower_better
 
     quiet = _quiet(quiet)
     if table and (not label or not group):
@@ -240,6 +241,9 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
     run_dir, latest = run_target(Path(run_dir))
     if table:
         data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better, features=columns)
+        if says_lower_better(label) and not lower_better:
+            click.echo(f"siqa: warning: {table}: label column {label!r} reads as lower = better quality (a DMOS, a "
+                       f"distortion); pass --lower-better if so, or the run learns the ranking upside down", err=True)
     else:
         data = TabularData.from_store(default_store(store), features=columns, lower_better=lower_better)
     summary = run_oof(data, settings, run_dir, progress=not (quiet or as_json), allow_missing=allow_missing)

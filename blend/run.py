@@ -90,6 +90,8 @@ HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
 PIPELINE_FILE = Path("models") / "pipeline.pkl"
 BOOTSTRAP_DRAWS = 200
+#: the largest label magnitude learnt from (any rating scale is far below; 1e300 overflows every statistic)
+LABEL_LIMIT = 1e12
 HEADLINE_METRICS = ("final", "final_std", "final_fold_mean", "final_low", "final_high", "srocc", "plcc", "krcc", "rmse")
 FITS_DIR = FITS
 
@@ -127,6 +129,10 @@ def _checked_labelled(data: TabularData, settings: StackSettings) -> tuple[Tabul
     labelled = data.subset(data.labelled)
     if labelled.n_rows == 0:
         return labelled, 0
+    largest = float(np.max(np.abs(labelled.y)))
+    if largest > LABEL_LIMIT:  # squares and sums of such labels overflow to inf inside every metric and model
+        raise SiqaError(f"{data.source}: labels reach {largest:.3g}; siqa learns labels up to {LABEL_LIMIT:.0e} in "
+                        f"size: rescale the label column")
     frame = pd.DataFrame({"id": labelled.ids, "y": labelled.y, "name": labelled.names})
     conflicting = frame.groupby("id").y.nunique()
     conflicting = conflicting[conflicting > 1]

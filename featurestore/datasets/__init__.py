@@ -16,7 +16,9 @@ Every problem raises `SiqaError` naming the file and what is wrong.
 from __future__ import annotations
 
 import io
+import logging
 import math
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ import pandas as pd
 
 from ..errors import SiqaError
 from ..io import IMAGE_SUFFIXES, open_regular, pair_key, read_bytes, sha256_file
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["pair_id", "split", "name", "ref_path", "dist_path", "ref_sha256", "dist_sha256", "label"]
 SPLITS = ("train", "val", "test")
@@ -268,6 +272,15 @@ def _why_empty(sheet, row: int, column: int) -> str:
 # --- pairs table ------------------------------------------------------------------------------------
 
 MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none"}
+#: words that, in a label column's name, say the label grows with distortion (lower = better quality)
+LOWER_BETTER_WORDS = {"dmos", "distortion", "degradation", "difference", "diff", "error", "loss", "mse", "rmse",
+                      "artifacts", "artefacts", "impairment"}
+
+
+def says_lower_better(column: str) -> bool:
+    """Whether a label column named `column` (`DMOS`, `distortion_level`, ...) reads as lower = better."""
+    return any(word in LOWER_BETTER_WORDS for word in re.split(r"[^a-z0-9]+", str(column).lower()))
+
 
 
 def _load_table(path: Path, root: Path) -> PairTable:
@@ -300,6 +313,9 @@ def _load_table(path: Path, root: Path) -> PairTable:
     names = {col: _name_column(path, df[col], col) for col in ("ref_name", "dist_name")}
     label_col = next((c for c in ("mos", "dmos", "score", "label") if c in df.columns), None)
     labels = _label_column(path, df[label_col], label_col) if label_col else np.full(len(df), math.nan)
+    if label_col and says_lower_better(label_col):
+        log.warning("%s: labels from column %r, where lower reads as better quality: pass --lower-better to "
+                    "`siqa oof` if so", path, label_col)
     split = df["split"].astype(str).str.lower().str.strip() if "split" in df.columns else pd.Series("train", index=df.index)
     bad_split = ~split.isin(SPLITS)
     if bad_split.any():
