@@ -234,3 +234,16 @@ def test_a_real_runs_latest_folder_is_never_used_silently(made, tmp_path, monkey
     assert "runs/latest: a real folder" in capsys.readouterr().err
     assert _files(tmp_path / "runs" / "latest") == before
     assert _siqa("submit", "--run", "runs/latest", "--quiet") == 0  # named: the user means that folder
+
+
+def test_gc_on_a_folder_that_is_not_a_store_deletes_nothing(tmp_path, capsys):
+    folder = tmp_path / "project"
+    (folder / "features" / "my-embeddings").mkdir(parents=True)
+    (folder / "features" / "my-embeddings" / "x.npy").write_bytes(b"mine")
+    (folder / "notes.txt").write_text("mine")
+    before = _files(folder)
+    assert _siqa("store", "gc", "--store", folder) == 1
+    assert "not a siqa feature store" in capsys.readouterr().err
+    assert _files(folder) == before
+    assert _siqa("store", "gc", "--store", tmp_path / "absent") == 1
+    assert "no feature store here" in capsys.readouterr().err and not (tmp_path / "absent").exists()

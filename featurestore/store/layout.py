@@ -2,8 +2,9 @@
 writes, the writer lock, and the catalog files (pairs.parquet, views.json, timings.json, runs.json).
 
 A folder is a store when it holds `siqa-store.json`, written when siqa starts a store in a new or empty
-folder. A store of a siqa before that marker is one whose every entry is a name a store holds and that has
-views.json and features/ (a pairs.parquet alone may be the user's own table); the marker is added to it.
+folder. A store of a siqa before that marker is one whose every entry is a name a store holds, with features/
+and a bookkeeping file of siqa's beside it (a pairs.parquet alone may be the user's own table); the marker is
+added to it.
 Any other folder is refused as a store before anything is written in it.
 
 Each write goes to a temporary name, is fsynced and renamed, so a reader sees a whole file or none and a
@@ -71,6 +72,8 @@ def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
 #: the file that makes a folder a feature store, and every name a store holds
 STORE_MARKER = "siqa-store.json"
 STORE_ENTRIES = {STORE_MARKER, "pairs.parquet", "views.json", "timings.json", "runs.json", "features", ".lock"}
+#: what a store of an older siqa holds beside features/ (`siqa predict` into a new store leaves only .lock)
+STORE_BOOKKEEPING = {"views.json", "timings.json", "runs.json", ".lock"}
 
 
 def write_atomic(write, path: Path) -> None:
@@ -107,9 +110,11 @@ class Catalog:
             return
         if self.root.exists() and not self.root.is_dir():
             raise SiqaError(f"{self.root}: cannot use as a feature store (not a folder); choose another --store")
+        if not self.root.exists() and not create:
+            raise SiqaError(f"{self.root}: no feature store here; run `siqa features` first")
         entries = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
         kept = [n for n in entries if not TEMP_NAME.fullmatch(n)]
-        older_store = set(kept) <= STORE_ENTRIES and {"views.json", "features"} <= set(kept)
+        older_store = set(kept) <= STORE_ENTRIES and "features" in kept and bool(set(kept) & STORE_BOOKKEEPING)
         if not older_store and (kept and set(kept) != {".lock"} or not create):
             held = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
             raise SiqaError(f"{self.root}: not a siqa feature store (no {STORE_MARKER}"
