@@ -14,7 +14,8 @@ from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-s
 import cli
 from blend import run as run_module
 from blend.run import load_run, run_oof
-from featurestore.config import build_extractors, load_config
+from blend.settings import load_settings, settings_from
+from featurestore.config import build_extractors, read_toml
 from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
@@ -51,9 +52,10 @@ def store(made, tmp_path):
 
 def _new_view(made, store):
     """The same extractor under another config: the view moves, the old folder is left to runs and gc."""
-    config = load_config(made["config"])
-    config["extractors"]["toymean"] = {"scale": 7.0}
-    FeatureStore(store).extract(load_pairs(made["data"]), build_extractors(config), progress=False)
+    tables = read_toml(made["config"])
+    tables["extractors"]["toymean"] = {"scale": 7.0}
+    FeatureStore(store).extract(load_pairs(made["data"]), build_extractors(settings_from(tables).extractors),
+                                progress=False)
 
 
 def _pinned(run: Path) -> str:
@@ -93,11 +95,11 @@ def test_a_store_of_an_older_siqa_is_recognised_by_its_own_files_and_marked(made
     older = tmp_path / "older"
     shutil.copytree(made["store"], older)
     (older / "siqa-store.json").unlink()
-    FeatureStore(older).extract(load_pairs(made["data"]), build_extractors(load_config(made["config"])), progress=False)
+    FeatureStore(older).extract(load_pairs(made["data"]), build_extractors(load_settings(made["config"]).extractors), progress=False)
     assert json.loads((older / "siqa-store.json").read_text()) == {"siqa_store": 1}
     # a marked store may hold the user's own files too: it is still the store it was
     (older / "notes.txt").write_text("mine")
-    FeatureStore(older).extract(load_pairs(made["data"]), build_extractors(load_config(made["config"])), progress=False)
+    FeatureStore(older).extract(load_pairs(made["data"]), build_extractors(load_settings(made["config"]).extractors), progress=False)
     assert (older / "notes.txt").read_text() == "mine"
 
 
@@ -107,9 +109,9 @@ def test_oof_on_a_folder_that_is_not_a_store_is_refused_before_fitting(made, tmp
     data = TabularData.from_store(folder)
     (folder / "siqa-store.json").unlink()
     (folder / "mine.csv").write_text("a,b\n")
-    monkeypatch.setattr(run_module, "nested_cv", lambda *a, **k: pytest.fail("fitted before the store was checked"))
+    monkeypatch.setattr(run_module, "NestedCV", lambda *a, **k: pytest.fail("fitted before the store was checked"))
     with pytest.raises(SiqaError, match="not a siqa feature store"):
-        run_oof(data, load_config(made["config"]), tmp_path / "run", progress=False)
+        run_oof(data, load_settings(made["config"]), tmp_path / "run", progress=False)
     assert not (folder / "runs.json").exists()
 
 
@@ -117,9 +119,9 @@ def test_a_store_that_cannot_take_the_run_is_found_before_fitting(made, store, t
     """Finding 9: `oof` on a store it cannot register in fitted everything, wrote a signed run, then failed."""
     data = TabularData.from_store(store)
     (store / "runs.json").mkdir()  # cannot be replaced by a file: what a read-only store does to a root user too
-    monkeypatch.setattr(run_module, "nested_cv", lambda *a, **k: pytest.fail("fitted before the store was checked"))
+    monkeypatch.setattr(run_module, "NestedCV", lambda *a, **k: pytest.fail("fitted before the store was checked"))
     with pytest.raises(SiqaError, match="runs.json"):
-        run_oof(data, load_config(made["config"]), tmp_path / "run", progress=False)
+        run_oof(data, load_settings(made["config"]), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -131,9 +133,9 @@ def test_a_read_only_store_is_found_before_fitting(made, store, tmp_path, monkey
     try:
         if os.access(store, os.W_OK):
             pytest.skip("running as a user who can write anywhere (root)")
-        monkeypatch.setattr(run_module, "nested_cv", lambda *a, **k: pytest.fail("fitted on a read-only store"))
+        monkeypatch.setattr(run_module, "NestedCV", lambda *a, **k: pytest.fail("fitted on a read-only store"))
         with pytest.raises(SiqaError, match=str(store)):
-            run_oof(data, load_config(made["config"]), tmp_path / "run", progress=False)
+            run_oof(data, load_settings(made["config"]), tmp_path / "run", progress=False)
     finally:
         os.chmod(store, 0o755)
 
@@ -143,7 +145,7 @@ def test_a_read_only_store_is_found_before_fitting(made, store, tmp_path, monkey
 def test_gc_follows_a_moved_run_by_its_id(made, store, tmp_path):
     """Finding 4: `mv runs/r runs/best`, then gc, deleted the features the run reads."""
     runs = tmp_path / "runs"
-    run_oof(TabularData.from_store(store), load_config(made["config"]), runs / "r", progress=False)
+    run_oof(TabularData.from_store(store), load_settings(made["config"]), runs / "r", progress=False)
     pinned = _pinned(runs / "r")
     _new_view(made, store)
     (runs / "r").rename(runs / "best")
@@ -156,7 +158,7 @@ def test_gc_follows_a_moved_run_by_its_id(made, store, tmp_path):
 
 def test_gc_refuses_when_it_cannot_tell_where_a_run_went(made, store, tmp_path, capsys):
     runs = tmp_path / "runs"
-    run_oof(TabularData.from_store(store), load_config(made["config"]), runs / "r", progress=False)
+    run_oof(TabularData.from_store(store), load_settings(made["config"]), runs / "r", progress=False)
     pinned = _pinned(runs / "r")
     _new_view(made, store)
     runs.rename(tmp_path / "elsewhere")  # the run's whole folder moved: nothing beside it to search
@@ -170,7 +172,7 @@ def test_gc_refuses_when_it_cannot_tell_where_a_run_went(made, store, tmp_path, 
 def test_gc_forgets_a_run_replaced_by_a_new_one_at_the_same_place(made, store, tmp_path):
     run = tmp_path / "run"
     for _ in range(2):
-        run_oof(TabularData.from_store(store), load_config(made["config"]), run, progress=False)
+        run_oof(TabularData.from_store(store), load_settings(made["config"]), run, progress=False)
     registered = json.loads((store / "runs.json").read_text())
     assert [e["path"] for e in registered.values()] == [str(run)]
 
@@ -180,15 +182,15 @@ def test_gc_during_an_oof_keeps_the_folders_it_is_fitting_on(made, store, tmp_pa
     data = TabularData.from_store(store)
     pinned = data.origin["folders"]["toymean"]
     _new_view(made, store)
-    fit = run_module.nested_cv
     removed = []
 
-    def gc_meanwhile(*args, **kwargs):
-        removed.extend(FeatureStore(store).gc())
-        return fit(*args, **kwargs)
+    class GcMeanwhile(run_module.NestedCV):
+        def run(self, *args, **kwargs):
+            removed.extend(FeatureStore(store).gc())
+            return super().run(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "nested_cv", gc_meanwhile)
-    run_oof(data, load_config(made["config"]), tmp_path / "run", progress=False)
+    monkeypatch.setattr(run_module, "NestedCV", GcMeanwhile)
+    run_oof(data, load_settings(made["config"]), tmp_path / "run", progress=False)
     assert pinned not in [p.name for p in removed] and (store / "features" / pinned).is_dir()
     assert _siqa("submit", "--run", tmp_path / "run", "--out", tmp_path / "s.zip", "--quiet") == 0
 
@@ -198,7 +200,7 @@ def test_an_oof_whose_features_were_collected_before_it_registered_is_refused(ma
     _new_view(made, store)
     FeatureStore(store).gc()  # between reading the features and registering the run
     with pytest.raises(SiqaError, match="gone since the features were read"):
-        run_oof(data, load_config(made["config"]), tmp_path / "run", progress=False)
+        run_oof(data, load_settings(made["config"]), tmp_path / "run", progress=False)
 
 
 # --- runs/latest ------------------------------------------------------------------------------------------
@@ -223,7 +225,7 @@ def test_runs_latest_is_a_link_siqa_keeps_and_only_in_its_own_runs_folder(made, 
 def test_a_real_runs_latest_folder_is_never_used_silently(made, tmp_path, monkeypatch, capsys):
     """Finding 9: after an older oof made runs/latest a real folder, a plain submit submitted that older run."""
     monkeypatch.chdir(tmp_path)
-    run_oof(TabularData.from_store(made["store"]), load_config(made["config"]), tmp_path / "runs" / "latest",
+    run_oof(TabularData.from_store(made["store"]), load_settings(made["config"]), tmp_path / "runs" / "latest",
             progress=False)
     before = _files(tmp_path / "runs" / "latest")
     capsys.readouterr()

@@ -29,23 +29,16 @@ and the `Executor` interface a backend implements: `LocalExecutor` here, `featur
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from ..datasets import PairTable
 from ..extractors.base import Extractor, ImageExtractor
 from .execute import Executor, LocalExecutor, derive
-from .layout import IMAGE_KEY, PAIR_KEY, Catalog, arrow_schema, column_numpy, to_arrow
+from .layout import IMAGE_KEY, PAIR_KEY, Catalog, arrow_schema, column_numpy, is_store, to_arrow
 from .plan import plan
 from .summary import ExtractSummary
 
 __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "FeatureStore", "LocalExecutor",
            "arrow_schema", "column_numpy", "is_store", "to_arrow"]
-
-
-def is_store(folder: Path) -> bool:
-    """Whether `folder` is a feature store siqa wrote: its pair table and the writer lock every write takes
-    (a user's folder that merely holds a `pairs.parquet` is not one)."""
-    return (folder / "pairs.parquet").is_file() and (folder / ".lock").is_file()
 
 
 class FeatureStore(Catalog):

@@ -35,7 +35,8 @@ from .. import run_registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_KEY", "LEVEL_KEYS", "PAIR_KEY", "PAIRS_SCHEMA", "Catalog", "arrow_schema", "column_numpy", "to_arrow"]
+__all__ = ["IMAGE_KEY", "LEVEL_KEYS", "PAIR_KEY", "PAIRS_SCHEMA", "Catalog", "arrow_schema", "column_numpy", "is_store",
+           "to_arrow"]
 
 #: the key column of each level's shards
 LEVEL_KEYS = {"image": IMAGE_KEY, "pair": PAIR_KEY}
@@ -76,6 +77,21 @@ STORE_ENTRIES = {STORE_MARKER, "pairs.parquet", "views.json", "timings.json", "r
 STORE_BOOKKEEPING = {"views.json", "timings.json", "runs.json", ".lock"}
 
 
+def _entries(folder: Path) -> list[str]:
+    """The names in `folder` but the temp files of killed writers."""
+    return sorted(p.name for p in folder.iterdir() if not TEMP_NAME.fullmatch(p.name)) if folder.is_dir() else []
+
+
+def is_store(folder: Path) -> bool:
+    """Whether `folder` is a feature store: it holds the marker, or it is a store of an older siqa (nothing but
+    a store's own names, features/ and a bookkeeping file among them). A user's folder that merely holds a
+    `pairs.parquet` is not one."""
+    if (folder / STORE_MARKER).is_file() and not (folder / STORE_MARKER).is_symlink():
+        return True
+    held = set(_entries(folder))
+    return held <= STORE_ENTRIES and "features" in held and bool(held & STORE_BOOKKEEPING)
+
+
 def write_atomic(write, path: Path) -> None:
     """`write(file)` into `path` through `featurestore.outputs.write_file`: a reader sees the old file or the
     new one, never a part; a kill leaves at most a temp file named `TEMP_NAME`."""
@@ -103,25 +119,22 @@ class Catalog:
 
     # --- what makes a folder a store ---------------------------------------------------------------
     def check_store(self, create: bool = False) -> None:
-        """Refuse a folder that is not a store (see the module docstring). `create`: a missing or empty
-        folder becomes one. Called before a command writes anything into the folder."""
-        marker = self.root / STORE_MARKER
-        if marker.is_file() and not marker.is_symlink():
+        """Refuse a folder that is not a store (`is_store`); a store of an older siqa gets its marker.
+        `create`: a missing or empty folder becomes a store. Called before a command writes into the folder."""
+        if (self.root / STORE_MARKER).is_file() and not (self.root / STORE_MARKER).is_symlink():
             return
         if self.root.exists() and not self.root.is_dir():
             raise SiqaError(f"{self.root}: cannot use as a feature store (not a folder); choose another --store")
         if not self.root.exists() and not create:
             raise SiqaError(f"{self.root}: no feature store here; run `siqa features` first")
-        entries = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
-        kept = [n for n in entries if not TEMP_NAME.fullmatch(n)]
-        older_store = set(kept) <= STORE_ENTRIES and "features" in kept and bool(set(kept) & STORE_BOOKKEEPING)
-        if not older_store and (kept and set(kept) != {".lock"} or not create):
-            held = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
+        held = _entries(self.root)
+        if not is_store(self.root) and (set(held) - {".lock"} or not create):
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
             raise SiqaError(f"{self.root}: not a siqa feature store (no {STORE_MARKER}"
-                            + (f"; it holds {held}" if kept else "") + "); siqa starts a store only in a new or "
+                            + (f"; it holds {shown}" if held else "") + "); siqa starts a store only in a new or "
                             "empty folder - choose another --store")
         text = json.dumps({"siqa_store": 1}).encode()
-        write_atomic(lambda fh: fh.write(text), marker)
+        write_atomic(lambda fh: fh.write(text), self.root / STORE_MARKER)
 
     # --- paths and shards -----------------------------------------------------------------------
     @property
