@@ -288,6 +288,10 @@ class Catalog:
         """Run id -> {"path", "folders", "id"} of every run registered here (`featurestore.run_registry`)."""
         return run_registry.read_runs(self.runs_path)
 
+    def run_folders(self) -> list[Path]:
+        """The folder of every run registered here, where it was registered (`gc` follows moved ones)."""
+        return [Path(entry["path"]) for entry in self.runs().values()]
+
     def register_run(self, run_dir: Path, run_id: str, folders: list[str], written: bool) -> None:
         """Record that the run `run_id` at `run_dir` reads `folders`, so `gc` keeps them while the run exists
         (called before fitting, under the run's lock, and again once it is `written`: then the run it replaced
