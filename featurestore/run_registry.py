@@ -57,16 +57,20 @@ def find_run(run_id: str | None, registered: Path) -> Path | None:
     if registered.is_dir() and (run_id is None and (registered / RUN_MARKER).is_file()
                                 or run_id is not None and manifest_run_id(registered) == run_id):
         return registered
+    cannot_tell = (f"{registered}: a run fit on this store was there, and its folder {registered.parent} is gone "
+                   f"or unreadable, so where it went cannot be told; put it back, or pass --forget-missing to "
+                   f"delete the features only it used")
     if run_id is not None and registered.parent.is_dir():
-        for sibling in sorted(registered.parent.iterdir()):
-            if sibling.is_dir() and not sibling.is_symlink() and manifest_run_id(sibling) == run_id:
-                return sibling
+        try:
+            for sibling in sorted(registered.parent.iterdir()):
+                if sibling.is_dir() and not sibling.is_symlink() and manifest_run_id(sibling) == run_id:
+                    return sibling
+        except OSError:
+            raise SiqaError(cannot_tell) from None
     if being_written(registered):
         return registered
     if not registered.parent.is_dir():
-        raise SiqaError(f"{registered}: a run fit on this store was there, and its folder {registered.parent} is "
-                        f"gone too, so where it went cannot be told; put it back, or pass --forget-missing to "
-                        f"delete the features only it used")
+        raise SiqaError(cannot_tell)
     return None
 
 
@@ -89,6 +93,7 @@ def read_runs(path: Path) -> dict[str, dict]:
 
 
 def runs_text(runs: dict[str, dict]) -> bytes:
+    """`runs` as runs.json holds them (an entry of an older siqa kept in its own form)."""
     stored = {key: ({"path": e["path"], "folders": sorted(set(e["folders"]))} if e["id"] else sorted(set(e["folders"])))
               for key, e in runs.items()}
     return json.dumps(stored, indent=1, sort_keys=True).encode()
