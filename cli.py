@@ -344,16 +344,6 @@ def report(run_dir, store, quiet):
 
 
 @app.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False))
-def trust(run_dir):
-    """Sign a run folder from someone else with your key, so submit/predict/report will load its models
-    (a run folder holds pickled models: trust only runs from people you trust)."""
-    from blend.runfolder import trust as sign_run
-
-    click.echo(f"{run_dir}: {sign_run(Path(run_dir))} file(s) signed with your key")
-
-
-@app.command()
 @_config_option
 @click.option("--check", is_flag=True, help="kept for scripts: exiting 1 when an enabled extractor has no weights "
                                              "here is the default")

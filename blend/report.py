@@ -486,8 +486,8 @@ def split_scores(inputs: ReportInputs) -> tuple[dict[str, dict[str, np.ndarray]]
     """split -> {"label": ..., "prediction": ...}: train from out-of-fold, other splits from the fitted pipeline;
     and why other splits are missing, if they are."""
     # labels go through the run's affine label scale, so every split is on the scores' 0..5, higher = better
-    scale = inputs.run.pipeline.scale_
-    out = {"train": {"label": scale.transform(inputs.rows["target"].to_numpy()),
+    scale = inputs.run.pipeline.label_scale
+    out = {"train": {"label": scale(inputs.rows["target"].to_numpy()),
                      "prediction": inputs.rows[HEADLINE].to_numpy()}}
     data = inputs.data
     if data is None:
@@ -502,7 +502,7 @@ def split_scores(inputs: ReportInputs) -> tuple[dict[str, dict[str, np.ndarray]]
         for split in sorted(set(part.split), key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s)):
             mask = part.split == split
             target = part.target[mask]
-            out[split] = {"label": scale.transform(target[np.isfinite(target)]), "prediction": scores[mask]}
+            out[split] = {"label": scale(target[np.isfinite(target)]), "prediction": scores[mask]}
     return out, ""
 
 
