@@ -20,6 +20,17 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def siqa_exit_code(*args) -> int:
+    """Run `siqa ARGS` in this process; its exit status (0 when it returns)."""
+    import cli
+
+    try:
+        cli.main([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code or 0
+    return 0
+
+
 def photo(name: str = "astronaut", size: int = 64) -> np.ndarray:
     import skimage.data
 

@@ -17,21 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from toy_run import CONFIG, build_run, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
-import cli
+from toy_run import build_run, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
+from conftest import siqa_exit_code
 from blend.run import load_run
 from blend.submission import read_submission
 from featurestore.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _siqa(*args) -> int:
-    try:
-        cli.main([str(a) for a in args])
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
 
 
 @contextmanager
@@ -74,11 +66,11 @@ def test_submit_refuses_test_pairs_that_lost_their_feature_rows(toy, tmp_path, c
     _drop_rows(store, load_run(toy["run"]).summary["source"]["origin"]["folders"]["toymse"], lost)
     out = tmp_path / "s.zip"
     capsys.readouterr()
-    assert _siqa("submit", "--run", toy["run"], "--store", store, "--out", out, "--quiet") == 1
+    assert siqa_exit_code("submit", "--run", toy["run"], "--store", store, "--out", out, "--quiet") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"test pairs without features from toymse (2 of {n_test})" in err
     assert "--allow-missing" in err and not out.exists()
-    assert _siqa("submit", "--run", toy["run"], "--store", store, "--out", out, "--quiet", "--allow-missing") == 0
+    assert siqa_exit_code("submit", "--run", toy["run"], "--store", store, "--out", out, "--quiet", "--allow-missing") == 0
     assert f"toymse (2 of {n_test})" in caplog.text
     table, _ = read_submission(out)
     assert len(table) == n_test  # every test pair of the dataset, the two scored with toymse missing
@@ -120,7 +112,7 @@ def test_a_test_picture_that_is_not_a_regular_file_stops_features_instead_of_van
         else:
             victim.symlink_to(tmp_path / "gone.png")
     with at_once():
-        assert _siqa("features", "--data", data, "--store", tmp_path / "store", "--config", toy["config"],
+        assert siqa_exit_code("features", "--data", data, "--store", tmp_path / "store", "--config", toy["config"],
                      "--quiet") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(victims[0]) in err
@@ -144,9 +136,9 @@ def test_a_label_named_like_a_dmos_without_lower_better_warns(tmp_path, capsys, 
     monkeypatch.setattr(run_module, "run_oof", stop)
     table = _dmos_table(tmp_path / "t.csv")
     args = ("oof", "--table", table, "--label", "DMOS", "--group", "ref", "--run", tmp_path / "run", "--quiet")
-    _siqa(*args)
+    siqa_exit_code(*args)
     assert "label column 'DMOS' reads as lower = better quality" in capsys.readouterr().err
-    _siqa(*args, "--lower-better")
+    siqa_exit_code(*args, "--lower-better")
     assert "lower = better" not in capsys.readouterr().err
 
 

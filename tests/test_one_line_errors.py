@@ -3,8 +3,6 @@ one line `siqa: error: <file>: <problem>`. (Finding 8, a signing key others coul
 a run holds data only, tests/test_run_safety.py.)"""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest

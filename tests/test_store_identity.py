@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
-import cli
+from conftest import siqa_exit_code
 from blend import run as run_module
 from blend.run import load_run, run_oof
 from blend.settings import load_settings, settings_from
@@ -20,14 +20,6 @@ from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
-
-
-def _siqa(*args) -> int:
-    try:
-        cli.main([str(a) for a in args])
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -39,7 +31,7 @@ def made(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("identity")
     data = make_dataset(tmp / "data")
     (tmp / "toy.toml").write_text(CONFIG)
-    assert _siqa("features", "--data", data, "--store", tmp / "store", "--config", tmp / "toy.toml", "--quiet") == 0
+    assert siqa_exit_code("features", "--data", data, "--store", tmp / "store", "--config", tmp / "toy.toml", "--quiet") == 0
     return {"tmp": tmp, "data": data, "store": tmp / "store", "config": tmp / "toy.toml"}
 
 
@@ -71,7 +63,7 @@ def test_features_never_overwrites_the_users_pairs_table_taken_for_a_store(made,
     load_pairs(made["data"]).df[["ref_path", "dist_path", "label"]].rename(
         columns={"ref_path": "ref_name", "dist_path": "dist_name", "label": "mos"}).to_parquet(folder / "pairs.parquet")
     before = _files(folder)
-    assert _siqa("features", "--data", folder / "pairs.parquet", "--store", folder, "--replace", "--allow-outside-root",
+    assert siqa_exit_code("features", "--data", folder / "pairs.parquet", "--store", folder, "--replace", "--allow-outside-root",
                  "--config", made["config"], "--quiet") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a siqa feature store (no siqa-store.json; it holds pairs.parquet)" in err
@@ -85,7 +77,7 @@ def test_a_folder_with_someone_elses_pairs_parquet_is_one_line(made, tmp_path, c
     pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}).to_parquet(folder / "pairs.parquet")
     (folder / "views.json").write_text("[1, 2]")
     before = _files(folder)
-    assert _siqa("features", "--data", made["data"], "--store", folder, "--config", made["config"], "--quiet") == 1
+    assert siqa_exit_code("features", "--data", made["data"], "--store", folder, "--config", made["config"], "--quiet") == 1
     err = capsys.readouterr().err
     assert err.startswith("siqa: error: ") and err.count("\n") == 1 and "not a siqa feature store" in err
     assert _files(folder) == before
@@ -153,7 +145,7 @@ def test_gc_follows_a_moved_run_by_its_id(made, store, tmp_path):
     assert (store / "features" / pinned).is_dir()
     registered = json.loads((store / "runs.json").read_text())
     assert [e["path"] for e in registered.values()] == [str(runs / "best")]
-    assert _siqa("submit", "--run", runs / "best", "--out", tmp_path / "s.zip", "--quiet") == 0
+    assert siqa_exit_code("submit", "--run", runs / "best", "--out", tmp_path / "s.zip", "--quiet") == 0
 
 
 def test_gc_refuses_when_it_cannot_tell_where_a_run_went(made, store, tmp_path, capsys):
@@ -162,10 +154,10 @@ def test_gc_refuses_when_it_cannot_tell_where_a_run_went(made, store, tmp_path, 
     pinned = _pinned(runs / "r")
     _new_view(made, store)
     runs.rename(tmp_path / "elsewhere")  # the run's whole folder moved: nothing beside it to search
-    assert _siqa("store", "gc", "--store", store, "--quiet") == 1
+    assert siqa_exit_code("store", "gc", "--store", store, "--quiet") == 1
     assert "where it went cannot be told" in capsys.readouterr().err
     assert (store / "features" / pinned).is_dir()
-    assert _siqa("store", "gc", "--store", store, "--forget-missing", "--quiet") == 0
+    assert siqa_exit_code("store", "gc", "--store", store, "--forget-missing", "--quiet") == 0
     assert not (store / "features" / pinned).exists()
 
 
@@ -192,7 +184,7 @@ def test_gc_during_an_oof_keeps_the_folders_it_is_fitting_on(made, store, tmp_pa
     monkeypatch.setattr(run_module, "NestedCV", GcMeanwhile)
     run_oof(data, load_settings(made["config"]), tmp_path / "run", progress=False)
     assert pinned not in [p.name for p in removed] and (store / "features" / pinned).is_dir()
-    assert _siqa("submit", "--run", tmp_path / "run", "--out", tmp_path / "s.zip", "--quiet") == 0
+    assert siqa_exit_code("submit", "--run", tmp_path / "run", "--out", tmp_path / "s.zip", "--quiet") == 0
 
 
 def test_an_oof_whose_features_were_collected_before_it_registered_is_refused(made, store, tmp_path):
@@ -209,16 +201,16 @@ def test_runs_latest_is_a_link_siqa_keeps_and_only_in_its_own_runs_folder(made, 
     """Finding 3: every oof made or replaced a `latest` link in whatever folder held its run."""
     monkeypatch.chdir(tmp_path)
     oof = ("oof", "--store", made["store"], "--config", made["config"], "--quiet", "--json")
-    assert _siqa(*oof) == 0
+    assert siqa_exit_code(*oof) == 0
     first = Path("runs/latest").resolve()
     assert Path("runs/latest").is_symlink() and first.parent == (tmp_path / "runs").resolve()
-    assert _siqa(*oof) == 0
+    assert siqa_exit_code(*oof) == 0
     assert Path("runs/latest").resolve() != first and first.is_dir()  # a new run; the older one kept
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "latest").write_text("the user's own file")
-    assert _siqa(*oof, "--run", tmp_path / "mine" / "r") == 0
+    assert siqa_exit_code(*oof, "--run", tmp_path / "mine" / "r") == 0
     assert (tmp_path / "mine" / "latest").read_text() == "the user's own file"
-    assert _siqa(*oof, "--run", tmp_path / "other" / "r") == 0
+    assert siqa_exit_code(*oof, "--run", tmp_path / "other" / "r") == 0
     assert not (tmp_path / "other" / "latest").exists()
 
 
@@ -229,13 +221,13 @@ def test_a_real_runs_latest_folder_is_never_used_silently(made, tmp_path, monkey
             progress=False)
     before = _files(tmp_path / "runs" / "latest")
     capsys.readouterr()
-    assert _siqa("submit", "--quiet") == 1
+    assert siqa_exit_code("submit", "--quiet") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "runs/latest: a real folder, not the link siqa keeps to the newest run" in err
-    assert _siqa("oof", "--store", made["store"], "--config", made["config"], "--quiet", "--json") == 1
+    assert siqa_exit_code("oof", "--store", made["store"], "--config", made["config"], "--quiet", "--json") == 1
     assert "runs/latest: a real folder" in capsys.readouterr().err
     assert _files(tmp_path / "runs" / "latest") == before
-    assert _siqa("submit", "--run", "runs/latest", "--quiet") == 0  # named: the user means that folder
+    assert siqa_exit_code("submit", "--run", "runs/latest", "--quiet") == 0  # named: the user means that folder
 
 
 def test_gc_on_a_folder_that_is_not_a_store_deletes_nothing(tmp_path, capsys):
@@ -244,8 +236,8 @@ def test_gc_on_a_folder_that_is_not_a_store_deletes_nothing(tmp_path, capsys):
     (folder / "features" / "my-embeddings" / "x.npy").write_bytes(b"mine")
     (folder / "notes.txt").write_text("mine")
     before = _files(folder)
-    assert _siqa("store", "gc", "--store", folder) == 1
+    assert siqa_exit_code("store", "gc", "--store", folder) == 1
     assert "not a siqa feature store" in capsys.readouterr().err
     assert _files(folder) == before
-    assert _siqa("store", "gc", "--store", tmp_path / "absent") == 1
+    assert siqa_exit_code("store", "gc", "--store", tmp_path / "absent") == 1
     assert "no feature store here" in capsys.readouterr().err and not (tmp_path / "absent").exists()
