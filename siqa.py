@@ -254,6 +254,15 @@ class Predictor:
         pickled pipeline (both loaded on first need)."""
         import pandas as pd
 
+        data, summary = self.features(table, progress)
+        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": self.run.pipeline.predict(data)})
+        out.attrs["extract"] = summary
+        out.attrs["seconds"] = time.perf_counter() - started
+        return out
+
+    def features(self, table, progress: bool = True):
+        """(`TabularData` of every row of `table`, in its order and with its names, the store's `ExtractSummary`):
+        the run's features of each pair, the missing ones computed through a scratch store."""
         from featurestore.datasets import PairTable
         from featurestore.store import FeatureStore
         from tabular.data import TabularData
@@ -272,11 +281,10 @@ class Predictor:
                 raise SiqaError(f"{where}: {why}" + (f" (and {len(summary.failures) - 1} more failure(s))"
                                                       if len(summary.failures) > 1 else ""))
             data = TabularData.from_store(scratch.root)
-        scores = pd.Series(self.run.pipeline.predict(data), index=data.names)
-        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": scores.loc[scratch_df["name"]].to_numpy()})
-        out.attrs["extract"] = summary
-        out.attrs["seconds"] = time.perf_counter() - started
-        return out
+        order = {name: i for i, name in enumerate(data.names)}
+        data = data.subset(np.array([order[name] for name in scratch_df["name"]], dtype=int))
+        data.names = table.df["name"].to_numpy()
+        return data, summary
 
 
 def load(run=DEFAULT_RUN, store=None) -> Predictor:
