@@ -57,6 +57,12 @@ class SemanticMap:
         y, x = np.unravel_index(int(np.argmax(self.values)), self.values.shape)
         return int(x), int(y)
 
+    def points_into(self, box: tuple[int, int, int, int], margin: int = 8) -> bool:
+        """The pointing game: whether the peak lies in `box` (x0, y0, x1, y1, exclusive end) widened by `margin` px."""
+        x, y = self.peak
+        x0, y0, x1, y1 = box
+        return x0 - margin <= x < x1 + margin and y0 - margin <= y < y1 + margin
+
     @property
     def concentration(self) -> float:
         """Share of the map's mass in its top TOP_SHARE of pixels: 1 when the change sits in a tenth of the
