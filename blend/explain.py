@@ -56,12 +56,14 @@ class RunExplainer:
     """Attributions of a run's scores. `compiled` is the run's compiled pipeline (`blend.compiled`), what
     `siqa predict` scores with; without it the fitted pipeline is explained."""
 
-    def __init__(self, run: Run, compiled=None, store=None, background: int = BACKGROUND_ROWS, seed: int = 0):
+    def __init__(self, run: Run, compiled=None, store=None, background: int = BACKGROUND_ROWS, seed: int = 0,
+                 training: TabularData | None = None):
+        """`training`: the run's data (read from its origin when not given), whose labelled rows give the background."""
         pipeline = run.pipeline
         self.columns = list(compiled.columns if compiled is not None else pipeline.columns)
         self.blocks = list(compiled.blocks if compiled is not None else pipeline.blocks)
         predict = compiled.predict if compiled is not None else self._pipeline_predict(pipeline)
-        training = TabularData.from_origin(run_origin(run, store))
+        training = training if training is not None else TabularData.from_origin(run_origin(run, store))
         labelled = training.subset(training.labelled)
         extractors = list((run.summary.get("extractors") or {}))
         self.shapley = ShapleyExplainer(predict, self.columns, self.blocks,
@@ -86,11 +88,12 @@ class RunExplainer:
 
 
 def explain(run: Run, data: TabularData, compiled=None, store=None, background: int = BACKGROUND_ROWS,
-            mapper: SemanticMapper | None = None, progress: bool = True) -> list[Explanation]:
+            training: TabularData | None = None, mapper: SemanticMapper | None = None,
+            progress: bool = True) -> list[Explanation]:
     """Attribution and map of every row of `data` (store rows: they carry their images' paths)."""
     if data.pairs is None:
         raise SiqaError(f"{data.source}: explain needs the pairs' images; only a run fit on a feature store has them")
-    attributions = RunExplainer(run, compiled, store, background).attributions(data, progress)
+    attributions = RunExplainer(run, compiled, store, background, training=training).attributions(data, progress)
     mapper = mapper or SemanticMapper()
     out = []
     for i in tqdm(range(data.n_rows), desc="maps", unit="pair", disable=not progress):
