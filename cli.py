@@ -305,8 +305,8 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, with_expl
         from blend.explain import RunExplainer, top_columns
 
         data, _ = predictor.features(table, progress=not quiet)
-        attributions = RunExplainer(predictor.run, predictor.compiled, predictor.store).attributions(
-            data, progress=not quiet)
+        attributions = RunExplainer(predictor.run, predictor.compiled, predictor.store,
+                                    per_feature=False).attributions(data, progress=not quiet)
         scores = pd.concat([scores, top_columns(attributions)], axis=1)
     _emit_frame(scores, fmt, out, "predictions")
 
@@ -337,10 +337,12 @@ def _pair_table(ref, dist, pairs, allow_outside_root: bool, command: str):
               help="folder for explanations.json and maps/<pair>.png|.npy")
 @click.option("--background", type=click.IntRange(1), default=8, show_default=True,
               help="labelled rows the attributions average over (each costs 2^groups scores per pair)")
+@click.option("--groups-only", is_flag=True,
+              help="attribute to feature groups only, not also to each feature (about 20x cheaper)")
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @_quiet_option
-def explain(run_dir, split, ref, dist, pairs, out_dir, background, allow_outside_root, store, quiet):
+def explain(run_dir, split, ref, dist, pairs, out_dir, background, groups_only, allow_outside_root, store, quiet):
     """Split each pair's score into baseline + one value per feature group, and map where its meaning changed."""
     from blend.explain import check_out, explain as explain_pairs, write_explanations
     from siqa import load
@@ -360,7 +362,8 @@ def explain(run_dir, split, ref, dist, pairs, out_dir, background, allow_outside
             raise SiqaError(f"{predictor.store}: no pair in split {split!r}")
     else:
         data, _ = predictor.features(_pair_table(ref, dist, pairs, allow_outside_root, "explain"), progress=not quiet)
-    explanations = explain_pairs(predictor.run, data, predictor.compiled, store, background, progress=not quiet)
+    explanations = explain_pairs(predictor.run, data, predictor.compiled, store, background,
+                                 per_feature=not groups_only, progress=not quiet)
     path = write_explanations(out_dir, explanations, progress=not quiet)
     click.echo(f"{len(explanations)} pair(s) explained -> {path}")
 

@@ -57,7 +57,7 @@ class RunExplainer:
     `siqa predict` scores with; without it the fitted pipeline is explained."""
 
     def __init__(self, run: Run, compiled=None, store=None, background: int = BACKGROUND_ROWS, seed: int = 0,
-                 training: TabularData | None = None):
+                 training: TabularData | None = None, per_feature: bool = True):
         """`training`: the run's data (read from its origin when not given), whose labelled rows give the background."""
         pipeline = run.pipeline
         self.columns = list(compiled.columns if compiled is not None else pipeline.columns)
@@ -69,7 +69,8 @@ class RunExplainer:
         self.shapley = ShapleyExplainer(predict, self.columns, self.blocks,
                                         feature_groups(self.columns + self.blocks, extractors),
                                         spread_background(_rows(labelled, self.columns, self.blocks),
-                                                          labelled.target, background), seed=seed)
+                                                          labelled.target, background), seed=seed,
+                                        per_feature=per_feature)
 
     def _pipeline_predict(self, pipeline):
         def predict(X: np.ndarray, dense: dict[str, np.ndarray]) -> np.ndarray:
@@ -88,12 +89,13 @@ class RunExplainer:
 
 
 def explain(run: Run, data: TabularData, compiled=None, store=None, background: int = BACKGROUND_ROWS,
-            training: TabularData | None = None, mapper: SemanticMapper | None = None,
+            training: TabularData | None = None, per_feature: bool = True, mapper: SemanticMapper | None = None,
             progress: bool = True) -> list[Explanation]:
     """Attribution and map of every row of `data` (store rows: they carry their images' paths)."""
     if data.pairs is None:
         raise SiqaError(f"{data.source}: explain needs the pairs' images; only a run fit on a feature store has them")
-    attributions = RunExplainer(run, compiled, store, background, training=training).attributions(data, progress)
+    explainer = RunExplainer(run, compiled, store, background, training=training, per_feature=per_feature)
+    attributions = explainer.attributions(data, progress)
     mapper = mapper or SemanticMapper()
     out = []
     for i in tqdm(range(data.n_rows), desc="maps", unit="pair", disable=not progress):

@@ -605,7 +605,7 @@ def _worst_explanations(inputs: ReportInputs, worst: pd.DataFrame, progress: boo
     rows = inputs.data.subset(np.array([index[i] for i in worst["id"] if i in index], dtype=int))
     try:
         explained = explain(inputs.run, rows, CompiledPipeline.load(RunFolder(inputs.run.path)),
-                            inputs.origin.get("root"), training=inputs.data, progress=progress)
+                            inputs.origin.get("root"), training=inputs.data, per_feature=False, progress=progress)
     except (SiqaError, RuntimeError, OSError) as exc:
         return {}, f"no maps: {exc}"
     return dict(zip(rows.ids, explained)), ""
