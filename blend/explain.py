@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from featurestore.errors import SiqaError
 from featurestore.io import DecodedPair
-from featurestore.semantic_map import SemanticMap, SemanticMapper, decoded_pair
+from featurestore.config import build_extractors, extractor_settings
+from featurestore.semantic_map import SemanticMap, SemanticMapper, decoded_pair, patch_extractor
 from tabular.data import TabularData
 
 from .attribution import Attribution, FeatureRows, ShapleyExplainer, feature_groups, spread_background
@@ -88,6 +89,13 @@ class RunExplainer:
                 for i in tqdm(range(len(rows)), desc="attributions", unit="pair", disable=not progress)]
 
 
+def run_mapper(run: Run) -> SemanticMapper:
+    """The maps' networks, plus the patch tokens of the run's own DINO extractor where its weights are here."""
+    tables = (run.config.get("input") or {}).get("extractors") or {}
+    return SemanticMapper(patches=patch_extractor(build_extractors(extractor_settings(tables,
+                                                                                      f"{run.path}/config.json"))))
+
+
 def explain(run: Run, data: TabularData, compiled=None, store=None, background: int = BACKGROUND_ROWS,
             training: TabularData | None = None, per_feature: bool = True, mapper: SemanticMapper | None = None,
             progress: bool = True) -> list[Explanation]:
@@ -96,7 +104,7 @@ def explain(run: Run, data: TabularData, compiled=None, store=None, background: 
         raise SiqaError(f"{data.source}: explain needs the pairs' images; only a run fit on a feature store has them")
     explainer = RunExplainer(run, compiled, store, background, training=training, per_feature=per_feature)
     attributions = explainer.attributions(data, progress)
-    mapper = mapper or SemanticMapper()
+    mapper = mapper or run_mapper(run)
     out = []
     for i in tqdm(range(data.n_rows), desc="maps", unit="pair", disable=not progress):
         pair = decoded_pair(str(data.pairs["ref_path"].iloc[i]), str(data.pairs["dist_path"].iloc[i]))

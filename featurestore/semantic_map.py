@@ -13,6 +13,8 @@ degraded image is resized to it when they differ):
               text the degraded image no longer reads there: 1 - character similarity
     faces     each reference face (the `faces` extractor's Haar cascade) weighted by 1 where the degraded
               image no longer shows a face there, else by 1 - SSIM of the two face crops
+    patches   when a `dino` extractor with its weights is given (a run that uses DINO): (1 - cosine) / 2 of the
+              reference's and degraded image's patch tokens, per cell of its grid at its first input size
 
 The map is the per-pixel mean of the signals: where several of them agree (the network sees new classes and
 new features, the words no longer read) the change is surest, and a sign or a face that changed stands out
@@ -38,7 +40,7 @@ from .extractors.regions import RegionsExtractor
 from .extractors.text import TextExtractor, char_similarity, polygon_mask
 from .io import DecodedImage, DecodedPair
 
-SIGNALS = ("classes", "features", "text", "faces")
+SIGNALS = ("classes", "features", "text", "faces")  # always there; "patches" joins them with a DINO extractor
 #: the EfficientNet-Lite block whose output is the stride-16 feature map (see `imagenet.TAPS`)
 STRIDE16_BLOCK = 10
 TOP_SHARE = 0.1  # `concentration`: the share of pixels whose mass is measured
@@ -85,14 +87,16 @@ class SemanticMapper:
     default settings unless given): the weights are the ones those extractors load, shipped in pip packages."""
 
     def __init__(self, regions: RegionsExtractor | None = None, text: TextExtractor | None = None,
-                 faces: FacesExtractor | None = None):
+                 faces: FacesExtractor | None = None, patches=None):
+        """`patches`: a `dino` extractor whose patch tokens add the `patches` signal (None: no such signal)."""
         self.regions = regions or RegionsExtractor()
         self.text = text or TextExtractor()
         self.faces = faces or FacesExtractor()
+        self.patches = patches
 
     def extractors(self) -> list:
         """The extractors whose weights the maps need (for `featurestore.weights.check_weights`)."""
-        return [self.regions, self.text, self.faces]
+        return [self.regions, self.text, self.faces, *([self.patches] if self.patches is not None else [])]
 
     def close(self) -> None:
         for extractor in self.extractors():
@@ -154,12 +158,28 @@ class SemanticMapper:
             out[y:y + h, x:x + w] = np.maximum(out[y:y + h, x:x + w], changed)
         return out
 
+    def _patch_signal(self, pair: DecodedPair) -> np.ndarray:
+        size, grid = self.patches.config["sizes"][0], self.patches.config["grid"]
+        tokens = self.patches.compute_images([pair.ref, pair.dist])[f"s{size}_patches"].reshape(2, grid * grid, -1)
+        ref, dist = (t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12) for t in tokens.astype(np.float64))
+        dissimilarity = ((1.0 - np.sum(ref * dist, axis=-1)) / 2.0).reshape(grid, grid)
+        return np.clip(_upsample(dissimilarity, pair.dist.height, pair.dist.width), 0, 1)
+
     # --- the map -------------------------------------------------------------------------------------
     def map(self, pair: DecodedPair) -> SemanticMap:
         signals = self._network_signals(pair)
         signals["text"] = self._text_signal(pair)
         signals["faces"] = self._face_signal(pair)
-        return SemanticMap(np.mean([signals[name] for name in SIGNALS], axis=0, dtype=np.float32), signals)
+        if self.patches is not None:
+            signals["patches"] = self._patch_signal(pair)
+        return SemanticMap(np.mean(list(signals.values()), axis=0, dtype=np.float32), signals)
+
+
+def patch_extractor(extractors) -> object | None:
+    """The first `dino` extractor among `extractors` whose weights are on this machine (random init counts:
+    tests), for the `patches` signal; None when there is none."""
+    return next((e for e in extractors
+                 if e.name == "dino" and all(source.found for source in e.weight_sources())), None)
 
 
 def decoded_pair(ref_path: str, dist_path: str) -> DecodedPair:
@@ -171,4 +191,4 @@ def decoded_pair(ref_path: str, dist_path: str) -> DecodedPair:
     return DecodedPair(f"{ref.sha256}:{dist.sha256}", ref, dist, resized)
 
 
-__all__ = ["SIGNALS", "SemanticMap", "SemanticMapper", "decoded_pair"]
+__all__ = ["SIGNALS", "SemanticMap", "SemanticMapper", "decoded_pair", "patch_extractor"]

@@ -151,3 +151,21 @@ def test_concentration_and_pointing_game_on_known_maps():
     assert SemanticMap(spot).points_into((25, 10, 28, 12), margin=8)
     assert not SemanticMap(spot).points_into((25, 10, 28, 12), margin=3)
     assert math.isclose(SemanticMap(np.zeros((4, 4), np.float32)).concentration, 0.1)
+
+
+def test_a_dino_extractor_adds_its_patch_tokens_as_a_signal():
+    from featurestore.extractors.dino import DinoExtractor
+    from featurestore.io import DecodedImage, DecodedPair
+    from featurestore.semantic_map import patch_extractor
+
+    dino = DinoExtractor(model="facebook/dinov2-small", random_init=True, sizes=[112], grid=4, patch_proj_dim=0)
+    assert patch_extractor([SemanticMapper().regions, dino]) is dino
+    assert patch_extractor([DinoExtractor(model="facebook/dinov2-small", weights="/nonexistent")]) is None
+    rgb = np.full((96, 128, 3), 128, np.uint8)
+    changed = rgb.copy()
+    changed[10:40, 10:50] = 255
+    pair = DecodedPair("p", DecodedImage("r", rgb), DecodedImage("d", changed))
+    semantic = SemanticMapper(patches=dino).map(pair)
+    assert set(semantic.signals) == {"classes", "features", "text", "faces", "patches"}
+    assert semantic.signals["patches"].shape == (96, 128)
+    assert np.allclose(semantic.values, np.mean(list(semantic.signals.values()), axis=0), atol=1e-6)
