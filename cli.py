@@ -356,13 +356,14 @@ def explain(run_dir, split, ref, dist, pairs, out_dir, background, groups_only, 
         from blend.run import run_origin
         from tabular.data import TabularData
 
-        data = TabularData.from_origin(run_origin(predictor.run, store))
-        data = data.subset(data.split == split)
+        training = TabularData.from_origin(run_origin(predictor.run, store))
+        data = training.subset(training.split == split)
         if not data.n_rows:
             raise SiqaError(f"{predictor.store}: no pair in split {split!r}")
     else:
+        training = None
         data, _ = predictor.features(_pair_table(ref, dist, pairs, allow_outside_root, "explain"), progress=not quiet)
-    explanations = explain_pairs(predictor.run, data, predictor.compiled, store, background,
+    explanations = explain_pairs(predictor.run, data, predictor.compiled, store, background, training=training,
                                  per_feature=not groups_only, progress=not quiet)
     path = write_explanations(out_dir, explanations, progress=not quiet)
     click.echo(f"{len(explanations)} pair(s) explained -> {path}")

@@ -27,6 +27,7 @@ from featurestore.errors import SiqaError
 from featurestore.io import DecodedPair
 from featurestore.config import build_extractors, extractor_settings
 from featurestore.semantic_map import SemanticMap, SemanticMapper, decoded_pair, patch_extractor
+from featurestore.weights import check_weights
 from tabular.data import TabularData
 
 from .attribution import Attribution, FeatureRows, ShapleyExplainer, feature_groups, spread_background
@@ -102,9 +103,10 @@ def explain(run: Run, data: TabularData, compiled=None, store=None, background: 
     """Attribution and map of every row of `data` (store rows: they carry their images' paths)."""
     if data.pairs is None:
         raise SiqaError(f"{data.source}: explain needs the pairs' images; only a run fit on a feature store has them")
+    mapper = mapper or run_mapper(run)
+    check_weights(mapper.extractors())  # before any work: a missing OCR or network file is one line, not a traceback
     explainer = RunExplainer(run, compiled, store, background, training=training, per_feature=per_feature)
     attributions = explainer.attributions(data, progress)
-    mapper = mapper or run_mapper(run)
     out = []
     for i in tqdm(range(data.n_rows), desc="maps", unit="pair", disable=not progress):
         pair = decoded_pair(str(data.pairs["ref_path"].iloc[i]), str(data.pairs["dist_path"].iloc[i]))
