@@ -29,6 +29,21 @@ def _config_option(f):
                         help="TOML config (default configs/default.toml)")(f)
 
 
+def _newest_run(ctx, param, value):
+    """The default `--run runs/latest` is the link siqa keeps to the newest run; a real folder there (made by
+    hand, or by an older siqa's oof) may hold an older run, so it is used only when named."""
+    source = ctx.get_parameter_source(param.name)
+    if source is click.core.ParameterSource.DEFAULT and Path(value).is_dir() and not Path(value).is_symlink():
+        raise SiqaError(f"{value}: a real folder, not the link siqa keeps to the newest run, so it may hold an older "
+                        f"run; pass --run {value} to use it anyway, or move it away and run `siqa oof`")
+    return value
+
+
+def _run_option(f):
+    return click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True,
+                        callback=_newest_run, help="run folder (default: the newest run)")(f)
+
+
 def _quiet_option(f):
     return click.option("-q", "--quiet", is_flag=True, help="no progress bars or notices (also `siqa --quiet CMD`)")(f)
 
@@ -194,7 +209,8 @@ def sql(query, store, fmt, out, readable, quiet):
 @click.option("--group", default=None, help="group column of --table (folds never split a group)")
 @click.option("--lower-better", is_flag=True, help="the label grows with distortion (DMOS)")
 @click.option("--features", "feature_list", default=None, help="comma-separated feature columns (default: all numeric)")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True,
+              help="run folder to write; `P/latest` (the default): a new folder in P, and P/latest a link to it")
 @_config_option
 @click.option("--preset", type=click.Choice(presets()), default=None, help="override the config's preset")
 @click.option("--seed", type=int, default=None)
@@ -208,6 +224,7 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
         as_json, allow_missing, quiet):
     """Grouped, nested out-of-fold evaluation of the model pool and blend; writes a run folder."""
     from blend.settings import load_settings
+    from featurestore.datasets import says_lower_better
 
     quiet = _quiet(quiet)
     if table and (not label or not group):
@@ -217,52 +234,56 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
                      f"the column that names the reference image as --group")
     flags = {"preset": preset, "seed": seed, "time_limit": time_limit}
     settings = load_settings(config_path, {k: v for k, v in flags.items() if v is not None})
-    from blend.run import run_oof
+    from blend.run import point_latest, run_oof, run_target
     from tabular.data import TabularData
 
     columns = feature_list.split(",") if feature_list else None
+    run_dir, latest = run_target(Path(run_dir))
     if table:
         data = TabularData.from_table(table, label=label, group=group, lower_better=lower_better, features=columns)
+        if says_lower_better(label) and not lower_better:
+            click.echo(f"siqa: warning: {table}: label column {label!r} reads as lower = better quality (a DMOS, a "
+                       f"distortion); pass --lower-better if so, or the run learns the ranking upside down", err=True)
     else:
         data = TabularData.from_store(default_store(store), features=columns, lower_better=lower_better)
-    summary = run_oof(data, settings, Path(run_dir), progress=not (quiet or as_json), allow_missing=allow_missing)
+    summary = run_oof(data, settings, run_dir, progress=not (quiet or as_json), allow_missing=allow_missing)
     for warning in summary.get("warnings", []):
         click.echo(f"siqa: warning: {warning}", err=True)
-    from blend.run import point_latest
-
-    latest = point_latest(Path(run_dir))
+    if point_latest(run_dir, latest) is None and latest is not None:
+        click.echo(f"siqa: warning: {latest} is a real folder, not siqa's link to the newest run: not updated", err=True)
     if as_json:
         if time_limit is not None:
             click.echo(summary["plan"]["text"], err=True)
         click.echo(json.dumps({**summary["headline"], "versus": summary["versus"]}, sort_keys=True))
     else:
         click.echo(summary["leaderboard_text"])
-        click.echo(f"run -> {run_dir}" + (f" ({latest} points at it)" if latest else ""))
+        click.echo(f"run -> {run_dir}" + (f" ({latest} points at it)" if latest and latest.is_symlink() else ""))
     from blend.report import write_report
 
-    report_path = write_report(Path(run_dir), progress=not (quiet or as_json))
+    report_path = write_report(run_dir, progress=not (quiet or as_json))
     if not as_json:
         click.echo(f"report -> {report_path}")
 
 
 @app.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_run_option
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="zip path (default RUN/submission.zip)")
 @click.option("--cpu/--gpu", default=True, help="what readme.txt declares as the device")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
+@click.option("--allow-missing", is_flag=True, help="score pairs that lack some extractor's features (counts warned)")
 @_quiet_option
-def submit(run_dir, split, out, cpu, store, quiet):
+def submit(run_dir, split, out, cpu, store, allow_missing, quiet):
     """Predict a split with the run's pipeline (refit on all labelled rows by `siqa oof`); write the validated zip."""
     from blend.submission import submit_run
 
     path, n = submit_run(Path(run_dir), split=split, out=Path(out) if out else None, cpu=cpu,
-                         progress=not _quiet(quiet), store=store)
+                         progress=not _quiet(quiet), store=store, allow_missing=allow_missing)
     click.echo(f"{n} predictions -> {path}")
 
 
 @app.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_run_option
 @click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
 @click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
 @click.option("--pairs", type=click.Path(), default=None, help="pairs table or SeIQA folder: predict every pair")
@@ -270,10 +291,11 @@ def submit(run_dir, split, out, cpu, store, quiet):
               help="write the scores here (.csv, .json or .parquet; default: stdout as CSV)")
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
+@click.option("--allow-missing", is_flag=True, help="score pairs some extractor failed on (counts warned)")
 @click.option("--explain", "with_explanation", is_flag=True,
               help="add the three feature groups that moved each score most (attribution_1..3 and their values)")
 @_quiet_option
-def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, with_explanation, quiet):
+def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_missing, with_explanation, quiet):
     """Score new pairs with a fitted run, computing missing features through the run's store."""
     from siqa import load
 
@@ -281,7 +303,7 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, with_expl
     if ref and dist and not pairs and not out and not with_explanation and not Path(ref).is_dir() \
             and not Path(dist).is_dir():
         # one score on stdout: no table (nor pandas) needed
-        scored = load(Path(run_dir), store).score_files([(ref, dist)], progress=not quiet)
+        scored = load(Path(run_dir), store, allow_missing).score_files([(ref, dist)], progress=not quiet)
         if not quiet:
             click.echo(f"1 pair(s) scored in {scored.seconds:.1f}s ({scored.computed} feature rows computed, "
                        f"{scored.reused} reused from the store)", err=True)
@@ -293,7 +315,7 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, with_expl
         from blend.outputs import check_target
 
         check_target(out)  # before scoring; written through blend.outputs.write_output
-    predictor = load(Path(run_dir), store)
+    predictor = load(Path(run_dir), store, allow_missing)
     scores = predictor.predict_table(table, progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]
@@ -328,7 +350,7 @@ def _pair_table(ref, dist, pairs, allow_outside_root: bool, command: str):
 
 
 @app.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_run_option
 @click.option("--split", default=None, help="explain every pair of this split of the run's store (train, val, test)")
 @click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
 @click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
@@ -370,7 +392,7 @@ def explain(run_dir, split, ref, dist, pairs, out_dir, background, groups_only, 
 
 
 @app.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True)
+@_run_option
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @_quiet_option
 def report(run_dir, store, quiet):
@@ -521,12 +543,16 @@ def store():
 @store.command("gc")
 @_store_option
 @click.option("--dry-run", is_flag=True)
+@click.option("--forget-missing", is_flag=True, help="forget registered runs whose folder, and the folder that held "
+              "it, are gone (by default gc refuses: it cannot tell where they went)")
 @_quiet_option
-def store_gc(store, dry_run, quiet):
-    """Delete feature folders that no view and no existing run fit on the store uses (old versions, configs)."""
+def store_gc(store, dry_run, forget_missing, quiet):
+    """Delete feature folders that no view and no run fit on the store uses (old versions, configs); a run
+    moved beside where it was is followed by its id."""
     from featurestore.store import FeatureStore
 
-    stale = FeatureStore(default_store(store)).gc(dry_run=dry_run, echo=(lambda *_: None) if _quiet(quiet) else click.echo)
+    stale = FeatureStore(default_store(store)).gc(dry_run=dry_run, forget_missing=forget_missing,
+                                                  echo=(lambda *_: None) if _quiet(quiet) else click.echo)
     click.echo(f"{len(stale)} stale folder(s)")
 
 

@@ -54,10 +54,11 @@ def default_store(store) -> Path:
 def reading_store(store) -> Path:
     """The store a reading command (`siqa sql`) uses: as `default_store`, except that when neither `--store`
     nor $SIQA_STORE is given and ./store does not exist, the store of `runs/latest` (the last run)."""
+    from blend.runfolder import is_run, run_store
+
     chosen = default_store(store)
-    if store or os.environ.get("SIQA_STORE") or chosen.exists() or not (Path(DEFAULT_RUN) / "run.json").is_file():
+    if store or os.environ.get("SIQA_STORE") or chosen.exists() or not is_run(Path(DEFAULT_RUN)):
         return chosen
-    from blend.runfolder import run_store
 
     try:
         return run_store(DEFAULT_RUN)
@@ -118,11 +119,13 @@ class Predictor:
     """A fitted run held in memory: its compiled pipeline for pairs the store holds, and, loaded on first need
     and kept, the pickled pipeline and the extractors (their weights load on first use and stay loaded)."""
 
-    def __init__(self, run=DEFAULT_RUN, store=None):
+    def __init__(self, run=DEFAULT_RUN, store=None, allow_missing: bool = False):
         from blend.compiled import CompiledPipeline
         from blend.runfolder import RunFolder, run_store
 
         self.path = Path(run)
+        #: score pairs some extractor failed on with those features missing (warned), instead of refusing them
+        self.allow_missing = allow_missing
         folder = RunFolder(run)
         self.summary = json.loads(folder.read("run.json"))
         self.config = json.loads(folder.read("config.json"))
@@ -263,6 +266,7 @@ class Predictor:
     def features(self, table, progress: bool = True):
         """(`TabularData` of every row of `table`, in its order and with its names, the store's `ExtractSummary`):
         the run's features of each pair, the missing ones computed through a scratch store."""
+        from blend.run import check_missing
         from featurestore.datasets import PairTable
         from featurestore.store import FeatureStore
         from tabular.data import TabularData
@@ -271,25 +275,30 @@ class Predictor:
         # different folders may share a name. Labels stay out: nothing here is learnt from.
         scratch_df = table.df.assign(split="test", name=[f"{i:08d}" for i in range(len(table))], label=math.nan)
         main = FeatureStore(self.store)
+        main.check_store(create=True)  # new features land in it: never in a folder that is not a store
         with tempfile.TemporaryDirectory(prefix="siqa-predict-") as tmp, main.lock():
             (main.root / "features").mkdir(parents=True, exist_ok=True)
             scratch = FeatureStore(tmp)
+            scratch.check_store(create=True)
             os.symlink((main.root / "features").resolve(), scratch.root / "features", target_is_directory=True)
             summary = scratch.extract(PairTable(scratch_df, table.source), self.extractors, progress=progress)
-            if summary.failures:
+            if summary.failures and not self.allow_missing:
                 where, why = sorted(summary.failures.items())[0]
                 raise SiqaError(f"{where}: {why}" + (f" (and {len(summary.failures) - 1} more failure(s))"
-                                                      if len(summary.failures) > 1 else ""))
+                                                      if len(summary.failures) > 1 else "")
+                                + "; pass --allow-missing to score with those features missing")
             data = TabularData.from_store(scratch.root)
+        check_missing(data, np.ones(data.n_rows, dtype=bool), "pairs to score", self.allow_missing,
+                      "score them with those features missing")
         order = {name: i for i, name in enumerate(data.names)}
         data = data.subset(np.array([order[name] for name in scratch_df["name"]], dtype=int))
         data.names = table.df["name"].to_numpy()
         return data, summary
 
 
-def load(run=DEFAULT_RUN, store=None) -> Predictor:
+def load(run=DEFAULT_RUN, store=None, allow_missing: bool = False) -> Predictor:
     """A `Predictor` for `run` that keeps its models loaded; `store` overrides the run's own store."""
-    return Predictor(run, store)
+    return Predictor(run, store, allow_missing)
 
 
 def score(ref, dist, run=DEFAULT_RUN, store=None, progress: bool = False):

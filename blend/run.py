@@ -8,7 +8,8 @@ Public entry points (called by cli.py):
 - `predict(run_dir, data) -> np.ndarray`: 0..5 quality scores (higher = better) for every row of `data`.
 - `run_store(run_dir, override=None) -> Path`: the feature store a run reads (predict, submit, report):
   `override` (a `--store`) if given, else the absolute store path the run recorded.
-- `point_latest(run_dir)`: makes `<parent>/latest` a symlink to the run folder (`runs/latest`).
+- `run_target(run_dir)`, `point_latest(run_dir, latest)`: where `siqa oof` writes a run, and the `latest`
+  link it keeps (`runs/latest`: always a link siqa manages, to the newest run).
 
 Run folder layout:
 - `config.json`: {"input": the run's validated settings as TOML tables (`Settings.as_tables`), "tabular": the
@@ -81,7 +82,7 @@ from .calibration import LabelScale
 from .nested import NestedCV
 from .pipeline import FittedPipeline
 from .settings import Settings, StackSettings, settings_from
-from .runfolder import FITS, RunFolder, check_target, run_lock, run_store, write_run
+from .runfolder import FITS, RunFolder, check_target, new_run_id, run_lock, run_store, write_run
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
 PIPELINE_FILE = Path("models") / "pipeline.pkl"
 BOOTSTRAP_DRAWS = 200
+#: the largest label magnitude learnt from (any rating scale is far below; 1e300 overflows every statistic)
+LABEL_LIMIT = 1e12
 HEADLINE_METRICS = ("final", "final_std", "final_fold_mean", "final_low", "final_high", "srocc", "plcc", "krcc", "rmse")
 FITS_DIR = FITS
 
@@ -126,6 +129,10 @@ def _checked_labelled(data: TabularData, settings: StackSettings) -> tuple[Tabul
     labelled = data.subset(data.labelled)
     if labelled.n_rows == 0:
         return labelled, 0
+    largest = float(np.max(np.abs(labelled.y)))
+    if largest > LABEL_LIMIT:  # squares and sums of such labels overflow to inf inside every metric and model
+        raise SiqaError(f"{data.source}: labels reach {largest:.3g}; siqa learns labels up to {LABEL_LIMIT:.0e} in "
+                        f"size: rescale the label column")
     frame = pd.DataFrame({"id": labelled.ids, "y": labelled.y, "name": labelled.names})
     conflicting = frame.groupby("id").y.nunique()
     conflicting = conflicting[conflicting > 1]
@@ -196,14 +203,32 @@ def run_origin(run: "Run", store=None) -> dict:
     return origin
 
 
-def point_latest(run_dir) -> Path | None:
-    """Make `<parent of run_dir>/latest` a symlink to `run_dir` (replaced atomically), so `runs/latest`, the
-    default `--run`, is the last run written there. A real folder named `latest` is left alone."""
-    run_dir = Path(run_dir)
-    latest = run_dir.parent / "latest"
-    if run_dir.name == "latest" or (latest.exists() and not latest.is_symlink()):
+#: the link siqa keeps to the newest run, in the folder `RUNS` (the default `--run` is `runs/latest`)
+LATEST = "latest"
+RUNS = Path("runs")
+
+
+def run_target(run_dir: Path) -> tuple[Path, Path | None]:
+    """Where `siqa oof --run run_dir` writes its run, and the `latest` link it then points at it (None: it
+    touches no link). `--run P/latest` (the default `runs/latest`) writes a new folder P/<time>-<random> and
+    makes P/latest a link to it; a run written straight into ./runs also moves runs/latest; a run anywhere
+    else leaves every link alone (a folder siqa does not manage). A real folder named `latest` is refused:
+    it is the user's, or an older siqa's run, and replacing it would lose it."""
+    if run_dir.name != LATEST:
+        return run_dir, run_dir.parent / LATEST if run_dir.parent.resolve() == RUNS.resolve() else None
+    if run_dir.exists() and not run_dir.is_symlink():
+        raise SiqaError(f"{run_dir}: a real folder, not the link siqa keeps to the newest run; move it away "
+                        f"(e.g. `mv {run_dir} {run_dir.parent / 'old'}`) or give another --run")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return run_dir.parent / f"{stamp}-{os.urandom(2).hex()}", run_dir
+
+
+def point_latest(run_dir: Path, latest: Path | None) -> Path | None:
+    """Make `latest` (beside `run_dir`, from `run_target`) a link to `run_dir`, replaced atomically; returns it,
+    or None when there is none to keep or a real folder of that name is in the way (left alone)."""
+    if latest is None or latest.exists() and not latest.is_symlink():
         return None
-    temporary = latest.with_name(f".latest-{os.getpid()}")
+    temporary = latest.with_name(f".{LATEST}-{os.getpid()}")
     if temporary.is_symlink():
         temporary.unlink()
     os.symlink(run_dir.name, temporary, target_is_directory=True)
@@ -270,34 +295,46 @@ def _leaderboard_text(board: pd.DataFrame, headline: dict, notes: dict[str, str]
             f"[{headline['final_low']:.4f}, {headline['final_high']:.4f}]")
 
 
+def check_missing(data: TabularData, rows: np.ndarray, what: str, allow_missing: bool, instead: str) -> None:
+    """Refuse `rows` (a mask) of `data` that some extractor has no features for, naming the count per extractor,
+    unless `allow_missing` (then the same counts as a warning): a value filled in silently moves scores."""
+    missing = data.missing_among(rows)
+    if not missing:
+        return
+    counts = ", ".join(f"{name} ({n} of {int(np.sum(rows))})" for name, n in missing.items())
+    if not allow_missing:
+        raise SiqaError(f"{data.source}: {what} without features from {counts}; run `siqa features` on the same "
+                        f"data (see the failures it lists), or pass --allow-missing to {instead}")
+    log.warning("%s: %s without features from %s (--allow-missing: taken as missing values)", data.source, what,
+                counts)
+
+
 def run_oof(data: TabularData, settings: Settings | dict | None, run_dir, progress: bool = True,
             allow_missing: bool = False) -> dict:
     """Nested CV on the labelled rows of `data`, refit on all of them, write `run_dir`; returns the summary.
     Labelled store pairs without features of some extractor are refused, unless `allow_missing` (then
     logged as a warning with the count per extractor). A store run is registered in the store
-    (`runs.json`), so `siqa store gc` keeps the feature folders it reads."""
+    (`runs.json`) before fitting and again once written, so `siqa store gc` keeps the feature folders it reads
+    (a store that cannot take the registration is refused before any fitting)."""
     if not isinstance(settings, Settings):  # a parsed config from Python: validated here, once
         settings = settings_from(settings)
     run_dir = Path(run_dir).absolute()
     check_target(run_dir)  # before any fitting: a folder that is not a run is never replaced
-    if data.missing:
-        counts = ", ".join(f"{name} ({n} of {int(data.labelled.sum())})" for name, n in sorted(data.missing.items()))
-        if not allow_missing:
-            raise SiqaError(f"{data.source}: labelled pairs without features from {counts}; run `siqa features` "
-                            f"on the same data (see the failures it lists), or pass --allow-missing to learn "
-                            f"with them missing")
-        log.warning("%s: labelled pairs without features from %s (--allow-missing: learnt as missing values)",
-                    data.source, counts)
+    check_missing(data, data.labelled, "labelled pairs", allow_missing, "learn with them missing")
+    run_id = new_run_id()
     with run_lock(run_dir):
-        summary = _run_oof(data, settings, run_dir, progress)
-    if data.origin.get("kind") == "store":
-        from featurestore.store import Catalog
+        if data.origin.get("kind") == "store":
+            from featurestore.store import Catalog
 
-        Catalog(data.origin["root"]).register_run(run_dir, list(data.origin.get("folders", {}).values()))
+            store, folders = Catalog(data.origin["root"]), list(data.origin.get("folders", {}).values())
+            store.register_run(run_dir, run_id, folders, written=False)
+        summary = _run_oof(data, settings, run_dir, progress, run_id)
+        if data.origin.get("kind") == "store":
+            store.register_run(run_dir, run_id, folders, written=True)
     return summary
 
 
-def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool) -> dict:
+def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool, run_id: str) -> dict:
     started = time.perf_counter()
     settings = config.tabular
     plan = PoolPlan(work_dir=str((run_dir / FITS_DIR).resolve()))
@@ -382,11 +419,12 @@ def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool)
     }
     recorded, provenance = _store_provenance(data, config, columns)
     summary.update(provenance)
-    _write(run_dir, recorded, {**settings.model_dump(mode="json"), "repeats": repeats}, oof, board, summary, pipeline)
+    _write(run_dir, recorded, {**settings.model_dump(mode="json"), "repeats": repeats}, oof, board, summary, pipeline,
+           run_id)
     return summary
 
 
-def _write(run_dir: Path, config: dict, settings: dict, oof, board, summary, pipeline) -> None:
+def _write(run_dir: Path, config: dict, settings: dict, oof, board, summary, pipeline, run_id: str) -> None:
     exported = pipeline.export()
 
     def fill(folder: Path) -> None:
@@ -404,7 +442,7 @@ def _write(run_dir: Path, config: dict, settings: dict, oof, board, summary, pip
         if fits.is_dir():  # the members' files, written while fitting: linked in, the old run keeps its own
             shutil.copytree(fits, folder / FITS_DIR, copy_function=os.link)
 
-    write_run(run_dir, fill)
+    write_run(run_dir, fill, run_id)
 
 
 def load_run(run_dir) -> Run:

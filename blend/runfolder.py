@@ -1,14 +1,16 @@
 """A run folder on disk: what marks it as a siqa run, how it is written whole or not at all, who may write
 it at a time, and how a reader knows the files it loads were written by this user's siqa.
 
-- Marker and manifest: `siqa-run.json` = {"siqa_run": FORMAT, "files": {relative path: sha256}, "signature"}.
+- Marker and manifest: `siqa-run.json` = {"siqa_run": FORMAT, "run_id", "files": {relative path: sha256},
+  "signature"}. The run id (new for every write) is how a feature store's registry finds a run that was moved.
   Every file below the folder (models/, fits/ with safetensors + JSON, ...) is listed. The signature is an
   HMAC-SHA256 over the listed hashes with a per-user key (`$SIQA_KEY_FILE`, default ~/.config/siqa/key,
   created 0600 on first use). A reader checks the signature, then reads each file it needs once, checks
   its hash and only then uses those bytes (`RunFolder.read`), so a pickle from someone else, or one that
   was changed, is never unpickled. `siqa trust --run DIR` signs a folder you decided to trust.
-- Refusal: a non-empty folder without `siqa-run.json` is not a run; `write_run` refuses to replace it (unless
-  it holds only the files a run of an older siqa held: `LEGACY_FILES`).
+- Refusal: a non-empty folder without `siqa-run.json` is not a run, whatever file names it holds (a user may
+  have a run.json of their own; a run of a siqa older than the manifest is refused too); `write_run` refuses
+  to replace it, and refuses a link as its target.
 - Atomic writes: the new run is written into a hidden sibling folder, every file and folder fsynced, then
   swapped in with two renames (old -> hidden `.NAME.siqa-old-*`, new -> NAME); the old run is deleted only
   after the new one is in place. Any failure (a full disk, a kill) leaves the old run as it was; a kill
@@ -29,6 +31,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -36,8 +39,9 @@ from pathlib import Path
 
 from featurestore.errors import SiqaError
 from featurestore.io import fsync_path, sha256_file
+from featurestore.run_registry import RUN_MARKER, manifest_run_id, run_lock_file
 
-MARKER = "siqa-run.json"
+MARKER = RUN_MARKER
 FORMAT = 1
 #: where pool members keep their files while fitting (`blend.run.FITS_DIR`): a folder holding only it is a
 #: run in the making
@@ -45,28 +49,45 @@ FITS = "fits"
 
 
 def key_path() -> Path:
-    return Path(os.environ.get("SIQA_KEY_FILE") or Path.home() / ".config" / "siqa" / "key")
+    try:
+        return Path(os.environ.get("SIQA_KEY_FILE") or Path.home() / ".config" / "siqa" / "key")
+    except RuntimeError:  # no home folder to be found
+        raise SiqaError("no home folder for the siqa signing key; set SIQA_KEY_FILE to a file of your own") from None
+
+
+#: a key siqa writes is 64 hex digits; one shorter, or with few distinct characters, can be guessed
+KEY_LENGTH = 64
+KEY_DISTINCT = 10
 
 
 def user_key() -> bytes:
-    """This user's signing key, created (32 random bytes, hex, mode 0600) on first use."""
+    """This user's signing key, created (32 random bytes, hex, mode 0600) on first use. A key that others
+    may read, that another user owns, or that is short or repetitive (`/etc/machine-id`, "aaaa...") is
+    refused: whoever knows it can sign a run that is then unpickled."""
     path = key_path()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # created meanwhile by another siqa
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
     try:
-        key = path.read_text().strip()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # created meanwhile by another siqa
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(KEY_LENGTH // 2))
+        info = path.stat()
+        key = path.read_bytes().decode("ascii").strip()
     except OSError as exc:
-        raise SiqaError(f"{path}: cannot read the siqa signing key ({exc.strerror or exc})") from None
-    if len(key) < 32:
-        raise SiqaError(f"{path}: not a siqa signing key (too short); delete it to create a new one "
-                        f"(runs signed with the old key then need `siqa trust`)")
+        raise SiqaError(f"{path}: cannot read or create the siqa signing key ({exc.strerror or exc}); "
+                        f"set SIQA_KEY_FILE to a file of your own") from None
+    except UnicodeDecodeError:
+        key = ""  # binary: not a key siqa wrote
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise SiqaError(f"{path}: the siqa signing key must be a file of yours that only you can read "
+                        f"(chmod 600 {path}); not used")
+    if len(key) < KEY_LENGTH or len(set(key)) < KEY_DISTINCT:
+        raise SiqaError(f"{path}: not a siqa signing key (at least {KEY_LENGTH} random characters); delete it to "
+                        f"create a new one (runs signed with the old key then need `siqa trust`)")
     return key.encode()
 
 
@@ -74,8 +95,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _signature(files: dict[str, str]) -> str:
-    message = json.dumps({"siqa_run": FORMAT, "files": files}, sort_keys=True).encode()
+def _signature(files: dict[str, str], run_id: str | None) -> str:
+    signed = {"siqa_run": FORMAT, "files": files, **({"run_id": run_id} if run_id else {})}
+    message = json.dumps(signed, sort_keys=True).encode()
     return hmac.new(user_key(), message, hashlib.sha256).hexdigest()
 
 
@@ -83,15 +105,20 @@ def _listing(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
 
 
-def sign(folder: Path) -> None:
-    """Write `siqa-run.json`: the hash of every file below `folder`, signed with this user's key."""
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def sign(folder: Path, run_id: str) -> None:
+    """Write `siqa-run.json`: the run's id and the hash of every file below `folder`, signed with this user's key."""
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in _listing(folder)}
-    text = json.dumps({"siqa_run": FORMAT, "files": files, "signature": _signature(files)}, indent=1, sort_keys=True)
+    text = json.dumps({"siqa_run": FORMAT, "run_id": run_id, "files": files,
+                       "signature": _signature(files, run_id)}, indent=1, sort_keys=True)
     (folder / MARKER).write_text(text + "\n")
 
 
 def is_run(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
+    return (folder / MARKER).is_file() and not (folder / MARKER).is_symlink()
 
 
 class RunFolder:
@@ -108,9 +135,10 @@ class RunFolder:
             manifest = json.loads(marker.read_text())
             self.files = {str(k): str(v) for k, v in manifest["files"].items()}
             signature = str(manifest["signature"])
+            self.run_id = str(manifest["run_id"]) if manifest.get("run_id") else None
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             raise SiqaError(f"{marker}: damaged run manifest; run `siqa oof` again") from None
-        if not hmac.compare_digest(signature, _signature(self.files)):
+        if not hmac.compare_digest(signature, _signature(self.files, self.run_id)):
             raise SiqaError(f"{self.path}: this run was not signed with your siqa key ({key_path()}), so its models "
                             f"are not loaded (a run folder can carry code); if you trust who made it, run "
                             f"`siqa trust --run {self.path}`")
@@ -152,37 +180,29 @@ def run_store(run_dir, override=None) -> Path:
 
 
 def trust(path) -> int:
-    """Sign the run folder `path` as it is now with this user's key; returns the number of files signed."""
+    """Sign the run folder `path` as it is now with this user's key (keeping its id); returns the number of
+    files signed."""
     path = Path(path)
     if not path.is_dir() or not ((path / "run.json").is_file() or is_run(path)):
         raise SiqaError(f"{path}: not a siqa run folder (no run.json); nothing to trust")
-    sign(path)
+    sign(path, manifest_run_id(path) or new_run_id())
     return len(_listing(path))
 
 
-#: what a run of a siqa before `siqa-run.json` held: such a folder holds nothing else, so replacing it loses nothing
-LEGACY_FILES = {"config.json", "oof.parquet", "leaderboard.csv", "run.json", "report.html", "submission.zip",
-                "models/pipeline.pkl"}
-
-
-def _is_legacy_run(folder: Path) -> bool:
-    files = [p for p in folder.rglob("*") if not p.is_dir()]
-    names = {p.relative_to(folder).as_posix() for p in files}
-    legacy = {n for n in names if n in LEGACY_FILES or (n.startswith("report/") and n.endswith(".png"))}
-    return "run.json" in names and names == legacy and all(p.is_file() and not p.is_symlink() for p in files)
-
-
 def check_target(run_dir: Path) -> None:
-    """A run may be written at `run_dir` only if it is absent, empty, a siqa run, or a run of an older siqa
-    (nothing but the files such a run holds)."""
+    """A run may be written at `run_dir` only if it is absent, empty, or a siqa run (its manifest says so: file
+    names such as run.json do not, a user may have those too). A link is refused: siqa would write elsewhere."""
+    if run_dir.is_symlink():
+        raise SiqaError(f"{run_dir}: is a link; give the folder itself as --run")
     if run_dir.exists() and not run_dir.is_dir():
         raise SiqaError(f"{run_dir}: exists and is not a folder; choose another --run")
     entries = [p.name for p in run_dir.iterdir()] if run_dir.is_dir() else []
     if entries == [FITS] and (run_dir / FITS).is_dir():
         return  # a run being fit (its members keep their files in fits/ while fitting) or killed while fitting
-    if run_dir.is_dir() and not is_run(run_dir) and entries and not _is_legacy_run(run_dir):
-        raise SiqaError(f"{run_dir}: not empty and not a siqa run folder (no {MARKER}); siqa does not replace it "
-                        f"- choose a new or empty --run folder")
+    if run_dir.is_dir() and not is_run(run_dir) and entries:
+        older = " (a run of a siqa older than that manifest: move or delete it)" if "run.json" in entries else ""
+        raise SiqaError(f"{run_dir}: not empty and not a siqa run folder (no {MARKER}){older}; siqa does not "
+                        f"replace it - choose a new or empty --run folder")
 
 
 def _hidden(run_dir: Path, kind: str) -> Path:
@@ -205,7 +225,7 @@ def run_lock(run_dir):
     run_dir = Path(run_dir).absolute()
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        lock = run_dir.with_name(f".{run_dir.name}.siqa-lock")
+        lock = run_lock_file(run_dir)
         fh = open(lock, "a+")
     except OSError as exc:
         raise SiqaError(f"{run_dir}: cannot write a run here ({exc.strerror or exc})") from None
@@ -221,9 +241,9 @@ def run_lock(run_dir):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def write_run(run_dir, write: Callable[[Path], None]) -> None:
-    """`write(folder)` fills a new hidden folder; it is signed, fsynced and swapped in for `run_dir`.
-    Call under `run_lock(run_dir)`."""
+def write_run(run_dir, write: Callable[[Path], None], run_id: str) -> None:
+    """`write(folder)` fills a new hidden folder; it is signed with `run_id`, fsynced and swapped in for
+    `run_dir`. Call under `run_lock(run_dir)`."""
     run_dir = Path(run_dir).absolute()
     _recover(run_dir)
     check_target(run_dir)
@@ -231,7 +251,7 @@ def write_run(run_dir, write: Callable[[Path], None]) -> None:
     try:
         stage.mkdir(parents=True)
         write(stage)
-        sign(stage)
+        sign(stage, run_id)
         for path in sorted(stage.rglob("*"), key=lambda p: -len(p.parts)):  # files, then their folders
             fsync_path(path)
         fsync_path(stage)

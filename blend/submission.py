@@ -36,7 +36,7 @@ from featurestore.store import FeatureStore
 from tabular.data import TabularData
 
 from .outputs import check_target, write_output
-from .run import load_run, run_origin
+from .run import check_missing, load_run, run_origin
 
 PREDICTION_FILE = "prediction.xlsx"
 #: the zip `siqa submit` writes into the run folder by default: the one file it may write there
@@ -162,9 +162,11 @@ def _extraction_seconds_per_pair(origin: dict) -> float | None:
 
 
 def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progress: bool = True,
-               runtime_per_image: float | None = None, extra_data: bool = False, store=None) -> tuple[Path, int]:
+               runtime_per_image: float | None = None, extra_data: bool = False, store=None,
+               allow_missing: bool = False) -> tuple[Path, int]:
     """Predict `split` of the run's own data source (its own store unless `store` says otherwise) and write
-    the validated zip (default RUN/submission.zip).
+    the validated zip (default RUN/submission.zip). Pairs of the split without the features of some extractor
+    are refused unless `allow_missing` (then scored with those features missing, counts warned).
 
     Returns (zip path, number of predictions)."""
     run_dir = Path(run_dir)
@@ -177,6 +179,7 @@ def submit_run(run_dir, split: str = "test", out=None, cpu: bool = True, progres
     rows = np.asarray(data.split == split.lower())
     if not rows.any():
         raise SiqaError(f"{data.source}: no rows in split {split!r} to submit")
+    check_missing(data, rows, f"{split} pairs", allow_missing, "score them with those features missing")
     run.pipeline.predict(data.subset(rows))
     measured = (time.perf_counter() - started) / int(rows.sum())
     description = describe_run(run.summary)

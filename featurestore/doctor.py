@@ -63,15 +63,26 @@ def read_official(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """Pair names and rows of an `official_values.csv` (`Method, <pair>.bmp, ...`)."""
     if not path.is_file():
         raise SiqaError(f"{path}: not found (the calibration table; pass --calib DIR or --official FILE)")
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows or rows[0][0] != "Method" or len(rows[0]) < 2:
-        raise SiqaError(f"{path}: expected a header `Method,<image>,...`")
-    names = rows[0][1:]
     try:
-        return names, {r[0]: np.array(r[1:], dtype=np.float64) for r in rows[1:] if r}
-    except ValueError as exc:
-        raise SiqaError(f"{path}: {exc}") from None
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise SiqaError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise SiqaError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not rows or not rows[0] or rows[0][0] != "Method" or len(rows[0]) < 2:
+        raise SiqaError(f"{path}: expected a header `Method,<image>,...`")
+    names, table = rows[0][1:], {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(rows[0]):  # a short row would be compared with the wrong images
+            raise SiqaError(f"{path}: line {line}: {len(row)} value(s), the header has {len(rows[0])}")
+        try:
+            table[row[0]] = np.array(row[1:], dtype=np.float64)
+        except ValueError as exc:
+            raise SiqaError(f"{path}: line {line}: {exc}") from None
+    return names, table
 
 
 def calibration_checks(extractors: list[Extractor], calib: Path, official: Path | None = None) -> list[Check]:
@@ -124,9 +135,17 @@ def seiqa_cosine_check(seiqa: Path, published: Path, model: dict = SEIQA_MODEL, 
 
     if not published.is_file():
         raise SiqaError(f"{published}: not found (the published cos_sim table; pass --seiqa-labels FILE)")
-    labels = pd.read_csv(published)
+    try:
+        labels = pd.read_csv(published, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SiqaError(f"{published}: unreadable CSV ({str(exc).strip().splitlines()[0]})") from None
     if not {"img_name", "cos_sim"} <= set(labels.columns):
         raise SiqaError(f"{published}: needs columns img_name and cos_sim, has {list(labels.columns)}")
+    values = pd.to_numeric(labels["cos_sim"], errors="coerce")
+    if values.isna().any():  # a short row, or a cell that is not a number
+        line = int(np.flatnonzero(values.isna().to_numpy())[0]) + 2
+        raise SiqaError(f"{published}: line {line}: cos_sim is missing or not a number")
+    labels["cos_sim"] = values
     extractor = create("clip", models=[model], resize="crop", prompts=[], device=device)
     missing = [s for s in extractor.weight_sources() if s.found is None]
     what = f"clip {model['arch']} {model['pretrained']} cosine vs published cos_sim"

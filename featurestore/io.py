@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -64,9 +65,31 @@ _TRANSPOSE_FOR_ORIENTATION = {
 }
 
 
+#: what a path that is not a regular file is, for the one line that refuses it
+SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFDIR: "a folder", stat.S_IFSOCK: "a socket"}
+
+
+def open_regular(path: str | Path):
+    """`path` opened for binary reading if it is a regular file (links followed). Anything else is refused at
+    once with one line: a FIFO would block the read forever, a device such as /dev/zero never end it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO returns, not waits
+    except FileNotFoundError:
+        raise SiqaError(f"{path}: " + ("a link to nothing (dangling)" if os.path.islink(path) else "file not found")) from None
+    except OSError as exc:
+        raise SiqaError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise SiqaError(f"{path}: cannot read: not a regular file ({SPECIAL_FILES.get(kind, 'a special file')}); siqa reads "
+                        f"images and tables from regular files only")
+    return os.fdopen(fd, "rb")
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -88,9 +111,8 @@ def pair_key(ref_sha256: str, dist_sha256: str) -> str:
 
 def read_bytes(path: str | Path) -> bytes:
     try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SiqaError(f"{path}: file not found") from None
+        with open_regular(path) as fh:
+            return fh.read()
     except OSError as exc:
         raise SiqaError(f"{path}: cannot read ({exc.strerror or exc})") from None
 

@@ -58,8 +58,8 @@ class TabularData:
     #: how to read this data again (`from_origin`), e.g. for a submission from a run folder
     origin: dict = field(default_factory=dict)
     pairs: pd.DataFrame | None = None
-    #: store only: extractor -> number of labelled pairs it has no features for (never computed)
-    missing: dict = field(default_factory=dict)
+    #: store only: extractor -> which rows it has no features for (never computed, or failed), a boolean mask
+    absent: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -83,11 +83,21 @@ class TabularData:
     def labelled(self) -> np.ndarray:
         return np.isfinite(self.y)
 
+    @property
+    def missing(self) -> dict[str, int]:
+        """Extractor -> number of labelled rows it has no features for."""
+        return self.missing_among(self.labelled)
+
+    def missing_among(self, rows: np.ndarray) -> dict[str, int]:
+        """Extractor -> number of `rows` (a boolean mask) it has no features for; extractors missing none left out."""
+        return {name: int((mask & rows).sum()) for name, mask in sorted(self.absent.items()) if (mask & rows).any()}
+
     def subset(self, mask: np.ndarray) -> "TabularData":
         index = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
         return replace(self, ids=self.ids[index], X=self.X.iloc[index].reset_index(drop=True),
                        y=self.y[index], groups=self.groups[index], split=self.split[index],
                        names=self.names[index], dense={k: v[index] for k, v in self.dense.items()},
+                       absent={k: v[index] for k, v in self.absent.items()},
                        pairs=None if self.pairs is None else self.pairs.iloc[index].reset_index(drop=True))
 
     def describe(self) -> dict:
@@ -188,7 +198,7 @@ class TabularData:
         `lower_better` for labels that grow with distortion. `folders` pins the feature folder of each
         extractor (what a run was fit on) instead of the store's current views. The origin records the
         absolute store path, the folders read and the labelled rows' digest; `missing` counts, per
-        extractor, the labelled pairs it holds no features for.
+        extractor, the labelled pairs it holds no features for (`absent`: which rows, labelled or not).
         """
         from featurestore import sql  # the store stack is only needed here, not for feature tables
         from featurestore.store import Catalog
@@ -212,14 +222,13 @@ class TabularData:
             missing = [f for f in features if f not in available]
             if missing:
                 raise SiqaError(f"{root}: no feature column(s) {', '.join(map(repr, missing))} in the store")
-        labelled_rows = np.array([v is not None for v in table.column("label").to_pylist()], dtype=bool)
         absent = {}
         for name, columns in own_columns.items():
             own = [c for c in columns if features is None or c in features]
             if own:
                 nulls = np.logical_and.reduce([table.column(c).is_null().to_numpy(zero_copy_only=False) for c in own])
-                if (nulls & labelled_rows).any():
-                    absent[name] = int((nulls & labelled_rows).sum())
+                if nulls.any():
+                    absent[name] = nulls
         scalars, dense = {}, {}
         for name in available:
             if features is not None and name not in features:
@@ -250,7 +259,7 @@ class TabularData:
                    names=text("name"), dense=dense, higher_better=not lower_better, source=str(root),
                    origin={"kind": "store", "root": str(root), "features": features,
                            "lower_better": bool(lower_better), "folders": dict(sorted(used.items()))},
-                   missing=absent)
+                   absent=absent)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:

@@ -48,20 +48,31 @@ def test_oof_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert (folder / "config.json").read_text() == "{}"
 
 
-def test_a_run_of_an_older_siqa_may_be_replaced_but_not_with_a_user_file_in_it(good_run, tmp_path):
+def test_a_folder_is_a_run_by_its_manifest_only_not_by_file_names_a_user_may_have(good_run, tmp_path):
+    """Issue 23 finding 3: the user's own run.json, config.json and leaderboard.csv are not a run; nor is a run
+    of a siqa older than the manifest (it held only such names): both are refused, byte for byte unchanged."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, text in (("run.json", '{"my": "notes"}'), ("config.json", "{}"), ("leaderboard.csv", "team,score\n")):
+        (mine / name).write_text(text)
     old = tmp_path / "old"
     shutil.copytree(good_run, old)
     (old / MARKER).unlink()
     for name in ("inference.json", "inference.npz"):  # written since siqa-run.json: an older run has neither
         (old / "models" / name).unlink()
-    (old / "report").mkdir()
-    (old / "report" / "scatter.png").write_bytes(b"png")
-    (old / "models" / "notes.bin").write_bytes(b"user data")
-    with pytest.raises(SiqaError, match="not empty and not a siqa run folder"):
-        run_oof(_synthetic(dense=False), SMALL, old, progress=False)
-    (old / "models" / "notes.bin").unlink()
-    run_oof(_synthetic(dense=False), SMALL, old, progress=False)
-    assert load_run(old).pipeline is not None
+    for folder in (mine, old):
+        before = _snapshot(folder)
+        with pytest.raises(SiqaError, match=r"not empty and not a siqa run folder \(no siqa-run.json\)"):
+            run_oof(_synthetic(dense=False), SMALL, folder, progress=False)
+        assert _snapshot(folder) == before
+
+
+def test_oof_refuses_a_link_as_its_run_folder(good_run, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(good_run)
+    with pytest.raises(SiqaError, match="is a link; give the folder itself"):
+        run_oof(_synthetic(dense=False), SMALL, link, progress=False)
+    assert link.is_symlink()
 
 
 def test_a_failed_write_keeps_the_old_run(good_run, tmp_path, monkeypatch):
@@ -84,7 +95,7 @@ def test_a_writer_killed_between_the_renames_is_repaired(good_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
     os.rename(run, tmp_path / ".run.siqa-old-0123")  # what a kill after the first rename leaves
-    write_run(run, lambda folder: (folder / "run.json").write_text("{}"))
+    write_run(run, lambda folder: (folder / "run.json").write_text("{}"), "0" * 32)
     assert (run / "run.json").read_text() == "{}"
     with pytest.raises(SiqaError):  # the new (incomplete) run is in place; the old one was recovered, then replaced
         load_run(run)

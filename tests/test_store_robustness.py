@@ -154,11 +154,11 @@ def test_killed_inside_each_write_then_resumed_gives_the_same_store(data, refere
     """SIGKILL inside the N-th atomic write: with half its bytes written ("during"), with its temp file
     whole and fsynced but not renamed ("before"), or just renamed ("after"). No partial file is ever
     visible, and a rerun completes to the same store."""
-    renames = reference["renames"]
-    assert renames[:2] == ["pairs.parquet", "views.json"] and renames[-1] == "timings.json"
-    assert all(n.startswith("part-") for n in renames[2:-1])
-    n_shards = len(renames) - 3
-    n = {"pairs.parquet": 1, "views.json": 2, "first shard": 3, "middle shard": len(renames) // 2,
+    renames = reference["renames"]  # the store's marker first: a new store
+    assert renames[:3] == ["siqa-store.json", "pairs.parquet", "views.json"] and renames[-1] == "timings.json"
+    assert all(n.startswith("part-") for n in renames[3:-1])
+    n_shards = len(renames) - 4
+    n = {"pairs.parquet": 2, "views.json": 3, "first shard": 4, "middle shard": len(renames) // 2,
          "last shard": len(renames) - 1, "timings.json": len(renames)}[position]
     store = tmp_path / "store"
     proc = worker(data, store, f"--die-{when}", str(n))
@@ -168,11 +168,11 @@ def test_killed_inside_each_write_then_resumed_gives_the_same_store(data, refere
     for folder in (store / "features").glob("*/*"):
         whole_shards(folder)
     committed = n if when == "after" else n - 1
-    assert shard_count(store) == min(max(0, committed - 2), n_shards)
+    assert shard_count(store) == min(max(0, committed - 3), n_shards)
     assert len(temp_files(store)) == (when != "after")
-    if committed >= 1:
-        pq.read_table(store / "pairs.parquet")
     if committed >= 2:
+        pq.read_table(store / "pairs.parquet")
+    if committed >= 3:
         json.loads((store / "views.json").read_text())
     summary = resume(data, store)
     assert not summary.failures

@@ -15,8 +15,8 @@ from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-s
 import cli
 from blend.run import load_run, run_oof
 from blend.submission import read_submission
-from blend.settings import load_settings
-from featurestore.config import build_extractors
+from blend.settings import load_settings, settings_from
+from featurestore.config import build_extractors, read_toml
 from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
@@ -86,16 +86,17 @@ def test_a_run_scores_with_its_own_feature_folders_and_gc_keeps_them(made, tmp_p
     pinned = load_run(run).summary["source"]["origin"]["folders"]["toymean"]
 
     # the same extractor under another config: the view now points at a new folder
-    config = load_settings(made["config"])
+    config = read_toml(made["config"])
     config["extractors"]["toymean"] = {"scale": 7.0}
-    FeatureStore(store).extract(load_pairs(made["work"] / "data"), build_extractors(config.extractors), progress=False)
+    FeatureStore(store).extract(load_pairs(made["work"] / "data"), build_extractors(settings_from(config).extractors),
+                                progress=False)
     assert FeatureStore(store).views()["toymean"]["folder"] != pinned
     _cli("submit", "--run", run, "--out", tmp_path / "after.zip", "--quiet")
     pd.testing.assert_series_equal(_scores(tmp_path / "before.zip"), _scores(tmp_path / "after.zip"))
 
     assert FeatureStore(store).gc() == []  # the run still reads the old folder
     assert (store / "features" / pinned).is_dir()
-    assert str(run) in json.loads((store / "runs.json").read_text())
+    assert [e["path"] for e in json.loads((store / "runs.json").read_text()).values()] == [str(run)]
     shutil.rmtree(run)
     assert [p.name for p in FeatureStore(store).gc()] == [pinned]
     assert json.loads((store / "runs.json").read_text()) == {}
@@ -133,8 +134,9 @@ def test_labelled_pairs_without_features_are_refused(made, tmp_path, caplog):
     store = tmp_path / "store"
     table = load_pairs(made["work"] / "data")
     victim = table.df[table.df.split == "train"].ref_sha256.iloc[0]
-    config = load_settings(made["config"])
-    config["extractors"]["toymse"] = {"fail_on": victim}
+    tables = read_toml(made["config"])
+    tables["extractors"]["toymse"] = {"fail_on": victim}
+    config = settings_from(tables)
     FeatureStore(store).extract(table, build_extractors(config.extractors), progress=False)
     data = TabularData.from_store(store)
     n_missing = int(((table.df.ref_sha256 == victim) & table.df.label.notna()).sum())

@@ -86,6 +86,7 @@ def test_sql_empty_query_is_one_line(store, capsys):
 
 def test_features_cleans_only_its_own_temp_files(built, tmp_path):
     folder = tmp_path / "project"
+    FeatureStore(folder).check_store(create=True)  # a store, in which the user then keeps files of their own
     (folder / "notes").mkdir(parents=True)
     theirs = [folder / ".draft.tmp", folder / "notes" / ".editor.swp.tmp",
               folder / "notes" / f".report.{'a' * 32}.tmp"]  # write_atomic's pattern, but not in a store folder

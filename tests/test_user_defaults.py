@@ -76,16 +76,18 @@ def test_oof_records_only_the_extractors_it_used_and_warns_about_the_others(toy,
     assert sorted(recorded) == ["toymean", "toymse"]  # what predict will compute for a new pair
 
 
-def test_oof_points_runs_latest_at_the_last_run(tmp_path):
-    from blend.run import point_latest
+def test_oof_points_runs_latest_at_the_last_run(tmp_path, monkeypatch):
+    from blend.run import point_latest, run_target
 
+    monkeypatch.chdir(tmp_path)
     for name in ("first", "second"):
         (tmp_path / "runs" / name).mkdir(parents=True)
-        assert point_latest(tmp_path / "runs" / name) == tmp_path / "runs" / "latest"
+        target, latest = run_target(Path("runs") / name)
+        assert point_latest(target, latest) == Path("runs") / "latest"
         assert (tmp_path / "runs" / "latest").resolve() == (tmp_path / "runs" / name).resolve()
     real = tmp_path / "other" / "latest"
     real.mkdir(parents=True)
-    assert point_latest(tmp_path / "other" / "x") is None and real.is_dir() and not real.is_symlink()
+    assert point_latest(tmp_path / "other" / "x", real) is None and real.is_dir() and not real.is_symlink()
 
 
 # --- scoring without ceremony --------------------------------------------------------------------------

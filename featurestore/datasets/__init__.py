@@ -15,7 +15,10 @@ Every problem raises `SiqaError` naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import io
+import logging
 import math
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SiqaError
-from ..io import IMAGE_SUFFIXES, pair_key, sha256_file
+from ..io import IMAGE_SUFFIXES, open_regular, pair_key, read_bytes, sha256_file
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["pair_id", "split", "name", "ref_path", "dist_path", "ref_sha256", "dist_sha256", "label"]
 SPLITS = ("train", "val", "test")
@@ -121,11 +126,12 @@ def _find_child(folder: Path, name: str) -> Path | None:
 def _image_names(folder: Path) -> dict[str, Path]:
     """Images of a Ref/ or Dist/ folder by case-folded stem: a reference and its degraded image pair up
     by name whatever their extensions or capitalisation (`0001.png` with `0001.JPG`)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     stems: dict[str, Path] = {}
-    for p in files:
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
+        if not p.is_file():  # a FIFO, a device, a folder or a dangling link named as an image: refused, not skipped
+            open_regular(p).close()
         stem = p.stem.casefold()
         if stem in stems:
             raise SiqaError(f"{p}: duplicate image name (also {stems[stem].name})")
@@ -266,6 +272,15 @@ def _why_empty(sheet, row: int, column: int) -> str:
 # --- pairs table ------------------------------------------------------------------------------------
 
 MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none"}
+#: words that, in a label column's name, say the label grows with distortion (lower = better quality)
+LOWER_BETTER_WORDS = {"dmos", "distortion", "degradation", "difference", "diff", "error", "loss", "mse", "rmse",
+                      "artifacts", "artefacts", "impairment"}
+
+
+def says_lower_better(column: str) -> bool:
+    """Whether a label column named `column` (`DMOS`, `distortion_level`, ...) reads as lower = better."""
+    return any(word in LOWER_BETTER_WORDS for word in re.split(r"[^a-z0-9]+", str(column).lower()))
+
 
 
 def _load_table(path: Path, root: Path) -> PairTable:
@@ -274,16 +289,17 @@ def _load_table(path: Path, root: Path) -> PairTable:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise SiqaError(f"{path}: pairs table must be .csv or .parquet")
-    if path.stat().st_size == 0:
+    content = io.BytesIO(read_bytes(path))  # a FIFO or a device is refused there, not read forever
+    if not content.getbuffer().nbytes:
         raise SiqaError(f"{path}: unreadable table: empty file (0 bytes)")
     try:
         if suffix == ".csv":
             with warnings.catch_warnings():
                 # A row longer than the header would silently become an index or lose cells: refuse it.
                 warnings.simplefilter("error", pd.errors.ParserWarning)
-                df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
+                df = pd.read_csv(content, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
         else:
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(content)
     except Exception as exc:
         raise SiqaError(f"{path}: unreadable table ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
@@ -297,6 +313,9 @@ def _load_table(path: Path, root: Path) -> PairTable:
     names = {col: _name_column(path, df[col], col) for col in ("ref_name", "dist_name")}
     label_col = next((c for c in ("mos", "dmos", "score", "label") if c in df.columns), None)
     labels = _label_column(path, df[label_col], label_col) if label_col else np.full(len(df), math.nan)
+    if label_col and says_lower_better(label_col):
+        log.warning("%s: labels from column %r, where lower reads as better quality: pass --lower-better to "
+                    "`siqa oof` if so", path, label_col)
     split = df["split"].astype(str).str.lower().str.strip() if "split" in df.columns else pd.Series("train", index=df.index)
     bad_split = ~split.isin(SPLITS)
     if bad_split.any():
@@ -309,7 +328,7 @@ def _load_table(path: Path, root: Path) -> PairTable:
     ref_paths = [str(root / n) for n in names["ref_name"]]
     dist_paths = [str(root / n) for n in names["dist_name"]]
     for p in dict.fromkeys(ref_paths + dist_paths):
-        if not Path(p).is_file():
+        if not Path(p).exists() and not Path(p).is_symlink():  # what exists but is no regular file: refused when hashed
             raise SiqaError(f"{path}: image {p} listed but not found")
     hashes = _hash_all(ref_paths + dist_paths)
     out = pd.DataFrame({

@@ -187,7 +187,7 @@ def _both_forms(paths: list[Path]) -> list[str]:
 def _readable(root: Path, readable: Iterable[str | Path]) -> tuple[list[str], list[str]]:
     """(folders, files) `siqa sql` may read: the store, the runs registered as fit on it, and what the user
     named. Each as given (absolute) and with links resolved, since DuckDB checks the path it opens."""
-    folders, files = [root, *map(Path, FeatureStore(root).runs())], []
+    folders, files = [root, *FeatureStore(root).run_folders()], []
     for path in map(Path, readable):
         if not path.exists():
             raise SiqaError(f"{path}: no such file or folder (given to --allow-read)")

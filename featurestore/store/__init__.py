@@ -8,8 +8,11 @@ Layout under `root`:
                                         a log for the runtime a submission declares, not feature content
     features/<name>-v<ver>-<hash>/image/part-*.parquet    image-level columns keyed by `sha256`
     features/<name>-v<ver>-<hash>/pair/part-*.parquet     pair columns keyed by `pair_id`
-    runs.json                           absolute run folder -> feature folders it was fit on (`siqa oof`
-                                        registers each run; `siqa store gc` keeps those folders while the run exists)
+    siqa-store.json                     marks the folder as a store (`layout`): siqa refuses to write into a
+                                        folder that is not a store (a user's pairs.parquet is not one)
+    runs.json                           run id -> its folder and the feature folders it was fit on (`siqa oof`
+                                        registers each run before fitting; `siqa store gc` keeps those folders
+                                        while the run exists, following a moved run by its id: `featurestore.run_registry`)
     .lock                               held by the one process writing to the store
 
 Only missing keys are computed, and each batch of work lands as its own shard, so a killed run leaves
@@ -26,23 +29,16 @@ and the `Executor` interface a backend implements: `LocalExecutor` here, `featur
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from ..datasets import PairTable
 from ..extractors.base import Extractor, ImageExtractor
 from .execute import Executor, LocalExecutor, derive
-from .layout import IMAGE_KEY, PAIR_KEY, Catalog, arrow_schema, column_numpy, to_arrow
+from .layout import IMAGE_KEY, PAIR_KEY, Catalog, arrow_schema, column_numpy, is_store, to_arrow
 from .plan import plan
 from .summary import ExtractSummary
 
 __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "FeatureStore", "LocalExecutor",
            "arrow_schema", "column_numpy", "is_store", "to_arrow"]
-
-
-def is_store(folder: Path) -> bool:
-    """Whether `folder` is a feature store siqa wrote: its pair table and the writer lock every write takes
-    (a user's folder that merely holds a `pairs.parquet` is not one)."""
-    return (folder / "pairs.parquet").is_file() and (folder / ".lock").is_file()
 
 
 class FeatureStore(Catalog):
@@ -55,6 +51,7 @@ class FeatureStore(Catalog):
         t0 = time.perf_counter()
         executor = executor or LocalExecutor(decode_workers)
         summary = ExtractSummary(pairs=len(table))
+        self.check_store(create=True)
         with self.lock():
             self.check_writable()
             self.register_pairs(table, replace=replace)

@@ -1,5 +1,11 @@
-"""The store on disk: folder naming, the Arrow schema of shards, atomic writes, the writer lock, and the
-catalog files (pairs.parquet, views.json, timings.json).
+"""The store on disk: what marks a folder as a store, folder naming, the Arrow schema of shards, atomic
+writes, the writer lock, and the catalog files (pairs.parquet, views.json, timings.json, runs.json).
+
+A folder is a store when it holds `siqa-store.json`, written when siqa starts a store in a new or empty
+folder. A store of a siqa before that marker is one whose every entry is a name a store holds, with features/
+and a bookkeeping file of siqa's beside it (a pairs.parquet alone may be the user's own table); the marker is
+added to it.
+Any other folder is refused as a store before anything is written in it.
 
 Each write goes to a temporary name, is fsynced and renamed, so a reader sees a whole file or none and a
 killed writer leaves whole shards only; the temporary files of a killed writer are deleted by the next
@@ -25,10 +31,12 @@ from ..datasets import COLUMNS, PairTable
 from ..errors import SiqaError
 from ..extractors.base import IMAGE_KEY, PAIR_KEY, Column, Extractor
 from ..outputs import TEMP_NAME, write_file
+from .. import run_registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_KEY", "LEVEL_KEYS", "PAIR_KEY", "PAIRS_SCHEMA", "Catalog", "arrow_schema", "column_numpy", "to_arrow"]
+__all__ = ["IMAGE_KEY", "LEVEL_KEYS", "PAIR_KEY", "PAIRS_SCHEMA", "Catalog", "arrow_schema", "column_numpy", "is_store",
+           "to_arrow"]
 
 #: the key column of each level's shards
 LEVEL_KEYS = {"image": IMAGE_KEY, "pair": PAIR_KEY}
@@ -62,6 +70,28 @@ def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
 
 
+#: the file that makes a folder a feature store, and every name a store holds
+STORE_MARKER = "siqa-store.json"
+STORE_ENTRIES = {STORE_MARKER, "pairs.parquet", "views.json", "timings.json", "runs.json", "features", ".lock"}
+#: what a store of an older siqa holds beside features/ (`siqa predict` into a new store leaves only .lock)
+STORE_BOOKKEEPING = {"views.json", "timings.json", "runs.json", ".lock"}
+
+
+def _entries(folder: Path) -> list[str]:
+    """The names in `folder` but the temp files of killed writers."""
+    return sorted(p.name for p in folder.iterdir() if not TEMP_NAME.fullmatch(p.name)) if folder.is_dir() else []
+
+
+def is_store(folder: Path) -> bool:
+    """Whether `folder` is a feature store: it holds the marker, or it is a store of an older siqa (nothing but
+    a store's own names, features/ and a bookkeeping file among them). A user's folder that merely holds a
+    `pairs.parquet` is not one."""
+    if (folder / STORE_MARKER).is_file() and not (folder / STORE_MARKER).is_symlink():
+        return True
+    held = set(_entries(folder))
+    return held <= STORE_ENTRIES and "features" in held and bool(held & STORE_BOOKKEEPING)
+
+
 def write_atomic(write, path: Path) -> None:
     """`write(file)` into `path` through `featurestore.outputs.write_file`: a reader sees the old file or the
     new one, never a part; a kill leaves at most a temp file named `TEMP_NAME`."""
@@ -86,6 +116,25 @@ class Catalog:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+
+    # --- what makes a folder a store ---------------------------------------------------------------
+    def check_store(self, create: bool = False) -> None:
+        """Refuse a folder that is not a store (`is_store`); a store of an older siqa gets its marker.
+        `create`: a missing or empty folder becomes a store. Called before a command writes into the folder."""
+        if (self.root / STORE_MARKER).is_file() and not (self.root / STORE_MARKER).is_symlink():
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise SiqaError(f"{self.root}: cannot use as a feature store (not a folder); choose another --store")
+        if not self.root.exists() and not create:
+            raise SiqaError(f"{self.root}: no feature store here; run `siqa features` first")
+        held = _entries(self.root)
+        if not is_store(self.root) and (set(held) - {".lock"} or not create):
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+            raise SiqaError(f"{self.root}: not a siqa feature store (no {STORE_MARKER}"
+                            + (f"; it holds {shown}" if held else "") + "); siqa starts a store only in a new or "
+                            "empty folder - choose another --store")
+        text = json.dumps({"siqa_store": 1}).encode()
+        write_atomic(lambda fh: fh.write(text), self.root / STORE_MARKER)
 
     # --- paths and shards -----------------------------------------------------------------------
     @property
@@ -235,43 +284,53 @@ class Catalog:
     def runs_path(self) -> Path:
         return self.root / "runs.json"
 
-    def runs(self) -> dict[str, list[str]]:
-        """Absolute run folder -> the feature folders it was fit on (what `store gc` keeps)."""
-        try:
-            return json.loads(self.runs_path.read_text()) if self.runs_path.exists() else {}
-        except (OSError, ValueError) as exc:
-            raise SiqaError(f"{self.runs_path}: unreadable ({str(exc).splitlines()[0]}); `store gc` cannot tell "
-                            "which feature folders runs still use - fix or delete it") from None
+    def runs(self) -> dict[str, dict]:
+        """Run id -> {"path", "folders", "id"} of every run registered here (`featurestore.run_registry`)."""
+        return run_registry.read_runs(self.runs_path)
 
-    def register_run(self, run_dir: Path, folders: list[str]) -> None:
-        """Record that the run at `run_dir` reads `folders`, so `gc` keeps them while the run exists."""
+    def run_folders(self) -> list[Path]:
+        """The folder of every run registered here, where it was registered (`gc` follows moved ones)."""
+        return [Path(entry["path"]) for entry in self.runs().values()]
+
+    def register_run(self, run_dir: Path, run_id: str, folders: list[str], written: bool) -> None:
+        """Record that the run `run_id` at `run_dir` reads `folders`, so `gc` keeps them while the run exists
+        (called before fitting, under the run's lock, and again once it is `written`: then the run it replaced
+        at `run_dir` is forgotten). Refuses a folder that is not a store, a store that cannot be written, and
+        feature folders that are gone (a gc since they were read)."""
+        self.check_store()
+        run_dir = Path(run_dir).absolute()
         with self.lock():
+            gone = sorted(f for f in folders if not (self.root / "features" / f).is_dir())
+            if gone:
+                raise SiqaError(f"{self.root / 'features' / gone[0]}: gone since the features were read (a "
+                                f"`siqa store gc` meanwhile?); run `siqa oof` again")
             runs = self.runs()
-            runs[str(Path(run_dir).absolute())] = sorted(set(folders))
-            text = json.dumps(runs, indent=1, sort_keys=True).encode()
+            if written:
+                runs = {key: e for key, e in runs.items() if Path(e["path"]) != run_dir
+                        or run_registry.find_run(e["id"], run_dir) not in (None, run_dir)}
+            runs[run_id] = {"path": str(run_dir), "folders": list(folders), "id": run_id}
+            text = run_registry.runs_text(runs)
             write_atomic(lambda fh: fh.write(text), self.runs_path)
 
-    def stale_folders(self) -> list[Path]:
-        """Feature folders that neither a view nor an existing registered run uses."""
-        keep = {v["folder"] for v in self.views().values()}
-        keep.update(f for run, folders in self.runs().items() if Path(run).is_dir() for f in folders)
-        base = self.root / "features"
-        return [p for p in sorted(base.iterdir()) if p.is_dir() and p.name not in keep] if base.is_dir() else []
-
-    def gc(self, dry_run: bool = False, echo=print) -> list[Path]:
-        """Delete the stale feature folders (under the lock) and forget runs that are gone; returns them."""
+    def gc(self, dry_run: bool = False, echo=print, forget_missing: bool = False) -> list[Path]:
+        """Delete the feature folders that neither a view nor a registered run (found where it is now, see
+        `featurestore.run_registry`) uses, under the lock, and forget runs that are gone; returns the folders."""
         import shutil
 
+        self.check_store()
         with self.lock():
-            stale = self.stale_folders()
+            runs = self.runs()
+            alive = run_registry.locate_runs(runs, forget_missing)
+            keep = {v["folder"] for v in self.views().values()}
+            keep.update(f for entry in alive.values() for f in entry["folders"])
+            base = self.root / "features"
+            stale = [p for p in sorted(base.iterdir()) if p.is_dir() and p.name not in keep] if base.is_dir() else []
             for p in stale:
                 echo(("would remove " if dry_run else "removing ") + str(p))
                 if not dry_run:
                     shutil.rmtree(p)
-            runs = self.runs()
-            alive = {run: folders for run, folders in runs.items() if Path(run).is_dir()}
             if not dry_run and alive != runs:
-                text = json.dumps(alive, indent=1, sort_keys=True).encode()
+                text = run_registry.runs_text(alive)
                 write_atomic(lambda fh: fh.write(text), self.runs_path)
         return stale
 
