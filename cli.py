@@ -387,8 +387,8 @@ def explain(run_dir, split, ref, dist, pairs, out_dir, background, groups_only, 
         data, _ = predictor.features(_pair_table(ref, dist, pairs, allow_outside_root, "explain"), progress=not quiet)
     explanations = explain_pairs(predictor.run, data, predictor.compiled, store, background, training=training,
                                  per_feature=not groups_only, progress=not quiet)
-    path = write_explanations(out_dir, explanations, progress=not quiet)
-    click.echo(f"{len(explanations)} pair(s) explained -> {path}")
+    path = write_explanations(out_dir, [str(name) for name in data.names], explanations)
+    click.echo(f"{data.n_rows} pair(s) explained -> {path}")
 
 
 @app.command()

@@ -42,7 +42,7 @@ class FeatureRows:
     def __len__(self) -> int:
         return len(self.X)
 
-    def row(self, i: int) -> "FeatureRows":
+    def row(self, i: int) -> FeatureRows:
         return FeatureRows(self.X[i:i + 1], {b: v[i:i + 1] for b, v in self.dense.items()})
 
 

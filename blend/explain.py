@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from featurestore.config import build_extractors, extractor_settings
 from featurestore.errors import SiqaError
 from featurestore.io import DecodedPair
-from featurestore.config import build_extractors, extractor_settings
 from featurestore.semantic_map import SemanticMap, SemanticMapper, decoded_pair, patch_extractor
 from featurestore.weights import check_weights
 from tabular.data import TabularData
@@ -61,13 +62,12 @@ class RunExplainer:
     def __init__(self, run: Run, compiled=None, store=None, background: int = BACKGROUND_ROWS, seed: int = 0,
                  training: TabularData | None = None, per_feature: bool = True):
         """`training`: the run's data (read from its origin when not given), whose labelled rows give the background."""
-        pipeline = run.pipeline
-        self.columns = list(compiled.columns if compiled is not None else pipeline.columns)
-        self.blocks = list(compiled.blocks if compiled is not None else pipeline.blocks)
-        predict = compiled.predict if compiled is not None else self._pipeline_predict(pipeline)
+        program = compiled if compiled is not None else run.pipeline
+        self.columns, self.blocks = list(program.columns), list(program.blocks)
+        predict = compiled.predict if compiled is not None else self._pipeline_predict(run.pipeline)
         training = training if training is not None else TabularData.from_origin(run_origin(run, store))
         labelled = training.subset(training.labelled)
-        extractors = list((run.summary.get("extractors") or {}))
+        extractors = list(run.summary.get("extractors") or {})
         self.shapley = ShapleyExplainer(predict, self.columns, self.blocks,
                                         feature_groups(self.columns + self.blocks, extractors),
                                         spread_background(_rows(labelled, self.columns, self.blocks),
@@ -99,19 +99,18 @@ def run_mapper(run: Run) -> SemanticMapper:
 
 def explain(run: Run, data: TabularData, compiled=None, store=None, background: int = BACKGROUND_ROWS,
             training: TabularData | None = None, per_feature: bool = True, mapper: SemanticMapper | None = None,
-            progress: bool = True) -> list[Explanation]:
-    """Attribution and map of every row of `data` (store rows: they carry their images' paths)."""
+            progress: bool = True) -> Iterator[Explanation]:
+    """Attribution and map of every row of `data` (store rows: they carry their images' paths), one pair at a
+    time: a split of large images is never held decoded at once."""
     if data.pairs is None:
         raise SiqaError(f"{data.source}: explain needs the pairs' images; only a run fit on a feature store has them")
     mapper = mapper or run_mapper(run)
     check_weights(mapper.extractors())  # before any work: a missing OCR or network file is one line, not a traceback
     explainer = RunExplainer(run, compiled, store, background, training=training, per_feature=per_feature)
     attributions = explainer.attributions(data, progress)
-    out = []
     for i in tqdm(range(data.n_rows), desc="maps", unit="pair", disable=not progress):
         pair = decoded_pair(str(data.pairs["ref_path"].iloc[i]), str(data.pairs["dist_path"].iloc[i]))
-        out.append(Explanation(str(data.names[i]), pair, attributions[i], mapper.map(pair)))
-    return out
+        yield Explanation(str(data.names[i]), pair, attributions[i], mapper.map(pair))
 
 
 # --- pictures --------------------------------------------------------------------------------------------
@@ -173,13 +172,13 @@ def check_out(out_dir) -> None:
     check_target(Path(out_dir) / EXPLANATIONS_FILE)
 
 
-def write_explanations(out_dir, explanations: list[Explanation], progress: bool = True) -> Path:
-    """The folder layout of the module docstring; returns the path of explanations.json."""
+def write_explanations(out_dir, names: list[str], explanations: Iterator[Explanation]) -> Path:
+    """The folder layout of the module docstring for the pairs `names` (in the order `explanations` come, each
+    written as it comes); returns the path of explanations.json."""
     out_dir = Path(out_dir)
     check_out(out_dir)
     records = []
-    for item, stem in tqdm(list(zip(explanations, _file_stems([e.name for e in explanations]))),
-                           desc="writing maps", unit="pair", disable=not progress):
+    for item, stem in zip(explanations, _file_stems(names), strict=True):
         png, npy = f"{MAPS_DIR}/{stem}.png", f"{MAPS_DIR}/{stem}.npy"
         top = ", ".join(f"{g} {v:+.2f}" for g, v in item.attribution.top(TOP_ATTRIBUTIONS))
         title = f"{item.name}: score {item.attribution.score:.2f} = {item.attribution.baseline:.2f} (baseline) {top} ..."

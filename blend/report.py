@@ -604,8 +604,8 @@ def _worst_explanations(inputs: ReportInputs, worst: pd.DataFrame, progress: boo
     index = {pair_id: i for i, pair_id in enumerate(inputs.data.ids)}
     rows = inputs.data.subset(np.array([index[i] for i in worst["id"] if i in index], dtype=int))
     try:
-        explained = explain(inputs.run, rows, CompiledPipeline.load(RunFolder(inputs.run.path)),
-                            inputs.origin.get("root"), training=inputs.data, per_feature=False, progress=progress)
+        explained = list(explain(inputs.run, rows, CompiledPipeline.load(RunFolder(inputs.run.path)),
+                                 inputs.origin.get("root"), training=inputs.data, per_feature=False, progress=progress))
     except (SiqaError, RuntimeError, OSError) as exc:
         return {}, f"no maps: {exc}"
     return dict(zip(rows.ids, explained)), ""
