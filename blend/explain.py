@@ -132,8 +132,8 @@ def overlay_png(pair: DecodedPair, semantic: SemanticMap, title: str = "") -> by
     shown = axes[2].imshow(semantic.values, cmap="inferno", alpha=0.6, vmin=0.0, vmax=max(float(semantic.values.max()), 1e-6))
     x, y = semantic.peak
     axes[2].plot([x], [y], marker="+", color="cyan", markersize=14, markeredgewidth=2)
-    axes[2].set_title(f"meaning changed: peak ({x}, {y}), concentration {semantic.concentration:.2f}", fontsize=7)
-    figure.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.02)
+    axes[2].set_title(f"meaning changed\npeak ({x}, {y}), concentration {semantic.concentration:.2f}", fontsize=8)
+    figure.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
     for axis in axes:
         axis.set_axis_off()
     if title:
