@@ -325,10 +325,11 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_mis
         import pandas as pd
 
         from blend.explain import RunExplainer, top_columns
+        from blend.run import load_run
 
         data, _ = predictor.features(table, progress=not quiet)
-        attributions = RunExplainer(predictor.run, predictor.compiled, predictor.store,
-                                    per_feature=False).attributions(data, progress=not quiet)
+        attributions = RunExplainer(load_run(run_dir), predictor.store, per_feature=False).attributions(
+            data, progress=not quiet)
         scores = pd.concat([scores, top_columns(attributions)], axis=1)
     _emit_frame(scores, fmt, out, "predictions")
 
@@ -370,23 +371,24 @@ def explain(run_dir, split, ref, dist, pairs, out_dir, background, groups_only, 
     from siqa import load
 
     quiet = _quiet(quiet)
+    from blend.run import load_run, run_origin
+
     check_out(out_dir)
-    predictor = load(Path(run_dir), store)
+    predictor, run = load(Path(run_dir), store), load_run(run_dir)
     if split:
         if ref or dist or pairs:
             raise _usage("explain takes --split, or --pairs, or --ref/--dist, not several")
-        from blend.run import run_origin
         from tabular.data import TabularData
 
-        training = TabularData.from_origin(run_origin(predictor.run, store))
+        training = TabularData.from_origin(run_origin(run, store))
         data = training.subset(training.split == split)
         if not data.n_rows:
             raise SiqaError(f"{predictor.store}: no pair in split {split!r}")
     else:
         training = None
         data, _ = predictor.features(_pair_table(ref, dist, pairs, allow_outside_root, "explain"), progress=not quiet)
-    explanations = explain_pairs(predictor.run, data, predictor.compiled, store, background, training=training,
-                                 per_feature=not groups_only, progress=not quiet)
+    explanations = explain_pairs(run, data, store, background, training=training, per_feature=not groups_only,
+                                 progress=not quiet)
     path = write_explanations(out_dir, [str(name) for name in data.names], explanations)
     click.echo(f"{data.n_rows} pair(s) explained -> {path}")
 
@@ -400,16 +402,6 @@ def report(run_dir, store, quiet):
     from blend.report import write_report
 
     click.echo(f"report -> {write_report(Path(run_dir), progress=not _quiet(quiet), store=store)}")
-
-
-@app.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False))
-def trust(run_dir):
-    """Sign a run folder from someone else with your key, so submit/predict/report will load its models
-    (a run folder holds pickled models: trust only runs from people you trust)."""
-    from blend.runfolder import trust as sign_run
-
-    click.echo(f"{run_dir}: {sign_run(Path(run_dir))} file(s) signed with your key")
 
 
 @app.command()

@@ -11,12 +11,12 @@
 store it read (`blend.runfolder.run_store`; `store=` overrides); features come through that store, so any image or
 pair seen before is not computed again, and new features land in the store for next time.
 
-Two paths. A pair whose features the run's feature folders already hold (`featurestore.cached`) is scored by
-the run's compiled pipeline (`blend.compiled`: numpy programs of every member, written by `siqa oof`) with
-no model library imported and no extractor built: well under a second beyond Python's start-up. Any other
-pair, and every pair of a run without a compiled pipeline (a member that learns from the images, such as a
-fine-tuned vision-language model, has no export), goes through the full path: the extractors are built and
-their weights checked on first need, the pickled pipeline is loaded on first need, and both stay loaded.
+The run's pipeline is its compiled pipeline (`blend.compiled`: plain data, written by `siqa oof`). Two paths.
+A pair whose features the run's feature folders already hold (`featurestore.cached`) is scored with numpy
+alone, no model library imported and no extractor built: well under a second beyond Python's start-up. Any
+other pair, and every pair of a run with a member that reads the pair images (a fine-tuned vision-language
+model), goes through the full path: the extractors are built and their weights checked on first need, and
+stay loaded.
 The debug log says which path a call took. The new pairs are
 not added to the store's own pair table, which is the dataset `siqa oof` learns from: they are registered in a
 scratch store that shares the real store's feature shards (and its lock, so a concurrent `siqa features`
@@ -116,8 +116,8 @@ class Scored:
 
 
 class Predictor:
-    """A fitted run held in memory: its compiled pipeline for pairs the store holds, and, loaded on first need
-    and kept, the pickled pipeline and the extractors (their weights load on first use and stay loaded)."""
+    """A fitted run held in memory: its compiled pipeline, and, built on first need and kept, the extractors
+    (their weights load on first use and stay loaded)."""
 
     def __init__(self, run=DEFAULT_RUN, store=None, allow_missing: bool = False):
         from blend.compiled import CompiledPipeline
@@ -141,13 +141,6 @@ class Predictor:
         self.compiled = CompiledPipeline.load(folder)
         #: extractor -> the feature folder the run was fit on (what a cached pair is read from)
         self.folders = {name: entry["folder"] for name, entry in (self.summary.get("extractors") or {}).items()}
-
-    @cached_property
-    def run(self):
-        """The full run (`blend.run.Run`, its pipeline unpickled): for pairs the compiled pipeline cannot score."""
-        from blend.run import load_run
-
-        return load_run(self.path)
 
     @cached_property
     def extractors(self):
@@ -201,9 +194,8 @@ class Predictor:
         from featurestore.cached import cached_features
         from featurestore.io import pair_key
 
-        if self.compiled is None:
-            log.debug("%s: no compiled pipeline (a pool member has no export): scoring with the full pipeline",
-                      self.path)
+        if self.compiled.needs_pairs:
+            log.debug("%s: a pool member reads the pair images: scoring with the full path", self.path)
             return None
         features = cached_features(self.store, self.folders, [pair_key(r, d) for r, d in pairs])
         if features is None or any(c not in features for c in [*self.compiled.columns, *self.compiled.blocks]):
@@ -215,7 +207,7 @@ class Predictor:
         X = np.column_stack([features[c] for c in self.compiled.columns]) if self.compiled.columns else \
             np.empty((len(pairs), 0))
         log.debug("%s: every feature cached: scoring with the compiled pipeline", self.path)
-        return self.compiled.predict(np.where(np.isinf(X), np.nan, X), dense)
+        return self.compiled.score(np.where(np.isinf(X), np.nan, X), dense)
 
     @staticmethod
     def _as_path(x, folder: Path, what: str) -> str:
@@ -253,12 +245,12 @@ class Predictor:
         return out
 
     def _through_store(self, table, progress: bool, started: float):
-        """`predict_table` by the full path: missing features computed through a scratch store, then the
-        pickled pipeline (both loaded on first need)."""
+        """`predict_table` by the full path: missing features computed through a scratch store (the extractors
+        built on first need), then the compiled pipeline."""
         import pandas as pd
 
         data, summary = self.features(table, progress)
-        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": self.run.pipeline.predict(data)})
+        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": self.compiled.predict(data)})
         out.attrs["extract"] = summary
         out.attrs["seconds"] = time.perf_counter() - started
         return out

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import siqa  # noqa: E402
 from blend.explain import RunExplainer, run_mapper  # noqa: E402
+from blend.run import load_run  # noqa: E402
 from featurestore.datasets import PairTable  # noqa: E402
 from featurestore.semantic_map import decoded_pair  # noqa: E402
 
@@ -44,10 +45,10 @@ def main() -> None:
             Image.fromarray(image).save(path)
             return str(path)
 
-        model = siqa.load(args.run)
-        groups_only = RunExplainer(model.run, model.compiled, model.store, per_feature=False)
-        per_feature = RunExplainer(model.run, model.compiled, model.store, per_feature=True)
-        mapper = run_mapper(model.run)
+        model, run = siqa.load(args.run), load_run(args.run)
+        groups_only = RunExplainer(run, model.store, per_feature=False)
+        per_feature = RunExplainer(run, model.store, per_feature=True)
+        mapper = run_mapper(run)
         rows = []
         for i in range(args.pairs + 1):  # the first pair loads the models: not counted
             started = time.perf_counter()

@@ -56,37 +56,38 @@ def _rows(data: TabularData, columns: list[str], blocks: list[str]) -> FeatureRo
 
 
 class RunExplainer:
-    """Attributions of a run's scores. `compiled` is the run's compiled pipeline (`blend.compiled`), what
-    `siqa predict` scores with; without it the fitted pipeline is explained."""
+    """Attributions of a run's scores: of its compiled pipeline (`blend.compiled`), what `siqa predict` scores
+    with."""
 
-    def __init__(self, run: Run, compiled=None, store=None, background: int = BACKGROUND_ROWS, seed: int = 0,
+    def __init__(self, run: Run, store=None, background: int = BACKGROUND_ROWS, seed: int = 0,
                  training: TabularData | None = None, per_feature: bool = True):
         """`training`: the run's data (read from its origin when not given), whose labelled rows give the background."""
-        program = compiled if compiled is not None else run.pipeline
-        self.columns, self.blocks = list(program.columns), list(program.blocks)
-        predict = compiled.predict if compiled is not None else self._pipeline_predict(run.pipeline)
+        self.pipeline = run.pipeline
+        self.columns, self.blocks = list(self.pipeline.columns), list(self.pipeline.blocks)
         training = training if training is not None else TabularData.from_origin(run_origin(run, store))
         labelled = training.subset(training.labelled)
         extractors = list(run.summary.get("extractors") or {})
-        self.shapley = ShapleyExplainer(predict, self.columns, self.blocks,
-                                        feature_groups(self.columns + self.blocks, extractors),
-                                        spread_background(_rows(labelled, self.columns, self.blocks),
-                                                          labelled.target, background), seed=seed,
-                                        per_feature=per_feature)
+        self.background = spread_background(_rows(labelled, self.columns, self.blocks), labelled.target, background)
+        self.groups = feature_groups(self.columns + self.blocks, extractors)
+        self.seed, self.per_feature = seed, per_feature
 
-    def _pipeline_predict(self, pipeline):
-        def predict(X: np.ndarray, dense: dict[str, np.ndarray]) -> np.ndarray:
-            n = len(X)
-            data = TabularData(ids=np.arange(n), X=pd.DataFrame(X, columns=self.columns), y=np.full(n, np.nan),
-                               groups=np.zeros(n), split=np.full(n, "test"), names=np.arange(n).astype(str),
-                               dense=dense, source="explain")
-            return pipeline.predict(data)
+    def _explainer(self, pairs: pd.DataFrame | None) -> ShapleyExplainer:
+        """The explainer of one pair; a member that reads the images is given that pair's images for every hybrid
+        (the images are not a feature that can be swapped for a background pair's)."""
+        def score(X: np.ndarray, dense: dict[str, np.ndarray]) -> np.ndarray:
+            repeated = None if pairs is None else pairs.iloc[np.zeros(len(X), dtype=int)].set_axis(
+                pd.Index([f"hybrid{i}" for i in range(len(X))], name="pair_id"))
+            return self.pipeline.score(X, dense, repeated)
 
-        return predict
+        return ShapleyExplainer(score, self.columns, self.blocks, self.groups, self.background, seed=self.seed,
+                                per_feature=self.per_feature)
 
     def attributions(self, data: TabularData, progress: bool = True) -> list[Attribution]:
         rows = _rows(data, self.columns, self.blocks)
-        return [self.shapley.explain(rows.row(i))
+        images = data.pairs if self.pipeline.needs_pairs else None
+        if images is None and self.pipeline.needs_pairs:
+            raise SiqaError(f"{data.source}: a pool member of the run reads the pair images, which these rows lack")
+        return [self._explainer(None if images is None else images.iloc[[i]]).explain(rows.row(i))
                 for i in tqdm(range(len(rows)), desc="attributions", unit="pair", disable=not progress)]
 
 
@@ -97,7 +98,7 @@ def run_mapper(run: Run) -> SemanticMapper:
                                                                                       f"{run.path}/config.json"))))
 
 
-def explain(run: Run, data: TabularData, compiled=None, store=None, background: int = BACKGROUND_ROWS,
+def explain(run: Run, data: TabularData, store=None, background: int = BACKGROUND_ROWS,
             training: TabularData | None = None, per_feature: bool = True, mapper: SemanticMapper | None = None,
             progress: bool = True) -> Iterator[Explanation]:
     """Attribution and map of every row of `data` (store rows: they carry their images' paths), one pair at a
@@ -106,7 +107,7 @@ def explain(run: Run, data: TabularData, compiled=None, store=None, background: 
         raise SiqaError(f"{data.source}: explain needs the pairs' images; only a run fit on a feature store has them")
     mapper = mapper or run_mapper(run)
     check_weights(mapper.extractors())  # before any work: a missing OCR or network file is one line, not a traceback
-    explainer = RunExplainer(run, compiled, store, background, training=training, per_feature=per_feature)
+    explainer = RunExplainer(run, store, background, training=training, per_feature=per_feature)
     attributions = explainer.attributions(data, progress)
     for i in tqdm(range(data.n_rows), desc="maps", unit="pair", disable=not progress):
         pair = decoded_pair(str(data.pairs["ref_path"].iloc[i]), str(data.pairs["dist_path"].iloc[i]))

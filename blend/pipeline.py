@@ -76,11 +76,9 @@ class FittedPipeline:
     def predict(self, data: TabularData) -> np.ndarray:
         return self.predict_frame(data)["score"].to_numpy()
 
-    def export(self) -> dict | None:
-        """`predict` as plain data for `blend.compiled` (numpy only): the pool's export, the blend weights and
-        the calibrator's program; None when a pool member has no export."""
-        pool = self.pool_.export()
-        if pool is None:
-            return None
-        return {**pool, "blocks": dict(self.blocks), "weights": self.weights([name for name, _ in self.pool_.members_]),
-                "calibrator": self.calibrator_.export()}
+    def export(self) -> dict:
+        """`predict` as plain data for `blend.compiled`: the pool's export, the blend weights, the calibrator's
+        program and the label scale (offset, factor)."""
+        return {**self.pool_.export(), "blocks": dict(self.blocks),
+                "weights": self.weights([name for name, _ in self.pool_.members_]),
+                "calibrator": self.calibrator_.export(), "label_scale": [self.scale_.offset_, self.scale_.factor_]}

@@ -487,8 +487,8 @@ def split_scores(inputs: ReportInputs) -> tuple[dict[str, dict[str, np.ndarray]]
     """split -> {"label": ..., "prediction": ...}: train from out-of-fold, other splits from the fitted pipeline;
     and why other splits are missing, if they are."""
     # labels go through the run's affine label scale, so every split is on the scores' 0..5, higher = better
-    scale = inputs.run.pipeline.scale_
-    out = {"train": {"label": scale.transform(inputs.rows["target"].to_numpy()),
+    scale = inputs.run.pipeline.label_scale
+    out = {"train": {"label": scale(inputs.rows["target"].to_numpy()),
                      "prediction": inputs.rows[HEADLINE].to_numpy()}}
     data = inputs.data
     if data is None:
@@ -503,7 +503,7 @@ def split_scores(inputs: ReportInputs) -> tuple[dict[str, dict[str, np.ndarray]]
         for split in sorted(set(part.split), key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s)):
             mask = part.split == split
             target = part.target[mask]
-            out[split] = {"label": scale.transform(target[np.isfinite(target)]), "prediction": scores[mask]}
+            out[split] = {"label": scale(target[np.isfinite(target)]), "prediction": scores[mask]}
     return out, ""
 
 
@@ -595,17 +595,15 @@ def _thumbnail(path) -> np.ndarray | None:
 def _worst_explanations(inputs: ReportInputs, worst: pd.DataFrame, progress: bool) -> tuple[dict, str]:
     """{id: `blend.explain.Explanation`} of the worst pairs (the run's pipeline as it predicts, and the
     semantic difference map), and a note when they could not be made (no store rows, missing weights)."""
-    from .compiled import CompiledPipeline
     from .explain import explain
-    from .runfolder import RunFolder
 
     if inputs.data is None or inputs.data.pairs is None:
         return {}, "no maps: the run's pairs have no images in its source"
     index = {pair_id: i for i, pair_id in enumerate(inputs.data.ids)}
     rows = inputs.data.subset(np.array([index[i] for i in worst["id"] if i in index], dtype=int))
     try:
-        explained = list(explain(inputs.run, rows, CompiledPipeline.load(RunFolder(inputs.run.path)),
-                                 inputs.origin.get("root"), training=inputs.data, per_feature=False, progress=progress))
+        explained = list(explain(inputs.run, rows, inputs.origin.get("root"), training=inputs.data,
+                                 per_feature=False, progress=progress))
     except (SiqaError, RuntimeError, OSError) as exc:
         return {}, f"no maps: {exc}"
     return dict(zip(rows.ids, explained)), ""

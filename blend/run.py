@@ -41,15 +41,16 @@ Run folder layout:
   `tabular.compare`), `leaderboard_text` (printable), time; for a
   store run also `store` (its absolute path), `extractors` (name -> store folder and level, used ones
   only) and `warnings` (enabled extractors that gave the run no feature).
-- `models/pipeline.pkl`: the pickled `FittedPipeline` used by `predict`.
-- `models/inference.json` + `models/inference.npz`: the same pipeline as plain data (`blend.compiled`), what
-  `siqa predict` scores cached pairs with, numpy only; absent when a pool member has no export.
+- `models/inference.json` + `models/inference.npz`: the fitted pipeline as plain data (`blend.compiled`: numpy
+  programs of the dense-block Ridges, every member, the blend and the calibrator; for a member that reads the
+  pair images, its parameters and fitted numbers, its weights under `fits/`): the run's only model format, so
+  loading a run executes no code from it.
 - `fits/`: the `work_dir` of pool members that keep files (fine-tuned adapters, one folder per fit, keyed by
   what the fit learnt from). It survives reruns: a killed or repeated `siqa oof` reuses every fit that
   finished, and `siqa predict` loads the adapters of the final refit from here.
-- `siqa-run.json`: marks the folder as a siqa run and lists the hash of every file, signed with this user's
-  key (`blend.runfolder`): `load_run` unpickles nothing it has not verified against it. The folder is
-  written whole or not at all, one writer at a time; a non-empty folder that is not a run is refused.
+- `siqa-run.json`: marks the folder as a siqa run, with its id and the hash of every file (`blend.runfolder`):
+  `load_run` uses no byte it has not checked against it. The folder is written whole or not at all, one
+  writer at a time; a non-empty folder that is not a run is refused.
 
 Column handling: scalar columns that are constant or all-NaN over the labelled rows carry no signal and
 are dropped (listed in run.json as `dropped_columns`); other NaN values are imputed inside the models
@@ -61,7 +62,6 @@ import io
 import json
 import logging
 import os
-import pickle
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -88,10 +88,11 @@ log = logging.getLogger(__name__)
 
 HEADLINE = "blend_calibrated"
 FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
-PIPELINE_FILE = Path("models") / "pipeline.pkl"
 BOOTSTRAP_DRAWS = 200
 #: the largest label magnitude learnt from (any rating scale is far below; 1e300 overflows every statistic)
 LABEL_LIMIT = 1e12
+#: how far the written pipeline may score from the fitted one (torch members' float32 rounding is ~1e-6)
+COMPILED_TOLERANCE = 1e-4
 HEADLINE_METRICS = ("final", "final_std", "final_fold_mean", "final_low", "final_high", "srocc", "plcc", "krcc", "rmse")
 FITS_DIR = FITS
 
@@ -102,7 +103,7 @@ class Run:
     summary: dict
     config: dict
     leaderboard: pd.DataFrame
-    pipeline: FittedPipeline
+    pipeline: compiled.CompiledPipeline
 
     def oof(self) -> pd.DataFrame:
         return pd.read_parquet(self.path / "oof.parquet")
@@ -367,6 +368,8 @@ def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool,
         pipeline.fit(labelled, stacked, np.tile(target, repeats), np.tile(labelled.groups, repeats), scale, announce)
     seconds = {m: result.fit_seconds[m] + pipeline.pool_.fit_seconds_[m] for m in members}
     seconds["blend"] = seconds[HEADLINE] = result.blend_seconds + pipeline.blend_seconds_
+    exported = pipeline.export()  # the run's model format: refused here, before writing, if a member has none
+    compiled_gap = _compiled_gap(pipeline, exported, labelled, run_dir)
 
     oof = pd.concat([pd.DataFrame({
         "id": labelled.ids.astype(str), "group": labelled.groups.astype(str), "label": labelled.y,
@@ -415,29 +418,39 @@ def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool,
         "versus": versus,
         "leaderboard_text": _leaderboard_text(board, headline, notes) + "\n" + versus_text(versus)
         + (f"\n{result.plan.describe()}" if result.plan.time_limit is not None else ""),
+        "compiled_gap": compiled_gap,
         "seconds": round(time.perf_counter() - started, 2),
     }
     recorded, provenance = _store_provenance(data, config, columns)
     summary.update(provenance)
-    _write(run_dir, recorded, {**settings.model_dump(mode="json"), "repeats": repeats}, oof, board, summary, pipeline,
+    if compiled_gap is not None and compiled_gap > COMPILED_TOLERANCE:
+        summary["warnings"] = [*summary.get("warnings", []),
+                               f"the written pipeline scores the labelled pairs up to {compiled_gap:.2g} away from the "
+                               f"fitted one (more than {COMPILED_TOLERANCE:g}): please report this"]
+    _write(run_dir, recorded, {**settings.model_dump(mode="json"), "repeats": repeats}, oof, board, summary, exported,
            run_id)
     return summary
 
 
-def _write(run_dir: Path, config: dict, settings: dict, oof, board, summary, pipeline, run_id: str) -> None:
-    exported = pipeline.export()
+def _compiled_gap(pipeline: FittedPipeline, exported: dict, data: TabularData, run_dir: Path) -> float | None:
+    """The largest difference (0..5 scale) between the scores of the pipeline as written (`blend.compiled`) and
+    as fitted, on the labelled rows: a check that the data-only form is the model. None where a member reads
+    the pair images (the check would run it once more)."""
+    written = compiled.CompiledPipeline(exported, run_dir)
+    if written.needs_pairs:
+        return None
+    return float(np.max(np.abs(written.predict(data) - pipeline.predict(data)), initial=0.0))
 
+
+def _write(run_dir: Path, config: dict, settings: dict, oof, board, summary, exported: dict, run_id: str) -> None:
     def fill(folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps({"input": config, "tabular": settings}, indent=2,
                                                        sort_keys=True, default=str))
         oof.to_parquet(folder / "oof.parquet", index=False)
         board.to_csv(folder / "leaderboard.csv", index=False, float_format="%.6f")
         (folder / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-        (folder / PIPELINE_FILE.parent).mkdir()
-        with (folder / PIPELINE_FILE).open("wb") as handle:
-            pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        if exported is not None:
-            compiled.write(folder, exported)
+        (folder / compiled.INFERENCE_JSON.parent).mkdir()
+        compiled.write(folder, exported)
         fits = run_dir / FITS_DIR
         if fits.is_dir():  # the members' files, written while fitting: linked in, the old run keeps its own
             shutil.copytree(fits, folder / FITS_DIR, copy_function=os.link)
@@ -446,22 +459,13 @@ def _write(run_dir: Path, config: dict, settings: dict, oof, board, summary, pip
 
 
 def load_run(run_dir) -> Run:
-    """The run in `run_dir`, every file checked against its signed manifest before it is used."""
+    """The run in `run_dir`, every file checked against its manifest before it is used; data only (JSON, numpy
+    arrays, CSV, Parquet), so loading a run never executes code."""
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     texts = {name: folder.read(name) for name in ("run.json", "config.json", "leaderboard.csv")}
-    payload = folder.read(PIPELINE_FILE)
-    if not payload:
-        raise SiqaError(f"{run_dir / PIPELINE_FILE}: unreadable (empty); run `siqa oof` again")
-    try:
-        pipeline = pickle.loads(payload)
-    except (ImportError, AttributeError) as error:  # classes moved since the run was written
-        raise SiqaError(f"{run_dir / PIPELINE_FILE}: written by an older siqa layout ({error}); "
-                        f"run `siqa oof` again") from None
-    except (pickle.UnpicklingError, EOFError) as error:
-        raise SiqaError(f"{run_dir / PIPELINE_FILE}: unreadable ({error}); run `siqa oof` again") from None
     return Run(path=run_dir, summary=json.loads(texts["run.json"]), config=json.loads(texts["config.json"]),
-               leaderboard=pd.read_csv(io.BytesIO(texts["leaderboard.csv"])), pipeline=pipeline)
+               leaderboard=pd.read_csv(io.BytesIO(texts["leaderboard.csv"])), pipeline=compiled.CompiledPipeline.load(folder))
 
 
 def predict(run_dir, data: TabularData) -> np.ndarray:

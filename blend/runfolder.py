@@ -1,13 +1,13 @@
 """A run folder on disk: what marks it as a siqa run, how it is written whole or not at all, who may write
-it at a time, and how a reader knows the files it loads were written by this user's siqa.
+it at a time, and how a reader knows the files it loads are the ones the run wrote.
 
-- Marker and manifest: `siqa-run.json` = {"siqa_run": FORMAT, "run_id", "files": {relative path: sha256},
-  "signature"}. The run id (new for every write) is how a feature store's registry finds a run that was moved.
-  Every file below the folder (models/, fits/ with safetensors + JSON, ...) is listed. The signature is an
-  HMAC-SHA256 over the listed hashes with a per-user key (`$SIQA_KEY_FILE`, default ~/.config/siqa/key,
-  created 0600 on first use). A reader checks the signature, then reads each file it needs once, checks
-  its hash and only then uses those bytes (`RunFolder.read`), so a pickle from someone else, or one that
-  was changed, is never unpickled. `siqa trust --run DIR` signs a folder you decided to trust.
+- Marker and manifest: `siqa-run.json` = {"siqa_run": FORMAT, "run_id", "files": {relative path: sha256}}.
+  The run id (new for every write) is how a feature store's registry finds a run that was moved. Every file
+  below the folder (models/, fits/ with safetensors + JSON, ...) is listed. A reader reads each file it needs
+  once, checks its hash and only then uses those bytes (`RunFolder.read`): an integrity check, against a
+  damaged or half-copied run and a file changed by hand. It is not a signature, and needs none: a run holds
+  data only (JSON, numpy arrays, CSV, Parquet, safetensors; `blend.compiled`), so loading one - from anyone -
+  executes no code from it. Runs of an older siqa (FORMAT 1, pickled models) are refused: fit them again.
 - Refusal: a non-empty folder without `siqa-run.json` is not a run, whatever file names it holds (a user may
   have a run.json of their own; a run of a siqa older than the manifest is refused too); `write_run` refuses
   to replace it, and refuses a link as its target.
@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
 import json
 import os
-import secrets
 import shutil
-import stat
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -39,66 +36,18 @@ from pathlib import Path
 
 from featurestore.errors import SiqaError
 from featurestore.io import fsync_path, sha256_file
-from featurestore.run_registry import RUN_MARKER, manifest_run_id, run_lock_file
+from featurestore.run_registry import RUN_MARKER, run_lock_file
 
 MARKER = RUN_MARKER
-FORMAT = 1
+#: 2: data only (1: signed with a per-user key, models pickled)
+FORMAT = 2
 #: where pool members keep their files while fitting (`blend.run.FITS_DIR`): a folder holding only it is a
 #: run in the making
 FITS = "fits"
 
 
-def key_path() -> Path:
-    try:
-        return Path(os.environ.get("SIQA_KEY_FILE") or Path.home() / ".config" / "siqa" / "key")
-    except RuntimeError:  # no home folder to be found
-        raise SiqaError("no home folder for the siqa signing key; set SIQA_KEY_FILE to a file of your own") from None
-
-
-#: a key siqa writes is 64 hex digits; one shorter, or with few distinct characters, can be guessed
-KEY_LENGTH = 64
-KEY_DISTINCT = 10
-
-
-def user_key() -> bytes:
-    """This user's signing key, created (32 random bytes, hex, mode 0600) on first use. A key that others
-    may read, that another user owns, or that is short or repetitive (`/etc/machine-id`, "aaaa...") is
-    refused: whoever knows it can sign a run that is then unpickled."""
-    path = key_path()
-    try:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # created meanwhile by another siqa
-            else:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(secrets.token_hex(KEY_LENGTH // 2))
-        info = path.stat()
-        key = path.read_bytes().decode("ascii").strip()
-    except OSError as exc:
-        raise SiqaError(f"{path}: cannot read or create the siqa signing key ({exc.strerror or exc}); "
-                        f"set SIQA_KEY_FILE to a file of your own") from None
-    except UnicodeDecodeError:
-        key = ""  # binary: not a key siqa wrote
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise SiqaError(f"{path}: the siqa signing key must be a file of yours that only you can read "
-                        f"(chmod 600 {path}); not used")
-    if len(key) < KEY_LENGTH or len(set(key)) < KEY_DISTINCT:
-        raise SiqaError(f"{path}: not a siqa signing key (at least {KEY_LENGTH} random characters); delete it to "
-                        f"create a new one (runs signed with the old key then need `siqa trust`)")
-    return key.encode()
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _signature(files: dict[str, str], run_id: str | None) -> str:
-    signed = {"siqa_run": FORMAT, "files": files, **({"run_id": run_id} if run_id else {})}
-    message = json.dumps(signed, sort_keys=True).encode()
-    return hmac.new(user_key(), message, hashlib.sha256).hexdigest()
 
 
 def _listing(folder: Path) -> list[Path]:
@@ -110,10 +59,9 @@ def new_run_id() -> str:
 
 
 def sign(folder: Path, run_id: str) -> None:
-    """Write `siqa-run.json`: the run's id and the hash of every file below `folder`, signed with this user's key."""
+    """Write `siqa-run.json`: the run's id and the hash of every file below `folder`."""
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in _listing(folder)}
-    text = json.dumps({"siqa_run": FORMAT, "run_id": run_id, "files": files,
-                       "signature": _signature(files, run_id)}, indent=1, sort_keys=True)
+    text = json.dumps({"siqa_run": FORMAT, "run_id": run_id, "files": files}, indent=1, sort_keys=True)
     (folder / MARKER).write_text(text + "\n")
 
 
@@ -129,19 +77,19 @@ class RunFolder:
         marker = self.path / MARKER
         if not marker.is_file():
             raise SiqaError(f"{self.path}: not a complete run folder (no {MARKER}); run `siqa oof` first"
-                            + ("; a run of an older siqa: run `siqa oof` again, or `siqa trust --run "
-                               f"{self.path}` if you trust it" if (self.path / "run.json").is_file() else ""))
+                            + ("; a run of an older siqa: run `siqa oof` again" if (self.path / "run.json").is_file()
+                               else ""))
         try:
             manifest = json.loads(marker.read_text())
             self.files = {str(k): str(v) for k, v in manifest["files"].items()}
-            signature = str(manifest["signature"])
             self.run_id = str(manifest["run_id"]) if manifest.get("run_id") else None
+            written = manifest["siqa_run"]
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             raise SiqaError(f"{marker}: damaged run manifest; run `siqa oof` again") from None
-        if not hmac.compare_digest(signature, _signature(self.files, self.run_id)):
-            raise SiqaError(f"{self.path}: this run was not signed with your siqa key ({key_path()}), so its models "
-                            f"are not loaded (a run folder can carry code); if you trust who made it, run "
-                            f"`siqa trust --run {self.path}`")
+        if written != FORMAT:
+            raise SiqaError(f"{self.path}: a run of {'an older' if written == 1 else 'another'} siqa (run format "
+                            f"{written}, this siqa reads {FORMAT}: data only, no pickled models); fit it again with "
+                            f"`siqa oof`")
 
     def has(self, relative) -> bool:
         return Path(relative).as_posix() in self.files
@@ -155,10 +103,9 @@ class RunFolder:
             data = (self.path / name).read_bytes()
         except OSError as exc:
             raise SiqaError(f"{self.path / name}: unreadable ({exc.strerror or exc}); run `siqa oof` again") from None
-        if not hmac.compare_digest(_sha256(data), self.files[name]):
+        if _sha256(data) != self.files[name]:
             raise SiqaError(f"{self.path / name}: changed since the run was written (its hash differs from "
-                            f"{MARKER}); not loaded; run `siqa oof` again, or `siqa trust --run {self.path}` "
-                            f"if you trust the change")
+                            f"{MARKER}); not loaded; run `siqa oof` again")
         return data
 
 
@@ -177,16 +124,6 @@ def run_store(run_dir, override=None) -> Path:
         raise SiqaError(f"{run_dir}: this run was fit on the feature table {origin.get('path', '?')}, "
                         f"not on a feature store")
     return Path(summary.get("store") or origin["root"])
-
-
-def trust(path) -> int:
-    """Sign the run folder `path` as it is now with this user's key (keeping its id); returns the number of
-    files signed."""
-    path = Path(path)
-    if not path.is_dir() or not ((path / "run.json").is_file() or is_run(path)):
-        raise SiqaError(f"{path}: not a siqa run folder (no run.json); nothing to trust")
-    sign(path, manifest_run_id(path) or new_run_id())
-    return len(_listing(path))
 
 
 def check_target(run_dir: Path) -> None:

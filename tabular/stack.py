@@ -9,7 +9,6 @@ Predicting: meta-features from the Ridges refit on all training rows, then every
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from .meta import DenseMetaFeatures
 from .models import PoolModel
 from .settings import TabularSettings
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,21 +107,22 @@ class StackedPool:
             frame[name] = np.asarray(model.predict(inputs, **pairs), dtype=np.float64)
         return pd.DataFrame(frame)
 
-    def export(self) -> dict | None:
+    def export(self) -> dict:
         """`predict` as plain data: the scalar columns, the meta-feature programs (one per dense block, their
-        columns follow the scalars) and each member's `tabular.inference` program; None when a member has
-        no export (the run then predicts with the fitted objects)."""
+        columns follow the scalars) and each member as its `tabular.inference` program, or, for a member that
+        reads the pair images, its `state` (parameters, fitted attributes, its files under the plan's
+        `work_dir`). A member with neither is a SiqaError naming it: a run holds data only."""
         members = []
         for name, model in self.members_:
             try:
-                program = None if model.needs_pairs else model.export()
+                member = model.state(self.plan.work_dir) if model.needs_pairs else model.export()
             except ValueError as error:  # a fitted structure the export does not cover (the message says which)
-                log.warning("pool member %s: no library-free export (%s); the run predicts with the full pipeline",
-                            name, error)
-                program = None
-            if program is None:
-                return None
-            members.append([name, program])
+                raise SiqaError(f"pool member {name}: no data-only form ({error}); disable it in "
+                                f"[tabular.pool.{name}]") from None
+            if member is None:
+                raise SiqaError(f"pool member {name}: {type(model).__name__} has no export; disable it in "
+                                f"[tabular.pool.{name}]")
+            members.append([name, member])
         return {"columns": list(self.columns), "meta": [[block, program] for block, program in
                                                        (self.meta_.export() if self.blocks else {}).items()],
                 "members": members}

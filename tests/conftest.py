@@ -13,12 +13,6 @@ from PIL import Image
 # ../shared beside the repository; SIQA_SHARED_DIR points elsewhere (a git worktree sits one level deeper)
 SHARED = Path(os.environ.get("SIQA_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
 
-# Runs are signed with a per-user key (blend.runfolder); tests sign with their own, never the user's.
-if not os.environ.get("SIQA_KEY_FILE"):
-    import tempfile
-
-    os.environ["SIQA_KEY_FILE"] = str(Path(tempfile.mkdtemp(prefix="siqa-test-key-")) / "key")
-
 # Property tests explore new random examples on developer machines; CI replays a fixed sequence so that
 # a landing is never decided by which examples a run happened to draw.
 settings.register_profile("ci", derandomize=True)

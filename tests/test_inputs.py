@@ -10,7 +10,7 @@ from PIL import Image
 
 from blend import run as run_module
 from blend.run import load_run, run_oof
-from blend.runfolder import trust
+from blend.runfolder import sign
 from conftest import photo
 from blend.settings import settings_from
 from featurestore.datasets import load_pairs
@@ -107,15 +107,15 @@ def test_an_empty_pipeline_file_is_one_clear_line(tmp_path, capsys):
 
     run = tmp_path / "run"
     run_oof(_synthetic(dense=False), SMALL, run, progress=False)
-    (run / "models" / "pipeline.pkl").write_bytes(b"")
-    with pytest.raises(SiqaError, match=r"pipeline.pkl: changed since the run was written"):
+    (run / "models" / "inference.json").write_bytes(b"")
+    with pytest.raises(SiqaError, match=r"inference.json: changed since the run was written"):
         load_run(run)
-    trust(run)
-    with pytest.raises(SiqaError, match=r"pipeline.pkl: unreadable \(empty\); run `siqa oof` again"):
+    sign(run, "0" * 32)  # the manifest agrees with the empty file: the file itself is then what is wrong
+    with pytest.raises(SiqaError, match=r"inference.json: written by another siqa \(.*\); fit the run again"):
         load_run(run)
     with pytest.raises(SystemExit) as exit_:
         cli.main(["report", "--run", str(run), "--quiet"])
-    assert exit_.value.code not in (0, 130) and "unreadable (empty)" in capsys.readouterr().err
+    assert exit_.value.code not in (0, 130) and "written by another siqa" in capsys.readouterr().err
 
 
 def _scores_book(path, rows, edit=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blend.runfolder import trust
+from blend.runfolder import sign
 from blend.run import FIXED_COLUMNS, HEADLINE, load_run, predict, run_oof
 from blend.submission import read_submission, submit_run, write_submission
 from featurestore.errors import SiqaError
@@ -165,8 +165,8 @@ def test_a_feature_predictive_only_inside_training_folds_scores_nothing(tmp_path
     summary = run_oof(data, config, tmp_path / "run", progress=False)
     assert summary["final"] < 0.45
     # the same trees, scored on rows they were fit on, look excellent: that is the leak grouping prevents
-    trees = load_run(tmp_path / "run").pipeline.pool_
-    assert metrics.final(trees.predict(data)["extratrees"], y) > 0.9
+    trees = load_run(tmp_path / "run").pipeline.predict_frame(data)["extratrees"]
+    assert metrics.final(trees.to_numpy(), y) > 0.9
 
 
 def test_dense_meta_features_are_out_of_fold():
@@ -213,15 +213,17 @@ def test_unusable_data_is_a_clear_error(tmp_path):
         run_oof(_synthetic(dense=False), {"tabular": {"preset": "huge"}}, tmp_path / "run", progress=False)
 
 
-def test_a_pipeline_of_an_older_layout_is_a_clear_error(run, tmp_path):
+def test_programs_of_another_format_are_a_clear_error(run, tmp_path):
+    import json
     import shutil
 
     _, path, _ = run
     old = tmp_path / "old"
     shutil.copytree(path, old)
-    (old / "models" / "pipeline.pkl").write_bytes(b"ctabular.pipeline\nFittedPipeline\n.")  # the pre-blend home
-    trust(old)  # signed as trusted, so the pickle is read at all
-    with pytest.raises(SiqaError, match=r"pipeline.pkl: written by an older siqa layout"):
+    text = json.loads((old / "models" / "inference.json").read_text())
+    (old / "models" / "inference.json").write_text(json.dumps({**text, "format": 0}))
+    sign(old, "0" * 32)
+    with pytest.raises(SiqaError, match=r"inference.json: written by another siqa \(.*\); fit the run again"):
         load_run(old)
 
 

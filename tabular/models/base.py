@@ -24,6 +24,7 @@ evaluation unchanged.
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
 from typing import ClassVar
 
@@ -109,6 +110,33 @@ class PoolModel(RegressorMixin, BaseEstimator):
         """The fitted model as a `tabular.inference` program from the input matrix of `predict` to its
         output, equal to `predict` (tests/test_fast_predict.py); None when the model has none."""
         return None
+
+    #: fitted attributes that name the member's own files under its `work_dir` (a run's `fits/`): kept relative
+    #: to it in `state`, so a moved run still finds them
+    file_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def state(self, work_dir: str) -> dict:
+        """The fitted member as JSON data, for a member no `export` program can express (one that reads the pair
+        images and keeps its weights as files): registry name, constructor parameters, fitted attributes."""
+        import json
+
+        params = {k: v for k, v in self.get_params().items() if k != "work_dir"}
+        fitted = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        for key in self.file_attributes:
+            fitted[key] = os.path.relpath(fitted[key], work_dir)
+        state = {"model": self.name, "params": params, "fitted": fitted}
+        try:
+            return json.loads(json.dumps(state, allow_nan=False))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{self.name}: its fitted state is not plain data ({error})") from None
+
+    @classmethod
+    def from_state(cls, state: dict, work_dir: str) -> "PoolModel":
+        """The member `state` describes, its files under `work_dir`: built from data, no code is loaded."""
+        model = cls(**state["params"], **cls.runtime_parameters(1, work_dir))
+        for key, value in state["fitted"].items():
+            setattr(model, key, os.path.join(work_dir, value) if key in cls.file_attributes else value)
+        return model
 
     def describe(self) -> str:
         """What the fitted model chose from the data that a reader of the leaderboard should know (the

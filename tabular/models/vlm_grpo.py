@@ -51,6 +51,7 @@ def exact_match_rewards(completions, label, **_) -> list[float]:
 @POOL.register("vlm_grpo")
 class VlmGrpoRegressor(PoolModel):
     needs_pairs = True
+    file_attributes = ("fit_dir_",)
 
     def __init__(self, base_model: str = DEFAULT_MODEL, path: str = "", lora_rank: int = 64, lora_alpha: int = 128,
                  lora_dropout: float = 0.05, lora_targets: tuple[str, ...] = ("language",), lora_modules: str = "",

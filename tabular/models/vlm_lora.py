@@ -55,6 +55,7 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
 @POOL.register("vlm_lora")
 class VlmLoraRegressor(PoolModel):
     needs_pairs = True
+    file_attributes = ("fit_dir_",)
 
     def __init__(self, base_model: str = DEFAULT_MODEL, path: str = "", lora_rank: int = 64, lora_alpha: int = 128,
                  lora_dropout: float = 0.05, lora_targets: tuple[str, ...] = LORA_PARTS, lora_modules: str = "",
