@@ -292,13 +292,16 @@ def submit(run_dir, split, out, cpu, store, allow_missing, quiet):
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @click.option("--allow-missing", is_flag=True, help="score pairs some extractor failed on (counts warned)")
+@click.option("--explain", "with_explanation", is_flag=True,
+              help="add the three feature groups that moved each score most (attribution_1..3 and their values)")
 @_quiet_option
-def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_missing, quiet):
+def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_missing, with_explanation, quiet):
     """Score new pairs with a fitted run, computing missing features through the run's store."""
     from siqa import load
 
     quiet = _quiet(quiet)
-    if ref and dist and not pairs and not out and not Path(ref).is_dir() and not Path(dist).is_dir():
+    if ref and dist and not pairs and not out and not with_explanation and not Path(ref).is_dir() \
+            and not Path(dist).is_dir():
         # one score on stdout: no table (nor pandas) needed
         scored = load(Path(run_dir), store, allow_missing).score_files([(ref, dist)], progress=not quiet)
         if not quiet:
@@ -306,30 +309,88 @@ def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_mis
                        f"{scored.reused} reused from the store)", err=True)
         click.echo(f"{scored.scores[0]:.4f}")
         return
-    from featurestore.datasets import PairTable, folder_pairs, load_pairs
-
-    if pairs:
-        table = load_pairs(pairs, allow_outside_root=allow_outside_root)
-    elif ref and dist and Path(ref).is_dir() != Path(dist).is_dir():
-        raise _usage("--ref and --dist must both be image files or both be folders")
-    elif ref and dist:
-        rows = folder_pairs(ref, dist) if Path(ref).is_dir() else [(ref, dist)]
-        if not rows:
-            raise SiqaError(f"{dist}: no images")
-        table = PairTable.from_paths(rows, split="test")
-    else:
-        raise _usage("predict needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
+    table = _pair_table(ref, dist, pairs, allow_outside_root, "predict")
     fmt = _frame_format(out, None, option_hint="") if out else "csv"
     if out:
         from blend.outputs import check_target
 
         check_target(out)  # before scoring; written through blend.outputs.write_output
-    scores = load(Path(run_dir), store, allow_missing).predict_table(table, progress=not quiet)
+    predictor = load(Path(run_dir), store, allow_missing)
+    scores = predictor.predict_table(table, progress=not quiet)
     if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
         done = scores.attrs["extract"]
         click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
                    f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
+    if with_explanation:
+        import pandas as pd
+
+        from blend.explain import RunExplainer, top_columns
+        from blend.run import load_run
+
+        data, _ = predictor.features(table, progress=not quiet)
+        attributions = RunExplainer(load_run(run_dir), predictor.store, per_feature=False).attributions(
+            data, progress=not quiet)
+        scores = pd.concat([scores, top_columns(attributions)], axis=1)
     _emit_frame(scores, fmt, out, "predictions")
+
+
+def _pair_table(ref, dist, pairs, allow_outside_root: bool, command: str):
+    """The `PairTable` that --pairs, or --ref/--dist (two images or two folders paired by file name), name."""
+    from featurestore.datasets import PairTable, folder_pairs, load_pairs
+
+    if pairs:
+        return load_pairs(pairs, allow_outside_root=allow_outside_root)
+    if ref and dist and Path(ref).is_dir() != Path(dist).is_dir():
+        raise _usage("--ref and --dist must both be image files or both be folders")
+    if ref and dist:
+        rows = folder_pairs(ref, dist) if Path(ref).is_dir() else [(ref, dist)]
+        if not rows:
+            raise SiqaError(f"{dist}: no images")
+        return PairTable.from_paths(rows, split="test")
+    raise _usage(f"{command} needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
+
+
+@app.command()
+@_run_option
+@click.option("--split", default=None, help="explain every pair of this split of the run's store (train, val, test)")
+@click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
+@click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
+@click.option("--pairs", type=click.Path(), default=None, help="pairs table or SeIQA folder: explain every pair")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for explanations.json and maps/<pair>.png|.npy")
+@click.option("--background", type=click.IntRange(1), default=8, show_default=True,
+              help="labelled rows the attributions average over (each costs 2^groups scores per pair)")
+@click.option("--groups-only", is_flag=True,
+              help="attribute to feature groups only, not also to each feature (about 20x cheaper)")
+@click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
+@_quiet_option
+def explain(run_dir, split, ref, dist, pairs, out_dir, background, groups_only, allow_outside_root, store, quiet):
+    """Split each pair's score into baseline + one value per feature group, and map where its meaning changed."""
+    from blend.explain import check_out, explain as explain_pairs, write_explanations
+    from siqa import load
+
+    quiet = _quiet(quiet)
+    from blend.run import load_run, run_origin
+
+    check_out(out_dir)
+    predictor, run = load(Path(run_dir), store), load_run(run_dir)
+    if split:
+        if ref or dist or pairs:
+            raise _usage("explain takes --split, or --pairs, or --ref/--dist, not several")
+        from tabular.data import TabularData
+
+        training = TabularData.from_origin(run_origin(run, store))
+        data = training.subset(training.split == split)
+        if not data.n_rows:
+            raise SiqaError(f"{predictor.store}: no pair in split {split!r}")
+    else:
+        training = None
+        data, _ = predictor.features(_pair_table(ref, dist, pairs, allow_outside_root, "explain"), progress=not quiet)
+    explanations = explain_pairs(run, data, store, background, training=training, per_feature=not groups_only,
+                                 progress=not quiet)
+    path = write_explanations(out_dir, [str(name) for name in data.names], explanations)
+    click.echo(f"{data.n_rows} pair(s) explained -> {path}")
 
 
 @app.command()

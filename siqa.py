@@ -249,6 +249,15 @@ class Predictor:
         built on first need), then the compiled pipeline."""
         import pandas as pd
 
+        data, summary = self.features(table, progress)
+        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": self.compiled.predict(data)})
+        out.attrs["extract"] = summary
+        out.attrs["seconds"] = time.perf_counter() - started
+        return out
+
+    def features(self, table, progress: bool = True):
+        """(`TabularData` of every row of `table`, in its order and with its names, the store's `ExtractSummary`):
+        the run's features of each pair, the missing ones computed through a scratch store."""
         from blend.run import check_missing
         from featurestore.datasets import PairTable
         from featurestore.store import FeatureStore
@@ -273,11 +282,10 @@ class Predictor:
             data = TabularData.from_store(scratch.root)
         check_missing(data, np.ones(data.n_rows, dtype=bool), "pairs to score", self.allow_missing,
                       "score them with those features missing")
-        scores = pd.Series(self.compiled.predict(data), index=data.names)
-        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": scores.loc[scratch_df["name"]].to_numpy()})
-        out.attrs["extract"] = summary
-        out.attrs["seconds"] = time.perf_counter() - started
-        return out
+        order = {name: i for i, name in enumerate(data.names)}
+        data = data.subset(np.array([order[name] for name in scratch_df["name"]], dtype=int))
+        data.names = table.df["name"].to_numpy()
+        return data, summary
 
 
 def load(run=DEFAULT_RUN, store=None, allow_missing: bool = False) -> Predictor:

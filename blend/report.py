@@ -11,7 +11,8 @@ What it shows, all from out-of-fold data (the honest view):
   the pool) and scored on the held-out fold;
 - per split, histograms of labels and scores (train: out-of-fold; val/test: the run's fitted pipeline);
 - Final per distortion (where the data names one) and per reference group;
-- the worst-predicted pairs (largest distance from the fitted line), as reference | degraded thumbnails;
+- the worst-predicted pairs (largest distance from the fitted line), as reference | degraded | semantic difference map
+  (`blend.explain`) with the top three feature-group attributions of the pair's score;
 - tables: SROCC per degradation type of the headline and of the baseline metrics as they are (PSNR, SSIM, LPIPS,
   DISTS, where the store has them), cost per extractor (the store's timings.json), provenance (config,
   extractors and versions, wall times, machine), and a warning when the headline loses to one of its members.
@@ -591,17 +592,35 @@ def _thumbnail(path) -> np.ndarray | None:
     return np.asarray(img)
 
 
+def _worst_explanations(inputs: ReportInputs, worst: pd.DataFrame, progress: bool) -> tuple[dict, str]:
+    """{id: `blend.explain.Explanation`} of the worst pairs (the run's pipeline as it predicts, and the
+    semantic difference map), and a note when they could not be made (no store rows, missing weights)."""
+    from .explain import explain
+
+    if inputs.data is None or inputs.data.pairs is None:
+        return {}, "no maps: the run's pairs have no images in its source"
+    index = {pair_id: i for i, pair_id in enumerate(inputs.data.ids)}
+    rows = inputs.data.subset(np.array([index[i] for i in worst["id"] if i in index], dtype=int))
+    try:
+        explained = list(explain(inputs.run, rows, inputs.origin.get("root"), training=inputs.data,
+                                 per_feature=False, progress=progress))
+    except (SiqaError, RuntimeError, OSError) as exc:
+        return {}, f"no maps: {exc}"
+    return dict(zip(rows.ids, explained)), ""
+
+
 def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:
     worst = worst_pairs(inputs.rows)
     if not ({"ref_path", "dist_path"} <= set(worst.columns) and worst["dist_path"].notna().any()):
         raise SectionSkipped("Thumbnails of the worst pairs left out: the run's source has no image paths.")
-    # two pairs per row: reference | degraded | reference | degraded
-    nrows = math.ceil(len(worst) / 2)
+    explanations, problem = _worst_explanations(inputs, worst, progress)
+    # one pair per row: reference | degraded | where its meaning changed, with the top attributions
     distortion = next((c for c in DISTORTION_COLUMNS if c in worst.columns and worst[c].notna().any()), None)
-    fig = _figure(12.8, 2.4 * nrows)
+    fig = _figure(12.8, 2.9 * len(worst))
     for i, row in enumerate(worst.itertuples()):
+        explained = explanations.get(row.id)
         for j, path in enumerate((row.ref_path, row.dist_path)):
-            ax = fig.add_subplot(nrows, 4, 2 * i + j + 1)
+            ax = fig.add_subplot(len(worst), 3, 3 * i + j + 1)
             ax.set_axis_off()
             image = _thumbnail(path) if isinstance(path, str) else None
             if image is None:
@@ -614,10 +633,25 @@ def plot_worst(inputs: ReportInputs, progress: bool = False) -> Plot:
             else:
                 ax.set_title(f"label {row.label:.2f} | predicted {row.prediction:.2f} | residual {row.residual:+.2f}",
                              fontsize=8, loc="left")
+        ax = fig.add_subplot(len(worst), 3, 3 * i + 3)
+        ax.set_axis_off()
+        if explained is None:
+            ax.text(0.5, 0.5, problem or "no map", ha="center", va="center", fontsize=7, wrap=True)
+            continue
+        ax.imshow(explained.pair.dist.rgb)
+        ax.imshow(explained.map.values, cmap="inferno", alpha=0.6, vmin=0.0,
+                  vmax=max(float(explained.map.values.max()), 1e-6))
+        ax.plot(*explained.map.peak, marker="+", color="cyan", markersize=12, markeredgewidth=2)
+        a = explained.attribution
+        top = ", ".join(f"{group} {value:+.2f}" for group, value in a.top(3))
+        ax.set_title(f"score {a.score:.2f} = {a.baseline:.2f} {top} ...", fontsize=7, loc="left")
     return Plot("worst_pairs", f"The {len(worst)} worst-predicted pairs",
-                "Reference | degraded, sorted by distance from the least-squares line of the scatter plot "
-                "(out-of-fold calibrated blend); residual = label - line, so > 0 means the pair was scored too "
-                "low.", _png(fig))
+                "Reference | degraded | where the meaning changed (`siqa explain`'s semantic difference map, peak "
+                "marked), sorted by distance from the least-squares line of the scatter plot (out-of-fold calibrated "
+                "blend); residual = label - line, so > 0 means the pair was scored too low. Above each map: the "
+                "fitted run's score of the pair split into a baseline and the three feature groups that moved it "
+                "most (exact Shapley values; the refit pipeline's score, not the out-of-fold prediction)."
+                + (f" ({problem})" if problem else ""), _png(fig))
 
 
 # --- html ---------------------------------------------------------------------------------------------

@@ -194,3 +194,22 @@ def test_text_and_face_edits_only_where_the_reference_has_that_content(demo):
         assert any(p.sign for p in in_split) and any(p.face_box or p.portrait for p in in_split), split
     for row in _meta(out):
         assert DEGRADATIONS[row["degradation"]].applies_to(photos[row["reference"]]), row
+
+
+def test_localized_edits_record_the_box_they_changed_and_nothing_outside_it(demo):
+    out, _ = demo
+    for row in _meta(out):
+        box = [row[c] for c in ("box_x0", "box_y0", "box_x1", "box_y1")]
+        if not DEGRADATIONS[row["degradation"]].localized:
+            assert box == [""] * 4, row
+            continue
+        x0, y0, x1, y1 = (int(v) for v in box)
+        split = row["split"].capitalize()
+        ref = np.asarray(Image.open(out / split / "Ref" / row["name"]).convert("RGB"))
+        dist = np.asarray(Image.open(out / split / "Dist" / row["name"]).convert("RGB"))
+        assert 0 <= x0 < x1 <= ref.shape[1] and 0 <= y0 < y1 <= ref.shape[0], row
+        changed = np.any(ref != dist, axis=-1)
+        changed[y0:y1, x0:x1] = False
+        assert not changed.any(), row
+        # the box is tight: an edit covers a part of the image, not all of it
+        assert (x1 - x0) * (y1 - y0) < 0.8 * ref.shape[0] * ref.shape[1], row

@@ -40,7 +40,10 @@ than a photometric one even where its pixel error is smaller. Levels grow the af
 all of the words) or the strength (blur sigma, noise std, JPEG quality, hue rotation, face blend), so the
 score falls monotonically with the level.
 Train labels are these integers 0..5; `demo_meta.csv` at the dataset root lists every pair's reference
-photo, degradation, level and rule score, including Val and Test, for transparency.
+photo, degradation, level and rule score, including Val and Test, for transparency, and for a localized edit
+(object, text and face edits) the box of the pixels it changed in the degraded image (`box_x0, box_y0, box_x1,
+box_y1`, exclusive end; empty for blur, noise, JPEG and patch shuffles, which touch the whole image): the known
+answer an explanation's map is checked against.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ from . import SEIQA_DIRS
 LEVELS = (1, 2, 3)
 BASE_DAMAGE = {"photometric": -1, "attribute": 1, "layout": 1, "object": 2}
 META_FILE = "demo_meta.csv"
+#: where a localized edit landed in the degraded image, in pixels (exclusive end); empty for whole-image ones
+BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 # Spatial parameters are tuned at 256 px and scale with `size`, so a bigger demo degrades alike.
 REFERENCE_SIZE = 256
 
@@ -180,6 +185,7 @@ class Degradation:
     kind: str
     apply: Callable[[Scene, int, np.random.Generator], np.ndarray]
     needs: str = ""  # "sign" or "face": applies only to references with that content
+    localized: bool = False  # edits one place (an object, a sign, a face), not the whole image
 
     def applies_to(self, photo: DemoPhoto) -> bool:
         return {"": True, "sign": photo.sign is not None,
@@ -192,14 +198,15 @@ class Degradation:
 DEGRADATIONS: dict[str, Degradation] = {}
 
 
-def degradation(name: str, kind: str, needs: str = ""):
+def degradation(name: str, kind: str, needs: str = "", localized: bool = False):
     """Register `fn(scene, level, rng) -> HxWx3 uint8` under `name`; `kind` sets its label cost, `needs`
-    the content ("sign", "face") a reference must have for it."""
+    the content ("sign", "face") a reference must have for it, `localized` whether it edits one place (its
+    box is then recorded in `demo_meta.csv`)."""
     if kind not in BASE_DAMAGE:
         raise ValueError(f"unknown degradation kind {kind!r}")
 
     def register(fn):
-        DEGRADATIONS[name] = Degradation(name, kind, fn, needs)
+        DEGRADATIONS[name] = Degradation(name, kind, fn, needs, localized)
         return fn
 
     return register
@@ -261,7 +268,7 @@ def _sub_box(scene: Scene, level: int, rng: np.random.Generator) -> tuple[int, i
     return left, y0, left + width, y1
 
 
-@degradation("object_removed", "object")
+@degradation("object_removed", "object", localized=True)
 def object_removed(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     x0, y0, x1, y1 = _sub_box(scene, level, rng)
     hole = np.zeros(scene.rgb.shape[:2], dtype=bool)
@@ -272,7 +279,7 @@ def object_removed(scene: Scene, level: int, rng: np.random.Generator) -> np.nda
     return _to_uint8(filled + grain)
 
 
-@degradation("object_pasted", "object")
+@degradation("object_pasted", "object", localized=True)
 def object_pasted(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     if scene.donor is None:
         raise ValueError("object_pasted needs a donor photo")
@@ -312,7 +319,7 @@ def patch_shuffle(scene: Scene, level: int, rng: np.random.Generator) -> np.ndar
     return out
 
 
-@degradation("object_recolour", "attribute")
+@degradation("object_recolour", "attribute", localized=True)
 def object_recolour(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     x0, y0, x1, y1 = scene.box
     yy, xx = np.mgrid[: scene.rgb.shape[0], : scene.rgb.shape[1]]
@@ -375,7 +382,7 @@ def _chosen_words(layout: SignLayout, level: int, rng: np.random.Generator) -> l
     return sorted(int(i) for i in rng.permutation(len(layout.words))[:count])
 
 
-@degradation("text_blurred", "attribute", needs="sign")
+@degradation("text_blurred", "attribute", needs="sign", localized=True)
 def text_blurred(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     x0, y0, x1, y1 = scene.sign.plate_box
     sigma = (1.2, 2.0, 3.2)[level - 1] * scene.scale
@@ -384,13 +391,13 @@ def text_blurred(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarr
     return _to_uint8(out)
 
 
-@degradation("text_erased", "object", needs="sign")
+@degradation("text_erased", "object", needs="sign", localized=True)
 def text_erased(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     erased = set(_chosen_words(scene.sign, level, rng))
     return draw_sign(scene.rgb, scene.sign, tuple("" if i in erased else w for i, w in enumerate(scene.sign.words)))
 
 
-@degradation("text_changed", "object", needs="sign")
+@degradation("text_changed", "object", needs="sign", localized=True)
 def text_changed(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     changed = set(_chosen_words(scene.sign, level, rng))
     words = list(scene.sign.words)
@@ -409,7 +416,7 @@ def _face_mask(scene: Scene) -> tuple[tuple[int, int, int, int], np.ndarray]:
     return scene.face, ndimage.gaussian_filter((inside <= 1.1).astype(np.float64), 1.5 * scene.scale)[..., None]
 
 
-@degradation("face_blurred", "attribute", needs="face")
+@degradation("face_blurred", "attribute", needs="face", localized=True)
 def face_blurred(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     (x0, y0, x1, y1), mask = _face_mask(scene)
     sigma = (0.05, 0.09, 0.15)[level - 1] * (x1 - x0)
@@ -417,7 +424,7 @@ def face_blurred(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarr
     return _to_uint8(mask * blurred + (1 - mask) * scene.rgb)
 
 
-@degradation("face_swapped", "object", needs="face")
+@degradation("face_swapped", "object", needs="face", localized=True)
 def face_swapped(scene: Scene, level: int, rng: np.random.Generator) -> np.ndarray:
     if scene.donor_face is None:
         raise ValueError("face_swapped needs a donor face")
@@ -526,6 +533,15 @@ def _hang_portrait(rgb: np.ndarray, index: int, place: tuple[float, float, float
     return out, (x0 + border, y0 + border, x0 + border + inner, y0 + border + inner)
 
 
+def edited_box(reference: np.ndarray, edited: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), exclusive end, of the pixels an edit changed: exactly where it landed, whatever
+    random offset or soft mask edge it drew."""
+    rows, cols = np.nonzero(np.any(reference != edited, axis=-1))
+    if not len(rows):
+        raise ValueError("the edit changed no pixel")
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+
 def _png_bytes(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
@@ -577,11 +593,14 @@ def make_demo_dataset(
             (out / SEIQA_DIRS[split] / "Ref").mkdir(parents=True)
             (out / SEIQA_DIRS[split] / "Dist").mkdir(parents=True)
 
+    boxes = {}
     for index, pair in enumerate(tqdm(plan, desc="demo pairs", unit="pair", disable=not progress)):
         rng = np.random.default_rng([seed, len(SEIQA_DIRS) + index])
         donor_face = lfw_face(int(rng.choice(FACE_DONORS[pair.split])))
         scene = dataclasses.replace(scenes[pair.photo], donor=scenes[pair.donor], donor_face=donor_face)
         distorted = DEGRADATIONS[pair.degradation].apply(scene, pair.level, rng)
+        if DEGRADATIONS[pair.degradation].localized:
+            boxes[pair.name] = edited_box(scene.rgb, distorted)
         folder = out / SEIQA_DIRS[pair.split]
         (folder / "Ref" / pair.name).write_bytes(reference_png[pair.photo])
         (folder / "Dist" / pair.name).write_bytes(_png_bytes(distorted))
@@ -590,11 +609,12 @@ def make_demo_dataset(
     write_scores_xlsx(out / "Train" / "Train_scores.xlsx", [(pair.name, pair.score) for pair in train])
     with open(out / META_FILE, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["name", "split", "reference", "donor", "degradation", "kind", "level", "score"])
+        writer.writerow(["name", "split", "reference", "donor", "degradation", "kind", "level", "score", *BOX_COLUMNS])
         for pair in plan:
             kind = DEGRADATIONS[pair.degradation].kind
             donor = pair.donor if pair.degradation == "object_pasted" else ""
-            writer.writerow([pair.name, pair.split, pair.photo, donor, pair.degradation, kind, pair.level, pair.score])
+            writer.writerow([pair.name, pair.split, pair.photo, donor, pair.degradation, kind, pair.level, pair.score,
+                             *boxes.get(pair.name, ("",) * len(BOX_COLUMNS))])
 
     return {
         "out": str(out),
