@@ -287,17 +287,44 @@ def submit(run_dir, split, out, cpu, store, allow_missing, quiet):
 @click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
 @click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
 @click.option("--pairs", type=click.Path(), default=None, help="pairs table or SeIQA folder: predict every pair")
+@click.option("--table", type=click.Path(dir_okay=False), default=None,
+              help="feature table (CSV/Parquet) with the columns a `siqa oof --table` run was fit on: predict every "
+                   "row, keeping its columns")
+@click.option("--with-features", is_flag=True, help="also output the features the prediction used")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="write the scores here (.csv, .json or .parquet; default: stdout as CSV)")
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @click.option("--allow-missing", is_flag=True, help="score pairs some extractor failed on (counts warned)")
 @_quiet_option
-def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_missing, quiet):
-    """Score new pairs with a fitted run, computing missing features through the run's store."""
+def predict(run_dir, ref, dist, pairs, table, with_features, out, allow_outside_root, store, allow_missing, quiet):
+    """Score new pairs with a fitted run, computing missing features through the run's store; or, with
+    --table, the rows of a feature table. Predictions are in the run's label units and orientation; the run's
+    basis (rows, label source, CV Final) is printed once on stderr, and each row carries flags (`flagged`,
+    `outside_range`: how far its furthest feature lies outside what the run was fit on, in widths of that range)."""
     from siqa import load
 
     quiet = _quiet(quiet)
+    if table:
+        if ref or dist or pairs:
+            raise _usage("--table scores rows of features: give it without --ref, --dist and --pairs")
+        from tabular.data import read_table
+
+        fmt = _frame_format(out, None, option_hint="") if out else "csv"
+        if out:
+            from blend.outputs import check_target
+
+            check_target(out)
+        predictor = load(Path(run_dir), store, allow_missing)
+        if not quiet:
+            click.echo(predictor.basis(), err=True)
+        rows = predictor.predict(read_table(table), with_features=with_features, source=table)
+        if not quiet and rows["flagged"].any():
+            click.echo(f"siqa: warning: {int(rows['flagged'].sum())} of {len(rows)} row(s) have features outside "
+                       f"the range the run was fit on (column outside_range: how far, in widths of that range)",
+                       err=True)
+        _emit_frame(rows, fmt, out, "predictions")
+        return
     if ref and dist and not pairs and not out and not Path(ref).is_dir() and not Path(dist).is_dir():
         # one score on stdout: no table (nor pandas) needed
         scored = load(Path(run_dir), store, allow_missing).score_files([(ref, dist)], progress=not quiet)

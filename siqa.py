@@ -129,18 +129,79 @@ class Predictor:
         folder = RunFolder(run)
         self.summary = json.loads(folder.read("run.json"))
         self.config = json.loads(folder.read("config.json"))
-        origin = self.summary["source"].get("origin") or {}
-        if origin.get("kind") != "store":
-            raise SiqaError(f"{run}: this run was fit on the feature table {origin.get('path', '?')}, not on "
-                            f"image features; only a run fit on a feature store can score images")
-        self.store = run_store(run, store)
-        enabled = [name for name, table in ((self.config.get("input") or {}).get("extractors") or {}).items()
-                   if (table or {}).get("enabled", True)]
-        if not enabled:
-            raise SiqaError(f"{run}/config.json: the run's config enables no extractor")
+        self.origin = self.summary["source"].get("origin") or {}
         self.compiled = CompiledPipeline.load(folder)
+        #: the feature store images are scored through; None for a run fit on a feature table (`predict` only)
+        self.store = None
+        if self.from_images:
+            self.store = run_store(run, store)
+            enabled = [name for name, table in ((self.config.get("input") or {}).get("extractors") or {}).items()
+                       if (table or {}).get("enabled", True)]
+            if not enabled:
+                raise SiqaError(f"{run}/config.json: the run's config enables no extractor")
         #: extractor -> the feature folder the run was fit on (what a cached pair is read from)
         self.folders = {name: entry["folder"] for name, entry in (self.summary.get("extractors") or {}).items()}
+
+    @property
+    def from_images(self) -> bool:
+        """Whether the run was fit on a feature store (it scores images) rather than on a feature table."""
+        return self.origin.get("kind") == "store"
+
+    def basis(self) -> str:
+        """What the run's predictions rest on, in one line: rows, label source, CV Final with its interval."""
+        summary, origin = self.summary, self.origin
+        label = origin.get("label") or "label"
+        orientation = "higher" if self.compiled.higher_better else "lower"
+        source = origin.get("path") or origin.get("root") or summary["source"].get("source", "?")
+        sizes = summary.get("image_sizes")
+        shown = f"; images {sizes['text']}" if sizes else ""
+        return (f"basis: {self.path} was fit on {summary['n_rows']} labelled rows in {summary['n_groups']} reference "
+                f"groups of {source} (label {label}, {orientation} = better; predictions in its units{shown}); "
+                f"CV Final {summary['final']:.4f}, 95% group-bootstrap interval [{summary['final_low']:.4f}, "
+                f"{summary['final_high']:.4f}]")
+
+    @property
+    def prediction_column(self) -> str:
+        """The column that holds the run's prediction: `score` for a store run, `predicted_<label>` for a run
+        fit on a feature table (in that label's units and orientation)."""
+        return "score" if self.from_images else f"predicted_{self.origin.get('label', 'label')}"
+
+    def _images_only(self) -> None:
+        if not self.from_images:
+            raise SiqaError(f"{self.path}: this run was fit on the feature table {self.origin.get('path', '?')}, not "
+                            f"on image features, so it scores rows of features, not images: `siqa predict --table "
+                            f"FILE` or `siqa.load(run).predict(frame)`")
+
+    def predict(self, frame, with_features: bool = False, source: str = "predict"):
+        """Every row of `frame` (a pandas DataFrame holding the run's feature columns, by name) with the run's
+        prediction in the label's units and orientation (`prediction_column`) and the range flags (`flagged`).
+        A feature the run was fit on that `frame` lacks is refused by name; other columns are kept as they are.
+        `source` names the frame in errors (`siqa predict --table` passes the file)."""
+        from tabular.data import feature_matrix
+
+        compiled = self.compiled
+        if compiled.blocks or compiled.needs_pairs:
+            raise SiqaError(f"{self.path}: the run reads dense features or the pair images, which a table of "
+                            f"scalars does not hold: score image pairs (`score`, `predict_table`)")
+        X = feature_matrix(frame, compiled.columns, source)
+        return self._flagged(frame.reset_index(drop=True), compiled.to_label(compiled.score(X, {})), X, with_features)
+
+    def _flagged(self, frame, predictions: np.ndarray, X: np.ndarray, with_features: bool):
+        """`frame` (the user's rows) + the prediction, the range flags and, `with_features`, the features used."""
+        from blend.checks import outside_range
+
+        columns = self.compiled.columns
+        distance, names = outside_range(X, columns, self.summary.get("feature_ranges") or {})
+        added = {self.prediction_column: predictions, "outside_range": distance, "outside_features": names}
+        if with_features:
+            added.update({c: X[:, j] for j, c in enumerate(columns) if c not in frame.columns})
+        clash = [c for c in added if c in frame.columns]
+        if clash:
+            raise SiqaError(f"predict: the input already has column(s) {', '.join(clash)}, which the prediction "
+                            f"adds; rename them")
+        out = frame.assign(**added)
+        out["flagged"] = distance > 0
+        return out
 
     @cached_property
     def extractors(self):
@@ -157,6 +218,7 @@ class Predictor:
     def score(self, ref, dist, progress: bool = False):
         """Score of `dist` against `ref` (0..5, higher = better): one image each (a float) or two equally long
         sequences (a numpy array). An image is a path, a PIL image, a numpy array or a torch tensor."""
+        self._images_only()
         single = _is_one_image(ref)
         if single != _is_one_image(dist):
             raise SiqaError("score: give one image for both ref and dist, or a sequence of images for both")
@@ -173,6 +235,7 @@ class Predictor:
 
     def score_files(self, pairs: list[tuple[str, str]], progress: bool = False) -> Scored:
         """Scores of (reference path, degraded path) pairs, with what it took (`Scored`)."""
+        self._images_only()
         from featurestore.io import sha256_file
 
         started = time.perf_counter()
@@ -232,6 +295,7 @@ class Predictor:
 
         from featurestore.store import ExtractSummary
 
+        self._images_only()
         started = time.perf_counter()
         fast = self._cached_scores(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))
         if fast is None:

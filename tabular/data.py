@@ -262,6 +262,24 @@ class TabularData:
                    absent=absent)
 
 
+def read_table(path) -> pd.DataFrame:
+    """A CSV or Parquet table, with one-line errors for a missing, empty or unreadable file."""
+    return _read_frame(Path(path))
+
+
+def feature_matrix(frame: pd.DataFrame, columns: list[str], source) -> np.ndarray:
+    """`columns` of a user's `frame` (the features a run was fit on) as float64, inf as NaN; a missing or
+    non-numeric column is refused by name."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise SiqaError(f"{source}: missing {len(missing)} feature column(s) the run was fit on: {shown}")
+    if not columns:
+        return np.empty((len(frame), 0))
+    X = np.column_stack([_numeric_column(frame, c, source, "feature") for c in columns])
+    return np.where(np.isinf(X), np.nan, X)
+
+
 def _read_frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SiqaError(f"{path}: no such file")
