@@ -285,78 +285,101 @@ def submit(run_dir, split, out, cpu, store, allow_missing, quiet):
 @app.command()
 @_run_option
 @click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
-@click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
-@click.option("--pairs", type=click.Path(), default=None, help="pairs table or SeIQA folder: predict every pair")
+@click.option("--dist", type=click.Path(), default=None,
+              help="degraded image, or a folder (paired by file name with a --ref folder; every image in it "
+                   "against a --ref file)")
+@click.option("--pairs", type=click.Path(), default=None,
+              help="pairs table or SeIQA folder: predict every pair (a table's own columns are kept)")
 @click.option("--table", type=click.Path(dir_okay=False), default=None,
               help="feature table (CSV/Parquet) with the columns a `siqa oof --table` run was fit on: predict every "
                    "row, keeping its columns")
 @click.option("--with-features", is_flag=True, help="also output the features the prediction used")
+@click.option("--allow-size-mismatch", is_flag=True,
+              help="score a pair whose images differ in size (the degraded one resized to the reference; the row "
+                   "is flagged `resized`) instead of refusing it")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="write the scores here (.csv, .json or .parquet; default: stdout as CSV)")
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="feature store (default: the run's own)")
 @click.option("--allow-missing", is_flag=True, help="score pairs some extractor failed on (counts warned)")
 @_quiet_option
-def predict(run_dir, ref, dist, pairs, table, with_features, out, allow_outside_root, store, allow_missing, quiet):
+def predict(run_dir, ref, dist, pairs, table, with_features, allow_size_mismatch, out, allow_outside_root, store,
+            allow_missing, quiet):
     """Score new pairs with a fitted run, computing missing features through the run's store; or, with
     --table, the rows of a feature table. Predictions are in the run's label units and orientation; the run's
-    basis (rows, label source, CV Final) is printed once on stderr, and each row carries flags (`flagged`,
-    `outside_range`: how far its furthest feature lies outside what the run was fit on, in widths of that range)."""
+    basis (rows, label source, image sizes, CV Final) is printed once on stderr. Every row keeps the input's
+    columns and carries flags to filter on: `flagged` (any of them), `outside_range` (how far its furthest
+    feature lies outside what the run was fit on, in widths of that range) and `outside_features`; for image
+    pairs also `resized`, `size_unusual` (far from the training image sizes) and, where the run has an
+    embedding cosine, `unrelated` (probably not reference and copy)."""
     from siqa import load
 
     quiet = _quiet(quiet)
-    if table:
-        if ref or dist or pairs:
-            raise _usage("--table scores rows of features: give it without --ref, --dist and --pairs")
-        from tabular.data import read_table
-
-        fmt = _frame_format(out, None, option_hint="") if out else "csv"
-        if out:
-            from blend.outputs import check_target
-
-            check_target(out)
-        predictor = load(Path(run_dir), store, allow_missing)
-        if not quiet:
-            click.echo(predictor.basis(), err=True)
-        rows = predictor.predict(read_table(table), with_features=with_features, source=table)
-        if not quiet and rows["flagged"].any():
-            click.echo(f"siqa: warning: {int(rows['flagged'].sum())} of {len(rows)} row(s) have features outside "
-                       f"the range the run was fit on (column outside_range: how far, in widths of that range)",
-                       err=True)
-        _emit_frame(rows, fmt, out, "predictions")
-        return
-    if ref and dist and not pairs and not out and not Path(ref).is_dir() and not Path(dist).is_dir():
+    if sum(map(bool, (table, pairs, ref or dist))) > 1:
+        raise _usage("give one of --table FILE, --pairs FILE_OR_FOLDER, or --ref with --dist")
+    predictor = load(Path(run_dir), store, allow_missing, allow_size_mismatch)
+    if not quiet:  # on stderr: stdout stays the score or the table, for scripts
+        click.echo(predictor.basis(), err=True)
+    if ref and dist and not out and not with_features and Path(ref).is_file() and Path(dist).is_file():
         # one score on stdout: no table (nor pandas) needed
-        scored = load(Path(run_dir), store, allow_missing).score_files([(ref, dist)], progress=not quiet)
+        scored = predictor.score_files([(ref, dist)], progress=not quiet)
         if not quiet:
             click.echo(f"1 pair(s) scored in {scored.seconds:.1f}s ({scored.computed} feature rows computed, "
                        f"{scored.reused} reused from the store)", err=True)
         click.echo(f"{scored.scores[0]:.4f}")
         return
-    from featurestore.datasets import PairTable, folder_pairs, load_pairs
-
-    if pairs:
-        table = load_pairs(pairs, allow_outside_root=allow_outside_root)
-    elif ref and dist and Path(ref).is_dir() != Path(dist).is_dir():
-        raise _usage("--ref and --dist must both be image files or both be folders")
-    elif ref and dist:
-        rows = folder_pairs(ref, dist) if Path(ref).is_dir() else [(ref, dist)]
-        if not rows:
-            raise SiqaError(f"{dist}: no images")
-        table = PairTable.from_paths(rows, split="test")
-    else:
-        raise _usage("predict needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
     fmt = _frame_format(out, None, option_hint="") if out else "csv"
     if out:
         from blend.outputs import check_target
 
         check_target(out)  # before scoring; written through blend.outputs.write_output
-    scores = load(Path(run_dir), store, allow_missing).predict_table(table, progress=not quiet)
-    if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
-        done = scores.attrs["extract"]
-        click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
-                   f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
+    if table:
+        from tabular.data import read_table
+
+        scores = predictor.predict(read_table(table), with_features=with_features, source=table)
+    else:
+        pair_table, rows = _pairs_to_score(ref, dist, pairs, allow_outside_root)
+        scores = predictor.predict_table(pair_table, progress=not quiet, rows=rows, with_features=with_features)
+        if not quiet:
+            done = scores.attrs["extract"]
+            click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
+                       f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
+    if not quiet and scores["flagged"].any():
+        click.echo(f"siqa: warning: {int(scores['flagged'].sum())} of {len(scores)} row(s) flagged (see the columns "
+                   f"flagged, outside_range, outside_features" + (", resized, size_unusual" if not table else "")
+                   + ")", err=True)
     _emit_frame(scores, fmt, out, "predictions")
+
+
+def _pairs_to_score(ref, dist, pairs, allow_outside_root):
+    """(PairTable, the user's rows or None) for `siqa predict`'s --pairs, --ref/--dist folders or files."""
+    from featurestore.datasets import PairTable, folder_images, folder_pairs, load_pairs
+
+    if pairs:
+        rows = None
+        if Path(pairs).is_file():  # a pairs table: its own columns (codec, quality, bpp, ...) come back
+            from tabular.data import read_table
+
+            rows = read_table(pairs)
+        return load_pairs(pairs, allow_outside_root=allow_outside_root), rows
+    if not (ref and dist):
+        raise _usage("predict needs --ref IMG --dist IMG, --ref IMG --dist DIR (one reference against every image "
+                     "there), --ref DIR --dist DIR, --pairs FILE_OR_FOLDER or --table FILE")
+    for path in (ref, dist):
+        if not Path(path).exists():
+            raise SiqaError(f"{path}: no such file or folder")
+    if Path(ref).is_dir() and not Path(dist).is_dir():
+        raise _usage("--ref is a folder and --dist a file: give --dist a folder paired by file name, or one "
+                     "--ref file against a --dist folder (or a table with --pairs)")
+    if Path(ref).is_dir():
+        found = folder_pairs(ref, dist)
+    elif Path(dist).is_dir():
+        found = [(ref, image) for image in folder_images(dist)]
+    else:
+        found = [(ref, dist)]
+    if not found:
+        raise SiqaError(f"{dist}: no images")
+    return PairTable.from_paths(found, split="test"), None
 
 
 @app.command()

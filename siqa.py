@@ -119,13 +119,15 @@ class Predictor:
     """A fitted run held in memory: its compiled pipeline, and, built on first need and kept, the extractors
     (their weights load on first use and stay loaded)."""
 
-    def __init__(self, run=DEFAULT_RUN, store=None, allow_missing: bool = False):
+    def __init__(self, run=DEFAULT_RUN, store=None, allow_missing: bool = False, allow_size_mismatch: bool = False):
         from blend.compiled import CompiledPipeline
         from blend.runfolder import RunFolder, run_store
 
         self.path = Path(run)
         #: score pairs some extractor failed on with those features missing (warned), instead of refusing them
         self.allow_missing = allow_missing
+        #: score a pair of two image sizes (the degraded image resized to the reference, flagged) instead of refusing it
+        self.allow_size_mismatch = allow_size_mismatch
         folder = RunFolder(run)
         self.summary = json.loads(folder.read("run.json"))
         self.config = json.loads(folder.read("config.json"))
@@ -186,21 +188,29 @@ class Predictor:
         X = feature_matrix(frame, compiled.columns, source)
         return self._flagged(frame.reset_index(drop=True), compiled.to_label(compiled.score(X, {})), X, with_features)
 
-    def _flagged(self, frame, predictions: np.ndarray, X: np.ndarray, with_features: bool):
-        """`frame` (the user's rows) + the prediction, the range flags and, `with_features`, the features used."""
-        from blend.checks import outside_range
+    def _flagged(self, frame, predictions: np.ndarray, X: np.ndarray, with_features: bool,
+                 image_flags: dict[str, np.ndarray] | None = None):
+        """`frame` (the user's rows) + the prediction, the flags (`image_flags`, the range flags, `unrelated`
+        where the run has an embedding cosine; `flagged`: any) and, `with_features`, the features used."""
+        from blend.checks import outside_range, unrelated_content
 
-        columns = self.compiled.columns
-        distance, names = outside_range(X, columns, self.summary.get("feature_ranges") or {})
-        added = {self.prediction_column: predictions, "outside_range": distance, "outside_features": names}
+        columns, ranges = self.compiled.columns, self.summary.get("feature_ranges") or {}
+        distance, names = outside_range(X, columns, ranges)
+        added = {self.prediction_column: predictions, **(image_flags or {}), "outside_range": distance,
+                 "outside_features": names}
+        unrelated = unrelated_content(X, columns, ranges)
+        if unrelated is not None:
+            added["unrelated"] = unrelated
         if with_features:
             added.update({c: X[:, j] for j, c in enumerate(columns) if c not in frame.columns})
-        clash = [c for c in added if c in frame.columns]
+        clash = [c for c in [*added, "flagged"] if c in frame.columns]
         if clash:
             raise SiqaError(f"predict: the input already has column(s) {', '.join(clash)}, which the prediction "
                             f"adds; rename them")
         out = frame.assign(**added)
-        out["flagged"] = distance > 0
+        out["flagged"] = (distance > 0) | np.logical_or.reduce(
+            [np.asarray(added[k], dtype=bool) for k in ("resized", "size_unusual", "unrelated") if k in added],
+            initial=False)
         return out
 
     @cached_property
@@ -239,21 +249,48 @@ class Predictor:
         from featurestore.io import sha256_file
 
         started = time.perf_counter()
+        self.image_flags(pairs)  # a pair of two sizes is refused here unless allow_size_mismatch
         if all(Path(p).is_file() for pair in pairs for p in pair):
             shas = {p: sha256_file(p) for pair in pairs for p in pair}
-            fast = self._cached_scores([(shas[r], shas[d]) for r, d in pairs])
-            if fast is not None:
-                return Scored(fast, 0, len(pairs) * len(self.folders), time.perf_counter() - started, "compiled")
+            cached = self._cached_arrays([(shas[r], shas[d]) for r, d in pairs])
+            if cached is not None:
+                return Scored(self.compiled.to_label(self.compiled.score(*cached)), 0, len(pairs) * len(self.folders),
+                              time.perf_counter() - started, "compiled")
         from featurestore.datasets import PairTable
 
-        frame = self._through_store(PairTable.from_paths(pairs, split="test"), progress, started)
-        done = frame.attrs["extract"]
-        return Scored(frame["score"].to_numpy(), sum(done.computed.values()), sum(done.cached.values()),
-                      time.perf_counter() - started, "pipeline")
+        X, dense, images, done = self._through_store(PairTable.from_paths(pairs, split="test"), progress)
+        return Scored(self.compiled.to_label(self.compiled.score(X, dense, images)), sum(done.computed.values()),
+                      sum(done.cached.values()), time.perf_counter() - started, "pipeline")
 
-    def _cached_scores(self, pairs: list[tuple[str, str]]) -> np.ndarray | None:
-        """Scores by the compiled pipeline of pairs given as (reference, degraded) sha256, when the run has
-        one and its feature folders hold every pair; None otherwise (the full path then scores them)."""
+    def image_flags(self, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """Per pair of (reference, degraded) paths: `resized` (the two differ in size: refused unless
+        `allow_size_mismatch`, then the degraded image is resized to the reference) and, where the run recorded
+        its training image sizes, `size_unusual` (the reference has under a quarter or over four times the
+        pixels of every training image)."""
+        from featurestore.io import image_size
+
+        sizes = {p: image_size(p) for pair in pairs for p in pair}
+        resized = np.array([sizes[r] != sizes[d] for r, d in pairs], dtype=bool)
+        if resized.any() and not self.allow_size_mismatch:
+            i = int(np.flatnonzero(resized)[0])
+            (ref, dist), more = pairs[i], int(resized.sum()) - 1
+            raise SiqaError(f"{dist}: {'x'.join(map(str, sizes[dist]))} pixels, its reference {ref} is "
+                            f"{'x'.join(map(str, sizes[ref]))}" + (f" (and {more} more pair(s) of two sizes)" if more
+                                                                    else "")
+                            + ": a full-reference score compares the same pixels; pass --allow-size-mismatch "
+                              "(allow_size_mismatch=True) to resize the degraded image to the reference, flagged "
+                              "`resized`")
+        flags = {"resized": resized}
+        trained = self.summary.get("image_sizes")
+        if trained:
+            low, high = trained["pixels"]
+            pixels = np.array([sizes[r][0] * sizes[r][1] for r, _ in pairs], dtype=np.float64)
+            flags["size_unusual"] = (pixels < low / 4) | (pixels > high * 4)
+        return flags
+
+    def _cached_arrays(self, pairs: list[tuple[str, str]]):
+        """(X, dense) of pairs given as (reference, degraded) sha256, when the compiled pipeline can score them
+        alone and the run's feature folders hold every pair; None otherwise (the full path then scores them)."""
         from featurestore.cached import cached_features
         from featurestore.io import pair_key
 
@@ -270,7 +307,7 @@ class Predictor:
         X = np.column_stack([features[c] for c in self.compiled.columns]) if self.compiled.columns else \
             np.empty((len(pairs), 0))
         log.debug("%s: every feature cached: scoring with the compiled pipeline", self.path)
-        return self.compiled.score(np.where(np.isinf(X), np.nan, X), dense)
+        return np.where(np.isinf(X), np.nan, X), dense
 
     @staticmethod
     def _as_path(x, folder: Path, what: str) -> str:
@@ -284,9 +321,11 @@ class Predictor:
         Image.fromarray(_pixels(x, what)).save(path)
         return str(path)
 
-    def predict_table(self, table, progress: bool = True):
-        """Scores of every row of `table` (a `PairTable`): a DataFrame with columns `name` (the table's) and
-        `score` (0..5).
+    def predict_table(self, table, progress: bool = True, rows=None, with_features: bool = False):
+        """Every row of `table` (a `PairTable`) scored: `rows` (the user's own columns, one row per pair; default
+        the table's `name`) plus `score` (the labels' units: 0..5 for SeIQA), the flags (`resized`,
+        `size_unusual`, `outside_range`, `outside_features`, `unrelated` where an embedding cosine is a feature;
+        `flagged`: any of them) and, `with_features`, the features used.
 
         The frame's `attrs["extract"]` holds the store's `ExtractSummary` (features computed / reused) and
         `attrs["seconds"]` the wall time, for the command line's summary line.
@@ -297,22 +336,25 @@ class Predictor:
 
         self._images_only()
         started = time.perf_counter()
-        fast = self._cached_scores(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))
-        if fast is None:
-            return self._through_store(table, progress, started)
-        summary = ExtractSummary(pairs=len(table))
-        for name in self.folders:
-            summary.cached[f"{name}/pair"] += len(table)
-        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": fast})
+        flags = self.image_flags(list(zip(table.df["ref_path"], table.df["dist_path"])))
+        cached = self._cached_arrays(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))
+        if cached is None:
+            X, dense, images, summary = self._through_store(table, progress)
+        else:
+            (X, dense), images = cached, None
+            summary = ExtractSummary(pairs=len(table))
+            for name in self.folders:
+                summary.cached[f"{name}/pair"] += len(table)
+        rows = pd.DataFrame({"name": table.df["name"].to_numpy()}) if rows is None else rows.reset_index(drop=True)
+        out = self._flagged(rows, self.compiled.to_label(self.compiled.score(X, dense, images)), X, with_features,
+                            flags)
         out.attrs["extract"] = summary
         out.attrs["seconds"] = time.perf_counter() - started
         return out
 
-    def _through_store(self, table, progress: bool, started: float):
-        """`predict_table` by the full path: missing features computed through a scratch store (the extractors
-        built on first need), then the compiled pipeline."""
-        import pandas as pd
-
+    def _through_store(self, table, progress: bool):
+        """(X, dense, pairs, extract summary) of every row of `table`, in its order, by the full path: missing
+        features computed through a scratch store (the extractors built on first need)."""
         from blend.run import check_missing
         from featurestore.datasets import PairTable
         from featurestore.store import FeatureStore
@@ -337,16 +379,13 @@ class Predictor:
             data = TabularData.from_store(scratch.root)
         check_missing(data, np.ones(data.n_rows, dtype=bool), "pairs to score", self.allow_missing,
                       "score them with those features missing")
-        scores = pd.Series(self.compiled.predict(data), index=data.names)
-        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": scores.loc[scratch_df["name"]].to_numpy()})
-        out.attrs["extract"] = summary
-        out.attrs["seconds"] = time.perf_counter() - started
-        return out
+        order = {name: i for i, name in enumerate(data.names)}
+        return (*self.compiled.arrays(data.subset(np.array([order[n] for n in scratch_df["name"]]))), summary)
 
 
-def load(run=DEFAULT_RUN, store=None, allow_missing: bool = False) -> Predictor:
+def load(run=DEFAULT_RUN, store=None, allow_missing: bool = False, allow_size_mismatch: bool = False) -> Predictor:
     """A `Predictor` for `run` that keeps its models loaded; `store` overrides the run's own store."""
-    return Predictor(run, store, allow_missing)
+    return Predictor(run, store, allow_missing, allow_size_mismatch)
 
 
 def score(ref, dist, run=DEFAULT_RUN, store=None, progress: bool = False):

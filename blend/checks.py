@@ -5,6 +5,11 @@
   widths of the range (0 inside; 0.5: half the fitted range beyond its edge), and which features lie outside.
   Trees and the calibrator are flat outside what they saw and linear members extrapolate: either way the
   number there is a guess, and how far says how much of one.
+- `unrelated_content(X, columns, ranges)`: where the run has an embedding cosine among its features (a column
+  named `*_cos`, as the CLIP / DINO / ImageNet extractors write it), whether a pair's cosine lies below the lowest
+  the run was fit on by more than that range's width: the two images are further apart in content than any
+  reference and copy it saw, so they are probably not reference and copy (a cat against an astronaut).
+- `image_sizes(paths)`: the range of image sizes a store run was fit on (run.json's `image_sizes`).
 """
 from __future__ import annotations
 
@@ -38,3 +43,42 @@ def outside_range(X: np.ndarray, columns: list[str], ranges: dict[str, list[floa
         distance[:, j] = np.where(beyond > 0, beyond, 0.0)
     names = [", ".join(columns[j] for j in np.flatnonzero(row)) for row in distance > 0]
     return distance.max(axis=1, initial=0.0), names
+
+
+#: how the embedding extractors name the pair cosine of two images' embeddings
+COSINE_SUFFIX = "_cos"
+
+
+def unrelated_content(X: np.ndarray, columns: list[str], ranges: dict[str, list[float]]) -> np.ndarray | None:
+    """Per row: any embedding cosine below its fitted minimum by more than its fitted range's width; None when
+    the run has no embedding cosine with a recorded range."""
+    cosines = [j for j, c in enumerate(columns) if c.endswith(COSINE_SUFFIX) and c in ranges]
+    if not cosines:
+        return None
+    X = np.asarray(X, dtype=np.float64)
+    far = np.zeros(len(X), dtype=bool)
+    for j in cosines:
+        low, high = ranges[columns[j]]
+        with np.errstate(invalid="ignore"):
+            far |= X[:, j] < low - max(high - low, 1e-6)
+    return far
+
+
+def image_sizes(paths) -> dict | None:
+    """{"pixels": [fewest, most], "text": "WxH .. WxH"} over the image files at `paths` that are still there;
+    None when none is."""
+    from featurestore.errors import SiqaError
+    from featurestore.io import image_size
+
+    sizes = []
+    for path in dict.fromkeys(paths):
+        try:
+            sizes.append(image_size(path))
+        except SiqaError:  # moved or deleted since extraction: the sizes of the rest still say what it saw
+            continue
+    if not sizes:
+        return None
+    by_pixels = sorted(sizes, key=lambda s: s[0] * s[1])
+    small, large = by_pixels[0], by_pixels[-1]
+    return {"pixels": [small[0] * small[1], large[0] * large[1]],
+            "text": f"{small[0]}x{small[1]}" + ("" if small == large else f" .. {large[0]}x{large[1]}")}

@@ -122,7 +122,9 @@ class CompiledPipeline:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise SiqaError(f"{data.source}: missing {len(missing)} feature(s) the run was fit on: {shown}")
 
-    def _arrays(self, data):
+    def arrays(self, data):
+        """(X, dense, pairs) of `data` as `score` takes them; a feature the run was fit on that `data` lacks is
+        refused by name."""
         import pandas as pd
 
         self.check(data)
@@ -135,7 +137,7 @@ class CompiledPipeline:
         `prediction` (`score` in the labels' units, `to_label`)."""
         import pandas as pd
 
-        members = self.member_scores(*self._arrays(data))
+        members = self.member_scores(*self.arrays(data))
         frame = pd.DataFrame(members, columns=self.member_names)
         frame["blend"] = members @ self.weights
         frame["score"] = run(self.calibrator, frame["blend"].to_numpy())
@@ -144,4 +146,4 @@ class CompiledPipeline:
 
     def predict(self, data) -> np.ndarray:
         """0..5 scores (higher = better) of every row of `data`."""
-        return self.score(*self._arrays(data))
+        return self.score(*self.arrays(data))

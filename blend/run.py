@@ -38,7 +38,8 @@ Run folder layout:
   n_rows and n_groups: with `versus`, what `siqa oof --json` prints), data description (`source`, with the `origin`
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
   calibration), per-fold nested blends, dropped columns, `feature_ranges` (column -> [min, max] over the labelled
-  rows: what `siqa predict` flags a new row against), `member_notes` (member -> what its final refit
+  rows: what `siqa predict` flags a new row against), `image_sizes` (store runs: the fewest and most pixels
+  of the labelled pairs' images, and as text), `member_notes` (member -> what its final refit
   chose, e.g. "picked formula_ssim" for best_single_feature), `versus` (the headline's paired gaps to the
   hindsight-best member, to the best member chosen on other reference groups, and to the raw feature:
   `tabular.compare`), `leaderboard_text` (printable), time; for a
@@ -82,7 +83,7 @@ from tabular.stack import PoolPlan, StackedPool
 
 from . import compiled
 from .calibration import LabelScale
-from .checks import feature_ranges
+from .checks import feature_ranges, image_sizes
 from .nested import NestedCV
 from .pipeline import FittedPipeline
 from .settings import Settings, StackSettings, settings_from
@@ -416,6 +417,8 @@ def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool,
         "repeats": repeats, "seed": settings.seed,
         "columns": columns, "dropped_columns": dropped, "members": members,
         "feature_ranges": feature_ranges(labelled.X[columns]),
+        "image_sizes": None if labelled.pairs is None else image_sizes([*labelled.pairs["ref_path"],
+                                                                        *labelled.pairs["dist_path"]]),
         "blend": {"method": pipeline.blender_.method_,
                   "weights": dict(zip(members, map(float, pipeline.weights(members)))),
                   "inner_cv": pipeline.blender_.cv_scores_, "calibration": pipeline.calibrator_.method_,
