@@ -144,6 +144,8 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
     from featurestore.weights import check_weights
 
     quiet = _quiet(quiet)
+    if not Path(data).exists():  # the problem is the data, not weights it would have needed
+        raise SiqaError(f"{data}: no such file or folder")
     settings = load_settings(config_path)
     extractors = build_extractors(settings.extractors)
     if not extractors:
@@ -208,7 +210,10 @@ def sql(query, store, fmt, out, readable, quiet):
 @click.option("--label", default=None, help="label column of --table")
 @click.option("--group", default=None, help="group column of --table (folds never split a group)")
 @click.option("--lower-better", is_flag=True, help="the label grows with distortion (DMOS)")
-@click.option("--features", "feature_list", default=None, help="comma-separated feature columns (default: all numeric)")
+@click.option("--features", "feature_list", default=None,
+              help="comma-separated feature columns (default: every numeric column but the label, the group, ids "
+                   "and columns that describe how a pair was made or how raters agreed: dst_type, dst_idx, dst_lev, "
+                   "var, *_std, label-like names; each left out is listed with why in run.json's skipped_columns)")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True,
               help="run folder to write; `P/latest` (the default): a new folder in P, and P/latest a link to it")
 @_config_option
@@ -249,6 +254,9 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
     summary = run_oof(data, settings, run_dir, progress=not (quiet or as_json), allow_missing=allow_missing)
     for warning in summary.get("warnings", []):
         click.echo(f"siqa: warning: {warning}", err=True)
+    skipped = summary.get("skipped_columns") or {}
+    if skipped and not quiet:
+        click.echo("siqa: not used as features: " + "; ".join(f"{c} ({why})" for c, why in skipped.items()), err=True)
     if point_latest(run_dir, latest) is None and latest is not None:
         click.echo(f"siqa: warning: {latest} is a real folder, not siqa's link to the newest run: not updated", err=True)
     if as_json:

@@ -37,7 +37,8 @@ Run folder layout:
 - `run.json`: summary — headline metrics (of `blend_calibrated`; also as the dict `headline` with
   n_rows and n_groups: with `versus`, what `siqa oof --json` prints), data description (`source`, with the `origin`
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
-  calibration), per-fold nested blends, dropped columns, `feature_ranges` (column -> [min, max] over the labelled
+  calibration), per-fold nested blends, dropped columns, `skipped_columns` (every column not used as a feature, but
+  the label and the group, with why: the table rule's non-features, text, constant), `feature_ranges` (column -> [min, max] over the labelled
   rows: what `siqa predict` flags a new row against), `image_sizes` (store runs: the fewest and most pixels
   of the labelled pairs' images, and as text), `member_notes` (member -> what its final refit
   chose, e.g. "picked formula_ssim" for best_single_feature), `versus` (the headline's paired gaps to the
@@ -416,6 +417,7 @@ def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool,
         "source": {**data.describe(), "origin": {**data.origin, "labelled_sha256": labelled.labelled_digest()}}, "preset": settings.preset, "folds": settings.folds,
         "repeats": repeats, "seed": settings.seed,
         "columns": columns, "dropped_columns": dropped, "members": members,
+        "skipped_columns": {**data.skipped, **{c: "constant or empty over the labelled rows" for c in dropped}},
         "feature_ranges": feature_ranges(labelled.X[columns]),
         "image_sizes": None if labelled.pairs is None else image_sizes([*labelled.pairs["ref_path"],
                                                                         *labelled.pairs["dist_path"]]),

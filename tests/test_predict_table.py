@@ -86,3 +86,18 @@ def test_rows_outside_the_fitted_range_are_flagged_with_how_far(csiq_run):
 def test_a_table_run_points_images_to_table(csiq_run, tmp_path):
     with pytest.raises(SiqaError, match="predict --table"):
         siqa.load(csiq_run["run"]).score(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
+
+
+def test_columns_left_out_are_named_with_why(csiq_run):
+    import json
+
+    skipped = json.loads((csiq_run["run"] / "run.json").read_text())["skipped_columns"]
+    assert set(skipped) == {"dst_type", "dst_idx", "dst_lev", "dmos_std"}
+    assert "how the pair was made" in skipped["dst_lev"] and "raters agreed" in skipped["dmos_std"]
+
+
+def test_features_of_a_missing_folder_says_so_before_any_weights(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["features", "--data", str(tmp_path / "nothere"), "--store", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err == f"siqa: error: {tmp_path / 'nothere'}: no such file or folder\n"
