@@ -195,9 +195,16 @@ def sql(query, store, fmt, out, readable, quiet):
 
         if out:
             raise _usage("--out takes the rows of a query, not the shell or a dot command")
-        script = None if query is None else io.StringIO(query + "\n")
-        failed = interactive(root, stdin=script, extensions=RUN_EXTENSIONS, readable=readable)
-        if failed and (script is not None or not sys.stdin.isatty()):
+        if query is not None:  # one dot command: its answer on stdout, or its error as siqa's one line
+            answer = io.StringIO()
+            failed = interactive(root, stdin=io.StringIO(query + "\n"), out=answer, extensions=RUN_EXTENSIONS,
+                                 readable=readable)
+            if failed:
+                raise SiqaError(answer.getvalue().strip().splitlines()[-1].removeprefix("error: "))
+            click.echo(answer.getvalue(), nl=False)
+            return
+        failed = interactive(root, extensions=RUN_EXTENSIONS, readable=readable)
+        if failed and not sys.stdin.isatty():
             raise SiqaError(f"{root}: {failed} statement(s) of the script failed")
         return
     fmt = _frame_format(out, fmt)
