@@ -5,9 +5,14 @@
     model = siqa.load("runs/latest")                                # models stay loaded between calls
     model.score(ref_array, dist_array)                              # numpy HxWx3, PIL image, torch CxHxW or path
     model.score([a, b], [a_jpeg, b_crop])                           # many pairs -> numpy array
+    siqa.load("runs/csiq").predict(frame)                           # a run fit on a feature table: rows of features
 
 `load(run)` returns a `Predictor`; `score` and `predict_pairs` (what `siqa predict` calls, for a whole
-`PairTable`) are one-call shorthands. The run says which extractors (and settings) it was fit on and which
+`PairTable`) are one-call shorthands. Scores are in the run's label units and orientation (`CompiledPipeline.to_label`:
+0..5 for SeIQA, a DMOS for a DMOS table). A run fit on a feature table (`siqa oof --table`) scores no images:
+`Predictor.predict(frame)` (what `siqa predict --table` calls) predicts rows holding its feature columns. Table
+outputs keep the user's columns and add flags (`blend.checks`); a pair of two image sizes is refused unless
+`allow_size_mismatch`. The run says which extractors (and settings) it was fit on and which
 store it read (`blend.runfolder.run_store`; `store=` overrides); features come through that store, so any image or
 pair seen before is not computed again, and new features land in the store for next time.
 
