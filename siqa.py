@@ -157,7 +157,7 @@ class Predictor:
     def basis(self) -> str:
         """What the run's predictions rest on, in one line: rows, label source, CV Final with its interval."""
         summary, origin = self.summary, self.origin
-        label = origin.get("label") or "label"
+        label = origin.get("label") or "the store's pair labels"
         orientation = "higher" if self.compiled.higher_better else "lower"
         source = origin.get("path") or origin.get("root") or summary["source"].get("source", "?")
         sizes = summary.get("image_sizes")
@@ -270,8 +270,8 @@ class Predictor:
     def image_flags(self, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
         """Per pair of (reference, degraded) paths: `resized` (the two differ in size: refused unless
         `allow_size_mismatch`, then the degraded image is resized to the reference) and, where the run recorded
-        its training image sizes, `size_unusual` (the reference has under a quarter or over four times the
-        pixels of every training image)."""
+        its training image sizes, `size_unusual` (the reference has under half or over twice the pixels of
+        every training image: sides about 1.4 times beyond, where features of scale shift)."""
         from featurestore.io import image_size
 
         sizes = {p: image_size(p) for pair in pairs for p in pair}
@@ -290,7 +290,7 @@ class Predictor:
         if trained:
             low, high = trained["pixels"]
             pixels = np.array([sizes[r][0] * sizes[r][1] for r, _ in pairs], dtype=np.float64)
-            flags["size_unusual"] = (pixels < low / 4) | (pixels > high * 4)
+            flags["size_unusual"] = (pixels < low / 2) | (pixels > high * 2)
         return flags
 
     def _cached_arrays(self, pairs: list[tuple[str, str]]):

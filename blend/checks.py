@@ -7,8 +7,9 @@
   number there is a guess, and how far says how much of one.
 - `unrelated_content(X, columns, ranges)`: where the run has an embedding cosine among its features (a column
   named `*_cos`, as the CLIP / DINO / ImageNet extractors write it), whether a pair's cosine lies below the lowest
-  the run was fit on by more than that range's width: the two images are further apart in content than any
-  reference and copy it saw, so they are probably not reference and copy (a cat against an astronaut).
+  the run was fit on (by more than a tenth of that range's width, so that rounding is no flag): the two images
+  are further apart in content than any reference and copy it saw, heavy semantic edits included, so they are
+  probably not reference and copy (a cat against an astronaut: ImageNet cosine 0.17, the demo run's lowest 0.37).
 - `image_sizes(paths)`: the range of image sizes a store run was fit on (run.json's `image_sizes`).
 """
 from __future__ import annotations
@@ -47,11 +48,13 @@ def outside_range(X: np.ndarray, columns: list[str], ranges: dict[str, list[floa
 
 #: how the embedding extractors name the pair cosine of two images' embeddings
 COSINE_SUFFIX = "_cos"
+#: how far below the lowest cosine a run saw, in widths of its range, a pair counts as unrelated content
+UNRELATED_MARGIN = 0.1
 
 
 def unrelated_content(X: np.ndarray, columns: list[str], ranges: dict[str, list[float]]) -> np.ndarray | None:
-    """Per row: any embedding cosine below its fitted minimum by more than its fitted range's width; None when
-    the run has no embedding cosine with a recorded range."""
+    """Per row: any embedding cosine below its fitted minimum by more than `UNRELATED_MARGIN` of its fitted range's
+    width; None when the run has no embedding cosine with a recorded range."""
     cosines = [j for j, c in enumerate(columns) if c.endswith(COSINE_SUFFIX) and c in ranges]
     if not cosines:
         return None
@@ -60,7 +63,7 @@ def unrelated_content(X: np.ndarray, columns: list[str], ranges: dict[str, list[
     for j in cosines:
         low, high = ranges[columns[j]]
         with np.errstate(invalid="ignore"):
-            far |= X[:, j] < low - max(high - low, 1e-6)
+            far |= X[:, j] < low - UNRELATED_MARGIN * (high - low)
     return far
 
 
