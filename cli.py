@@ -342,6 +342,10 @@ def predict(run_dir, ref, dist, pairs, table, with_features, allow_size_mismatch
             click.echo(f"1 pair(s) scored in {scored.seconds:.1f}s ({scored.computed} feature rows computed, "
                        f"{scored.reused} reused from the store)", err=True)
         click.echo(f"{scored.scores[0]:.4f}")
+        flags = [name for name, value in predictor.image_flags([(ref, dist)]).items() if value[0]]
+        if flags and not quiet:
+            click.echo(f"siqa: warning: flagged {', '.join(flags)} (--out FILE writes every flag, the feature ranges "
+                       f"included)", err=True)
         return
     fmt = _frame_format(out, None, option_hint="") if out else "csv"
     if out:

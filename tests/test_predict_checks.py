@@ -57,6 +57,10 @@ def test_pair_of_two_sizes_is_refused_unless_allowed(toy, store, images, capsys)
               "--dist", str(images["chelsea"])])
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and err.count("siqa: error:") == 1 and "--allow-size-mismatch" in err
+    main(["predict", "--run", str(toy["run"]), "--store", str(store), "--ref", str(images["astronaut"]),
+          "--dist", str(images["chelsea"]), "--allow-size-mismatch"])
+    printed = capsys.readouterr()
+    assert 0 <= float(printed.out) <= 5 and "flagged resized, size_unusual" in printed.err
     out = images["root"] / "allowed.csv"
     main(["predict", "--run", str(toy["run"]), "--store", str(store), "--ref", str(images["astronaut"]),
           "--dist", str(images["chelsea"]), "--allow-size-mismatch", "--out", str(out), "-q"])
