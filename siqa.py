@@ -245,8 +245,34 @@ class Predictor:
         with tempfile.TemporaryDirectory(prefix="siqa-pixels-") as tmp:
             paths = [self._as_path(x, Path(tmp), f"{role} {i}") for i, pair in enumerate(zip(refs, dists))
                      for role, x in zip(("ref", "dist"), pair)]
-            scores = self.score_files(list(zip(paths[0::2], paths[1::2])), progress=progress).scores
+            pairs = list(zip(paths[0::2], paths[1::2]))
+            scores = self._seen_pixels(pairs, Path(tmp))
+            if scores is None:
+                scores = self.score_files(pairs, progress=progress).scores
         return float(scores[0]) if single else scores
+
+    def _seen_pixels(self, pairs: list[tuple[str, str]], pixel_folder: Path) -> np.ndarray | None:
+        """Scores of `pairs` when each image given as pixels (a PNG written into `pixel_folder`) has the picture
+        of a file the store decoded before and every feature is cached under those files' keys; None otherwise.
+        The store keys files by their bytes, so a JPEG's decoded array would otherwise compute again."""
+        from featurestore.io import decode, pixel_sha256, sha256_file
+        from featurestore.store import FeatureStore
+
+        if not any(Path(p).parent == pixel_folder for pair in pairs for p in pair):
+            return None
+        known = FeatureStore(self.store).known_pixels()
+        shas = {}
+        for path in {p for pair in pairs for p in pair}:
+            shas[path] = known.get(pixel_sha256(decode(path).rgb)) if Path(path).parent == pixel_folder else \
+                sha256_file(path)
+            if shas[path] is None:
+                return None
+        self.image_flags(pairs)
+        cached = self._cached_arrays([(shas[r], shas[d]) for r, d in pairs])
+        if cached is None:
+            return None
+        log.debug("%s: every picture seen before as a file: scored from its cached features", self.path)
+        return self.compiled.to_label(self.compiled.score(*cached))
 
     def score_files(self, pairs: list[tuple[str, str]], progress: bool = False) -> Scored:
         """Scores of (reference path, degraded path) pairs, with what it took (`Scored`)."""
@@ -376,6 +402,7 @@ class Predictor:
             scratch.check_store(create=True)
             os.symlink((main.root / "features").resolve(), scratch.root / "features", target_is_directory=True)
             summary = scratch.extract(PairTable(scratch_df, table.source), self.extractors, progress=progress)
+            main.record_pixels(summary.pixels)  # the scratch store's own pixels.json goes with it
             if summary.failures and not self.allow_missing:
                 where, why = sorted(summary.failures.items())[0]
                 raise SiqaError(f"{where}: {why}" + (f" (and {len(summary.failures) - 1} more failure(s))"

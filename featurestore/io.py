@@ -176,6 +176,13 @@ def decode_rgb(data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS) -> n
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def pixel_sha256(rgb: np.ndarray) -> str:
+    """sha256 of decoded pixels (shape, then the HxWx3 uint8 bytes): the same picture from a JPEG file, its
+    decoded array or a PNG of that array hashes alike, where the file hashes (the store's keys) differ."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    return hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()
+
+
 def image_size(path) -> tuple[int, int]:
     """(width, height) of an image file as decoded (EXIF rotation applied), from its header: no pixels decoded."""
     try:

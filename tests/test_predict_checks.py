@@ -108,3 +108,19 @@ def test_unrelated_content_is_an_embedding_cosine_far_below_what_the_run_saw():
     X = np.array([[0.85, 30.0], [0.79, 30.0], [0.70, 30.0], [0.50, 30.0], [np.nan, 30.0]])
     assert list(unrelated_content(X, ["clip_cos", "formula_psnr"], ranges)) == [False, False, True, True, False]
     assert unrelated_content(X[:, 1:], ["formula_psnr"], ranges) is None  # no embedding: no such flag
+
+
+def test_an_array_of_a_picture_scored_as_a_file_computes_nothing(toy, store, images):
+    """The issue's 29 s: a JPEG scored as a file, then its decoded array - the same pixels, other file bytes."""
+    model = siqa.load(toy["run"], store)
+    jpeg = images["root"] / "hubble_q40.jpg"
+    Image.open(images["ref"]).save(jpeg, quality=40)
+    from_files = model.score(images["ref"], jpeg)
+    shards = sorted((store / "features").rglob("part-*.parquet"))
+    assert (store / "pixels.json").is_file()
+    arrays = np.asarray(Image.open(images["ref"])), np.asarray(Image.open(jpeg).convert("RGB"))
+    assert model.score(*arrays) == pytest.approx(from_files, abs=1e-12)
+    assert sorted((store / "features").rglob("part-*.parquet")) == shards  # no feature computed again
+    # other pixels: computed, as before
+    model.score(arrays[0], np.ascontiguousarray(arrays[1][::-1]))
+    assert len(sorted((store / "features").rglob("part-*.parquet"))) > len(shards)
