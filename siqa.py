@@ -231,8 +231,9 @@ class Predictor:
         return extractors
 
     def score(self, ref, dist, progress: bool = False):
-        """Score of `dist` against `ref` (0..5, higher = better): one image each (a float) or two equally long
-        sequences (a numpy array). An image is a path, a PIL image, a numpy array or a torch tensor."""
+        """Score of `dist` against `ref` in the run's label units (0..5, higher = better, for SeIQA labels): one
+        image each (a float) or two equally long sequences (a numpy array). An image is a path, a PIL image, a
+        numpy array or a torch tensor."""
         self._images_only()
         single = _is_one_image(ref)
         if single != _is_one_image(dist):
