@@ -144,9 +144,9 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
     from featurestore.weights import check_weights
 
     quiet = _quiet(quiet)
-    if not Path(data).exists():  # the problem is the data, not weights it would have needed
-        raise SiqaError(f"{data}: no such file or folder")
     settings = load_settings(config_path)
+    if not _is_there(data):  # the problem is the data, not weights it would have needed
+        raise SiqaError(f"{data}: no such file or folder")
     extractors = build_extractors(settings.extractors)
     if not extractors:
         raise SiqaError(f"{settings.source}: no extractor enabled")
@@ -370,6 +370,11 @@ def predict(run_dir, ref, dist, pairs, table, with_features, allow_size_mismatch
     _emit_frame(scores, fmt, out, "predictions")
 
 
+def _is_there(path) -> bool:
+    """Whether something is at `path`: a link to nothing is there too (the reader names it as such)."""
+    return Path(path).exists() or Path(path).is_symlink()
+
+
 def _pairs_to_score(ref, dist, pairs, allow_outside_root):
     """(PairTable, the user's rows or None) for `siqa predict`'s --pairs, --ref/--dist folders or files."""
     from featurestore.datasets import PairTable, folder_images, folder_pairs, load_pairs
@@ -385,7 +390,7 @@ def _pairs_to_score(ref, dist, pairs, allow_outside_root):
         raise _usage("predict needs --ref IMG --dist IMG, --ref IMG --dist DIR (one reference against every image "
                      "there), --ref DIR --dist DIR, --pairs FILE_OR_FOLDER or --table FILE")
     for path in (ref, dist):
-        if not Path(path).exists():
+        if not _is_there(path):
             raise SiqaError(f"{path}: no such file or folder")
     if Path(ref).is_dir() and not Path(dist).is_dir():
         raise _usage("--ref is a folder and --dist a file: give --dist a folder paired by file name, or one "

@@ -256,11 +256,11 @@ class Predictor:
         """Scores of `pairs` when each image given as pixels (a PNG written into `pixel_folder`) has the picture
         of a file the store decoded before and every feature is cached under those files' keys; None otherwise.
         The store keys files by their bytes, so a JPEG's decoded array would otherwise compute again."""
+        if not any(Path(p).parent == pixel_folder for pair in pairs for p in pair):
+            return None  # paths only: the fast path, which imports no table library
         from featurestore.io import decode, pixel_sha256, sha256_file
         from featurestore.store import FeatureStore
 
-        if not any(Path(p).parent == pixel_folder for pair in pairs for p in pair):
-            return None
         known = FeatureStore(self.store).known_pixels()
         shas = {}
         for path in {p for pair in pairs for p in pair}:
