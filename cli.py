@@ -335,6 +335,8 @@ def predict(run_dir, ref, dist, pairs, table, with_features, allow_size_mismatch
     predictor = load(Path(run_dir), store, allow_missing, allow_size_mismatch)
     if not quiet:  # on stderr: stdout stays the score or the table, for scripts
         click.echo(predictor.basis(), err=True)
+    if not table:
+        predictor.require_images()  # a run fit on a feature table: say so, not what a pairs table lacks
     if ref and dist and not out and not with_features and Path(ref).is_file() and Path(dist).is_file():
         # one score on stdout: no table (nor pandas) needed
         scored = predictor.score_files([(ref, dist)], progress=not quiet)

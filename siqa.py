@@ -173,7 +173,8 @@ class Predictor:
         fit on a feature table (in that label's units and orientation)."""
         return "score" if self.from_images else f"predicted_{self.origin.get('label', 'label')}"
 
-    def _images_only(self) -> None:
+    def require_images(self) -> None:
+        """Refuse images for a run fit on a feature table, pointing to what it does predict."""
         if not self.from_images:
             raise SiqaError(f"{self.path}: this run was fit on the feature table {self.origin.get('path', '?')}, not "
                             f"on image features, so it scores rows of features, not images: `siqa predict --table "
@@ -234,7 +235,7 @@ class Predictor:
         """Score of `dist` against `ref` in the run's label units (0..5, higher = better, for SeIQA labels): one
         image each (a float) or two equally long sequences (a numpy array). An image is a path, a PIL image, a
         numpy array or a torch tensor."""
-        self._images_only()
+        self.require_images()
         single = _is_one_image(ref)
         if single != _is_one_image(dist):
             raise SiqaError("score: give one image for both ref and dist, or a sequence of images for both")
@@ -277,7 +278,7 @@ class Predictor:
 
     def score_files(self, pairs: list[tuple[str, str]], progress: bool = False) -> Scored:
         """Scores of (reference path, degraded path) pairs, with what it took (`Scored`)."""
-        self._images_only()
+        self.require_images()
         from featurestore.io import sha256_file
 
         started = time.perf_counter()
@@ -366,7 +367,7 @@ class Predictor:
 
         from featurestore.store import ExtractSummary
 
-        self._images_only()
+        self.require_images()
         started = time.perf_counter()
         flags = self.image_flags(list(zip(table.df["ref_path"], table.df["dist_path"])))
         cached = self._cached_arrays(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))

@@ -101,3 +101,11 @@ def test_features_of_a_missing_folder_says_so_before_any_weights(tmp_path, capsy
         main(["features", "--data", str(tmp_path / "nothere"), "--store", str(tmp_path / "store")])
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and err == f"siqa: error: {tmp_path / 'nothere'}: no such file or folder\n"
+
+
+def test_pairs_for_a_table_run_point_to_table(csiq_run, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--run", str(csiq_run["run"]), "--pairs", str(csiq_run["table"]), "-q"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "fit on the feature table" in err and "predict --table" in err
+    assert "ref_name" not in err
