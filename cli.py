@@ -145,6 +145,8 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
 
     quiet = _quiet(quiet)
     settings = load_settings(config_path)
+    if not _is_there(data):  # the problem is the data, not weights it would have needed
+        raise SiqaError(f"{data}: no such file or folder")
     extractors = build_extractors(settings.extractors)
     if not extractors:
         raise SiqaError(f"{settings.source}: no extractor enabled")
@@ -193,9 +195,16 @@ def sql(query, store, fmt, out, readable, quiet):
 
         if out:
             raise _usage("--out takes the rows of a query, not the shell or a dot command")
-        script = None if query is None else io.StringIO(query + "\n")
-        failed = interactive(root, stdin=script, extensions=RUN_EXTENSIONS, readable=readable)
-        if failed and (script is not None or not sys.stdin.isatty()):
+        if query is not None:  # one dot command: its answer on stdout, or its error as siqa's one line
+            answer = io.StringIO()
+            failed = interactive(root, stdin=io.StringIO(query + "\n"), out=answer, extensions=RUN_EXTENSIONS,
+                                 readable=readable)
+            if failed:
+                raise SiqaError(answer.getvalue().strip().splitlines()[-1].removeprefix("error: "))
+            click.echo(answer.getvalue(), nl=False)
+            return
+        failed = interactive(root, extensions=RUN_EXTENSIONS, readable=readable)
+        if failed and not sys.stdin.isatty():
             raise SiqaError(f"{root}: {failed} statement(s) of the script failed")
         return
     fmt = _frame_format(out, fmt)
@@ -208,7 +217,10 @@ def sql(query, store, fmt, out, readable, quiet):
 @click.option("--label", default=None, help="label column of --table")
 @click.option("--group", default=None, help="group column of --table (folds never split a group)")
 @click.option("--lower-better", is_flag=True, help="the label grows with distortion (DMOS)")
-@click.option("--features", "feature_list", default=None, help="comma-separated feature columns (default: all numeric)")
+@click.option("--features", "feature_list", default=None,
+              help="comma-separated feature columns (default: every numeric column but the label, the group, ids "
+                   "and columns that describe how a pair was made or how raters agreed: dst_type, dst_idx, dst_lev, "
+                   "var, *_std, label-like names; each left out is listed with why in run.json's skipped_columns)")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=DEFAULT_RUN, show_default=True,
               help="run folder to write; `P/latest` (the default): a new folder in P, and P/latest a link to it")
 @_config_option
@@ -249,6 +261,9 @@ def oof(store, table, label, group, lower_better, feature_list, run_dir, config_
     summary = run_oof(data, settings, run_dir, progress=not (quiet or as_json), allow_missing=allow_missing)
     for warning in summary.get("warnings", []):
         click.echo(f"siqa: warning: {warning}", err=True)
+    skipped = summary.get("skipped_columns") or {}
+    if skipped and not quiet:
+        click.echo("siqa: not used as features: " + "; ".join(f"{c} ({why})" for c, why in skipped.items()), err=True)
     if point_latest(run_dir, latest) is None and latest is not None:
         click.echo(f"siqa: warning: {latest} is a real folder, not siqa's link to the newest run: not updated", err=True)
     if as_json:
@@ -285,8 +300,18 @@ def submit(run_dir, split, out, cpu, store, allow_missing, quiet):
 @app.command()
 @_run_option
 @click.option("--ref", type=click.Path(), default=None, help="reference image, or a folder of them")
-@click.option("--dist", type=click.Path(), default=None, help="degraded image, or a folder (paired by file name)")
-@click.option("--pairs", type=click.Path(), default=None, help="pairs table or SeIQA folder: predict every pair")
+@click.option("--dist", type=click.Path(), default=None,
+              help="degraded image, or a folder (paired by file name with a --ref folder; every image in it "
+                   "against a --ref file)")
+@click.option("--pairs", type=click.Path(), default=None,
+              help="pairs table or SeIQA folder: predict every pair (a table's own columns are kept)")
+@click.option("--table", type=click.Path(dir_okay=False), default=None,
+              help="feature table (CSV/Parquet) with the columns a `siqa oof --table` run was fit on: predict every "
+                   "row, keeping its columns")
+@click.option("--with-features", is_flag=True, help="also output the features the prediction used")
+@click.option("--allow-size-mismatch", is_flag=True,
+              help="score a pair whose images differ in size (the degraded one resized to the reference; the row "
+                   "is flagged `resized`) instead of refusing it")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="write the scores here (.csv, .json or .parquet; default: stdout as CSV)")
 @click.option("--allow-outside-root", is_flag=True, help="accept --pairs image paths outside the table's folder")
@@ -295,59 +320,109 @@ def submit(run_dir, split, out, cpu, store, allow_missing, quiet):
 @click.option("--explain", "with_explanation", is_flag=True,
               help="add the three feature groups that moved each score most (attribution_1..3 and their values)")
 @_quiet_option
-def predict(run_dir, ref, dist, pairs, out, allow_outside_root, store, allow_missing, with_explanation, quiet):
-    """Score new pairs with a fitted run, computing missing features through the run's store."""
+def predict(run_dir, ref, dist, pairs, table, with_features, allow_size_mismatch, out, allow_outside_root, store,
+            allow_missing, with_explanation, quiet):
+    """Score new pairs with a fitted run, computing missing features through the run's store; or, with
+    --table, the rows of a feature table. Predictions are in the run's label units and orientation; the run's
+    basis (rows, label source, image sizes, CV Final) is printed once on stderr. Every row keeps the input's
+    columns and carries flags to filter on: `flagged` (any of them), `outside_range` (how far its furthest
+    feature lies outside what the run was fit on, in widths of that range) and `outside_features`; for image
+    pairs also `resized`, `size_unusual` (far from the training image sizes) and, where the run has an
+    embedding cosine, `unrelated` (probably not reference and copy)."""
     from siqa import load
 
     quiet = _quiet(quiet)
-    if ref and dist and not pairs and not out and not with_explanation and not Path(ref).is_dir() \
-            and not Path(dist).is_dir():
+    if sum(map(bool, (table, pairs, ref or dist))) > 1:
+        raise _usage("give one of --table FILE, --pairs FILE_OR_FOLDER, or --ref with --dist")
+    if table and with_explanation:
+        raise _usage("--explain explains image pairs (--pairs, --ref/--dist), not the rows of a --table")
+    predictor = load(Path(run_dir), store, allow_missing, allow_size_mismatch)
+    if not quiet:  # on stderr: stdout stays the score or the table, for scripts
+        click.echo(predictor.basis(), err=True)
+    if not table:
+        predictor.require_images()  # a run fit on a feature table: say so, not what a pairs table lacks
+    if ref and dist and not out and not with_features and not with_explanation and Path(ref).is_file() \
+            and Path(dist).is_file():
         # one score on stdout: no table (nor pandas) needed
-        scored = load(Path(run_dir), store, allow_missing).score_files([(ref, dist)], progress=not quiet)
+        scored = predictor.score_files([(ref, dist)], progress=not quiet)
         if not quiet:
             click.echo(f"1 pair(s) scored in {scored.seconds:.1f}s ({scored.computed} feature rows computed, "
                        f"{scored.reused} reused from the store)", err=True)
         click.echo(f"{scored.scores[0]:.4f}")
+        flags = [name for name, value in predictor.image_flags([(ref, dist)]).items() if value[0]]
+        if flags and not quiet:
+            click.echo(f"siqa: warning: flagged {', '.join(flags)} (--out FILE writes every flag, the feature ranges "
+                       f"included)", err=True)
         return
-    table = _pair_table(ref, dist, pairs, allow_outside_root, "predict")
     fmt = _frame_format(out, None, option_hint="") if out else "csv"
     if out:
         from blend.outputs import check_target
 
         check_target(out)  # before scoring; written through blend.outputs.write_output
-    predictor = load(Path(run_dir), store, allow_missing)
-    scores = predictor.predict_table(table, progress=not quiet)
-    if not quiet:  # on stderr: stdout stays the score or the CSV, for scripts
-        done = scores.attrs["extract"]
-        click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
-                   f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
-    if with_explanation:
-        import pandas as pd
+    if table:
+        from tabular.data import read_table
 
-        from blend.explain import RunExplainer, top_columns
-        from blend.run import load_run
+        scores = predictor.predict(read_table(table), with_features=with_features, source=table)
+    else:
+        pair_table, rows = _pairs_to_score(ref, dist, pairs, allow_outside_root, "predict")
+        scores = predictor.predict_table(pair_table, progress=not quiet, rows=rows, with_features=with_features)
+        if not quiet:
+            done = scores.attrs["extract"]
+            click.echo(f"{len(scores)} pair(s) scored in {scores.attrs['seconds']:.1f}s ({sum(done.computed.values())} "
+                       f"feature rows computed, {sum(done.cached.values())} reused from the store)", err=True)
+        if with_explanation:
+            import pandas as pd
 
-        data, _ = predictor.features(table, progress=not quiet)
-        attributions = RunExplainer(load_run(run_dir), predictor.store, per_feature=False).attributions(
-            data, progress=not quiet)
-        scores = pd.concat([scores, top_columns(attributions)], axis=1)
+            from blend.explain import RunExplainer, top_columns
+            from blend.run import load_run
+
+            data, _ = predictor.features(pair_table, progress=not quiet)
+            attributions = RunExplainer(load_run(run_dir), predictor.store, per_feature=False).attributions(
+                data, progress=not quiet)
+            scores = pd.concat([scores, top_columns(attributions)], axis=1)
+    if not quiet and scores["flagged"].any():
+        click.echo(f"siqa: warning: {int(scores['flagged'].sum())} of {len(scores)} row(s) flagged (see the columns "
+                   f"flagged, outside_range, outside_features" + (", resized, size_unusual" if not table else "")
+                   + ")", err=True)
     _emit_frame(scores, fmt, out, "predictions")
 
 
-def _pair_table(ref, dist, pairs, allow_outside_root: bool, command: str):
-    """The `PairTable` that --pairs, or --ref/--dist (two images or two folders paired by file name), name."""
-    from featurestore.datasets import PairTable, folder_pairs, load_pairs
+def _is_there(path) -> bool:
+    """Whether something is at `path`: a link to nothing is there too (the reader names it as such)."""
+    return Path(path).exists() or Path(path).is_symlink()
+
+
+def _pairs_to_score(ref, dist, pairs, allow_outside_root, command: str):
+    """(PairTable, the user's rows or None) for --pairs, or --ref/--dist as two files, two folders paired by file
+    name, or one reference file against every image of a --dist folder."""
+    from featurestore.datasets import PairTable, folder_images, folder_pairs, load_pairs
 
     if pairs:
-        return load_pairs(pairs, allow_outside_root=allow_outside_root)
-    if ref and dist and Path(ref).is_dir() != Path(dist).is_dir():
-        raise _usage("--ref and --dist must both be image files or both be folders")
-    if ref and dist:
-        rows = folder_pairs(ref, dist) if Path(ref).is_dir() else [(ref, dist)]
-        if not rows:
-            raise SiqaError(f"{dist}: no images")
-        return PairTable.from_paths(rows, split="test")
-    raise _usage(f"{command} needs --ref IMG --dist IMG, --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER")
+        rows = None
+        if Path(pairs).is_file():  # a pairs table: its own columns (codec, quality, bpp, ...) come back
+            from tabular.data import read_table
+
+            rows = read_table(pairs)
+        return load_pairs(pairs, allow_outside_root=allow_outside_root), rows
+    if not (ref and dist):
+        raise _usage(f"{command} needs --ref IMG --dist IMG, --ref IMG --dist DIR (one reference against every image "
+                     f"there), --ref DIR --dist DIR, or --pairs FILE_OR_FOLDER"
+                     + (" or --table FILE" if command == "predict" else ""))
+    for path in (ref, dist):
+        if not _is_there(path):
+            raise SiqaError(f"{path}: no such file or folder")
+    if Path(ref).is_dir() and not Path(dist).is_dir():
+        raise _usage("--ref is a folder and --dist a file: give --dist a folder paired by file name, or one "
+                     "--ref file against a --dist folder (or a table with --pairs)")
+    if Path(ref).is_dir():
+        found = folder_pairs(ref, dist)
+    elif Path(dist).is_dir():
+        found = [(ref, image) for image in folder_images(dist)]
+    else:
+        found = [(ref, dist)]
+    if not found:
+        raise SiqaError(f"{dist}: no images")
+    return PairTable.from_paths(found, split="test"), None
 
 
 @app.command()
@@ -386,7 +461,8 @@ def explain(run_dir, split, ref, dist, pairs, out_dir, background, groups_only, 
             raise SiqaError(f"{predictor.store}: no pair in split {split!r}")
     else:
         training = None
-        data, _ = predictor.features(_pair_table(ref, dist, pairs, allow_outside_root, "explain"), progress=not quiet)
+        data, _ = predictor.features(_pairs_to_score(ref, dist, pairs, allow_outside_root, "explain")[0],
+                                    progress=not quiet)
     explanations = explain_pairs(run, data, store, background, training=training, per_feature=not groups_only,
                                  progress=not quiet)
     path = write_explanations(out_dir, [str(name) for name in data.names], explanations)

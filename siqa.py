@@ -5,9 +5,14 @@
     model = siqa.load("runs/latest")                                # models stay loaded between calls
     model.score(ref_array, dist_array)                              # numpy HxWx3, PIL image, torch CxHxW or path
     model.score([a, b], [a_jpeg, b_crop])                           # many pairs -> numpy array
+    siqa.load("runs/csiq").predict(frame)                           # a run fit on a feature table: rows of features
 
 `load(run)` returns a `Predictor`; `score` and `predict_pairs` (what `siqa predict` calls, for a whole
-`PairTable`) are one-call shorthands. The run says which extractors (and settings) it was fit on and which
+`PairTable`) are one-call shorthands. Scores are in the run's label units and orientation (`CompiledPipeline.to_label`:
+0..5 for SeIQA, a DMOS for a DMOS table). A run fit on a feature table (`siqa oof --table`) scores no images:
+`Predictor.predict(frame)` (what `siqa predict --table` calls) predicts rows holding its feature columns. Table
+outputs keep the user's columns and add flags (`blend.checks`); a pair of two image sizes is refused unless
+`allow_size_mismatch`. The run says which extractors (and settings) it was fit on and which
 store it read (`blend.runfolder.run_store`; `store=` overrides); features come through that store, so any image or
 pair seen before is not computed again, and new features land in the store for next time.
 
@@ -119,28 +124,100 @@ class Predictor:
     """A fitted run held in memory: its compiled pipeline, and, built on first need and kept, the extractors
     (their weights load on first use and stay loaded)."""
 
-    def __init__(self, run=DEFAULT_RUN, store=None, allow_missing: bool = False):
+    def __init__(self, run=DEFAULT_RUN, store=None, allow_missing: bool = False, allow_size_mismatch: bool = False):
         from blend.compiled import CompiledPipeline
         from blend.runfolder import RunFolder, run_store
 
         self.path = Path(run)
         #: score pairs some extractor failed on with those features missing (warned), instead of refusing them
         self.allow_missing = allow_missing
+        #: score a pair of two image sizes (the degraded image resized to the reference, flagged) instead of refusing it
+        self.allow_size_mismatch = allow_size_mismatch
         folder = RunFolder(run)
         self.summary = json.loads(folder.read("run.json"))
         self.config = json.loads(folder.read("config.json"))
-        origin = self.summary["source"].get("origin") or {}
-        if origin.get("kind") != "store":
-            raise SiqaError(f"{run}: this run was fit on the feature table {origin.get('path', '?')}, not on "
-                            f"image features; only a run fit on a feature store can score images")
-        self.store = run_store(run, store)
-        enabled = [name for name, table in ((self.config.get("input") or {}).get("extractors") or {}).items()
-                   if (table or {}).get("enabled", True)]
-        if not enabled:
-            raise SiqaError(f"{run}/config.json: the run's config enables no extractor")
+        self.origin = self.summary["source"].get("origin") or {}
         self.compiled = CompiledPipeline.load(folder)
+        #: the feature store images are scored through; None for a run fit on a feature table (`predict` only)
+        self.store = None
+        if self.from_images:
+            self.store = run_store(run, store)
+            enabled = [name for name, table in ((self.config.get("input") or {}).get("extractors") or {}).items()
+                       if (table or {}).get("enabled", True)]
+            if not enabled:
+                raise SiqaError(f"{run}/config.json: the run's config enables no extractor")
         #: extractor -> the feature folder the run was fit on (what a cached pair is read from)
         self.folders = {name: entry["folder"] for name, entry in (self.summary.get("extractors") or {}).items()}
+
+    @property
+    def from_images(self) -> bool:
+        """Whether the run was fit on a feature store (it scores images) rather than on a feature table."""
+        return self.origin.get("kind") == "store"
+
+    def basis(self) -> str:
+        """What the run's predictions rest on, in one line: rows, label source, CV Final with its interval."""
+        summary, origin = self.summary, self.origin
+        label = origin.get("label") or "the store's pair labels"
+        orientation = "higher" if self.compiled.higher_better else "lower"
+        source = origin.get("path") or origin.get("root") or summary["source"].get("source", "?")
+        sizes = summary.get("image_sizes")
+        shown = f"; images {sizes['text']}" if sizes else ""
+        return (f"basis: {self.path} was fit on {summary['n_rows']} labelled rows in {summary['n_groups']} reference "
+                f"groups of {source} (label {label}, {orientation} = better; predictions in its units{shown}); "
+                f"CV Final {summary['final']:.4f}, 95% group-bootstrap interval [{summary['final_low']:.4f}, "
+                f"{summary['final_high']:.4f}]")
+
+    @property
+    def prediction_column(self) -> str:
+        """The column that holds the run's prediction: `score` for a store run, `predicted_<label>` for a run
+        fit on a feature table (in that label's units and orientation)."""
+        return "score" if self.from_images else f"predicted_{self.origin.get('label', 'label')}"
+
+    def require_images(self) -> None:
+        """Refuse images for a run fit on a feature table, pointing to what it does predict."""
+        if not self.from_images:
+            raise SiqaError(f"{self.path}: this run was fit on the feature table {self.origin.get('path', '?')}, not "
+                            f"on image features, so it scores rows of features, not images: `siqa predict --table "
+                            f"FILE` or `siqa.load(run).predict(frame)`")
+
+    def predict(self, frame, with_features: bool = False, source: str = "predict"):
+        """Every row of `frame` (a pandas DataFrame holding the run's feature columns, by name) with the run's
+        prediction in the label's units and orientation (`prediction_column`) and the range flags (`flagged`).
+        A feature the run was fit on that `frame` lacks is refused by name; other columns are kept as they are.
+        `source` names the frame in errors (`siqa predict --table` passes the file)."""
+        from tabular.data import feature_matrix
+
+        compiled = self.compiled
+        if compiled.blocks or compiled.needs_pairs:
+            raise SiqaError(f"{self.path}: the run reads dense features or the pair images, which a table of "
+                            f"scalars does not hold: score image pairs (`score`, `predict_table`)")
+        X = feature_matrix(frame, compiled.columns, source)
+        return self._flagged(frame.reset_index(drop=True), compiled.to_label(compiled.score(X, {})), X, with_features)
+
+    def _flagged(self, frame, predictions: np.ndarray, X: np.ndarray, with_features: bool,
+                 image_flags: dict[str, np.ndarray] | None = None):
+        """`frame` (the user's rows) + the prediction, the flags (`image_flags`, the range flags, `unrelated`
+        where the run has an embedding cosine; `flagged`: any) and, `with_features`, the features used."""
+        from blend.checks import outside_range, unrelated_content
+
+        columns, ranges = self.compiled.columns, self.summary.get("feature_ranges") or {}
+        distance, names = outside_range(X, columns, ranges)
+        added = {self.prediction_column: predictions, **(image_flags or {}), "outside_range": distance,
+                 "outside_features": names}
+        unrelated = unrelated_content(X, columns, ranges)
+        if unrelated is not None:
+            added["unrelated"] = unrelated
+        if with_features:
+            added.update({c: X[:, j] for j, c in enumerate(columns) if c not in frame.columns})
+        clash = [c for c in [*added, "flagged"] if c in frame.columns]
+        if clash:
+            raise SiqaError(f"predict: the input already has column(s) {', '.join(clash)}, which the prediction "
+                            f"adds; rename them")
+        out = frame.assign(**added)
+        out["flagged"] = (distance > 0) | np.logical_or.reduce(
+            [np.asarray(added[k], dtype=bool) for k in ("resized", "size_unusual", "unrelated") if k in added],
+            initial=False)
+        return out
 
     @cached_property
     def extractors(self):
@@ -155,8 +232,10 @@ class Predictor:
         return extractors
 
     def score(self, ref, dist, progress: bool = False):
-        """Score of `dist` against `ref` (0..5, higher = better): one image each (a float) or two equally long
-        sequences (a numpy array). An image is a path, a PIL image, a numpy array or a torch tensor."""
+        """Score of `dist` against `ref` in the run's label units (0..5, higher = better, for SeIQA labels): one
+        image each (a float) or two equally long sequences (a numpy array). An image is a path, a PIL image, a
+        numpy array or a torch tensor."""
+        self.require_images()
         single = _is_one_image(ref)
         if single != _is_one_image(dist):
             raise SiqaError("score: give one image for both ref and dist, or a sequence of images for both")
@@ -168,29 +247,83 @@ class Predictor:
         with tempfile.TemporaryDirectory(prefix="siqa-pixels-") as tmp:
             paths = [self._as_path(x, Path(tmp), f"{role} {i}") for i, pair in enumerate(zip(refs, dists))
                      for role, x in zip(("ref", "dist"), pair)]
-            scores = self.score_files(list(zip(paths[0::2], paths[1::2])), progress=progress).scores
+            pairs = list(zip(paths[0::2], paths[1::2]))
+            scores = self._seen_pixels(pairs, Path(tmp))
+            if scores is None:
+                scores = self.score_files(pairs, progress=progress).scores
         return float(scores[0]) if single else scores
+
+    def _seen_pixels(self, pairs: list[tuple[str, str]], pixel_folder: Path) -> np.ndarray | None:
+        """Scores of `pairs` when each image given as pixels (a PNG written into `pixel_folder`) has the picture
+        of a file the store decoded before and every feature is cached under those files' keys; None otherwise.
+        The store keys files by their bytes, so a JPEG's decoded array would otherwise compute again."""
+        if not any(Path(p).parent == pixel_folder for pair in pairs for p in pair):
+            return None  # paths only: the fast path, which imports no table library
+        from featurestore.io import decode, pixel_sha256, sha256_file
+        from featurestore.store import FeatureStore
+
+        known = FeatureStore(self.store).known_pixels()
+        shas = {}
+        for path in {p for pair in pairs for p in pair}:
+            shas[path] = known.get(pixel_sha256(decode(path).rgb)) if Path(path).parent == pixel_folder else \
+                sha256_file(path)
+            if shas[path] is None:
+                return None
+        self.image_flags(pairs)
+        cached = self._cached_arrays([(shas[r], shas[d]) for r, d in pairs])
+        if cached is None:
+            return None
+        log.debug("%s: every picture seen before as a file: scored from its cached features", self.path)
+        return self.compiled.to_label(self.compiled.score(*cached))
 
     def score_files(self, pairs: list[tuple[str, str]], progress: bool = False) -> Scored:
         """Scores of (reference path, degraded path) pairs, with what it took (`Scored`)."""
+        self.require_images()
         from featurestore.io import sha256_file
 
         started = time.perf_counter()
+        self.image_flags(pairs)  # a pair of two sizes is refused here unless allow_size_mismatch
         if all(Path(p).is_file() for pair in pairs for p in pair):
             shas = {p: sha256_file(p) for pair in pairs for p in pair}
-            fast = self._cached_scores([(shas[r], shas[d]) for r, d in pairs])
-            if fast is not None:
-                return Scored(fast, 0, len(pairs) * len(self.folders), time.perf_counter() - started, "compiled")
+            cached = self._cached_arrays([(shas[r], shas[d]) for r, d in pairs])
+            if cached is not None:
+                return Scored(self.compiled.to_label(self.compiled.score(*cached)), 0, len(pairs) * len(self.folders),
+                              time.perf_counter() - started, "compiled")
         from featurestore.datasets import PairTable
 
-        frame = self._through_store(PairTable.from_paths(pairs, split="test"), progress, started)
-        done = frame.attrs["extract"]
-        return Scored(frame["score"].to_numpy(), sum(done.computed.values()), sum(done.cached.values()),
-                      time.perf_counter() - started, "pipeline")
+        X, dense, images, done = self._through_store(PairTable.from_paths(pairs, split="test"), progress)
+        return Scored(self.compiled.to_label(self.compiled.score(X, dense, images)), sum(done.computed.values()),
+                      sum(done.cached.values()), time.perf_counter() - started, "pipeline")
 
-    def _cached_scores(self, pairs: list[tuple[str, str]]) -> np.ndarray | None:
-        """Scores by the compiled pipeline of pairs given as (reference, degraded) sha256, when the run has
-        one and its feature folders hold every pair; None otherwise (the full path then scores them)."""
+    def image_flags(self, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """Per pair of (reference, degraded) paths: `resized` (the two differ in size: refused unless
+        `allow_size_mismatch`, then the degraded image is resized to the reference) and, where the run recorded
+        its training image sizes, `size_unusual` (the reference has under half or over twice the pixels of
+        every training image: sides about 1.4 times beyond, where features of scale shift)."""
+        from featurestore.io import image_size
+
+        sizes = {p: image_size(p) for pair in pairs for p in pair}
+        resized = np.array([sizes[r] != sizes[d] for r, d in pairs], dtype=bool)
+        if resized.any() and not self.allow_size_mismatch:
+            i = int(np.flatnonzero(resized)[0])
+            (ref, dist), more = pairs[i], int(resized.sum()) - 1
+            raise SiqaError(f"{dist}: {'x'.join(map(str, sizes[dist]))} pixels, its reference {ref} is "
+                            f"{'x'.join(map(str, sizes[ref]))}" + (f" (and {more} more pair(s) of two sizes)" if more
+                                                                    else "")
+                            + ": a full-reference score compares the same pixels; pass --allow-size-mismatch "
+                              "(allow_size_mismatch=True) to resize the degraded image to the reference, flagged "
+                              "`resized`")
+        flags = {"resized": resized}
+        trained = self.summary.get("image_sizes")
+        if trained:
+            low, high = trained["pixels"]
+            pixels = np.array([sizes[r][0] * sizes[r][1] for r, _ in pairs], dtype=np.float64)
+            flags["size_unusual"] = (pixels < low / 2) | (pixels > high * 2)
+        return flags
+
+    def _cached_arrays(self, pairs: list[tuple[str, str]]):
+        """(X, dense) of pairs given as (reference, degraded) sha256, when the compiled pipeline can score them
+        alone and the run's feature folders hold every pair; None otherwise (the full path then scores them)."""
         from featurestore.cached import cached_features
         from featurestore.io import pair_key
 
@@ -207,7 +340,7 @@ class Predictor:
         X = np.column_stack([features[c] for c in self.compiled.columns]) if self.compiled.columns else \
             np.empty((len(pairs), 0))
         log.debug("%s: every feature cached: scoring with the compiled pipeline", self.path)
-        return self.compiled.score(np.where(np.isinf(X), np.nan, X), dense)
+        return np.where(np.isinf(X), np.nan, X), dense
 
     @staticmethod
     def _as_path(x, folder: Path, what: str) -> str:
@@ -221,9 +354,11 @@ class Predictor:
         Image.fromarray(_pixels(x, what)).save(path)
         return str(path)
 
-    def predict_table(self, table, progress: bool = True):
-        """Scores of every row of `table` (a `PairTable`): a DataFrame with columns `name` (the table's) and
-        `score` (0..5).
+    def predict_table(self, table, progress: bool = True, rows=None, with_features: bool = False):
+        """Every row of `table` (a `PairTable`) scored: `rows` (the user's own columns, one row per pair; default
+        the table's `name`) plus `score` (the labels' units: 0..5 for SeIQA), the flags (`resized`,
+        `size_unusual`, `outside_range`, `outside_features`, `unrelated` where an embedding cosine is a feature;
+        `flagged`: any of them) and, `with_features`, the features used.
 
         The frame's `attrs["extract"]` holds the store's `ExtractSummary` (features computed / reused) and
         `attrs["seconds"]` the wall time, for the command line's summary line.
@@ -232,32 +367,33 @@ class Predictor:
 
         from featurestore.store import ExtractSummary
 
+        self.require_images()
         started = time.perf_counter()
-        fast = self._cached_scores(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))
-        if fast is None:
-            return self._through_store(table, progress, started)
-        summary = ExtractSummary(pairs=len(table))
-        for name in self.folders:
-            summary.cached[f"{name}/pair"] += len(table)
-        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": fast})
+        flags = self.image_flags(list(zip(table.df["ref_path"], table.df["dist_path"])))
+        cached = self._cached_arrays(list(zip(table.df["ref_sha256"], table.df["dist_sha256"])))
+        if cached is None:
+            X, dense, images, summary = self._through_store(table, progress)
+        else:
+            (X, dense), images = cached, None
+            summary = ExtractSummary(pairs=len(table))
+            for name in self.folders:
+                summary.cached[f"{name}/pair"] += len(table)
+        rows = pd.DataFrame({"name": table.df["name"].to_numpy()}) if rows is None else rows.reset_index(drop=True)
+        out = self._flagged(rows, self.compiled.to_label(self.compiled.score(X, dense, images)), X, with_features,
+                            flags)
         out.attrs["extract"] = summary
         out.attrs["seconds"] = time.perf_counter() - started
         return out
 
-    def _through_store(self, table, progress: bool, started: float):
-        """`predict_table` by the full path: missing features computed through a scratch store (the extractors
-        built on first need), then the compiled pipeline."""
-        import pandas as pd
-
+    def _through_store(self, table, progress: bool):
+        """(X, dense, pairs, extract summary) of every row of `table`, in its order, by the full path."""
         data, summary = self.features(table, progress)
-        out = pd.DataFrame({"name": table.df["name"].to_numpy(), "score": self.compiled.predict(data)})
-        out.attrs["extract"] = summary
-        out.attrs["seconds"] = time.perf_counter() - started
-        return out
+        return (*self.compiled.arrays(data), summary)
 
     def features(self, table, progress: bool = True):
         """(`TabularData` of every row of `table`, in its order and with its names, the store's `ExtractSummary`):
-        the run's features of each pair, the missing ones computed through a scratch store."""
+        the run's features of each pair, the missing ones computed through a scratch store (the extractors built
+        on first need)."""
         from blend.run import check_missing
         from featurestore.datasets import PairTable
         from featurestore.store import FeatureStore
@@ -274,6 +410,7 @@ class Predictor:
             scratch.check_store(create=True)
             os.symlink((main.root / "features").resolve(), scratch.root / "features", target_is_directory=True)
             summary = scratch.extract(PairTable(scratch_df, table.source), self.extractors, progress=progress)
+            main.record_pixels(summary.pixels)  # the scratch store's own pixels.json goes with it
             if summary.failures and not self.allow_missing:
                 where, why = sorted(summary.failures.items())[0]
                 raise SiqaError(f"{where}: {why}" + (f" (and {len(summary.failures) - 1} more failure(s))"
@@ -288,9 +425,9 @@ class Predictor:
         return data, summary
 
 
-def load(run=DEFAULT_RUN, store=None, allow_missing: bool = False) -> Predictor:
+def load(run=DEFAULT_RUN, store=None, allow_missing: bool = False, allow_size_mismatch: bool = False) -> Predictor:
     """A `Predictor` for `run` that keeps its models loaded; `store` overrides the run's own store."""
-    return Predictor(run, store, allow_missing)
+    return Predictor(run, store, allow_missing, allow_size_mismatch)
 
 
 def score(ref, dist, run=DEFAULT_RUN, store=None, progress: bool = False):

@@ -38,6 +38,10 @@ class LabelScale:
     def transform(self, target: np.ndarray) -> np.ndarray:
         return LOW + (np.asarray(target, dtype=np.float64) - self.offset_) * self.factor_
 
+    def inverse(self, scaled: np.ndarray) -> np.ndarray:
+        """Values on 0..5 back on the target's own scale."""
+        return self.offset_ + (np.asarray(scaled, dtype=np.float64) - LOW) / self.factor_
+
     def export(self) -> list[dict]:
         return [step("affine", scale=self.factor_, offset=LOW - self.offset_ * self.factor_)]
 

@@ -15,6 +15,7 @@ is refused with one line: fit it again with `siqa oof`.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def write(folder: Path, exported: dict) -> None:
 
 
 class CompiledPipeline:
-    def __init__(self, exported: dict, root: Path):
+    def __init__(self, exported: dict, root: Path, higher_better: bool = True):
         self.columns: list[str] = exported["columns"]
         self.blocks: dict[str, int] = exported["blocks"]
         self.meta = exported["meta"]
@@ -45,6 +46,8 @@ class CompiledPipeline:
         self.weights = np.asarray(exported["weights"], dtype=np.float64)
         self.calibrator = exported["calibrator"]
         self.label_offset, self.label_factor = exported["label_scale"]
+        #: the labels' orientation (False for a DMOS): scores map back to the labels' own units with it
+        self.higher_better = higher_better
         self.root = Path(root)
         self._native: dict[str, object] = {}
 
@@ -54,8 +57,9 @@ class CompiledPipeline:
             raise SiqaError(f"{folder.path}: no {INFERENCE_JSON} (a run of an older siqa, which pickled its models); "
                             f"fit it again with `siqa oof`")
         text, npz = folder.read(INFERENCE_JSON).decode(), folder.read(INFERENCE_NPZ)
+        higher_better = bool(json.loads(folder.read("run.json"))["source"].get("higher_better", True))
         try:
-            return cls(restore(text, npz), folder.path)
+            return cls(restore(text, npz), folder.path, higher_better)
         except (ValueError, KeyError) as error:
             raise SiqaError(f"{folder.path / INFERENCE_JSON}: written by another siqa ({error}); fit the run again "
                             f"with `siqa oof`") from None
@@ -72,6 +76,13 @@ class CompiledPipeline:
     def label_scale(self, target: np.ndarray) -> np.ndarray:
         """The run's labels (target orientation) on the 0..5 scale of its scores (`blend.calibration.LabelScale`)."""
         return LOW + (np.asarray(target, dtype=np.float64) - self.label_offset) * self.label_factor
+
+    def to_label(self, scores: np.ndarray) -> np.ndarray:
+        """0..5 scores in the labels' own units and orientation (a DMOS again, lower = better): the label scale
+        undone, and the sign where the labels were negated into the target. The calibrator's 0..5 clip maps
+        back to the range of the training labels; labels on 0..5 (higher = better) come back unchanged."""
+        target = self.label_offset + (np.asarray(scores, dtype=np.float64) - LOW) / self.label_factor
+        return target if self.higher_better else -target
 
     def member_scores(self, X: np.ndarray, dense: dict[str, np.ndarray], pairs=None) -> np.ndarray:
         """Rows x members: every member's prediction (target scale) of rows with scalar features `X` (rows x
@@ -111,7 +122,9 @@ class CompiledPipeline:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise SiqaError(f"{data.source}: missing {len(missing)} feature(s) the run was fit on: {shown}")
 
-    def _arrays(self, data):
+    def arrays(self, data):
+        """(X, dense, pairs) of `data` as `score` takes them; a feature the run was fit on that `data` lacks is
+        refused by name."""
         import pandas as pd
 
         self.check(data)
@@ -120,15 +133,17 @@ class CompiledPipeline:
         return X, {b: data.dense[b] for b in self.blocks}, pairs
 
     def predict_frame(self, data):
-        """Per-member predictions (target scale), `blend` (target scale) and `score` (0..5, higher = better)."""
+        """Per-member predictions (target scale), `blend` (target scale), `score` (0..5, higher = better) and
+        `prediction` (`score` in the labels' units, `to_label`)."""
         import pandas as pd
 
-        members = self.member_scores(*self._arrays(data))
+        members = self.member_scores(*self.arrays(data))
         frame = pd.DataFrame(members, columns=self.member_names)
         frame["blend"] = members @ self.weights
         frame["score"] = run(self.calibrator, frame["blend"].to_numpy())
+        frame["prediction"] = self.to_label(frame["score"].to_numpy())
         return frame
 
     def predict(self, data) -> np.ndarray:
         """0..5 scores (higher = better) of every row of `data`."""
-        return self.score(*self._arrays(data))
+        return self.score(*self.arrays(data))

@@ -19,8 +19,9 @@ Run folder layout:
 - `oof.parquet`: one row per (repeat, labelled row), ordered by repeat then input order. Columns:
   `id`, `group`, `label` (as given), `target` (= label, or -label when lower is better: higher = better),
   `repeat`, `fold` (outer fold of the row in that repeat), one float64 column per pool member (its
-  outer out-of-fold prediction, target scale), `blend` (nested blend, target scale) and
-  `blend_calibrated` (nested blend after the calibration to 0..5: what a submission would hold).
+  outer out-of-fold prediction, target scale), `blend` (nested blend, target scale),
+  `blend_calibrated` (nested blend after the calibration to 0..5: what a submission would hold) and
+  `prediction` (`blend_calibrated` in the label's own units and orientation: what `siqa predict` prints).
   The same data, config and seed give byte-identical files.
 - `leaderboard.csv`: model, srocc, plcc, krcc, rmse, final, final_std, final_fold_mean, final_low,
   final_high, fit_seconds — one row per member plus `blend` and `blend_calibrated`, sorted by final.
@@ -29,13 +30,17 @@ Run folder layout:
   single test folds (each scored by one model, as a held-out test set is: fold-to-fold shifts of fitted
   maps, which pooled Final pays for, do not count); final_low/final_high is the 95% interval of pooled
   Final over tables resampled by reference group (bootstrap, same draws for every row); correlations
-  are against `target`, so positive; rmse is on the 0..5 scale (members and blend mapped by the affine label scale);
+  are against `target`, so positive; rmse is in the label's own units (the calibrated blend mapped back from 0..5
+  by the affine label scale);
   fit_seconds is the total fitting time of that member over the nested run and the final refit (for
   the blend rows: blender and calibrator fitting).
 - `run.json`: summary — headline metrics (of `blend_calibrated`; also as the dict `headline` with
   n_rows and n_groups: with `versus`, what `siqa oof --json` prints), data description (`source`, with the `origin`
   to read the data again), settings, the final blend (method, weights, inner-CV scores of each method,
-  calibration), per-fold nested blends, dropped columns, `member_notes` (member -> what its final refit
+  calibration), per-fold nested blends, dropped columns, `skipped_columns` (every column not used as a feature, but
+  the label and the group, with why: the table rule's non-features, text, constant), `feature_ranges` (column -> [min, max] over the labelled
+  rows: what `siqa predict` flags a new row against), `image_sizes` (store runs: the fewest and most pixels
+  of the labelled pairs' images, and as text), `member_notes` (member -> what its final refit
   chose, e.g. "picked formula_ssim" for best_single_feature), `versus` (the headline's paired gaps to the
   hindsight-best member, to the best member chosen on other reference groups, and to the raw feature:
   `tabular.compare`), `leaderboard_text` (printable), time; for a
@@ -79,6 +84,7 @@ from tabular.stack import PoolPlan, StackedPool
 
 from . import compiled
 from .calibration import LabelScale
+from .checks import feature_ranges, image_sizes
 from .nested import NestedCV
 from .pipeline import FittedPipeline
 from .settings import Settings, StackSettings, settings_from
@@ -87,7 +93,7 @@ from .runfolder import FITS, RunFolder, check_target, new_run_id, run_lock, run_
 log = logging.getLogger(__name__)
 
 HEADLINE = "blend_calibrated"
-FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE)
+FIXED_COLUMNS = ("id", "group", "label", "target", "repeat", "fold", "blend", HEADLINE, "prediction")
 BOOTSTRAP_DRAWS = 200
 #: the largest label magnitude learnt from (any rating scale is far below; 1e300 overflows every statistic)
 LABEL_LIMIT = 1e12
@@ -242,10 +248,11 @@ def _leaderboard(columns: dict[str, list[np.ndarray]], target: np.ndarray, folds
                  draws: list[tuple[np.ndarray, np.ndarray]]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The leaderboard, and every column's Final on the in-bag rows of the group-bootstrap `draws`."""
     rows, in_bag = [], {}
-    scaled_target = scale.transform(target)
     for name, per_repeat in columns.items():
-        on_scale = name != HEADLINE  # the calibrated blend is already on 0..5
-        scores = [metrics.all_metrics(scale.transform(p) if on_scale else p, scaled_target) for p in per_repeat]
+        # on the target's scale (the calibrated blend is on 0..5): the labels' units, so rmse is in them; the
+        # label scale is increasing and affine, so the correlations are those of the 0..5 scores
+        on_target = [scale.inverse(p) if name == HEADLINE else p for p in per_repeat]
+        scores = [metrics.all_metrics(p, target) for p in on_target]
         finals = [s["final"] for s in scores]
         row = {"model": name, **{k: float(np.mean([s[k] for s in scores])) for k in ("srocc", "plcc", "krcc", "rmse")}}
         row["final"] = float(np.mean(finals))
@@ -375,8 +382,10 @@ def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool,
         "id": labelled.ids.astype(str), "group": labelled.groups.astype(str), "label": labelled.y,
         "target": target, "repeat": np.full(labelled.n_rows, r, dtype=np.int64),
         "fold": result.folds[r].astype(np.int64)}) for r in range(repeats)], ignore_index=True)
-    oof = pd.concat([oof, stacked, pd.DataFrame({"blend": np.concatenate(result.blend),
-                                                 HEADLINE: np.concatenate(result.calibrated)})], axis=1)
+    calibrated = np.concatenate(result.calibrated)
+    in_label_units = scale.inverse(calibrated) * (1 if labelled.higher_better else -1)
+    oof = pd.concat([oof, stacked, pd.DataFrame({"blend": np.concatenate(result.blend), HEADLINE: calibrated,
+                                                 "prediction": in_label_units})], axis=1)
     per_member = {m: [p[m].to_numpy() for p in result.predictions] for m in members}
     draws = metrics.group_bootstrap_draws(labelled.groups, BOOTSTRAP_DRAWS)
     board, in_bag = _leaderboard({**per_member, "blend": result.blend, HEADLINE: result.calibrated}, target,
@@ -408,6 +417,10 @@ def _run_oof(data: TabularData, config: Settings, run_dir: Path, progress: bool,
         "source": {**data.describe(), "origin": {**data.origin, "labelled_sha256": labelled.labelled_digest()}}, "preset": settings.preset, "folds": settings.folds,
         "repeats": repeats, "seed": settings.seed,
         "columns": columns, "dropped_columns": dropped, "members": members,
+        "skipped_columns": {**data.skipped, **{c: "constant or empty over the labelled rows" for c in dropped}},
+        "feature_ranges": feature_ranges(labelled.X[columns]),
+        "image_sizes": None if labelled.pairs is None else image_sizes([*labelled.pairs["ref_path"],
+                                                                        *labelled.pairs["dist_path"]]),
         "blend": {"method": pipeline.blender_.method_,
                   "weights": dict(zip(members, map(float, pipeline.weights(members)))),
                   "inner_cv": pipeline.blender_.cv_scores_, "calibration": pipeline.calibrator_.method_,

@@ -63,6 +63,8 @@ _TRANSPOSE_FOR_ORIENTATION = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+#: the EXIF orientations whose transpose turns width into height
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
 
 
 #: what a path that is not a regular file is, for the one line that refuses it
@@ -172,6 +174,25 @@ def decode_rgb(data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS) -> n
     if min(rgb.size) < MIN_SIDE:
         raise SiqaError(f"{path}: image is {rgb.width}x{rgb.height}, smaller than {MIN_SIDE}x{MIN_SIDE}")
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def pixel_sha256(rgb: np.ndarray) -> str:
+    """sha256 of decoded pixels (shape, then the HxWx3 uint8 bytes): the same picture from a JPEG file, its
+    decoded array or a PNG of that array hashes alike, where the file hashes (the store's keys) differ."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    return hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()
+
+
+def image_size(path) -> tuple[int, int]:
+    """(width, height) of an image file as decoded (EXIF rotation applied), from its header: no pixels decoded."""
+    try:
+        with open_regular(path) as file, _own_bomb_check(), Image.open(file) as im:
+            w, h = im.size
+            return (h, w) if _orientation(im) in _SWAPS_SIDES else (w, h)
+    except SiqaError:
+        raise
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SiqaError(f"{path}: cannot read the image size ({type(exc).__name__}: {exc})") from None
 
 
 def _orientation(im: Image.Image) -> int:

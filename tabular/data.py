@@ -60,6 +60,8 @@ class TabularData:
     pairs: pd.DataFrame | None = None
     #: store only: extractor -> which rows it has no features for (never computed, or failed), a boolean mask
     absent: dict = field(default_factory=dict)
+    #: table only: column -> why the default feature rule left it out (named, never dropped silently)
+    skipped: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -124,6 +126,7 @@ class TabularData:
             raise SiqaError(f"{path}: group column {group!r} has {int(frame[group].isna().sum())} empty values")
         groups = frame[group].astype(str).str.strip().str.lower().to_numpy(dtype=object)
 
+        skipped = {}
         if features is None:
             candidates = [c for c in frame.columns if c not in (label, group) and not _is_non_feature(str(c))]
             for c in candidates:
@@ -133,6 +136,8 @@ class TabularData:
                         if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
             if not features:
                 raise SiqaError(f"{path}: no numeric feature columns besides {label!r} and {group!r}")
+            skipped = {str(c): _why_not_a_feature(frame[c]) for c in frame.columns
+                       if c not in (label, group) and c not in features}
         else:
             missing = [c for c in features if c not in frame.columns]
             if missing:
@@ -157,7 +162,7 @@ class TabularData:
                   "label": label, "group": group,
                   "lower_better": bool(lower_better), "features": [str(c) for c in features]}
         return cls(ids=ids, X=X, y=y, groups=groups, split=split, names=names,
-                   higher_better=not lower_better, source=str(path), origin=origin)
+                   higher_better=not lower_better, source=str(path), origin=origin, skipped=skipped)
 
     @classmethod
     def from_origin(cls, origin: dict) -> "TabularData":
@@ -262,6 +267,24 @@ class TabularData:
                    absent=absent)
 
 
+def read_table(path) -> pd.DataFrame:
+    """A CSV or Parquet table, with one-line errors for a missing, empty or unreadable file."""
+    return _read_frame(Path(path))
+
+
+def feature_matrix(frame: pd.DataFrame, columns: list[str], source) -> np.ndarray:
+    """`columns` of a user's `frame` (the features a run was fit on) as float64, inf as NaN; a missing or
+    non-numeric column is refused by name."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise SiqaError(f"{source}: missing {len(missing)} feature column(s) the run was fit on: {shown}")
+    if not columns:
+        return np.empty((len(frame), 0))
+    X = np.column_stack([_numeric_column(frame, c, source, "feature") for c in columns])
+    return np.where(np.isinf(X), np.nan, X)
+
+
 def _read_frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SiqaError(f"{path}: no such file")
@@ -294,6 +317,19 @@ def _mostly_numeric_text(values: pd.Series) -> bool:
         return False
     present = values.dropna()
     return len(present) > 0 and pd.to_numeric(present, errors="coerce").notna().mean() >= 0.5
+
+
+def _why_not_a_feature(values: pd.Series) -> str:
+    name = str(values.name).lower()
+    if name in ("split", "pair_id", "id"):
+        return "an id or the split, not a measurement"
+    if name in NON_FEATURE_COLUMNS:
+        return "a label or how the pair was made: a new pair does not have it"
+    if name.endswith("_std"):
+        return "how the raters agreed: a new pair does not have it"
+    if pd.api.types.is_bool_dtype(values):
+        return "true/false, not a measurement"
+    return "not numeric (text)"
 
 
 def _is_non_feature(column: str) -> bool:

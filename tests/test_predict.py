@@ -104,7 +104,8 @@ def test_cli_predict_one_pair_and_a_pairs_file(toy, store, new_pairs, tmp_path, 
     assert "1 pair(s) scored in" in out.err  # the summary line, after the progress bar
 
     table = tmp_path / "pairs.csv"
-    pairs = pd.DataFrame({"ref_name": ["ref.png", "ref.png"], "dist_name": ["l1/dist.png", "l4/dist.png"]})
+    pairs = pd.DataFrame({"ref_name": ["ref.png", "ref.png"], "dist_name": ["l1/dist.png", "l4/dist.png"],
+                          "codec": ["noise", "noise"], "quality": [90, 30]})
     pairs.to_csv(table, index=False)
     shutil.copytree(new_pairs["ref"].parent, tmp_path / "images")
     shutil.move(table, tmp_path / "images" / "pairs.csv")
@@ -113,8 +114,12 @@ def test_cli_predict_one_pair_and_a_pairs_file(toy, store, new_pairs, tmp_path, 
     out = capsys.readouterr()
     assert out.out.strip() == f"2 predictions -> {csv}" and out.err == ""  # --quiet: no bar, no summary
     written = pd.read_csv(csv)
-    assert list(written.columns) == ["name", "score"] and list(written["name"]) == ["l1/dist.png", "l4/dist.png"]
+    # the user's own columns come back, in order, then the score and the flags
+    assert list(written.columns) == ["ref_name", "dist_name", "codec", "quality", "score", "resized", "size_unusual",
+                                     "outside_range", "outside_features", "flagged"]
+    assert list(written["dist_name"]) == ["l1/dist.png", "l4/dist.png"] and list(written["quality"]) == [90, 30]
     assert written["score"].iloc[0] > written["score"].iloc[1]
+    assert not written["resized"].any()
 
 
 def test_user_errors(toy, store, new_pairs, tmp_path):

@@ -48,7 +48,8 @@ def test_run_folder_contents(run):
                                                  "siqa-run.json"}
     oof = pd.read_parquet(path / "oof.parquet")
     members = summary["members"]
-    assert list(oof.columns) == ["id", "group", "label", "target", "repeat", "fold", *members, "blend", HEADLINE]
+    assert list(oof.columns) == ["id", "group", "label", "target", "repeat", "fold", *members, "blend", HEADLINE,
+                                 "prediction"]
     assert set(FIXED_COLUMNS) <= set(oof.columns)
     assert len(oof) == data.labelled.sum() and oof["id"].is_unique
     assert oof[HEADLINE].between(0, 5).all()

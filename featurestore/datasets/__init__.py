@@ -139,6 +139,11 @@ def _image_names(folder: Path) -> dict[str, Path]:
     return stems
 
 
+def folder_images(folder) -> list[str]:
+    """The image files of `folder` (not its subfolders) by file name: what one reference is scored against."""
+    return [str(p) for p in sorted(_image_names(Path(folder)).values(), key=lambda p: p.name)]
+
+
 def folder_pairs(ref_dir, dist_dir) -> list[tuple[str, str]]:
     """(reference, degraded) paths of two folders, paired by file name (stem, any case or extension),
     in the degraded files' order; an image without its partner is a one-line error naming it."""

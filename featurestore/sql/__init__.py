@@ -25,6 +25,7 @@ store knows nothing about runs.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -214,8 +215,20 @@ def user_connection(root: str | Path, extensions: Iterable[Extension] = (),
     return con
 
 
+#: how DuckDB names the file a statement could not read (sandbox refusal, nothing at that path)
+_NAMED_FILE = re.compile(r'(?:Cannot access file|No files found that match the pattern|No such file or directory)[^"]*"([^"]+)"')
+
+
 def error_line(exc: duckdb.Error) -> str:
-    """One line for a DuckDB error of a user's statement; a sandbox refusal says what may be read."""
+    """One line for a DuckDB error of a user's statement: a file that is not there is named (the first folder
+    of its path that is missing: a mistyped run folder, not the sandbox, is the problem); a sandbox refusal says
+    what may be read."""
+    named = _NAMED_FILE.search(str(exc))
+    if named and not any(c in named[1] for c in "*?[") and not Path(named[1]).exists():
+        missing = Path(named[1])
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        return f"sql: {missing}: no such file or folder"
     line = f"sql: {str(exc).splitlines()[0]}"
     if isinstance(exc, duckdb.PermissionException):
         line += " (`siqa sql` reads only the store, the runs fit on it and what --allow-read names)"

@@ -93,22 +93,24 @@ def run_statements(con: duckdb.DuckDBPyConnection, text: str, out: TextIO) -> bo
     return True
 
 
-def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool:
-    """Handle one dot command; returns False when the shell should end."""
+def _dot_command(con: duckdb.DuckDBPyConnection, line: str, out: TextIO) -> bool | None:
+    """Handle one dot command: None when the shell should end, else whether the command ran (a failed one
+    counts like a failed statement, so a script or a one-shot `siqa sql .cmd` exits non-zero)."""
     word, _, arg = line.partition(" ")
     if word in (".quit", ".exit", ".q"):
-        return False
+        return None
     if word == ".tables":
         print(_tables(con), file=out)
     elif word == ".schema":
-        if arg.strip():
-            run_statements(con, f"DESCRIBE {quote_identifier(arg.strip())};", out)
-        else:
-            print("usage: .schema NAME (.tables lists the names)", file=out)
+        if not arg.strip():
+            print("error: usage: .schema NAME (.tables lists the names)", file=out)
+            return False
+        return run_statements(con, f"DESCRIBE {quote_identifier(arg.strip())};", out)
     elif word == ".help":
         print(HELP, file=out)
     else:
         print(f"error: unknown command {line!r}; .help lists them", file=out)
+        return False
     return True
 
 
@@ -141,8 +143,10 @@ def interactive(root: str | Path, stdin: TextIO | None = None, out: TextIO | Non
                 break
             line = line.rstrip("\n")
             if not buffer and line.strip().startswith("."):
-                if not _dot_command(con, line.strip(), out):
+                ran = _dot_command(con, line.strip(), out)
+                if ran is None:
                     break
+                failed += not ran
                 continue
             if line.strip():
                 buffer.append(line)

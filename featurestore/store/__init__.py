@@ -64,5 +64,6 @@ class FeatureStore(Catalog):
                 if isinstance(ex, ImageExtractor):
                     derive(self, df, ex, summary, progress)
             self.record_timings(summary.timing_entries(extractors))
+            self.record_pixels(summary.pixels)
         summary.seconds = time.perf_counter() - t0
         return summary

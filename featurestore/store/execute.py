@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SiqaError
 from ..extractors.base import PAIR_KEY, Column, Extractor, ImageExtractor, PairExtractor, check_columns
-from ..io import DecodedImage, DecodedPair, decode, match_size
+from ..io import DecodedImage, DecodedPair, decode, match_size, pixel_sha256
 from .layout import LEVEL_KEYS, Catalog, column_numpy, to_arrow
 from .plan import Chunk, Plan
 from .summary import ExtractSummary
@@ -100,6 +100,7 @@ def note_decoded(summary: ExtractSummary, images: dict, failures: dict) -> None:
     fresh = [im for im in images.values() if im is not None]
     summary.decode_seconds += sum(im.decode_seconds for im in fresh)
     summary.decoded_images += len(fresh)
+    summary.pixels.update({pixel_sha256(im.rgb): im.sha256 for im in fresh})
     summary.failures.update(failures)
 
 

@@ -72,7 +72,8 @@ def column_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
 
 #: the file that makes a folder a feature store, and every name a store holds
 STORE_MARKER = "siqa-store.json"
-STORE_ENTRIES = {STORE_MARKER, "pairs.parquet", "views.json", "timings.json", "runs.json", "features", ".lock"}
+STORE_ENTRIES = {STORE_MARKER, "pairs.parquet", "views.json", "timings.json", "runs.json", "pixels.json", "features",
+                 ".lock"}
 #: what a store of an older siqa holds beside features/ (`siqa predict` into a new store leaves only .lock)
 STORE_BOOKKEEPING = {"views.json", "timings.json", "runs.json", ".lock"}
 
@@ -333,6 +334,28 @@ class Catalog:
                 text = run_registry.runs_text(alive)
                 write_atomic(lambda fh: fh.write(text), self.runs_path)
         return stale
+
+    # --- pixels ---------------------------------------------------------------------------------
+    @property
+    def pixels_path(self) -> Path:
+        return self.root / "pixels.json"
+
+    def known_pixels(self) -> dict[str, str]:
+        """pixel sha256 -> sha256 of a file decoded here with those pixels (`featurestore.io.pixel_sha256`): how
+        `siqa.Predictor` finds the features of an array whose picture was scored before as a file."""
+        try:
+            return json.loads(self.pixels_path.read_text()) if self.pixels_path.exists() else {}
+        except (OSError, ValueError):
+            return {}  # a shortcut only; a damaged file is rewritten by the next extraction
+
+    def record_pixels(self, pixels: dict[str, str]) -> None:
+        """Add `pixels` (pixel sha256 -> file sha256) to pixels.json; only called under the lock. The first file
+        seen with a picture keeps it: its features are the ones in the store."""
+        known = self.known_pixels()
+        new = {k: v for k, v in pixels.items() if k not in known}
+        if new:
+            text = json.dumps({**known, **new}, indent=0, sort_keys=True).encode()
+            write_atomic(lambda fh: fh.write(text), self.pixels_path)
 
     # --- timings --------------------------------------------------------------------------------
     def timings(self) -> dict[str, dict]:

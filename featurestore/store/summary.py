@@ -18,6 +18,7 @@ class ExtractSummary:
     compute_seconds: Counter = field(default_factory=Counter)  # "<extractor>/<level>" -> seconds spent computing
     decode_seconds: float = 0.0
     decoded_images: int = 0
+    pixels: dict[str, str] = field(default_factory=dict)  # pixel sha256 -> file sha256 of the images decoded
 
     def add_work(self, other: "ExtractSummary") -> None:
         """Add what `other` (the work of one worker) computed, decoded, measured and failed on."""
@@ -27,6 +28,7 @@ class ExtractSummary:
         self.resized_pairs += other.resized_pairs
         self.decode_seconds += other.decode_seconds
         self.decoded_images += other.decoded_images
+        self.pixels.update(other.pixels)
 
     def timing_entries(self, extractors: list[Extractor]) -> list[tuple[str, float, int]]:
         """(timings.json name, seconds, items) of this run: decoding, and each extractor folder and level."""
