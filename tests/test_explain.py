@@ -114,8 +114,10 @@ def test_explain_refuses_a_run_folder_and_predict_explain_adds_the_top_groups(to
     main(["predict", "--run", str(toy["run"]), "--ref", str(ref), "--dist", str(dist), "--explain",
           "--out", str(scores), "--quiet"])
     written = pd.read_csv(scores)
-    assert list(written.columns) == ["name", "score", "attribution_1", "attribution_1_value", "attribution_2",
-                                     "attribution_2_value", "attribution_3", "attribution_3_value"]
+    # the user's columns and the prediction's flags first (issue 26), then the three top groups
+    assert list(written.columns[:2]) == ["name", "score"] and "flagged" in written.columns
+    assert list(written.columns[-6:]) == ["attribution_1", "attribution_1_value", "attribution_2",
+                                          "attribution_2_value", "attribution_3", "attribution_3_value"]
     assert set(written[["attribution_1", "attribution_2"]].iloc[0]) == {"toymean", "toymse"}
 
 
