@@ -144,7 +144,7 @@ def test_uninterrupted_runs_are_byte_identical(data, reference, tmp_path):
 
 
 KILL_POINTS = [(when, position) for position in ("pairs.parquet", "views.json", "first shard", "middle shard",
-                                                  "last shard", "timings.json")
+                                                  "last shard", "timings.json", "pixels.json")
                for when in ("during", "before", "after")]
 
 
@@ -154,12 +154,13 @@ def test_killed_inside_each_write_then_resumed_gives_the_same_store(data, refere
     """SIGKILL inside the N-th atomic write: with half its bytes written ("during"), with its temp file
     whole and fsynced but not renamed ("before"), or just renamed ("after"). No partial file is ever
     visible, and a rerun completes to the same store."""
-    renames = reference["renames"]  # the store's marker first: a new store
-    assert renames[:3] == ["siqa-store.json", "pairs.parquet", "views.json"] and renames[-1] == "timings.json"
-    assert all(n.startswith("part-") for n in renames[3:-1])
-    n_shards = len(renames) - 4
+    renames = reference["renames"]  # the store's marker first: a new store; the two logs last
+    assert renames[:3] == ["siqa-store.json", "pairs.parquet", "views.json"]
+    assert renames[-2:] == ["timings.json", "pixels.json"]  # measured seconds, and which pixels each file decoded to
+    assert all(n.startswith("part-") for n in renames[3:-2])
+    n_shards = len(renames) - 5
     n = {"pairs.parquet": 2, "views.json": 3, "first shard": 4, "middle shard": len(renames) // 2,
-         "last shard": len(renames) - 1, "timings.json": len(renames)}[position]
+         "last shard": len(renames) - 2, "timings.json": len(renames) - 1, "pixels.json": len(renames)}[position]
     store = tmp_path / "store"
     proc = worker(data, store, f"--die-{when}", str(n))
     _, err = proc.communicate(timeout=60)
