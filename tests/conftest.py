@@ -20,6 +20,11 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def file_bytes(root: Path) -> dict[str, bytes]:
+    """Every file below `root` (relative path -> bytes): a folder's whole content, to compare before and after."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def siqa_exit_code(*args) -> int:
     """Run `siqa ARGS` in this process; its exit status (0 when it returns)."""
     import cli

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from toy_run import build_run, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
+from conftest import file_bytes
 import cli
 from blend.submission import read_submission, validate_submission, write_submission_zip
 from featurestore.errors import SiqaError
@@ -34,10 +35,6 @@ def paths(built, tmp_path):
     return {**built, "store": tmp_path / "store", "run": tmp_path / "run", "tmp": tmp_path}
 
 
-def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _main(capsys, *args):
     try:
         cli.main(["-q", *(str(a) for a in args)])
@@ -56,35 +53,35 @@ def _refused(capsys, *args, says: str):
 
 def test_submit_and_predict_cannot_write_into_the_store(paths, capsys):
     store, run = paths["store"], paths["run"]
-    before = _files(store)
+    before = file_bytes(store)
     _refused(capsys, "submit", "--run", run, "--store", store, "--out", store / "pairs.parquet",
              says="inside the feature store")
     _refused(capsys, "predict", "--run", run, "--store", store, "--pairs", paths["data"], "--out",
              store / "views.json", says="inside the feature store")
     _refused(capsys, "sql", "--store", store, "--out", store / "features" / "new.csv", "SELECT 1 AS x",
              says="inside the feature store")
-    assert _files(store) == before
+    assert file_bytes(store) == before
 
 
 def test_outputs_cannot_replace_a_runs_files(paths, capsys):
     store, run = paths["store"], paths["run"]
-    before = _files(run)
+    before = file_bytes(run)
     victim = min(p for p in run.rglob("*") if p.is_file() and p.parent != run)  # e.g. models/...
     _refused(capsys, "submit", "--run", run, "--store", store, "--out", victim, says="inside the run folder")
     _refused(capsys, "predict", "--run", run, "--store", store, "--pairs", paths["data"], "--out",
              run / "run.json", says="inside the run folder")
     _refused(capsys, "sql", "--store", store, "--format", "csv", "--out", run / "config.json", "SELECT 1 AS x",
              says="inside the run folder")
-    assert _files(run) == before
+    assert file_bytes(run) == before
 
 
 def test_a_link_to_a_store_is_the_store(paths, capsys):
     link = paths["tmp"] / "innocent"
     link.symlink_to(paths["store"])
-    before = _files(paths["store"])
+    before = file_bytes(paths["store"])
     _refused(capsys, "sql", "--store", paths["store"], "--format", "parquet", "--out", link / "pairs.parquet",
              "SELECT 1 AS x", says="inside the feature store")
-    assert _files(paths["store"]) == before
+    assert file_bytes(paths["store"]) == before
 
 
 def test_submit_writes_its_own_zip_in_its_run(paths, capsys):
@@ -161,14 +158,14 @@ def test_a_full_disk_keeps_the_old_output(paths, capsys, monkeypatch):
         assert _main(capsys, *args)[0] == 0
     table = paths["tmp"] / "table.csv"
     table.write_text("old,result\n1,2\n")
-    before = {"run": _files(run), "table": table.read_bytes()}
+    before = {"run": file_bytes(run), "table": table.read_bytes()}
     _no_space(monkeypatch)
     for args in (["sql", "--store", store, "--out", table, "SELECT * FROM pairs"],
                  ["submit", "--run", run, "--store", store],
                  ["report", "--run", run, "--store", store]):
         _refused(capsys, *args, says="No space left on device")
     monkeypatch.undo()
-    assert _files(run) == before["run"] and table.read_bytes() == before["table"]
+    assert file_bytes(run) == before["run"] and table.read_bytes() == before["table"]
     assert _temps(run) == [] and _temps(paths["tmp"]) == []
 
 

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from conftest import file_bytes
 from blend import run as run_module
 from blend.run import load_run, run_oof
 from blend import compiled
@@ -23,10 +24,6 @@ def good_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("safe") / "run"
     run_oof(_synthetic(dense=False), SMALL, path, progress=False)
     return path
-
-
-def _snapshot(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 class _Marker:
@@ -64,10 +61,10 @@ def test_a_folder_is_a_run_by_its_manifest_only_not_by_file_names_a_user_may_hav
     for name in ("inference.json", "inference.npz"):  # written since siqa-run.json: an older run has neither
         (old / "models" / name).unlink()
     for folder in (mine, old):
-        before = _snapshot(folder)
+        before = file_bytes(folder)
         with pytest.raises(SiqaError, match=r"not empty and not a siqa run folder \(no siqa-run.json\)"):
             run_oof(_synthetic(dense=False), SMALL, folder, progress=False)
-        assert _snapshot(folder) == before
+        assert file_bytes(folder) == before
 
 
 def test_oof_refuses_a_link_as_its_run_folder(good_run, tmp_path):
@@ -79,7 +76,7 @@ def test_oof_refuses_a_link_as_its_run_folder(good_run, tmp_path):
 
 
 def test_a_failed_write_keeps_the_old_run(good_run, tmp_path, monkeypatch):
-    before = _snapshot(good_run)
+    before = file_bytes(good_run)
 
     def full_disk(folder, exported):
         (folder / compiled.INFERENCE_JSON).write_text('{"partial')
@@ -89,7 +86,7 @@ def test_a_failed_write_keeps_the_old_run(good_run, tmp_path, monkeypatch):
     with pytest.raises(SiqaError, match="No space left on device.*previous run, if any, is unchanged"):
         run_oof(_synthetic(dense=False, seed=1), SMALL, good_run, progress=False)
     monkeypatch.undo()
-    assert _snapshot(good_run) == before
+    assert file_bytes(good_run) == before
     assert load_run(good_run).pipeline is not None
     assert not list(good_run.parent.glob(f".{good_run.name}.siqa-*-*"))  # no staging folder left behind
 

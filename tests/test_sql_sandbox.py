@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from toy_run import build_run, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
+from conftest import file_bytes
 import cli
 from blend.sql import RUN_EXTENSIONS
 from featurestore import sql as fsql
@@ -27,10 +28,6 @@ def store(built, tmp_path):
     return tmp_path / "store"
 
 
-def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _main(capsys, *args, stdin=None, monkeypatch=None):
     if stdin is not None:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
@@ -44,12 +41,12 @@ def _main(capsys, *args, stdin=None, monkeypatch=None):
 
 
 def test_prepare_wrapping_copy_cannot_invert_the_labels(store, capsys):
-    before = _files(store)
+    before = file_bytes(store)
     sql = (f"PREPARE p AS COPY (SELECT * REPLACE (5 - label AS label) FROM pairs) TO '{store}/pairs.parquet' "
            f"(FORMAT parquet); EXECUTE p")
     code, _, err = _main(capsys, "sql", "--store", store, sql)
     assert code == 1 and "PREPARE is not allowed" in err and len(err.strip().splitlines()) == 1
-    assert _files(store) == before
+    assert file_bytes(store) == before
 
 
 def test_explain_analyze_copy_writes_nothing(store, tmp_path, capsys):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
-from conftest import siqa_exit_code
+from conftest import file_bytes, siqa_exit_code
 from blend import run as run_module
 from blend.run import load_run, run_oof
 from blend.settings import load_settings, settings_from
@@ -20,10 +20,6 @@ from featurestore.datasets import load_pairs
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
 from tabular.data import TabularData
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +58,12 @@ def test_features_never_overwrites_the_users_pairs_table_taken_for_a_store(made,
     folder.mkdir()
     load_pairs(made["data"]).df[["ref_path", "dist_path", "label"]].rename(
         columns={"ref_path": "ref_name", "dist_path": "dist_name", "label": "mos"}).to_parquet(folder / "pairs.parquet")
-    before = _files(folder)
+    before = file_bytes(folder)
     assert siqa_exit_code("features", "--data", folder / "pairs.parquet", "--store", folder, "--replace", "--allow-outside-root",
                  "--config", made["config"], "--quiet") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a siqa feature store (no siqa-store.json; it holds pairs.parquet)" in err
-    assert _files(folder) == before
+    assert file_bytes(folder) == before
 
 
 def test_a_folder_with_someone_elses_pairs_parquet_is_one_line(made, tmp_path, capsys):
@@ -76,11 +72,11 @@ def test_a_folder_with_someone_elses_pairs_parquet_is_one_line(made, tmp_path, c
     folder.mkdir()
     pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}).to_parquet(folder / "pairs.parquet")
     (folder / "views.json").write_text("[1, 2]")
-    before = _files(folder)
+    before = file_bytes(folder)
     assert siqa_exit_code("features", "--data", made["data"], "--store", folder, "--config", made["config"], "--quiet") == 1
     err = capsys.readouterr().err
     assert err.startswith("siqa: error: ") and err.count("\n") == 1 and "not a siqa feature store" in err
-    assert _files(folder) == before
+    assert file_bytes(folder) == before
 
 
 def test_a_store_of_an_older_siqa_is_recognised_by_its_own_files_and_marked(made, tmp_path):
@@ -219,14 +215,14 @@ def test_a_real_runs_latest_folder_is_never_used_silently(made, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     run_oof(TabularData.from_store(made["store"]), load_settings(made["config"]), tmp_path / "runs" / "latest",
             progress=False)
-    before = _files(tmp_path / "runs" / "latest")
+    before = file_bytes(tmp_path / "runs" / "latest")
     capsys.readouterr()
     assert siqa_exit_code("submit", "--quiet") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "runs/latest: a real folder, not the link siqa keeps to the newest run" in err
     assert siqa_exit_code("oof", "--store", made["store"], "--config", made["config"], "--quiet", "--json") == 1
     assert "runs/latest: a real folder" in capsys.readouterr().err
-    assert _files(tmp_path / "runs" / "latest") == before
+    assert file_bytes(tmp_path / "runs" / "latest") == before
     assert siqa_exit_code("submit", "--run", "runs/latest", "--quiet") == 0  # named: the user means that folder
 
 
@@ -235,9 +231,9 @@ def test_gc_on_a_folder_that_is_not_a_store_deletes_nothing(tmp_path, capsys):
     (folder / "features" / "my-embeddings").mkdir(parents=True)
     (folder / "features" / "my-embeddings" / "x.npy").write_bytes(b"mine")
     (folder / "notes.txt").write_text("mine")
-    before = _files(folder)
+    before = file_bytes(folder)
     assert siqa_exit_code("store", "gc", "--store", folder) == 1
     assert "not a siqa feature store" in capsys.readouterr().err
-    assert _files(folder) == before
+    assert file_bytes(folder) == before
     assert siqa_exit_code("store", "gc", "--store", tmp_path / "absent") == 1
     assert "no feature store here" in capsys.readouterr().err and not (tmp_path / "absent").exists()

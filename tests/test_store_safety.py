@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from toy_run import CONFIG, make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
+from conftest import file_bytes
 import cli
 from featurestore import sql as fsql
 from blend.settings import load_settings
@@ -35,10 +36,6 @@ def store(built, tmp_path):
     return tmp_path / "store"
 
 
-def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _exit_code(*args):
     with pytest.raises(SystemExit) as exit_:
         cli.main([str(a) for a in args])
@@ -46,13 +43,13 @@ def _exit_code(*args):
 
 
 def test_sql_out_into_the_store_is_refused(store, capsys):
-    before = _files(store)
+    before = file_bytes(store)
     assert _exit_code("sql", "--store", store, "--format", "parquet", "--out", store / "pairs.parquet",
                       "SELECT 1 AS x") not in (0, None)
     assert "inside the feature store" in capsys.readouterr().err
     assert _exit_code("sql", "--store", store, "--format", "csv", "--out", store / "features" / "x.csv",
                       "SELECT 1 AS x") not in (0, None)
-    assert _files(store) == before
+    assert file_bytes(store) == before
 
 
 @pytest.mark.parametrize("statement", [
@@ -67,14 +64,14 @@ def test_sql_out_into_the_store_is_refused(store, capsys):
     "EXPLAIN ANALYZE COPY pairs TO '{store}/pairs.parquet' (FORMAT parquet)",
 ])
 def test_sql_statements_cannot_write_into_the_store(store, statement):
-    before = _files(store)
+    before = file_bytes(store)
     sql = statement.format(store=store)
     with pytest.raises(SiqaError, match=r"sql: .*(not allowed: `siqa sql` only reads the store|configuration)"):
         fsql.query(store, sql)
     out = io.StringIO()
     interactive(store, stdin=io.StringIO(sql + ";\nSELECT count(*) AS n FROM pairs;\n"), out=out)
     assert "error:" in out.getvalue() and "30" in out.getvalue()  # refused, and the shell goes on
-    assert _files(store) == before
+    assert file_bytes(store) == before
     assert len(fsql.query(store, "SELECT * FROM pairs")) == 30
 
 
@@ -106,11 +103,11 @@ def test_reregistering_changed_pairs_needs_replace(built, store):
     first = changed.index[changed.label.notna()][0]
     changed.loc[first, "label"] = 5.0 - changed.loc[first, "label"]
     name = changed.loc[first, "name"]
-    before = _files(store)
+    before = file_bytes(store)
     with pytest.raises(SiqaError, match=rf"1 pair\(s\) are already registered .* \(e.g. train/{name}: label .*"
                                         r"pass --replace"):
         FeatureStore(store).extract(PairTable(changed), built["extractors"], progress=False)
-    assert _files(store) == before
+    assert file_bytes(store) == before
     FeatureStore(store).extract(table, built["extractors"], progress=False)  # the same pairs again: fine
     FeatureStore(store).extract(PairTable(changed), built["extractors"], progress=False, replace=True)
     pairs = FeatureStore(store).pairs().set_index(["split", "name"]).label.sort_index()
@@ -126,10 +123,10 @@ def test_a_read_only_features_folder_is_one_line_and_changes_nothing(built, stor
     try:
         if os.access(store / "features", os.W_OK):
             pytest.skip("running as a user who can write anywhere (root)")
-        before = _files(store)
+        before = file_bytes(store)
         table = load_pairs(built["data"])
         with pytest.raises(SiqaError, match=r"features: not writable; the store was left unchanged"):
             FeatureStore(store).extract(table, built["extractors"], progress=False)
-        assert _files(store) == before
+        assert file_bytes(store) == before
     finally:
         os.chmod(store / "features", 0o755)
