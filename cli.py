@@ -135,8 +135,12 @@ def app(ctx, verbose: bool, quiet: bool):
 @click.option("--strict", is_flag=True, help="exit non-zero if any image or pair failed")
 @click.option("--replace", is_flag=True, help="replace pairs registered before under the same split and name")
 @click.option("--allow-outside-root", is_flag=True, help="accept image paths outside the dataset root")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="worker processes (one thread each) for the CPU extractors; default: one per CPU this process "
+                   "may use; 1 computes in this process")
 @_quiet_option
-def features(data, root, splits, store, config_path, backend, address, strict, replace, allow_outside_root, quiet):
+def features(data, root, splits, store, config_path, backend, address, strict, replace, allow_outside_root, workers,
+             quiet):
     """Compute every missing feature of a dataset into the store."""
     from blend.settings import load_settings
     from featurestore.config import build_extractors
@@ -161,7 +165,8 @@ def features(data, root, splits, store, config_path, backend, address, strict, r
     else:
         from featurestore.store import FeatureStore
 
-        summary = FeatureStore(default_store(store)).extract(table, extractors, progress=not quiet, replace=replace)
+        summary = FeatureStore(default_store(store)).extract(table, extractors, progress=not quiet, replace=replace,
+                                                             workers=workers)
     for line in summary.lines():
         click.echo(line)
     if strict and summary.failures:

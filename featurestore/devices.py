@@ -39,6 +39,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def wants_gpu(extractor, gpus: int | None = None) -> bool:
+    """Does `extractor` compute on a GPU: its `device` setting is cuda, or auto where there are `gpus` (default:
+    this machine's CUDA devices)? Extractors without a `device` setting run on the CPU."""
+    device = str(extractor.config.get("device", "cpu")).lower()
+    if device == "auto":
+        return (torch.cuda.device_count() if gpus is None else gpus) > 0
+    return device.startswith("cuda")
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether the GPU computes in bfloat16 natively (Ampere and later). Pre-Ampere GPUs report bf16 as
     "supported" by emulation, several times slower than fp16, so automatic precision must not pick it there."""

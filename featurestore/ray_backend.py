@@ -37,6 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .datasets import PairTable
+from .devices import wants_gpu
 from .errors import SiqaError
 from .extractors.base import Extractor
 from .store import Catalog, ExtractSummary, FeatureStore
@@ -58,11 +59,6 @@ def import_ray():
 
 
 # --- resources (driver, no Ray needed) ---------------------------------------------------------
-
-def wants_gpu(extractor: Extractor, cluster_gpus: int) -> bool:
-    device = str(extractor.config.get("device", "cpu")).lower()
-    return device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)
-
 
 @dataclass(frozen=True)
 class WorkerPlan:

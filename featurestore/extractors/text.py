@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import Field
 
 from ..io import DecodedImage, DecodedPair
+from ..threads import thread_budget
 from ..weights import WeightSpec, located, package_version, resolve
 from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor, WeightSource, scalar_columns
 
@@ -134,8 +135,11 @@ class TextExtractor(PairExtractor):
             except ImportError as exc:
                 raise RuntimeError(f"text extractor needs `pip install {PACKAGE}==1.4.4` ({exc})") from None
             det, rec = (located(spec) for spec in self.weight_specs())
+            threads = thread_budget()  # one per worker process of the parallel executor; else onnxruntime's default
+            pools = {"intra_op_num_threads": threads, "inter_op_num_threads": 1} if threads else {}
             self._engine = RapidOCR(det_model_path=det, rec_model_path=rec, text_score=self.config["text_score"],
-                                    det_limit_side_len=self.config["det_limit_side_len"], print_verbose=False)
+                                    det_limit_side_len=self.config["det_limit_side_len"], print_verbose=False,
+                                    **pools)
         return self._engine
 
     def close(self) -> None:

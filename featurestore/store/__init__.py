@@ -24,7 +24,8 @@ rows, and never one key twice. `siqa features --strict` turns any failure into a
 
 The parts, by idea: `layout` (folders, shard schema, atomic writes, lock, catalog files), `plan` (which
 keys each extractor misses, which chunk computes them), `execute` (decoding, batches, retry, derivation,
-and the `Executor` interface a backend implements: `LocalExecutor` here, `featurestore.ray_backend`).
+and the `Executor` interface a backend implements: `LocalExecutor` here, `featurestore.ray_backend`), `workers`
+(`ProcessExecutor`: CPU extractors in worker processes of one thread, GPU extractors in this process).
 """
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ import time
 
 from ..datasets import PairTable
 from ..extractors.base import Extractor, ImageExtractor
+from ..threads import usable_cpus
 from .execute import Executor, LocalExecutor, derive
 from .layout import IMAGE_KEY, PAIR_KEY, Catalog, arrow_schema, column_numpy, is_store, to_arrow
-from .plan import plan
+from .plan import Plan, plan
 from .summary import ExtractSummary
+from .workers import ProcessExecutor
 
 __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "FeatureStore", "LocalExecutor",
            "arrow_schema", "column_numpy", "is_store", "to_arrow"]
@@ -43,13 +46,15 @@ __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "Fe
 
 class FeatureStore(Catalog):
     def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True, chunk_pairs: int = 32,
-                decode_workers: int = 2, executor: Executor | None = None, replace: bool = False) -> ExtractSummary:
-        """Compute every missing feature of `table` for `extractors` with `executor` (default: this process,
-        `decode_workers` decoding threads); returns what was done and adds its measured seconds to
+                decode_workers: int = 2, executor: Executor | None = None, replace: bool = False,
+                workers: int | None = 1) -> ExtractSummary:
+        """Compute every missing feature of `table` for `extractors` with `executor` (default: `workers` worker
+        processes of one thread for the CPU extractors, `ProcessExecutor`, when there is work for more than
+        one; None = one per CPU this process may use; 1 = all in this process, `LocalExecutor`), with
+        `decode_workers` decoding threads; returns what was done and adds its measured seconds to
         timings.json. Pairs registered before under the same split + name with other content or label are
         refused unless `replace`."""
         t0 = time.perf_counter()
-        executor = executor or LocalExecutor(decode_workers)
         summary = ExtractSummary(pairs=len(table))
         self.check_store(create=True)
         with self.lock():
@@ -59,7 +64,7 @@ class FeatureStore(Catalog):
             df = table.df.drop_duplicates("pair_id")
             work = plan(self, df, extractors, summary, chunk_pairs)
             if work.chunks:
-                executor.run(self, work, summary, progress)
+                (executor or default_executor(work, workers, decode_workers)).run(self, work, summary, progress)
             for ex in extractors:
                 if isinstance(ex, ImageExtractor):
                     derive(self, df, ex, summary, progress)
@@ -67,3 +72,13 @@ class FeatureStore(Catalog):
             self.record_pixels(summary.pixels)
         summary.seconds = time.perf_counter() - t0
         return summary
+
+
+def default_executor(work: Plan, workers: int | None, decode_workers: int) -> Executor:
+    """Worker processes when `workers` (None: one per usable CPU) is above one and the plan holds more than one
+    task (extractor x chunk) to spread; this process otherwise (a worker's start-up would cost more than it saves)."""
+    workers = usable_cpus() if workers is None else workers
+    tasks = sum(len(chunk.keys) for chunk in work.chunks)
+    if workers > 1 and tasks > 1:
+        return ProcessExecutor(min(workers, tasks), decode_workers)
+    return LocalExecutor(decode_workers)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..errors import SiqaError
 from ..extractors.base import PAIR_KEY, Column, Extractor, ImageExtractor, PairExtractor, check_columns
 from ..io import DecodedImage, DecodedPair, decode, match_size, pixel_sha256
+from ..threads import threads_at_most
 from .layout import LEVEL_KEYS, Catalog, column_numpy, to_arrow
 from .plan import Chunk, Plan
 from .summary import ExtractSummary
@@ -40,12 +41,18 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """This process: the next chunk decodes in the background while the extractors work on this one."""
+    """This process: the next chunk decodes in the background while the extractors work on this one, each on
+    one CPU thread, as in a worker of `workers.ProcessExecutor` (the same bytes either way: torch's float32
+    CPU kernels split their sums by thread count, so two threads and one differ by about 1e-6)."""
 
     def __init__(self, decode_workers: int = 2):
         self.decode_workers = decode_workers
 
     def run(self, catalog, plan, summary, progress):
+        with threads_at_most(1):
+            self._run(catalog, plan, summary, progress)
+
+    def _run(self, catalog, plan, summary, progress):
         chunks = plan.chunks
         decoded: dict[str, DecodedImage | None] = {}  # owned by this thread; workers only return results
         bar = tqdm(total=sum(len(c.rows) for c in chunks), desc="features", unit="pair", disable=not progress)
