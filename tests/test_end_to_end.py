@@ -59,6 +59,22 @@ def test_demo_features_oof_submit(tmp_path, capsys):
     # the declared runtime includes the measured feature extraction of a pair, not only the scoring
     assert "feature extraction" in readme and runtime > 0.01
 
+    # issue 26's cat against an astronaut: scored only when allowed, then flagged as resized and as unrelated
+    # content (the run's ImageNet embedding cosine far below any it was fit on); a test pair of the demo is not
+    import skimage.data
+    from PIL import Image
+
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
+    Image.fromarray(skimage.data.chelsea()).save(tmp_path / "chelsea.png")
+    test_ref, test_dist = sorted((data / "Test" / "Ref").glob("*.png"))[0], sorted((data / "Test" / "Dist").glob("*.png"))[0]
+    for ref, dist, out in ((tmp_path / "astronaut.png", tmp_path / "chelsea.png", "cat.csv"),
+                           (test_ref, test_dist, "copy.csv")):
+        siqa("predict", "--run", run, "--store", store, "--ref", ref, "--dist", dist, "--allow-size-mismatch",
+             "--out", tmp_path / out, "--quiet")
+    cat, copy = pd.read_csv(tmp_path / "cat.csv"), pd.read_csv(tmp_path / "copy.csv")
+    assert cat.unrelated.tolist() == [True] and cat.resized.tolist() == [True] and cat.flagged.tolist() == [True]
+    assert copy.unrelated.tolist() == [False] and copy.resized.tolist() == [False]
+
 
 def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
