@@ -49,7 +49,7 @@ from pydantic import Field
 from configs import config_file
 
 from ..config import read_toml
-from ..devices import pick_device
+from ..devices import pick_device, to_host
 from ..errors import SiqaError
 from ..weights import Fetch, MissingWeights, WeightSpec, hf_cached_folder, resolve
 from ._vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
@@ -231,9 +231,9 @@ class VlmJudge:
     def judge(self, ref: np.ndarray, dist: np.ndarray, pair_id: str = "") -> Judgment:
         images = [self.fit_budget(ref), self.fit_budget(dist)]
         logits, last, mid = (self._answer_states_shared if self.share_prefix else self._answer_states)(images)
-        logits = logits.float().cpu().numpy()
-        # pooled over the questions: one vector per pair whatever the question set
-        hidden_last, hidden_mid = (h.float().mean(0).cpu().numpy() for h in (last, mid))
+        # hidden states pooled over the questions (one vector per pair whatever the question set); one transfer
+        states = to_host({"logits": logits.float(), "last": last.float().mean(0), "mid": mid.float().mean(0)})
+        logits, hidden_last, hidden_mid = states["logits"], states["last"], states["mid"]
         texts = self.sample(images) if self.k_samples else []
         answers, sampled = {}, {}
         for i, q in enumerate(self.questions.questions):
