@@ -201,7 +201,7 @@ class PyiqaPairMetric(DeepExtractor, PairExtractor):
             out[c][order] = values[c]
         return out
 
-    def _within_memory(self, groups: list[tuple[tuple[int, int], list[int]]]) -> list[tuple[tuple[int, int], list[int]]]:
+    def _within_memory(self, groups: list[tuple[tuple[int, int], list[int]]]) -> list[tuple[tuple[int, int], list]]:
         """Shape groups cut so that none holds more pixels than `batch_size` pairs of `probe_shape`."""
         budget = self.batch_size * self.probe_shape[0] * self.probe_shape[1]
         out = []

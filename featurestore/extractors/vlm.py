@@ -18,8 +18,8 @@ largest size whose sides are multiples of the vision tower's patch x merge size 
 for Qwen3-VL) within the budget; the degraded image has the reference's size already, so both get the same.
 
 Runs on a CUDA GPU in bfloat16 (optionally 4-bit through bitsandbytes): 0.13-0.17 s per pair for the 11
-default questions with a Qwen2.5-VL-7B on an H100 (`make bench-gpu`), 1.3 s with K=64 sampled answers each
-when all 11 x 64 rows decoded at once (measured before `sample_cache_mb`: their key/value cache is ~24 GB at a
+default questions with a Qwen2.5-VL-7B on an H100 (`make bench-gpu-models`), 1.3 s with K=64 sampled answers
+each when all 11 x 64 rows decoded at once (measured before `sample_cache_mb`: their key/value cache is ~24 GB at a
 600-token prompt; they now decode in chunks within that budget, a few questions at a time).
 On a CPU it falls back to float32; a 7B model needs ~25 TFLOP per 448x448 pair (tens of seconds), hence the
 extractor is disabled in configs/default.toml. An answer the model does not give in the expected form becomes
