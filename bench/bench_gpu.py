@@ -1,4 +1,5 @@
-"""`make bench-gpu`: GPU throughput of the deep extractors (about 5 minutes on one CUDA GPU).
+"""`make bench-gpu-models`: GPU throughput of single deep networks (about 5 minutes on one CUDA GPU); the whole
+default feature set end to end is `make bench-gpu` (bench_gpu_pipeline.py).
 
 Randomly initialised networks (no hub on the benchmark machines): the architecture and arithmetic of the real
 checkpoints, meaningless values. bf16 autocast, channels-last, `torch.inference_mode`, batch 64.
@@ -126,7 +127,7 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("bench_gpu: no CUDA GPU here; run it on a GPU machine (`make bench-gpu`)")
+        print("bench_gpu: no CUDA GPU here; run it on a GPU machine (`make bench-gpu-models`)")
         return 0
     logging.disable(logging.WARNING)  # open_clip announces every random init
     torch.backends.cuda.matmul.allow_tf32 = True

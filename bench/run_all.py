@@ -1,4 +1,5 @@
-"""`make bench`: run every CPU benchmark script in bench/ (bench_gpu.py excluded: `make bench-gpu`).
+"""`make bench`: run every CPU benchmark script in bench/ (the bench_gpu*.py scripts excluded: `make bench-gpu`,
+`make bench-gpu-models`, `make bench-gpu-lora`).
 
 Each script prints its own table; this runner adds wall times. `python bench/run_all.py formula tabular`
 runs a subset by name."""

@@ -11,11 +11,19 @@
     crop    scale the short side to `size`, centre-crop a square (CLIP's own preprocessing, exactly as
             torchvision's Resize + CenterCrop compute it; drops the borders)
     squash  resize to `size`x`size` regardless of aspect (only when asked for)
+- on a GPU: each decoded image goes over once (`device_rgb`: pinned host memory, non-blocking copy, memoised on
+  the image for every model that resizes it), and results come back once per batch (`to_host`: every output of
+  the batch copied into pinned memory, one wait); nothing syncs per image.
+- `memory_batch_size`: images (or pairs) per forward pass on a GPU, from its free memory and what one item was
+  measured to take (`measure_item_bytes`: the peak allocation of a forward pass on 1 and on 3 items).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -102,12 +110,26 @@ def target_shape(height: int, width: int, size: int, policy: str, multiple: int 
     raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, not {policy!r}")
 
 
-def _resize_one(rgb: np.ndarray, size: int, policy: str, multiple: int, mean: torch.Tensor,
+def device_rgb(image: DecodedImage, device: torch.device) -> torch.Tensor:
+    """The image's HxWx3 uint8 pixels on `device`, copied once per image and device: from pinned host memory,
+    without waiting (the kernels that read it queue behind the copy on the same stream)."""
+    def upload():
+        if device.type != "cuda":
+            return torch.tensor(image.rgb, dtype=torch.uint8, device=device)
+        host = torch.empty(image.rgb.shape, dtype=torch.uint8, pin_memory=True)
+        host.numpy()[...] = image.rgb
+        # the pinned block is not reused before the copy is done (the host allocator records it on the stream)
+        return host.to(device, non_blocking=True)
+    return image.cached(("device_rgb", str(device)), upload)
+
+
+def _resize_one(image: DecodedImage, size: int, policy: str, multiple: int, mean: torch.Tensor,
                 device: torch.device) -> torch.Tensor:
     """3xHxW float in [0, 1] on `device`, before normalisation (pad fills with `mean`).
 
     Antialiased bicubic either way: Pillow's on the CPU (on uint8, over 20x faster there than torch's float
     kernel), torch's on a GPU (the uint8 image goes over, not a float copy four times its size)."""
+    rgb = image.rgb
     h, w = rgb.shape[:2]
     th, tw = target_shape(h, w, size, policy, multiple)
     if policy == "pad":
@@ -120,9 +142,13 @@ def _resize_one(rgb: np.ndarray, size: int, policy: str, multiple: int, mean: to
         rh, rw = (size, long) if h <= w else (long, size)
     else:
         rh, rw = th, tw
-    if device.type == "cpu" and (rh, rw) != (h, w):
-        rgb = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.BICUBIC))
-    x = torch.tensor(rgb, dtype=torch.uint8).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    if device.type == "cpu":
+        if (rh, rw) != (h, w):
+            rgb = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.BICUBIC))
+        pixels = torch.tensor(rgb, dtype=torch.uint8)
+    else:
+        pixels = device_rgb(image, device)
+    x = pixels.permute(2, 0, 1).unsqueeze(0).float() / 255.0
     if tuple(x.shape[2:]) != (rh, rw):
         x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
     if policy == "pad":
@@ -142,14 +168,13 @@ def model_batches(images: list[DecodedImage], size: int, policy: str, mean, std,
 
     With `cache_key`, the normalised input is memoised on the `DecodedImage`, so two models with the same
     preprocessing (CLIP ViT-L-14 and ViT-B-16 at 224) resize each image once."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=runtime.device)
-    std_t = torch.tensor(std, dtype=torch.float32, device=runtime.device)
+    mean_t, std_t = _constant(tuple(mean), runtime.device), _constant(tuple(std), runtime.device)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
         groups.setdefault(target_shape(img.height, img.width, size, policy, multiple), []).append(i)
 
     def prepared(img: DecodedImage) -> torch.Tensor:
-        x = _resize_one(img.rgb, size, policy, multiple, mean_t, runtime.device)
+        x = _resize_one(img, size, policy, multiple, mean_t, runtime.device)
         return (x - mean_t.view(3, 1, 1)) / std_t.view(3, 1, 1)
 
     out = []
@@ -166,7 +191,81 @@ def model_batches(images: list[DecodedImage], size: int, policy: str, mean, std,
 def scatter(groups: list[tuple[list[int], torch.Tensor]], n: int) -> torch.Tensor:
     """Reassemble per-group outputs `[(indices, N x ...)]` into one tensor in the original image order."""
     first = groups[0][1]
+    if len(groups) == 1 and list(groups[0][0]) == list(range(n)):
+        return first
     out = torch.empty((n, *first.shape[1:]), dtype=first.dtype, device=first.device)
     for idx, values in groups:
-        out[torch.as_tensor(idx, device=first.device)] = values
+        out[index_on(idx, first.device)] = values
     return out
+
+
+def index_on(idx: list[int], device: torch.device) -> torch.Tensor:
+    """`idx` as an int64 tensor on `device`; on a GPU copied from pinned memory without waiting (a plain
+    `torch.tensor(..., device="cuda")` copies from pageable memory, which waits for every queued kernel)."""
+    host = torch.as_tensor(idx, dtype=torch.int64)
+    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """A small float32 constant (normalisation mean, std) on `device`, made once: no copy per batch."""
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def to_host(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Every tensor of one batch's results as a numpy array, in the tensor's dtype. On a GPU the copies go
+    into pinned host memory without waiting, then one wait for all of them (one sync per batch, not one per
+    tensor or per image); on the CPU the tensors are only viewed as arrays."""
+    first = next(iter(values.values()), None)
+    if first is None or first.device.type != "cuda":
+        return {k: v.detach().numpy() for k, v in values.items()}
+    host = {}
+    for k, v in values.items():
+        host[k] = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+        host[k].copy_(v.detach(), non_blocking=True)
+    torch.cuda.current_stream(first.device).synchronize()
+    return {k: v.numpy() for k, v in host.items()}
+
+
+# --- batch sizes from the GPU's memory ---------------------------------------------------------------------
+
+#: share of the free GPU memory one extractor's batch may fill: the models of the extractors that load after it
+#: and the allocator's fragmentation take from the rest
+MEMORY_SHARE = 0.5
+_peaks: dict[str, int] = {}  # highest allocation seen before a measurement reset the allocator's peak counter
+_measuring = threading.Lock()
+
+
+def measure_item_bytes(run: Callable[[int], object], device: torch.device, counts: tuple[int, int] = (1, 3)
+                       ) -> tuple[float, float]:
+    """(bytes per item, fixed bytes) of `run(n)` (a forward pass on `n` items of the largest input the caller
+    expects) on a CUDA `device`: the peak allocation above what is already allocated, for n = counts[0] and
+    counts[1]; the per-item cost is the slope between the two (at least 1 MiB), the fixed cost (workspaces,
+    autocast's weight copies) what is left at counts[0]. Measured, not modelled, so it holds for any network,
+    precision and attention kernel."""
+    with _measuring:
+        peaks = []
+        for n in counts:
+            torch.cuda.synchronize(device)
+            _peaks[str(device)] = peak_allocated(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            run(n)
+            torch.cuda.synchronize(device)
+            peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        per_item = max((peaks[1] - peaks[0]) / (counts[1] - counts[0]), float(2**20))
+        return per_item, max(peaks[0] - counts[0] * per_item, 0.0)
+
+
+def memory_batch_size(per_item: float, fixed: float, device: torch.device, cap: int,
+                      share: float = MEMORY_SHARE) -> int:
+    """Items per forward pass: `share` of the memory free on `device` (the driver's free memory plus what the
+    allocator holds unused), less the fixed cost, over the per-item cost; between 1 and `cap`."""
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(max(1, min(cap, (free * share - fixed) // per_item)))
+
+
+def peak_allocated(device: torch.device) -> int:
+    """The highest GPU allocation of this process on `device`, across the resets `measure_item_bytes` makes."""
+    return max(_peaks.get(str(device), 0), torch.cuda.max_memory_allocated(device))

@@ -20,6 +20,7 @@ from support.qwen_artefacts import FAMILIES, write_snapshot
 from toy_run import make_dataset, toy_extractors  # noqa: F401 (module-scoped autouse fixture)
 from featurestore.io import sha256_file
 from tabular.models import POOL
+from tabular.models.vlm_base import BASE_MODELS, borrowed
 from tabular.models.vlm_finetune import lora_target_modules
 from tabular.models.vlm_grpo import VlmGrpoRegressor, exact_match_rewards
 from tabular.models.vlm_lora import VlmLoraRegressor, cosine_with_warmup, regression_loss
@@ -39,6 +40,19 @@ def hub(tmp_path_factory):
 def only_the_tiny_model(hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setenv("SIQA_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    yield
+    BASE_MODELS.clear()  # each test starts without a loaded base model
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """Every load of a base checkpoint from disk, by the members' cache (`vlm_base`)."""
+    from tabular.models import vlm_finetune
+
+    seen, load = [], vlm_finetune.load_base
+    monkeypatch.setattr(vlm_finetune, "load_base", lambda *a, **k: seen.append(a[1]) or load(*a, **k))
+    BASE_MODELS.clear()
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +152,61 @@ def test_vlm_lora_learns_a_toy_target_and_reloads_to_the_same_scores(brightness_
     VlmLoraRegressor(**TINY, epochs=12, batch_size=8, lr=1e-3, warmup_ratio=0.0, head_hidden=(16,),
                      work_dir=str(tmp_path / "fits")).fit(X, target, pairs=brightness_pairs)
     assert ((tmp_path / "fits").stat().st_mtime_ns, sorted(p.name for p in (tmp_path / "fits").iterdir())) == stamp
+
+
+def test_fits_and_predictions_load_the_base_once_and_match_fresh_loads(brightness_pairs, tmp_path, loads):
+    four = brightness_pairs.iloc[[0, 1, 2, 3]]
+    X, target = pd.DataFrame(index=four.index), four.target.to_numpy()
+
+    def fit_and_predict(work_dir, fresh: bool) -> list[np.ndarray]:
+        out = []
+        for seed in (0, 1):  # two fits with other LoRA initialisations: two adapters on the one base model
+            member = VlmLoraRegressor(**TINY, epochs=2, batch_size=4, lr=1e-3, head_hidden=(8,), random_state=seed,
+                                      work_dir=str(work_dir))
+            if fresh:
+                BASE_MODELS.clear()
+            member.fit(X, target, pairs=four)
+            if fresh:
+                BASE_MODELS.clear()
+            out += [np.asarray(member.losses_), member.predict_raw(X, pairs=four)]
+        return out
+
+    shared = fit_and_predict(tmp_path / "shared", fresh=False)
+    assert len(loads) == 1
+    fresh = fit_and_predict(tmp_path / "fresh", fresh=True)
+    assert len(loads) == 1 + 4
+    # the same training losses and predictions, to the bit: the borrowed model was lent back as loaded
+    for a, b in zip(shared, fresh):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(shared[1], shared[3])  # the two fits differ: the second did not reuse the first adapter
+
+
+def test_a_base_model_that_comes_back_changed_is_loaded_again(loads, caplog):
+    from peft import LoraConfig, get_peft_model
+
+    lease = dict(member="test", model=REPO, path="", dtype="float32", device="cpu")
+    with borrowed(**lease) as (base, _, _):
+        lent, config = base, base.config.to_dict()
+        # what training sets around the weights is put back: flags, hooks, forward overrides, config values
+        base.train()
+        next(base.parameters()).requires_grad_(False)
+        base.model.language_model.embed_tokens.register_forward_hook(lambda *args: None)
+        base.forward = lambda *args, **kwargs: None
+        base.config.use_cache = False
+    with borrowed(**lease) as (base, _, _):
+        assert base is lent and len(loads) == 1 and not base.training and "forward" not in base.__dict__
+        assert next(base.parameters()).requires_grad and base.config.to_dict() == config
+        assert not base.model.language_model.embed_tokens._forward_hooks
+        with borrowed(**lease) as (inner, _, _):  # asked for while lent: a private copy
+            assert inner is not base and len(loads) == 2
+        get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))  # an adapter left on
+    with borrowed(**lease) as (base, _, _):
+        assert base is not lent and len(loads) == 3 and "came back changed" in caplog.text
+        with torch.no_grad():
+            next(base.parameters()).mul_(1.0)  # a weight written, even to the same values
+        again = base
+    with borrowed(**lease) as (base, _, _):
+        assert base is not again and len(loads) == 4
 
 
 def test_nested_fits_never_see_held_out_pairs_and_predict_uses_the_run(tmp_path):

@@ -89,7 +89,8 @@ class Extractor(ABC):
     default_config: ClassVar[dict] = {}
     #: config keys that change where or how fast it runs, not what it computes: not part of the folder hash
     runtime_keys: ClassVar[tuple[str, ...]] = ()
-    #: images are fed at most this many per call (memory bound); the store chunks accordingly
+    #: images are fed at most this many per call (memory bound); the store chunks accordingly (the network
+    #: extractors work it out per device: `extractors.deep`)
     batch_size: ClassVar[int] = 16
 
     def __init_subclass__(cls, **kwargs):
@@ -157,6 +158,11 @@ class Extractor(ABC):
     @abstractmethod
     def compute_keys(self, keys: list[str], inputs: DecodedInputs) -> dict[str, np.ndarray]:
         """The `level` columns of `keys`."""
+
+    def batch_order(self, keys: list[str], inputs: DecodedInputs) -> list[str]:
+        """The order in which the store cuts a chunk's ready `keys` into batches of `batch_size`: as given,
+        unless an extractor batches better otherwise (a GPU network: keys of one input shape together)."""
+        return keys
 
     # --- weights --------------------------------------------------------------------------------
     def weight_sources(self) -> list[WeightSource]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from ..devices import ResizePolicy, Runtime, model_batches, scatter
+from ..devices import ResizePolicy, Runtime, model_batches, scatter, to_host
 from .base import EXTRACTORS, Column, ImageExtractor
 from .clip import OPENAI_MEAN, OPENAI_STD
 from .deep import DeepSettings, ModelFolderExtractor, embedding_pair_columns
@@ -92,7 +92,7 @@ class BlipExtractor(ModelFolderExtractor, ImageExtractor):
                                cache_key="blip")
         with rt.inference():
             emb = scatter([(idx, self.loaded(x).float()) for idx, x in groups], len(images))
-        return {"embedding": torch.nn.functional.normalize(emb, dim=-1).cpu().numpy().astype(np.float32)}
+        return to_host({"embedding": torch.nn.functional.normalize(emb, dim=-1)})
 
     def derive_pairs(self, ref, dist) -> dict[str, np.ndarray]:
         return embedding_pair_columns("", ref["embedding"], dist["embedding"])

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from ..devices import ResizePolicy, Runtime, model_batches, scatter
+from ..devices import ResizePolicy, Runtime, model_batches, scatter, to_host
 from ..weights import WeightSpec, hf_cached
 from .base import EXTRACTORS, Column, ImageExtractor
-from .deep import DeepSettings, DeepExtractor, embedding_pair_columns
+from .deep import BatchSize, DeepSettings, DeepExtractor, embedding_pair_columns
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -55,6 +55,7 @@ def model_key(arch: str, pretrained: str) -> str:
 class ClipExtractor(DeepExtractor, ImageExtractor):
     name = "clip"
     version = 2   # 2: "crop" is open_clip's exact geometry (was one pixel off)
+    cpu_batch_size = 32
     class Settings(DeepSettings):
         models: list[dict[str, str]] = Field(
             [{"arch": "ViT-L-14", "pretrained": "openai"},
@@ -67,7 +68,8 @@ class ClipExtractor(DeepExtractor, ImageExtractor):
         prompts: list[str] = Field(DEFAULT_PROMPTS, description="text prompts whose image-text similarities are stored")
         quality_prompts: list[str] = Field(["Good photo.", "Bad photo."], min_length=2, max_length=2,
                                            description="CLIP-IQA antonyms: P(first) is the quality")
-        batch_size: int = Field(32, ge=1, description="images per forward pass; not hashed")
+        batch_size: BatchSize = Field("auto", description="images per forward pass: auto = 32 on a CPU, from the "
+                                                           "free GPU memory on a GPU; not hashed")
 
         @field_validator("models")
         @classmethod
@@ -175,12 +177,11 @@ class ClipExtractor(DeepExtractor, ImageExtractor):
             with rt.inference():
                 emb = _unit(scatter([(idx, m["model"].encode_image(x).float()) for idx, x in groups], len(images)))
             k = m["key"]
-            out[f"{k}_embedding"] = emb.cpu().numpy().astype(np.float32)
-            quality = (m["logit_scale"] * emb @ m["quality"].T).softmax(-1)[:, 0]
-            out[f"{k}_quality"] = quality.double().cpu().numpy()
+            out[f"{k}_embedding"] = emb
+            out[f"{k}_quality"] = (m["logit_scale"] * emb @ m["quality"].T).softmax(-1)[:, 0].double()
             if m["text"] is not None:
-                out[f"{k}_text"] = (emb @ m["text"].T).cpu().numpy().astype(np.float32)
-        return out
+                out[f"{k}_text"] = emb @ m["text"].T
+        return to_host(out)  # every model's results in one transfer
 
     def derive_pairs(self, ref, dist) -> dict[str, np.ndarray]:
         out = {}

@@ -1,21 +1,32 @@
-"""What every neural-network extractor shares: runtime settings, lazy loading, weights resolution, and
-the vector arithmetic that turns two cached per-image embeddings into pair features."""
+"""What every neural-network extractor shares: runtime settings, lazy loading, weights resolution, the batch
+size, and the vector arithmetic that turns two cached per-image embeddings into pair features.
+
+Batch size (`batch_size = "auto"`, the default): on a CPU the extractor's own fixed number (`cpu_batch_size`:
+what every store on a CPU was computed with, so CPU values never depend on the machine); on a GPU as many items
+as half of the free GPU memory holds, from a measurement of the loaded network on inputs of the largest size it
+will see (`probe_shape`; `devices.measure_item_bytes`), at most `max_batch_size`. A number instead of "auto"
+is used as given everywhere. On a GPU, where values already carry bf16 rounding, the batch a key lands in moves
+its values by rounding only (batched matrix products may pick other kernels): well under the bf16 step.
+"""
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from ..devices import Runtime
+from ..devices import Runtime, measure_item_bytes, memory_batch_size
+from ..io import DecodedImage, DecodedPair
 from ..weights import WeightSpec, hf_cached_folder, located, resolve
-from .base import Extractor, ExtractorSettings, WeightSource
+from .base import DecodedInputs, Extractor, ExtractorSettings, WeightSource
 
 RANDOM_INIT = "random init (timing and tests only: values are meaningless)"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: a batch size setting: a number of items, or "auto" (see the module docstring)
+BatchSize = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 class DeepSettings(ExtractorSettings):
@@ -26,7 +37,9 @@ class DeepSettings(ExtractorSettings):
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N; not hashed")
     precision: Precision = Field("auto", description="autocast precision: auto (bf16/fp16 on a GPU, fp32 on a CPU), "
                                                      "fp32, bf16 or fp16; not hashed")
-    batch_size: int = Field(16, ge=1, description="images per forward pass; not hashed")
+    batch_size: BatchSize = Field("auto", description="images per forward pass: auto = the extractor's fixed CPU "
+                                                       "batch on a CPU (16), from the free GPU memory on a GPU; "
+                                                       "not hashed")
 
 
 class DeepExtractor(Extractor):
@@ -41,12 +54,65 @@ class DeepExtractor(Extractor):
     runtime_keys = ("device", "precision", "batch_size")
     #: run in channels_last on a CPU as well as on a GPU (`Runtime.create`)
     channels_last_on_cpu: ClassVar[bool] = False
+    #: items per call with `batch_size = "auto"` on a CPU (what CPU stores were always computed with)
+    cpu_batch_size: ClassVar[int] = 16
+    #: at most this many items per call with `batch_size = "auto"` on a GPU
+    max_batch_size: ClassVar[int] = 256
+    #: (height, width) of the decoded images the GPU memory of one item is measured on: the largest model input
+    #: the extractor forms (image extractors resize to a fixed area, so any photo size measures the same)
+    probe_shape: ClassVar[tuple[int, int]] = (768, 1024)
 
     def __init__(self, settings=None, **config):
         super().__init__(settings, **config)
-        self.batch_size = int(self.config["batch_size"])
+        self._batch_size: int | None = None
+        self.probing = False  # true while `gpu_batch_size` measures: no batch size to split by yet
         self._runtime: Runtime | None = None
         self._loaded = None
+
+    @property
+    def batch_size(self) -> int:
+        """Items per call (the store cuts its keys into batches of this many); see the module docstring."""
+        if self._batch_size is None:
+            setting = self.config["batch_size"]
+            if setting != "auto":
+                self._batch_size = int(setting)
+            elif self.runtime.device.type != "cuda":
+                self._batch_size = self.cpu_batch_size
+            else:
+                self._batch_size = self.gpu_batch_size()
+        return self._batch_size
+
+    def gpu_batch_size(self) -> int:
+        """Items per forward pass that fit the GPU's free memory (`devices.measure_item_bytes`), the network
+        loaded first so that its weights count as already there."""
+        self.loaded  # noqa: B018 (loads the network)
+        self.probing = True
+        try:
+            per_item, fixed = measure_item_bytes(self._probe, self.runtime.device)
+        finally:
+            self.probing = False
+        return memory_batch_size(per_item, fixed, self.runtime.device, self.max_batch_size)
+
+    def _probe(self, n: int) -> None:
+        """One call on `n` synthetic items of `probe_shape` (noise: memory does not depend on content)."""
+        rng = np.random.default_rng(0)
+        rgb = rng.integers(0, 256, (*self.probe_shape, 3), dtype=np.uint8)
+        images = [DecodedImage(f"probe{i}", rgb) for i in range(2 * n)]  # own objects: nothing memoised is reused
+        if self.level == "image":
+            self.compute_images(images[:n])
+        else:
+            self.compute_pairs([DecodedPair(f"probe{i}", images[i], images[n + i]) for i in range(n)])
+
+    def batch_order(self, keys: list[str], inputs: DecodedInputs) -> list[str]:
+        """On a GPU, keys of the same image shape (aspect first, then size) next to each other, so that the
+        batches the store cuts from them run whole shape groups; on a CPU, as given (batches as always)."""
+        if self.runtime.device.type != "cuda":
+            return keys
+
+        def shape(key: str) -> tuple[float, int]:
+            image = inputs.image(key) if self.level == "image" else inputs.pair(key).ref
+            return round(image.height / image.width, 4), image.height * image.width
+        return sorted(keys, key=shape)
 
     @property
     def runtime(self) -> Runtime:

@@ -15,7 +15,9 @@ removed or pasted) barely moves the CLS token but shows up there.
 
 Input: aspect kept (`resize = "keep"`: about size x size pixels of area, sides multiples of the model's patch,
 14 for DINOv2, 16 for DINOv3); DINOv2 interpolates its position embeddings to any grid, DINOv3 uses rotary
-position embeddings. Images of different shapes run in separate batches.
+position embeddings. Images of different shapes run in separate forward passes: on a GPU the batch is as large
+as the GPU's memory allows (`extractors.deep`) and `batch_order` puts a chunk's keys of one shape next to each
+other, so each shape group of a chunk runs as one pass, not split across batches.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..devices import ResizePolicy, Runtime, model_batches
+from ..devices import ResizePolicy, Runtime, model_batches, scatter, to_host
 from .base import EXTRACTORS, Column, ImageExtractor
 from .deep import DeepSettings, ModelFolderExtractor, cosine, embedding_pair_columns
 
@@ -139,26 +141,26 @@ class DinoExtractor(ModelFolderExtractor, ImageExtractor):
         rt, m, grid = self.runtime, self.loaded, self.config["grid"]
         out = {}
         for size in self.config["sizes"]:
-            cls = np.zeros((len(images), self.hidden_size), np.float32)
-            patches = np.zeros((len(images), grid * grid * self.patch_dim), np.float32)
             groups = model_batches(images, size, self.config["resize"], IMAGENET_MEAN, IMAGENET_STD, rt,
                                    multiple=m["patch"])
+            cls, cells = [], []
             for idx, x in groups:
                 with rt.inference():
                     tokens = m["model"](pixel_values=x).last_hidden_state.float()
                 gh, gw = x.shape[2] // m["patch"], x.shape[3] // m["patch"]
-                cls[idx] = tokens[:, 0].cpu().numpy()
-                patch = F.normalize(tokens[:, m["prefix"]:m["prefix"] + gh * gw], dim=-1)
                 if tokens.shape[1] != m["prefix"] + gh * gw:
                     raise RuntimeError(f"dino: {tokens.shape[1]} tokens for a {gh}x{gw} patch grid and "
                                        f"{m['prefix']} prefix tokens")
+                cls.append((idx, tokens[:, 0]))
+                patch = F.normalize(tokens[:, m["prefix"]:m["prefix"] + gh * gw], dim=-1)
                 patch = patch.transpose(1, 2).reshape(len(idx), -1, gh, gw)
-                cells = F.adaptive_avg_pool2d(patch, grid).flatten(2).transpose(1, 2)  # B x cells x D
+                pooled = F.adaptive_avg_pool2d(patch, grid).flatten(2).transpose(1, 2)  # B x cells x D
                 if m["projection"] is not None:
-                    cells = cells @ m["projection"]
-                patches[idx] = cells.reshape(len(idx), -1).cpu().numpy()
-            out[f"s{size}_cls"], out[f"s{size}_patches"] = cls, patches
-        return out
+                    pooled = pooled @ m["projection"]
+                cells.append((idx, pooled.reshape(len(idx), -1)))
+            # shape groups back in image order on the device; one transfer for every size below
+            out[f"s{size}_cls"], out[f"s{size}_patches"] = scatter(cls, len(images)), scatter(cells, len(images))
+        return to_host(out)
 
     def derive_pairs(self, ref, dist) -> dict[str, np.ndarray]:
         grid, out = self.config["grid"], {}

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..devices import ResizePolicy, Runtime, model_batches, scatter
+from ..devices import ResizePolicy, Runtime, model_batches, scatter, to_host
 from ..weights import WeightSpec
 from .base import EXTRACTORS, Column, ImageExtractor
 from .deep import DeepSettings, DeepExtractor, embedding_pair_columns, js_divergence, kl_divergence
@@ -128,8 +128,7 @@ class ImageNetExtractor(DeepExtractor, ImageExtractor):
             for idx, batch in groups:
                 for name, value in self._forward(batch).items():
                     results.setdefault(name, []).append((idx, value.float()))
-        return {name: scatter(parts, len(images)).cpu().numpy().astype(np.float32)
-                for name, parts in results.items()}
+        return to_host({name: scatter(parts, len(images)) for name, parts in results.items()})
 
     def derive_pairs(self, ref, dist) -> dict[str, np.ndarray]:
         p, q = ref["probs"].astype(np.float64), dist["probs"].astype(np.float64)

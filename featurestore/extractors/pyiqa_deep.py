@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import Field
 
-from ..devices import Runtime
+from ..devices import Runtime, device_rgb, to_host
 from ..weights import WeightSpec, hf_cached, torch_hub_checkpoints
 from .base import EXTRACTORS, Column, PairExtractor
-from .deep import DeepExtractor, DeepSettings, Precision
+from .deep import BatchSize, DeepExtractor, DeepSettings, Precision
 
 PYIQA_REPO = "chaofengc/IQA-PyTorch-Weights"
 
@@ -45,7 +45,8 @@ class PyiqaSettings(DeepSettings):
     # the learned metrics were calibrated in fp32; bf16 would move their values
     precision: Precision = Field("fp32", description="autocast precision: fp32 (the metrics' own), auto, bf16 or "
                                                      "fp16; not hashed")
-    batch_size: int = Field(8, ge=1, description="pairs per forward pass; not hashed")
+    batch_size: BatchSize = Field("auto", description="pairs per forward pass: auto = 8 on a CPU, from the free "
+                                                       "GPU memory on a GPU; not hashed")
     size: int = Field(1024, ge=16, description="image side the pairs are resized to at most (aspect kept)")
     weights: dict[str, str] = Field({}, description="weight file name -> explicit path, e.g. "
                                                     "{\"vgg16-397923af.pth\" = \"/w/vgg16.pth\"}")
@@ -146,9 +147,21 @@ def fit_size(height: int, width: int, size: int, rule: str) -> tuple[int, int]:
 
 
 class PyiqaPairMetric(DeepExtractor, PairExtractor):
-    """Pair-level extractor running one or more pyiqa networks on (dist, ref) batches of equal shape."""
+    """Pair-level extractor running one or more pyiqa networks on (dist, ref) batches of equal shape.
+
+    On a GPU the batch size is measured on pairs of the largest shape `size` lets through (`probe_shape`), and
+    a shape group larger in pixels than that many such pairs is split (a very elongated image under DISTS'
+    short-side rule can exceed it)."""
 
     size_rule: ClassVar[str] = "max_side"
+    cpu_batch_size = 8
+    max_batch_size = 64
+
+    def __init__(self, settings=None, **config):
+        super().__init__(settings, **config)
+        side = self.config["size"]
+        # max_side: a square of `size` is the largest input; short_side: a 2:1 photo at `size` on its short side
+        self.probe_shape = (side, side) if self.size_rule == "max_side" else (side, 2 * side)
 
     def networks(self) -> list[str]:
         """Column names, one per network."""
@@ -170,22 +183,42 @@ class PyiqaPairMetric(DeepExtractor, PairExtractor):
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(pairs):
             groups.setdefault(fit_size(p.ref.height, p.ref.width, self.config["size"], self.size_rule), []).append(i)
-        out = {c: np.zeros(len(pairs)) for c in self.networks()}
-        for shape, idx in groups.items():
-            ref = self._batch([pairs[i].ref.rgb for i in idx], shape, rt)
-            dist = self._batch([pairs[i].dist.rgb for i in idx], shape, rt)
+        batches = list(groups.items())
+        if rt.device.type == "cuda" and not self.probing:
+            batches = self._within_memory(batches)
+        parts: dict[str, list] = {c: [] for c in self.networks()}
+        order: list[int] = []
+        for shape, idx in batches:
+            ref = self._batch([pairs[i].ref for i in idx], shape, rt)
+            dist = self._batch([pairs[i].dist for i in idx], shape, rt)
             with rt.inference():
                 for c, net in self.loaded.items():
-                    out[c][idx] = net(dist, ref).float().flatten().cpu().numpy()
+                    parts[c].append(net(dist, ref).float().flatten())
+            order += idx
+        values = to_host({c: torch.cat(v) for c, v in parts.items()})  # one transfer for every group
+        out = {c: np.zeros(len(pairs)) for c in self.networks()}
+        for c in out:
+            out[c][order] = values[c]
+        return out
+
+    def _within_memory(self, groups: list[tuple[tuple[int, int], list[int]]]) -> list[tuple[tuple[int, int], list]]:
+        """Shape groups cut so that none holds more pixels than `batch_size` pairs of `probe_shape`."""
+        budget = self.batch_size * self.probe_shape[0] * self.probe_shape[1]
+        out = []
+        for shape, idx in groups:
+            step = max(1, budget // (shape[0] * shape[1]))
+            out += [(shape, idx[i:i + step]) for i in range(0, len(idx), step)]
         return out
 
     @staticmethod
-    def _batch(rgbs: list[np.ndarray], shape: tuple[int, int], rt: Runtime) -> torch.Tensor:
+    def _batch(images: list, shape: tuple[int, int], rt: Runtime) -> torch.Tensor:
         """N x 3 x H x W in [0, 1]; downscaled (antialiased bicubic, Pillow on the CPU) to `shape` if larger."""
         if rt.device.type == "cpu":
-            rgbs = [a if a.shape[:2] == shape else np.asarray(Image.fromarray(a).resize(shape[::-1], Image.BICUBIC))
-                    for a in rgbs]
-        x = torch.stack([torch.tensor(a, dtype=torch.uint8) for a in rgbs]).to(rt.device)
+            rgbs = [im.rgb if im.rgb.shape[:2] == shape else
+                    np.asarray(Image.fromarray(im.rgb).resize(shape[::-1], Image.BICUBIC)) for im in images]
+            x = torch.stack([torch.tensor(a, dtype=torch.uint8) for a in rgbs])
+        else:
+            x = torch.stack([device_rgb(im, rt.device) for im in images])  # each image uploaded once
         x = x.permute(0, 3, 1, 2).float() / 255.0
         if tuple(x.shape[2:]) != shape:
             x = F.interpolate(x, size=shape, mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)

@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 from PIL import Image
 from scipy import ndimage
 
-from ..devices import Runtime, model_batches
+from ..devices import Runtime, model_batches, to_host
 from ..io import DecodedImage, DecodedPair
 from ..settings import registry_name
 from ..weights import WeightSpec
@@ -119,45 +119,59 @@ class RegionsExtractor(DeepExtractor, PairExtractor):
         todo = [im for im in dict.fromkeys(images) if not im.has_cached(key)]
         if todo:
             net, rt = self.loaded, self.runtime
+            groups = model_batches(todo, self.config["size"], "keep", MEAN, STD, rt)
             with rt.inference():
-                for idx, batch in model_batches(todo, self.config["size"], "keep", MEAN, STD, rt):
+                maps = {}
+                for g, (idx, batch) in enumerate(groups):
                     h = net._swish(net._bn0(net._conv_stem(batch)))
                     for block in net._blocks:
                         h = block(h)
-                    maps = net._swish(net._bn1(net._conv_head(h))).float().cpu().numpy()
-                    for i, fmap in zip(idx, maps):
-                        todo[i].cached(key, lambda m=fmap: m)
+                    maps[str(g)] = net._swish(net._bn1(net._conv_head(h))).float()
+            maps = to_host(maps)  # every shape group in one transfer
+            for g, (idx, _) in enumerate(groups):
+                for i, fmap in zip(idx, maps[str(g)]):
+                    todo[i].cached(key, lambda m=fmap: m)
         return [im.cached(key, lambda: None) for im in images]
 
     def _salient(self, image: DecodedImage) -> list[tuple[int, int, int, int]]:
         return image.cached(("regions-salient", self.config["salient"], self.config["salient_share"]),
                             lambda: salient_boxes(image.gray, self.config["salient"], self.config["salient_share"]))
 
-    def _region_probs(self, fmap: np.ndarray, boxes, height: int, width: int) -> np.ndarray:
-        """Class distributions (n, 1000) of the feature map pooled over each pixel box (x0, y0, x1, y1)
-        of an image of `height` x `width`; a box covers the cells whose centres fall in it (at least one)."""
+    def _pooled(self, fmap: np.ndarray, boxes, height: int, width: int) -> np.ndarray:
+        """The feature map pooled over each pixel box (x0, y0, x1, y1) of an image of `height` x `width`:
+        (n, channels); a box covers the cells whose centres fall in it (at least one)."""
         _, fh, fw = fmap.shape
         pooled = []
         for x0, y0, x1, y1 in boxes:
             r0, r1 = _cells(y0, y1, height, fh)
             c0, c1 = _cells(x0, x1, width, fw)
             pooled.append(fmap[:, r0:r1, c0:c1].mean(axis=(1, 2)))
+        return np.stack(pooled)
+
+    def _class_probs(self, pooled: np.ndarray) -> np.ndarray:
+        """Class distributions (n, 1000) of pooled feature vectors (n, channels): the ImageNet layer, softmax."""
         fc = self.loaded._fc
         with torch.no_grad():
-            logits = fc(torch.from_numpy(np.stack(pooled)).to(fc.weight.device, fc.weight.dtype))
-        return logits.float().softmax(-1).cpu().numpy().astype(np.float64)
+            logits = fc(torch.from_numpy(pooled).to(fc.weight.device, fc.weight.dtype))
+        return to_host({"p": logits.float().softmax(-1)})["p"].astype(np.float64)
 
     # --- per pair -----------------------------------------------------------------------------------
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
         maps = self._feature_maps([p.ref for p in pairs] + [p.dist for p in pairs])
-        rows = []
+        regions, pooled = [], []
         for k, pair in enumerate(pairs):
             h, w = pair.ref.height, pair.ref.width
             grid = grid_boxes(h, w, self.config["grid"])
             boxes = grid + self._salient(pair.ref)
-            p = self._region_probs(maps[k], boxes, h, w)
-            q = self._region_probs(maps[len(pairs) + k], boxes, h, w)
-            rows.append(region_pair_columns(p, q, boxes, len(grid)))
+            regions.append((boxes, len(grid)))
+            pooled += [self._pooled(maps[k], boxes, h, w), self._pooled(maps[len(pairs) + k], boxes, h, w)]
+        if self.runtime.device.type == "cuda":
+            # every region of every pair through the ImageNet layer at once: one transfer back, not two per pair
+            probs = np.split(self._class_probs(np.concatenate(pooled)), np.cumsum([len(x) for x in pooled])[:-1])
+        else:  # one product per image as always: the CPU's matrix product rounds differently for other row counts
+            probs = [self._class_probs(x) for x in pooled]
+        rows = [region_pair_columns(probs[2 * k], probs[2 * k + 1], boxes, n_grid)
+                for k, (boxes, n_grid) in enumerate(regions)]
         return scalar_columns(rows, PAIR_COLUMNS)
 
 

@@ -18,8 +18,8 @@ largest size whose sides are multiples of the vision tower's patch x merge size 
 for Qwen3-VL) within the budget; the degraded image has the reference's size already, so both get the same.
 
 Runs on a CUDA GPU in bfloat16 (optionally 4-bit through bitsandbytes): 0.13-0.17 s per pair for the 11
-default questions with a Qwen2.5-VL-7B on an H100 (`make bench-gpu`), 1.3 s with K=64 sampled answers each
-when all 11 x 64 rows decoded at once (measured before `sample_cache_mb`: their key/value cache is ~24 GB at a
+default questions with a Qwen2.5-VL-7B on an H100 (`make bench-gpu-models`), 1.3 s with K=64 sampled answers
+each when all 11 x 64 rows decoded at once (measured before `sample_cache_mb`: their key/value cache is ~24 GB at a
 600-token prompt; they now decode in chunks within that budget, a few questions at a time).
 On a CPU it falls back to float32; a 7B model needs ~25 TFLOP per 448x448 pair (tens of seconds), hence the
 extractor is disabled in configs/default.toml. An answer the model does not give in the expected form becomes
@@ -49,7 +49,7 @@ from pydantic import Field
 from configs import config_file
 
 from ..config import read_toml
-from ..devices import pick_device
+from ..devices import pick_device, to_host
 from ..errors import SiqaError
 from ..weights import Fetch, MissingWeights, WeightSpec, hf_cached_folder, resolve
 from ._vlm_answers import Answer, expected_answer, mean_of_samples, option_token_ids, parse_answer
@@ -231,9 +231,9 @@ class VlmJudge:
     def judge(self, ref: np.ndarray, dist: np.ndarray, pair_id: str = "") -> Judgment:
         images = [self.fit_budget(ref), self.fit_budget(dist)]
         logits, last, mid = (self._answer_states_shared if self.share_prefix else self._answer_states)(images)
-        logits = logits.float().cpu().numpy()
-        # pooled over the questions: one vector per pair whatever the question set
-        hidden_last, hidden_mid = (h.float().mean(0).cpu().numpy() for h in (last, mid))
+        # hidden states pooled over the questions (one vector per pair whatever the question set); one transfer
+        states = to_host({"logits": logits.float(), "last": last.float().mean(0), "mid": mid.float().mean(0)})
+        logits, hidden_last, hidden_mid = states["logits"], states["last"], states["mid"]
         texts = self.sample(images) if self.k_samples else []
         answers, sampled = {}, {}
         for i, q in enumerate(self.questions.questions):

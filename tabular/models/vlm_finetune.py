@@ -1,7 +1,8 @@
 """What the fine-tuned vision-language members (`vlm_lora`, `vlm_grpo`) share.
 
 - the base checkpoint: a Hugging Face repo id resolved like the `vlm` extractor's weights (config `path` →
-  `$SIQA_WEIGHTS_DIR/<repo id>` → the Hugging Face cache), loaded without network;
+  `$SIQA_WEIGHTS_DIR/<repo id>` → the Hugging Face cache), loaded without network, once per process
+  (`vlm_base`: the members borrow it and take their adapters off again);
 - the pair prompt: reference and degraded image in one chat turn, then the task text, each image within the
   same pixel budget as the extractor's (`budget_size`), the degraded image resized to the reference first;
 - LoRA targets by part: `vision` (the vision tower's blocks), `aligner` (the merger that projects image
@@ -61,10 +62,11 @@ def model_folder(member: str, model: str, path: str) -> Path:
     return Path(source.found)
 
 
-def load_base(member: str, model: str, path: str, dtype: str, device: str):
-    """(model, processor, folder) of the base checkpoint on the configured device (float32 on a CPU)."""
+def load_base(member: str, model: str, path: str, dtype: str, device: str, load_in_4bit: bool = False):
+    """(model, processor, folder) of the base checkpoint on the configured device (float32 on a CPU), loaded
+    now; the members borrow the process's loaded one instead (`vlm_base.borrowed`)."""
     folder = model_folder(member, model, path)
-    loaded, processor = load_model(folder, dtype, pick_device(device), load_in_4bit=False)
+    loaded, processor = load_model(folder, dtype, pick_device(device), load_in_4bit=load_in_4bit)
     processor.tokenizer.padding_side = "left"  # the last position is every row's own last token
     return loaded, processor, folder
 

@@ -10,7 +10,8 @@ conversational prompt, `image_grid_thw` split per sample) with a LoRA adapter: f
 `invalid_pairs_`). Labels must lie in 0..5 (the answer scale).
 
 Files: as `vlm_lora` (`vlm_finetune.FitFolder`): `adapter/` and `fit.json` (settings, pair ids, trl's log of
-rewards and losses per step, seconds); the member keeps only the folder's path.
+rewards and losses per step, seconds); the member keeps only the folder's path. Training and sampling borrow
+the process's loaded base model (`vlm_base.borrowed`) and take their adapter off it when done.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from featurestore.errors import SiqaError
 from featurestore.extractors.vlm import mean_of_samples, parse_answer
 
 from .base import POOL, PoolModel
-from .vlm_finetune import (DEFAULT_MODEL, FitFolder, PairImages, check_pairs, free_memory, load_base,
-                           lora_target_modules, pair_messages, require, trained_fit)
+from .vlm_base import borrowed
+from .vlm_finetune import (DEFAULT_MODEL, FitFolder, PairImages, check_pairs, free_memory, lora_target_modules,
+                           pair_messages, require, trained_fit)
 
 log = logging.getLogger(__name__)
 
@@ -111,39 +113,42 @@ class VlmGrpoRegressor(PoolModel):
         from trl import GRPOConfig, GRPOTrainer
 
         started = time.perf_counter()
-        base, processor, _ = load_base(self.name, self.base_model, self.path, self.dtype, self.device)
-        on_gpu = next(base.parameters()).device.type == "cuda"
-        images = PairImages(processor, self.max_pixels).of_rows(rows)
-        labels = np.rint(target).astype(int)
-        dataset = Dataset.from_list([{"prompt": pair_messages(self.prompt), "images": pair, "label": int(label)}
-                                     for pair, label in zip(images, labels)])
-        staged = fit.staging()
-        args = GRPOConfig(
-            output_dir=str(staged / "trainer"), num_train_epochs=float(self.epochs), learning_rate=float(self.lr),
-            per_device_train_batch_size=int(self.num_generations), num_generations=int(self.num_generations),
-            gradient_accumulation_steps=int(self.prompts_per_step),
-            max_completion_length=int(self.max_completion_length), temperature=float(self.temperature),
-            beta=0.0, seed=int(self.random_state), use_cpu=not on_gpu,
-            bf16=on_gpu and self.dtype == "bfloat16", gradient_checkpointing=bool(self.gradient_checkpointing),
-            logging_steps=1, save_strategy="no", report_to="none", remove_unused_columns=False)
-        lora = LoraConfig(r=int(self.lora_rank), lora_alpha=int(self.lora_alpha), lora_dropout=float(self.lora_dropout),
-                          target_modules=lora_target_modules(base, self.lora_targets, self.lora_modules))
-        with torch.random.fork_rng(devices=[next(base.parameters()).device] if on_gpu else []):
-            trainer = GRPOTrainer(model=base, processing_class=processor, reward_funcs=exact_match_rewards,
-                                  args=args, train_dataset=dataset, peft_config=lora)
-            trainer.train()
-        trainer.model.save_pretrained(staged / ADAPTER_DIR)
-        history = list(trainer.state.log_history)
+        with borrowed(self.name, self.base_model, self.path, self.dtype, self.device) as (base, processor, _):
+            on_gpu = next(base.parameters()).device.type == "cuda"
+            images = PairImages(processor, self.max_pixels).of_rows(rows)
+            labels = np.rint(target).astype(int)
+            dataset = Dataset.from_list([{"prompt": pair_messages(self.prompt), "images": pair, "label": int(label)}
+                                         for pair, label in zip(images, labels)])
+            staged = fit.staging()
+            args = GRPOConfig(
+                output_dir=str(staged / "trainer"), num_train_epochs=float(self.epochs), learning_rate=float(self.lr),
+                per_device_train_batch_size=int(self.num_generations), num_generations=int(self.num_generations),
+                gradient_accumulation_steps=int(self.prompts_per_step),
+                max_completion_length=int(self.max_completion_length), temperature=float(self.temperature),
+                beta=0.0, seed=int(self.random_state), use_cpu=not on_gpu,
+                bf16=on_gpu and self.dtype == "bfloat16", gradient_checkpointing=bool(self.gradient_checkpointing),
+                logging_steps=1, save_strategy="no", report_to="none", remove_unused_columns=False)
+            lora = LoraConfig(r=int(self.lora_rank), lora_alpha=int(self.lora_alpha),
+                              lora_dropout=float(self.lora_dropout),
+                              target_modules=lora_target_modules(base, self.lora_targets, self.lora_modules))
+            with torch.random.fork_rng(devices=[next(base.parameters()).device] if on_gpu else []):
+                trainer = GRPOTrainer(model=base, processing_class=processor, reward_funcs=exact_match_rewards,
+                                      args=args, train_dataset=dataset, peft_config=lora)
+                try:
+                    trainer.train()
+                    trainer.model.save_pretrained(staged / ADAPTER_DIR)
+                finally:
+                    trainer.model.unload()  # the base model goes back without this fit's adapter
+            history = list(trainer.state.log_history)
+            del trainer
         shutil.rmtree(staged / "trainer", ignore_errors=True)
         fit.publish(staged, {"member": self.name, "settings": self._learning_settings(),
                              "pair_ids": [str(i) for i in rows.index], "fallback": float(np.median(target)),
                              "log_history": history, "seconds": round(time.perf_counter() - started, 3)})
-        del trainer, base
         free_memory()
 
     def sample_answers(self, X: pd.DataFrame, pairs: pd.DataFrame | None = None) -> list[list[str]]:
         """`k_samples` generated answers per row."""
-        import torch
         from peft import PeftModel
 
         rows = check_pairs(self.name, X, pairs)
@@ -151,8 +156,16 @@ class VlmGrpoRegressor(PoolModel):
         if not (folder / ADAPTER_DIR).is_dir():
             raise SiqaError(f"{folder}: the adapter of {self.name} is missing (was the run moved or its fits/ "
                             f"folder deleted?)")
-        base, processor, _ = load_base(self.name, self.base_model, self.path, self.dtype, self.device)
-        model = PeftModel.from_pretrained(base, folder / ADAPTER_DIR).eval()
+        with borrowed(self.name, self.base_model, self.path, self.dtype, self.device) as (base, processor, _):
+            model = PeftModel.from_pretrained(base, folder / ADAPTER_DIR).eval()
+            try:
+                return self._sample(base, model, processor, rows)
+            finally:
+                model.unload()  # the base model goes back without this fit's adapter
+
+    def _sample(self, base, model, processor, rows: pd.DataFrame) -> list[list[str]]:
+        import torch
+
         text = processor.apply_chat_template(pair_messages(self.prompt), add_generation_prompt=True, tokenize=False)
         device = next(base.parameters()).device
         answers = []
@@ -166,8 +179,6 @@ class VlmGrpoRegressor(PoolModel):
                                      max_new_tokens=int(self.max_completion_length),
                                      pad_token_id=processor.tokenizer.pad_token_id)
                 answers.append(processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-        del model, base
-        free_memory()
         return answers
 
     def predict(self, X: pd.DataFrame, pairs: pd.DataFrame | None = None) -> np.ndarray:

@@ -16,8 +16,10 @@ An ensemble of fine-tunes is several members: `seeds = [0, 1, 2]` in the preset,
 
 Files: the fit folder (`vlm_finetune.FitFolder`) holds `adapter/` (peft's adapter_config.json and
 adapter_model.safetensors), `head.safetensors` and `fit.json` (settings, calibration, per-step losses, the
-pair ids the fit was given, seconds). The fitted member keeps only that folder's path; `predict` loads the
-base checkpoint and the adapter again, so a pickled run holds no model.
+pair ids the fit was given, seconds). The fitted member keeps only that folder's path, so a pickled run holds no
+model: `predict` puts the fit's adapter on the base model again. Fits and predictions borrow the process's
+loaded base model (`vlm_base.borrowed`: loaded once per process, not once per fit) and take their adapter off
+it (`unload()`) when done.
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ from featurestore.errors import SiqaError
 
 from .base import POOL, PoolModel
 from .pairwise_mlp import fidelity_loss, plcc_loss
+from .vlm_base import borrowed
 from .vlm_finetune import (DEFAULT_MODEL, DEFAULT_PROMPT, LORA_PARTS, FitFolder, PairImages, check_pairs,
-                           free_memory, load_base, lora_target_modules, pair_messages, require, trained_fit)
+                           free_memory, lora_target_modules, pair_messages, require, trained_fit)
 
 HEAD_FILE = "head.safetensors"
 ADAPTER_DIR = "adapter"
@@ -161,12 +164,15 @@ class VlmLoraRegressor(PoolModel):
         from safetensors.torch import save_file
 
         started = time.perf_counter()
-        base, processor, _ = load_base(self.name, self.base_model, self.path, self.dtype, self.device)
-        tuned = self.fine_tune(base, processor, PairImages(processor, self.max_pixels).of_rows(rows), target)
-        staged = fit.staging()
-        tuned["peft_model"].save_pretrained(staged / ADAPTER_DIR)
-        save_file({k: v.detach().cpu().contiguous() for k, v in tuned["head"].state_dict().items()},
-                  staged / HEAD_FILE)
+        with borrowed(self.name, self.base_model, self.path, self.dtype, self.device) as (base, processor, _):
+            tuned = self.fine_tune(base, processor, PairImages(processor, self.max_pixels).of_rows(rows), target)
+            try:
+                staged = fit.staging()
+                tuned["peft_model"].save_pretrained(staged / ADAPTER_DIR)
+                save_file({k: v.detach().cpu().contiguous() for k, v in tuned["head"].state_dict().items()},
+                          staged / HEAD_FILE)
+            finally:
+                tuned["peft_model"].unload()  # the base model goes back without this fit's adapter
         train_pred = tuned["train_predictions"]
         fit.publish(staged, {
             "member": self.name, "settings": self._learning_settings(), "pair_ids": [str(i) for i in rows.index],
@@ -174,8 +180,8 @@ class VlmLoraRegressor(PoolModel):
                             "target_min": float(target.min()), "target_max": float(target.max())},
             "train_predictions": train_pred.tolist(), "losses": tuned["losses"],
             "step_seconds": tuned["step_seconds"], "seconds": round(time.perf_counter() - started, 3)})
-        del tuned, base
-        free_memory()
+        del tuned
+        free_memory()  # the optimiser's state and the adapter's gradients
 
     def fine_tune(self, base, processor, images: list, target: np.ndarray) -> dict:
         """Train LoRA adapters on `base` (changed in place) and a new head on the pairs `images` ([ref, dist]
@@ -233,8 +239,8 @@ class VlmLoraRegressor(PoolModel):
         return {"peft_model": peft_model, "head": head, "losses": losses, "step_seconds": step_seconds,
                 "train_predictions": train_pred}
 
-    def _load(self):
-        """(base model with the fit's adapter, processor, head), ready to predict."""
+    def _adapted(self, base):
+        """(peft model: the fit's adapter put on `base`, head) ready to predict."""
         import torch
         from peft import PeftModel
         from safetensors.torch import load_file
@@ -243,20 +249,20 @@ class VlmLoraRegressor(PoolModel):
         if not (folder / HEAD_FILE).is_file():
             raise SiqaError(f"{folder}: the fine-tuned adapter of {self.name} is missing (was the run moved or "
                             f"its fits/ folder deleted?)")
-        base, processor, _ = load_base(self.name, self.base_model, self.path, self.dtype, self.device)
-        PeftModel.from_pretrained(base, folder / ADAPTER_DIR)
+        adapted = PeftModel.from_pretrained(base, folder / ADAPTER_DIR)
         head = self._head(int(base.config.get_text_config().hidden_size))
         head.load_state_dict(load_file(folder / HEAD_FILE))
-        return base, processor, head.to(next(base.parameters()).device, dtype=torch.float32)
+        return adapted, head.to(next(base.parameters()).device, dtype=torch.float32)
 
     def predict_raw(self, X: pd.DataFrame, pairs: pd.DataFrame | None = None) -> np.ndarray:
         """The head's outputs before calibration."""
         rows = check_pairs(self.name, X, pairs)
-        base, processor, head = self._load()
-        raw = self.predict_images(base, processor, head, PairImages(processor, self.max_pixels).of_rows(rows))
-        del base, head
-        free_memory()
-        return raw
+        with borrowed(self.name, self.base_model, self.path, self.dtype, self.device) as (base, processor, _):
+            adapted, head = self._adapted(base)
+            try:
+                return self.predict_images(base, processor, head, PairImages(processor, self.max_pixels).of_rows(rows))
+            finally:
+                adapted.unload()
 
     def predict(self, X: pd.DataFrame, pairs: pd.DataFrame | None = None) -> np.ndarray:
         c = self.calibration_
