@@ -47,7 +47,7 @@ def sweep(folder: Path) -> pd.DataFrame:
                 Image.fromarray(rgb).save(buffer, format=fmt, quality=quality)
                 dist = folder / f"{name}_{codec}_q{quality}.png"
                 Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").save(dist)
-                rows.append({"ref": ref.name, "dist": dist.name, "photo": name, "codec": codec, "quality": quality,
+                rows.append({"ref_name": ref.name, "dist_name": dist.name, "photo": name, "codec": codec, "quality": quality,
                              "bpp": 8 * buffer.tell() / (rgb.shape[0] * rgb.shape[1])})
     return pd.DataFrame(rows)
 
@@ -60,7 +60,7 @@ def pyiqa_scores(folder: Path, table: pd.DataFrame) -> pd.DataFrame:
     for metric in ("psnr", "ssim"):
         net = pyiqa.create_metric(metric, device="cpu")
         with torch.inference_mode():
-            out[f"pyiqa_{metric}"] = [float(net(str(folder / d), str(folder / r))) for r, d in zip(table.ref, table.dist)]
+            out[f"pyiqa_{metric}"] = [float(net(str(folder / d), str(folder / r))) for r, d in zip(table.ref_name, table.dist_name)]
     return pd.DataFrame(out, index=table.index)
 
 

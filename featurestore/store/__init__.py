@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 
 from ..datasets import PairTable
+from ..devices import wants_gpu
 from ..extractors.base import Extractor, ImageExtractor
 from ..threads import usable_cpus
 from .execute import Executor, LocalExecutor, derive
@@ -45,14 +46,14 @@ __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "Fe
 
 
 class FeatureStore(Catalog):
-    def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True, chunk_pairs: int = 32,
+    def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True, chunk_pairs: int | None = None,
                 decode_workers: int = 2, executor: Executor | None = None, replace: bool = False,
                 workers: int | None = 1) -> ExtractSummary:
         """Compute every missing feature of `table` for `extractors` with `executor` (default: `workers` worker
         processes of one thread for the CPU extractors, `ProcessExecutor`, when there is work for more than
         one; None = one per CPU this process may use; 1 = all in this process, `LocalExecutor`), with
-        `decode_workers` decoding threads; returns what was done and adds its measured seconds to
-        timings.json. Pairs registered before under the same split + name with other content or label are
+        `decode_workers` decoding threads, `chunk_pairs` pairs at a time (default: `CHUNK_PAIRS`); returns what
+        was done and adds its measured seconds to timings.json. Pairs registered before under the same split + name with other content or label are
         refused unless `replace`."""
         t0 = time.perf_counter()
         summary = ExtractSummary(pairs=len(table))
@@ -62,7 +63,7 @@ class FeatureStore(Catalog):
             self.register_pairs(table, replace=replace)
             self.register_views(extractors)
             df = table.df.drop_duplicates("pair_id")
-            work = plan(self, df, extractors, summary, chunk_pairs)
+            work = plan(self, df, extractors, summary, chunk_pairs or default_chunk_pairs(extractors))
             if work.chunks:
                 (executor or default_executor(work, workers, decode_workers)).run(self, work, summary, progress)
             for ex in extractors:
@@ -72,6 +73,15 @@ class FeatureStore(Catalog):
             self.record_pixels(summary.pixels)
         summary.seconds = time.perf_counter() - t0
         return summary
+
+
+#: pairs per chunk: a chunk is one task of each CPU extractor (small enough to spread over the workers) and bounds the
+#: batches of GPU extractors (a GPU network fills its batch from one chunk: a larger chunk on a GPU)
+CHUNK_PAIRS = {"cpu": 32, "gpu": 128}
+
+
+def default_chunk_pairs(extractors: list[Extractor]) -> int:
+    return CHUNK_PAIRS["gpu" if any(wants_gpu(ex) for ex in extractors) else "cpu"]
 
 
 def default_executor(work: Plan, workers: int | None, decode_workers: int) -> Executor:

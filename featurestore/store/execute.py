@@ -161,7 +161,7 @@ def compute_chunk(catalog: Catalog, inputs: ChunkInputs, extractors: list[Extrac
                   summary: ExtractSummary) -> None:
     """Compute, batch by batch, each extractor's `keys` of one chunk, and store each batch as a shard."""
     for ex in extractors:
-        ready = [k for k in keys.get(ex.name, ()) if ex.ready(k, inputs)]
+        ready = ex.batch_order([k for k in keys.get(ex.name, ()) if ex.ready(k, inputs)], inputs)
         for i in range(0, len(ready), ex.batch_size):
             batch = ready[i:i + ex.batch_size]
             compute_and_store(catalog, ex, ex.level, batch, [ex.label(k, inputs) for k in batch],
