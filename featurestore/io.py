@@ -274,6 +274,13 @@ class DecodedImage:
         """Whether `cached(key, ...)` would return without computing (for batching the missing ones)."""
         return key in self._cache
 
+    def __getstate__(self) -> dict:
+        """What goes to a worker process (`featurestore.store.workers`): the pixels and their file, not what was
+        derived from them here (tensors, GPU copies, model inputs), which the worker derives again if it needs
+        it; read from fields this process never changes, so it may be taken while extractors work here."""
+        return {"sha256": self.sha256, "rgb": self.rgb, "path": self.path, "decode_seconds": self.decode_seconds,
+                "_cache": {}}
+
 
 @dataclass(eq=False)
 class DecodedPair:

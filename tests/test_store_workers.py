@@ -194,3 +194,19 @@ def test_features_cli_takes_workers(tmp_path, seiqa_dir):
     refused = CliRunner().invoke(app, ["features", "--data", str(seiqa_dir), "--config", str(config),
                                        "--workers", "0"])
     assert refused.exit_code == 2 and "--workers" in refused.output
+
+
+def test_a_decoded_image_travels_as_its_pixels_only():
+    import pickle
+
+    from featurestore.io import DecodedImage
+
+    image = DecodedImage("abc", np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3), path="/x.png", decode_seconds=0.5)
+    image.cached(("model_input", "clip"), lambda: object())  # not picklable: must not travel
+    image.float01, image.luma  # noqa: B018 - derived representations, computed here
+    copy = pickle.loads(pickle.dumps(image))
+    assert (copy.sha256, copy.path, copy.decode_seconds) == ("abc", "/x.png", 0.5)
+    np.testing.assert_array_equal(copy.rgb, image.rgb)
+    assert copy._cache == {} and "float01" not in vars(copy) and "luma" not in vars(copy)
+    np.testing.assert_array_equal(copy.luma, image.luma)
+
