@@ -415,6 +415,9 @@ def plot_scatter(inputs: ReportInputs, progress: bool = False) -> Plot:
         else:
             ax.tick_params(labelleft=False)
         ax.grid(alpha=0.3)
+    # the labels fill the height; a fitted line leaving that range is cut at the edge
+    margin = 0.06 * max(float(np.ptp(shown)), 1e-9)
+    axes[0].set_ylim(float(shown.min()) - margin, float(shown.max()) + margin)
     handles, labels = axes[0].get_legend_handles_labels()
     _legend_below(fig, handles, labels, title=kind if kinds else None)
     return _plot("scatter", "Predicted vs human score",
