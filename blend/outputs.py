@@ -1,9 +1,9 @@
 """Where a command may write: every file a command writes on the user's behalf (`--out` of sql, predict and
-submit; the report's HTML and PNGs) goes through `write_output`.
+submit; the report's HTML, figures and data files) goes through `write_output`.
 
 A feature store and a run folder are written by their own code only (`featurestore.store`, `blend.runfolder`),
 so a target inside either is refused unless it is one of the command's own `products` (a run's
-`submission.zip`, its `report.html` and `report/*.png`). Targets are compared by where they really lead
+`submission.zip`, its `report.html` and `report/*` files). Targets are compared by where they really lead
 (symbolic links resolved): a link to a store is refused like the store, and a product whose folder was made
 a link leading out of its run is refused too. The write itself is `featurestore.outputs.write_file`: atomic,
 validated before it replaces the old file, never through a link.
