@@ -198,6 +198,8 @@ class Predictor:
                  image_flags: dict[str, np.ndarray] | None = None):
         """`frame` (the user's rows) + the prediction, the flags (`image_flags`, the range flags, `unrelated`
         where the run has an embedding cosine; `flagged`: any) and, `with_features`, the features used."""
+        import pandas as pd
+
         from blend.checks import outside_range, unrelated_content
 
         columns, ranges = self.compiled.columns, self.summary.get("feature_ranges") or {}
@@ -213,11 +215,11 @@ class Predictor:
         if clash:
             raise SiqaError(f"predict: the input already has column(s) {', '.join(clash)}, which the prediction "
                             f"adds; rename them")
-        out = frame.assign(**added)
-        out["flagged"] = (distance > 0) | np.logical_or.reduce(
+        added["flagged"] = (distance > 0) | np.logical_or.reduce(
             [np.asarray(added[k], dtype=bool) for k in ("resized", "size_unusual", "unrelated") if k in added],
             initial=False)
-        return out
+        # one concat, not a column at a time: hundreds of feature columns would fragment the frame
+        return pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1)
 
     @cached_property
     def extractors(self):
