@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from functools import partial
+from functools import cache, partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: filter banks kept per image size (and device); a dataset of many sizes keeps only the latest ones
-PER_SIZE_CACHE = 8
+from . import _pyiqa_filters as P
+
+#: filter banks that depend on the image size (FSIM's, CW-SSIM's: two a size), kept for the sizes met last;
+#: those that do not (VIF's, NLPD's, VSI's at its fixed 256x256) are kept once per device (`functools.cache`)
+PER_SIZE_CACHE = 16
 _cache: OrderedDict = OrderedDict()
 
 
@@ -54,6 +57,8 @@ def _per_size(key: tuple, build):
 
 def clear_cache() -> None:
     _cache.clear()
+    for built in (_vif_filters, _vif_windows, _sdsp_maps, _nlpd_filters):
+        built.cache_clear()
 
 
 def filter_each(images, weights, stride: int = 1, padding: int = 0):
@@ -123,13 +128,11 @@ def ssim_level(x, y):
 def _cw_ssim_masks(h: int, w: int, levels: int, nbands: int, device):
     """The masks of pyiqa's `SCFpyr_PyTorch` on the low-pass path down to level `levels` and that level's
     oriented bands: pyiqa's lookup tables (`rcosFn`, `pointOp`), rounded to float32 as pyiqa does."""
-    from pyiqa.matlab_utils.math_util import pointOp, prepare_grid, rcosFn
-
     def mask(grid, table, x):
-        return torch.from_numpy(pointOp(grid, table, x)).float().to(device)
+        return torch.from_numpy(P.point_op(grid, table, x)).float().to(device)
 
-    log_rad, angle = prepare_grid(h, w)
-    xrcos, yrcos = rcosFn(1, -0.5)
+    log_rad, angle = P.prepare_grid(h, w)
+    xrcos, yrcos = P.rcos_fn(1, -0.5)
     yrcos = np.sqrt(yrcos)
     yircos = np.sqrt(1 - yrcos**2)
     lowpass = [((0, h), (0, w), mask(log_rad, yircos, xrcos))]
@@ -177,8 +180,6 @@ def _coarsest_oriented_bands(images, levels: int, nbands: int):
 def cw_ssim(x, y, levels: int = 4, nbands: int = 8):
     """pyiqa's CW-SSIM (K = 0, no guard band) of Y images (N, 1, H, W), from the one pyramid level it uses.
     Dist and ref go through one pyramid."""
-    from pyiqa.matlab_utils import fspecial
-
     bands = _coarsest_oriented_bands(torch.cat([x, y]).to(torch.float64), levels, nbands)
     bx, by = bands[:, :len(x)], bands[:, len(x):]
     box = torch.ones(1, 1, 7, 7, dtype=torch.float64, device=x.device) / 49
@@ -195,11 +196,12 @@ def cw_ssim(x, y, levels: int = 4, nbands: int = 8):
     energy_mean = local_mean(modulus(bx) ** 2 + modulus(by) ** 2)
     cssim = 2 * modulus(corr_mean) / energy_mean
     h = bands.shape[-2]
-    weight = fspecial([s - 6 for s in bands.shape[-2:]], h / 4, 1).to(device=x.device, dtype=torch.float64)[0, 0]
+    weight = P.fspecial_gaussian([s - 6 for s in bands.shape[-2:]], h / 4).to(device=x.device, dtype=torch.float64)[0, 0]
     return (cssim * weight).sum((-2, -1)).mean(0)
 
 
 # ------------------------------------------------------------------------------------------------ VIF
+@cache
 def _vif_filters(bands: tuple[int, ...], device):
     """pyiqa's sp5 pyramid filters as conv weights: the first low-pass, the subsampling low-pass and the
     oriented band filters `bands` stacked (len(bands), 1, 7, 7)."""
@@ -226,8 +228,7 @@ def _vif_subbands(net, images) -> dict[int, torch.Tensor]:
     if any(k in (0, total - 1) for k in wanted.values()):
         raise NotImplementedError("VIF subbands reading the high-pass or the residual")
     bands = tuple(sorted({(k - 1) % nori for k in wanted.values()}))
-    lo0, lofilt, oriented = _per_size(("vif", bands, str(images.device)),
-                                      lambda: _vif_filters(bands, images.device))
+    lo0, lofilt, oriented = _vif_filters(bands, images.device)
     built = {}
     lo = _reflect_filter(images, lo0)
     top = max((k - 1) // nori for k in wanted.values())
@@ -240,6 +241,7 @@ def _vif_subbands(net, images) -> dict[int, torch.Tensor]:
     return {r: built[k] for r, k in wanted.items()}
 
 
+@cache
 def _vif_windows(winsize: int, device):
     """pyiqa's windows for the five statistics: mean, mean, then sums (x*y, x^2, y^2), (5, 1, k, k)."""
     win = np.ones((winsize, winsize))
@@ -269,7 +271,7 @@ def _vif_channel(net, org, dist):
         y, yn = y[:, :, :h, :w], yn[:, :, :h, :w]
         start = int(np.floor(M / 2))
         end = (int(h - np.ceil(M / 2)) + 1, int(w - np.ceil(M / 2)) + 1)
-        weights = _per_size(("vif-window", winsize, str(y.device)), partial(_vif_windows, winsize, y.device))
+        weights = _vif_windows(winsize, y.device)
         at_kept = partial(_correlate_kept, step=M, start=start, end=end)
         mean_x, mean_y = at_kept(y, weights[0:1]), at_kept(yn, weights[1:2])
         cov_xy = at_kept(y * yn, weights[2:3]) - (winsize**2) * mean_x * mean_y
@@ -315,9 +317,18 @@ def _vif_reference(net, org):
     return ss_arr, l_arr
 
 
-def vif(net, x, y):
-    """pyiqa's `VIF.vif` (net: pyiqa's VIF module, for its settings) of the Y images x (dist) and y (ref),
-    (N, 1, H, W) float32 on 0..255, rounded (`to_y_channel(img, 255)`)."""
+@cache
+def _vif_module():
+    """pyiqa's `VIF()` (its defaults, as `create_metric("vif")` builds it): its settings, not its forward."""
+    from pyiqa.archs.vif_arch import VIF
+
+    return VIF()
+
+
+def vif(x, y):
+    """pyiqa's `VIF.vif` of the Y images x (dist) and y (ref), (N, 1, H, W) float32 on 0..255, rounded
+    (`to_y_channel(img, 255)`)."""
+    net = _vif_module()
     n = len(x)
     subbands = _vif_subbands(net, torch.cat([x, y]))
     sp_x = {k: b[:n] for k, b in subbands.items()}
@@ -349,10 +360,8 @@ def _pc_bank(h: int, w: int, scales: int, orientations: int, min_length, mult, s
              device, dtype):
     """What pyiqa's `_phase_congruency` derives from the image size alone, for one image: the log-Gabor
     filters (1, orientations * scales, h, w) and the noise model's filter sums (each (1, orientations, 1, 1, 1))."""
-    from pyiqa.archs.fsim_arch import _construct_filters
-
     like = torch.empty(1, 1, h, w, device=device, dtype=dtype)
-    filters = _construct_filters(like, scales, orientations, min_length, mult, sigma_f, delta_theta, k)
+    filters = P.fsim_filters(h, w, scales, orientations, min_length, mult, sigma_f, delta_theta).to(like)
     filters_ifft = torch.fft.ifft2(filters).real * math.sqrt(h * w)
     em_n = (filters.view(1, orientations, scales, h, w)[:, :, :1, ...] ** 2).sum(dim=[-2, -1], keepdims=True)
     filters_ifft = filters_ifft.view(1, orientations, scales, h, w)
@@ -402,9 +411,7 @@ def _phase_congruency(x, scales: int = 4, orientations: int = 4, min_length: int
 
 def _scharr(device, dtype):
     """pyiqa's `gradient_map` kernels: Scharr in x and in y, (2, 1, 3, 3)."""
-    from pyiqa.archs.func_util import scharr_filter
-
-    return torch.stack([scharr_filter(), scharr_filter().transpose(-1, -2)]).to(device=device, dtype=dtype)
+    return P.scharr_kernels().to(device=device, dtype=dtype)
 
 
 def _gradient_map(x, kernels):
@@ -413,13 +420,12 @@ def _gradient_map(x, kernels):
     return torch.sqrt(torch.sum(grads**2, dim=-3, keepdim=True) + torch.finfo(x.dtype).eps)
 
 
-def fsim(net, x, y):
-    """pyiqa's `fsim_arch.fsim` (net: pyiqa's FSIM module, for its settings) of RGB batches x (dist) and y
-    (ref) in 0..1, through one pass over both."""
-    from pyiqa.archs.func_util import similarity_map
+def fsim(x, y):
+    """pyiqa's `fsim_arch.fsim` with `FSIM()`'s options of RGB batches x (dist) and y (ref) in 0..1, through
+    one pass over both."""
     from pyiqa.utils.color_util import rgb2yiq
 
-    opts = dict(net.fsim.keywords)
+    opts = dict(P.FSIM_OPTIONS)
     chromatic = opts.pop("chromatic")
     n = len(x)
     both = torch.cat([x, y]) / 1.0 * 255
@@ -433,26 +439,24 @@ def fsim(net, x, y):
     grad = _gradient_map(lum, _scharr(lum.device, lum.dtype))
     pc_x, pc_y = pc[:n], pc[n:]
     T1, T2, T3, T4, lmbda = 0.85, 160, 200, 200, 0.03
-    PC = similarity_map(pc_x, pc_y, T1)
-    GM = similarity_map(grad[:n], grad[n:], T2)
+    PC = P.similarity_map(pc_x, pc_y, T1)
+    GM = P.similarity_map(grad[:n], grad[n:], T2)
     pc_max = torch.where(pc_x > pc_y, pc_x, pc_y)
     score = GM * PC * pc_max
     if chromatic:
-        S_I = similarity_map(yiq[:n, 1:2], yiq[n:, 1:2], T3)
-        S_Q = similarity_map(yiq[:n, 2:], yiq[n:, 2:], T4)
+        S_I = P.similarity_map(yiq[:n, 1:2], yiq[n:, 1:2], T3)
+        S_Q = P.similarity_map(yiq[:n, 2:], yiq[n:, 2:], T4)
         score = score * torch.abs(S_I * S_Q) ** lmbda
     return score.sum(dim=[1, 2, 3]) / pc_max.sum(dim=[1, 2, 3])
 
 
 # ------------------------------------------------------------------------------------------------ VSI
+@cache
 def _sdsp_maps(size: tuple[int, int], omega_0, sigma_f, sigma_d, device, dtype):
     """The size-only factors of pyiqa's `vsi_arch.sdsp`: its log-Gabor filter and its centre-bias map."""
-    from pyiqa.archs.func_util import get_meshgrid
-    from pyiqa.archs.vsi_arch import _log_gabor
-
     like = torch.empty(0, device=device, dtype=dtype)
-    lg = _log_gabor(size, omega_0, sigma_f).to(like).view(1, 1, *size)
-    coordinates = torch.stack(get_meshgrid(size), dim=0).to(like)
+    lg = P.log_gabor(size, omega_0, sigma_f).to(like).view(1, 1, *size)
+    coordinates = torch.stack(P.meshgrid(size), dim=0).to(like)
     coordinates = coordinates * size[0] + 1
     s_d = torch.exp(-torch.sum(coordinates**2, dim=0) / sigma_d**2).view(1, 1, *size)
     return lg, s_d
@@ -463,20 +467,18 @@ def _saliency(x, omega_0: float = 0.021, sigma_f: float = 1.34, sigma_d: float =
     normalisation: (map (N, 1, H, W), its min, its max). pyiqa scales to 0..255 and back (x / 255 * 255,
     then / 255 in `rgb2lab`) around the bilinear resize; that resize is linear, so it is done here on the
     0..1 images directly (the same up to float64 rounding, ~1e-16)."""
-    from pyiqa.archs.func_util import safe_sqrt
     from pyiqa.utils.color_util import rgb2xyz, xyz2lab
 
     size = x.size()
     size_to_use = (256, 256)
     x = F.interpolate(input=x, size=size_to_use, mode="bilinear", align_corners=False)
     x_lab = xyz2lab(rgb2xyz(x))
-    lg, s_d = _per_size(("sdsp", size_to_use, omega_0, sigma_f, sigma_d, str(x.device), x.dtype),
-                        lambda: _sdsp_maps(size_to_use, omega_0, sigma_f, sigma_d, x.device, x.dtype))
+    lg, s_d = _sdsp_maps(size_to_use, omega_0, sigma_f, sigma_d, x.device, x.dtype)
     # pyiqa: ifft2(fft2(x_lab) * lg).real; lg is radial, hence Hermitian-symmetric, so the half spectrum
     # gives the same real part (to float64 rounding) for half the work
     x_ifft_real = torch.fft.irfft2(torch.fft.rfft2(x_lab) * lg[..., :size_to_use[1] // 2 + 1], s=size_to_use)
-    s_f = safe_sqrt(x_ifft_real.pow(2).sum(dim=1, keepdim=True))
     eps = torch.finfo(x_lab.dtype).eps
+    s_f = torch.sqrt(x_ifft_real.pow(2).sum(dim=1, keepdim=True) + eps)  # `safe_sqrt`
     min_x = x_lab.amin(dim=(-2, -1), keepdim=True)
     max_x = x_lab.amax(dim=(-2, -1), keepdim=True)
     normalized = (x_lab - min_x) / (max_x - min_x + eps)
@@ -487,16 +489,15 @@ def _saliency(x, omega_0: float = 0.021, sigma_f: float = 1.34, sigma_d: float =
     return vs_m, vs_m.amin(dim=(-2, -1), keepdim=True), vs_m.amax(dim=(-2, -1), keepdim=True)
 
 
-def vsi(net, x, y):
-    """pyiqa's `vsi_arch.vsi` (net: pyiqa's VSI module, for its settings) of RGB batches x (dist) and y
-    (ref) in 0..1, through one pass over both, in float64 as pyiqa. pyiqa converts the full-size images
+def vsi(x, y):
+    """pyiqa's `vsi_arch.vsi` with `VSI()`'s options of RGB batches x (dist) and y (ref) in 0..1, through one
+    pass over both, in float64 as pyiqa. pyiqa converts the full-size images
     to LMN and normalises the full-size saliency map before averaging 2x2 blocks (on a 512x384 image);
     both are linear per pixel, so here they follow the averaging, on a quarter of the pixels (the same up
     to float64 rounding, ~1e-16)."""
-    from pyiqa.archs.func_util import similarity_map
     from pyiqa.utils.color_util import rgb2lmn
 
-    o = net.vsi.keywords
+    o = P.VSI_OPTIONS
     c1, c2, c3, alpha, beta = o["c1"], o["c2"], o["c3"], o["alpha"], o["beta"]
     if x.size(1) != 3:
         raise ValueError("vsi expects RGB images")
@@ -517,10 +518,10 @@ def vsi(net, x, y):
     lmn = rgb2lmn(F.avg_pool2d(both, kernel_size=kernel_size) * 255.0)
     gm = _gradient_map(lmn[:, :1], _scharr(lmn.device, lmn.dtype))
     vs_x, vs_y = vs[:n], vs[n:]
-    s_vs = similarity_map(vs_x, vs_y, c1)
-    s_gm = similarity_map(gm[:n], gm[n:], c2)
-    s_m = similarity_map(lmn[:n, 1:2], lmn[n:, 1:2], c3)
-    s_n = similarity_map(lmn[:n, 2:], lmn[n:, 2:], c3)
+    s_vs = P.similarity_map(vs_x, vs_y, c1)
+    s_gm = P.similarity_map(gm[:n], gm[n:], c2)
+    s_m = P.similarity_map(lmn[:n, 1:2], lmn[n:, 1:2], c3)
+    s_n = P.similarity_map(lmn[:n, 2:], lmn[n:, 2:], c3)
     s_c = s_m * s_n
     s_c_complex = [s_c.abs(), torch.atan2(torch.zeros_like(s_c), s_c)]
     s_c_complex_pow = [s_c_complex[0] ** beta, s_c_complex[1] * beta]
@@ -532,38 +533,48 @@ def vsi(net, x, y):
 
 
 # ----------------------------------------------------------------------------------------------- NLPD
-def _nlpd_pyramid(net, im):
-    """pyiqa's `NLPD.pyramid` (channels = 1) with its convolutions over all images at once."""
+@cache
+def _nlpd_filters(device):
+    """pyiqa `NLPD()`'s weights on `device`: the pyramid filter (1, 1, 5, 5), the divisive normalisation's
+    filters rotated by 180 degrees as pyiqa rotates them for each call (`tf.rotate`), and its constants."""
     import torchvision.transforms.functional as tf
 
+    filt = torch.Tensor(P.LAPLACIAN_FILTER.reshape(1, 1, 5, 5)).to(device)
+    dn = [tf.rotate(torch.Tensor(np.reshape(f, (1, 1, 3, 3)).astype(np.float32)), 180).to(device)
+          for f in P.NLPD_DN_FILTERS]
+    sigmas = [torch.Tensor(np.array(x)).to(device) for x in P.NLPD_SIGMAS]
+    return filt, dn, sigmas
+
+
+def _nlpd_pyramid(im):
+    """pyiqa's `NLPD.pyramid` (channels = 1), all images through each convolution at once."""
+    filt, dn, sigmas = _nlpd_filters(im.device)
     J = im
     pyr = []
-    for i in range(net.k - 1):
-        I = filter_each(net.pad_sym(J), net.filt, stride=2)
+    for i in range(P.NLPD_LEVELS - 1):
+        I = filter_each(P.symmetric_pad(J, 2, 2, 2, 2), filt, stride=2)  # MATLAB's 'symmetric', as pyiqa
         odd_h, odd_w = 2 * I.size(2) - J.size(2), 2 * I.size(3) - J.size(3)
-        I_pad = net.rep_one(I)
+        I_pad = F.pad(I, (1, 1, 1, 1), mode="replicate")
         I_rep1, I_rep2, I_rep3 = torch.zeros_like(I_pad), torch.zeros_like(I_pad), torch.zeros_like(I_pad)
         R = torch.cat([I_pad * 4, I_rep1, I_rep2, I_rep3], dim=1)
-        I_up = net.ps(R)
-        I_up_conv = filter_each(net.pad_zero_two(I_up), net.filt)
+        I_up = F.pixel_shuffle(R, 2)
+        I_up_conv = filter_each(F.pad(I_up, (2, 2, 2, 2)), filt)
         I_up_conv = I_up_conv[:, :, 2:(I_up.shape[2] - 2 - odd_h), 2:(I_up.shape[3] - 2 - odd_w)]
         out = J - I_up_conv
-        out_conv = filter_each(net.pad_zero_one(torch.abs(out)), tf.rotate(net.dn_filts[i], 180))
-        pyr.append(out / (net.sigmas[i] + out_conv))
+        out_conv = filter_each(F.pad(torch.abs(out), (1, 1, 1, 1)), dn[i])
+        pyr.append(out / (sigmas[i] + out_conv))
         J = I
-    out_conv = filter_each(net.pad_zero_one(torch.abs(J)), tf.rotate(net.dn_filts[-1], 180))
-    pyr.append(J / (net.sigmas[-1] + out_conv))
+    out_conv = filter_each(F.pad(torch.abs(J), (1, 1, 1, 1)), dn[-1])
+    pyr.append(J / (sigmas[-1] + out_conv))
     return pyr
 
 
-def nlpd(net, x, y):
-    """pyiqa's `NLPD.nlpd` (net: pyiqa's NLPD module, one channel, Y) of the Y images x (dist) and y (ref)
-    (N, 1, H, W) on 0..1 (`to_y_channel(img)`), through one pyramid."""
-    if net.channels != 1 or not net.test_y_channel:
-        raise NotImplementedError("nlpd on RGB channels")
+def nlpd(x, y):
+    """pyiqa's `NLPD.nlpd` (one channel, Y: its defaults) of the Y images x (dist) and y (ref) (N, 1, H, W)
+    on 0..1 (`to_y_channel(img)`), through one pyramid."""
     n = len(x)
     total = []
-    for z in _nlpd_pyramid(net, torch.cat([x, y])):
+    for z in _nlpd_pyramid(torch.cat([x, y])):
         diff = (z[:n] - z[n:]) ** 2
         total.append(torch.sqrt(torch.mean(diff, (1, 2, 3))))
     return torch.stack(total, dim=1).mean(1)

@@ -131,32 +131,26 @@ def _score_cw_ssim(batch: _PairBatch, nets):
     return kernels.cw_ssim(batch.luma64[:batch.n], batch.luma64[batch.n:])
 
 
-def _score_gmsd(batch: _PairBatch, nets):
-    if not nets["gmsd"].test_y_channel:
-        raise NotImplementedError("gmsd on RGB channels")
-    return kernels.gmsd(batch.dist_y, batch.ref_y)
-
-
 def _score_rgb(name):
     def score(batch: _PairBatch, nets):
         return nets[name](batch.dist, batch.ref)
     return score
 
 
-#: how each metric is computed from a batch and pyiqa's networks (theirs, or `_formula_metrics` given their settings)
+#: how each metric is computed from a batch: pyiqa's networks for psnr and mad, `_formula_metrics` for the others
 _SCORERS = {
     "psnr": _score_rgb("psnr"),
     "ssim": _score_ssim,
     "ms_ssim": _score_ms_ssim,
     "cw_ssim": _score_cw_ssim,
-    "fsim": lambda batch, nets: kernels.fsim(nets["fsim"], batch.dist, batch.ref),
-    "vsi": lambda batch, nets: kernels.vsi(nets["vsi"], batch.dist, batch.ref),
-    "gmsd": _score_gmsd,
-    "vif": lambda batch, nets: kernels.vif(nets["vif"], batch.dist_y, batch.ref_y),
-    "nlpd": lambda batch, nets: kernels.nlpd(nets["nlpd"], batch.luma_unit[:batch.n], batch.luma_unit[batch.n:]),
+    "fsim": lambda batch, nets: kernels.fsim(batch.dist, batch.ref),
+    "vsi": lambda batch, nets: kernels.vsi(batch.dist, batch.ref),
+    "gmsd": lambda batch, nets: kernels.gmsd(batch.dist_y, batch.ref_y),
+    "vif": lambda batch, nets: kernels.vif(batch.dist_y, batch.ref_y),
+    "nlpd": lambda batch, nets: kernels.nlpd(batch.luma_unit[:batch.n], batch.luma_unit[batch.n:]),
     "mad": _score_rgb("mad"),
 }
-_NO_NETWORK = {"ssim", "ms_ssim", "cw_ssim"}  # computed here, from the shared luma
+_PYIQA_NETWORKS = {"psnr", "mad"}  # the metrics run by pyiqa's own module
 
 
 @EXTRACTORS.register()
@@ -201,7 +195,7 @@ class FormulaExtractor(PairExtractor):
         if self._nets is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._nets = {m: _build_net(m, self.device) for m in self.metrics if m not in _NO_NETWORK}
+                self._nets = {m: _build_net(m, self.device) for m in self.metrics if m in _PYIQA_NETWORKS}
         return self._nets
 
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
