@@ -1,30 +1,35 @@
 """pyiqa's formula metrics with pyiqa's arithmetic, computed without its waste (the `formula` extractor's kernels).
 
 Every function takes the distorted and the reference batch (N images of one size) and returns N scores, the
-values pyiqa's own network gives pair by pair (`tests/test_extractors_formula.py` holds each to it). What
-pyiqa's code spends for nothing, and what is done instead:
+values pyiqa's own module gives pair by pair (`tests/test_extractors_formula.py` holds each to it, also for
+a batch of odd-sized pairs). What pyiqa's code spends for nothing, and what is done instead:
 
-- Single-channel float32 convolutions (`filter_each`): pyiqa filters grey images as an (N, 1, H, W) batch,
-  which oneDNN runs image by image through a generic kernel; the same filters over the images laid side by
-  side as the channels of one channels-last tensor are a depthwise convolution, vectorised across images.
 - Ref and dist go through one pass: one pyramid, one FFT, one filter bank per batch, not one per image.
-- Filter banks that depend only on the image size are built once per size (`_per_size`, an LRU of 8
-  sizes): FSIM's 16 log-Gabor filters and their noise statistics (pyiqa rebuilds them for each image: a
-  third of its FSIM time), VSI's log-Gabor and centre-bias maps, CW-SSIM's pyramid masks.
+- Filter banks are built once (`_per_size`: an LRU over image sizes for FSIM's 16 log-Gabor filters with
+  their noise sums and CW-SSIM's pyramid masks; `functools.cache` for the size-free ones). pyiqa rebuilds
+  FSIM's bank for each image, twice a pair: a third of its FSIM time.
+- Single-channel float32 convolutions (`filter_each`): pyiqa filters grey images as an (N, 1, H, W) batch,
+  which oneDNN runs through a generic kernel that slows down with N; the same filters over the images laid
+  side by side as the channels of one channels-last tensor are a depthwise convolution, vectorised across
+  images, with the same sums.
 - SSIM / MS-SSIM (`ssim_level`): pyiqa filters with an 11x11 float64 `conv2d` (im2col over 121 taps); the
-  Gaussian window is separable, so two 11-tap passes of in-place shifted adds do it ~30x cheaper. Agrees
-  with pyiqa to ~1e-7 (the exact float64 window here, pyiqa's rounded to float32).
+  Gaussian window is separable, so two 11-tap passes of in-place shifted adds do it ~30x cheaper.
 - CW-SSIM (`cw_ssim`): pyiqa builds the whole steerable pyramid (high-pass, all levels, 8 bands each) and
   reads one level; only that level is built here.
 - VIF (`vif`): pyiqa builds the full steerable pyramid (high-pass and 6 orientations a level) and reads 2
   orientations a level, then correlates its windowed statistics at every pixel to keep one position in
   nine; here only the bands read are built, and the statistics are correlated at the kept positions only.
-- FSIM, VSI, NLPD, GMSD: pyiqa's code, batched and with the filter banks above.
+- VSI (`vsi`): pyiqa converts the full-size images to LMN and normalises the full-size saliency map before
+  averaging 2x2 blocks; both are linear per pixel, so they follow the averaging here (float64 rounding).
+- FSIM, NLPD, GMSD: pyiqa's code, batched, with the filter banks and convolutions above.
 
-Results are bit-identical to pyiqa's on a CPU except: SSIM/MS-SSIM (~1e-7, the exact window), CW-SSIM
-(~1e-5: its luma is rounded from float32 RGB here, from float64 in pyiqa: a pixel on a .5 boundary may round
-the other way), and what batching moves in pyiqa itself (float32 sums over a batch, VIF's float32
-Gaussian-scale-mixture fit: ~2e-5 relative, as pyiqa's own values move between batch compositions).
+pyiqa's size-only pieces (grids, filter banks, constants) come from `_pyiqa_filters`, which restates them so
+that nothing here imports `pyiqa.matlab_utils` (and scipy.special with it). Measured against pyiqa's own path
+on the five 512x384 calibration pairs (`bench/bench_formula.py`, one thread), max relative difference: psnr,
+fsim, gmsd, vif 0 (the same bits); vsi, cw_ssim ~3e-16 (float64 rounding); nlpd 7e-8; ssim, ms_ssim 5e-7
+(the exact float64 window here, pyiqa's rounded to float32). VIF's Gaussian-scale-mixture fit is
+ill-conditioned (a float32-rounding change in its covariance moved VIF by 9e-5), so its statistics and fit
+are summed exactly as pyiqa sums them.
 """
 from __future__ import annotations
 
@@ -255,7 +260,11 @@ def _correlate_kept(image, window, step: int, start: int, end: tuple[int, int]):
     k = window.shape[-1]
     p = (k - 1) // 2
     image = F.pad(image, (p, p, p, p), "reflect")[:, :, start:end[0] - 1 + k, start:end[1] - 1 + k]
-    return F.conv2d(image, window, stride=step)
+    if len(image) == 1 or image.device.type != "cpu":
+        return F.conv2d(image, window, stride=step)
+    # image by image on a CPU, as pyiqa runs a pair: oneDNN's kernel for an (N, 1, H, W) batch is another
+    # one, slower with every image (4x the time of one image for 2, 8x for 4)
+    return torch.cat([F.conv2d(one, window, stride=step) for one in image.split(1)])
 
 
 def _vif_channel(net, org, dist):
@@ -282,10 +291,10 @@ def _vif_channel(net, org, dist):
         g = cov_xy / (ss_x + tol)
         vv = (ss_y - g * cov_xy) / (winsize**2)
         g = g.masked_fill(ss_x < tol, 0)
-        vv[ss_x < tol] = ss_y[ss_x < tol]
+        vv = torch.where(ss_x < tol, ss_y, vv)  # pyiqa: vv[ss_x < tol] = ss_y[ss_x < tol]
         g = g.masked_fill(ss_y < tol, 0)
         vv = vv.masked_fill(ss_y < tol, 0)
-        vv[g < 0] = ss_y[g < 0]
+        vv = torch.where(g < 0, ss_y, vv)  # pyiqa: vv[g < 0] = ss_y[g < 0]
         g = F.relu(g)
         vv = vv.masked_fill(vv < tol, tol)
         g_all.append(g)
@@ -344,12 +353,16 @@ def vif(x, y):
         g = g[:, :, offset:H - offset, offset:W - offset]
         vv = vv[:, :, offset:H - offset, offset:W - offset]
         ss = ss[:, :, offset:H - offset, offset:W - offset]
+        # pyiqa loops over the eigenvalues, one map each; all of them at once here, with pyiqa's expression
+        # per element and its sum per map, and the maps' sums added in its order
+        cc = lamda[:, :, :, None, None]
+        sums1 = torch.sum(torch.log2(1 + (g * g * ss)[:, :, None] * cc / (vv + net.sigma_nsq)[:, :, None]), dim=[3, 4])
+        sums2 = torch.sum(torch.log2(1 + ss[:, :, None] * cc / (net.sigma_nsq)), dim=[3, 4])
         temp1 = 0
         temp2 = 0
         for j in range(lamda.shape[2]):
-            cc = lamda[:, :, j].unsqueeze(2).unsqueeze(3)
-            temp1 = temp1 + torch.sum(torch.log2(1 + g * g * ss * cc / (vv + net.sigma_nsq)), dim=[2, 3])
-            temp2 = temp2 + torch.sum(torch.log2(1 + ss * cc / (net.sigma_nsq)), dim=[2, 3])
+            temp1 = temp1 + sums1[:, :, j]
+            temp2 = temp2 + sums2[:, :, j]
         num.append(temp1.mean(1))
         den.append(temp2.mean(1))
     return torch.stack(num, dim=1).sum(1) / (torch.stack(den, dim=1).sum(1) + 1e-12)

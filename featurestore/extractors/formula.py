@@ -1,22 +1,20 @@
 """pyiqa's formula full-reference metrics (no weights), fed from the decoded batch every extractor shares.
 
 Running `pyiqa <metric> -t dist -r ref` pays, per metric and per pair: two image decodes, the input range
-check, a fresh RGB->Y conversion inside each metric, and autograd bookkeeping. Here each pyiqa network is built
-once per extractor, pairs run under `torch.inference_mode` (pairs of equal size as one batch where that pays:
-on a GPU, or small images; see `BATCH_PIXELS`), and what several metrics share is computed once per batch:
-the rounded YIQ luma on the 0..255 scale (pyiqa's `to_y_channel(x, 255)`) feeds ssim, ms_ssim and cw_ssim,
-and `ssim` is level 0 of `ms_ssim`, so asking for both costs one SSIM pyramid.
+check, a fresh RGB->Y conversion inside each metric, and autograd bookkeeping. Here pairs run under
+`torch.inference_mode` (pairs of equal size as one batch where that pays: on a GPU, or small images; see
+`BATCH_PIXELS`), and what several metrics share is computed once per batch: both sides as one tensor, the
+rounded YIQ luma on the 0..255 scale (pyiqa's `to_y_channel(x, 255)`) for ssim, ms_ssim, vif and gmsd, and
+`ssim` is level 0 of `ms_ssim`, so asking for both costs one SSIM pyramid. The metrics themselves are pyiqa's
+arithmetic without its waste (`_formula_metrics`, which says what and how close); psnr and mad run pyiqa's
+own modules.
 
-Profiling pyiqa's path on the 512x384 calibration pairs (one CPU thread) put 70 % of the time in SSIM and
-MS-SSIM and 25 % in CW-SSIM and VIF. What was waste there is done differently here, with the same
-arithmetic; `tests/test_extractors_formula.py` holds each to pyiqa's own output:
-- SSIM / MS-SSIM (`_ssim_level`): pyiqa filters with an 11x11 float64 `conv2d` (im2col over 121 taps); the
-  Gaussian window is separable, so two 11-tap passes of in-place shifted adds do it ~30x cheaper. Agrees
-  with pyiqa to ~1e-7 (the exact float64 window here, pyiqa's rounded to float32).
-- CW-SSIM (`_cw_ssim`): pyiqa builds the whole steerable pyramid (high-pass, all levels, 8 bands each) and
-  reads one level; only that level is built here. Bit-identical, ~12x cheaper.
-- VIF (`_strided_vif_class`): pyiqa correlates at every pixel and keeps one position in nine. Bit-identical,
-  2x cheaper.
+Where: `device = "auto"` (the default) runs on the GPU when there is one. The device is a runtime key (not
+hashed), so CPU and GPU runs share one store folder and their values must agree: the GPU computes in full
+float32 (no TF32, `_full_float32`) and float64 where pyiqa does; what remains is the order of sums in cuDNN,
+cuFFT and CUDA's reductions, expected within the tolerances `tests/test_extractors_formula.py` holds the CPU
+values to against pyiqa (1e-5 relative, vif 1e-4; vif's GSM fit is the sensitive one). Not yet measured on a
+GPU with these kernels (`bench/bench_formula.py --device cuda` compares siqa with pyiqa, both on the GPU).
 
 Scores keep pyiqa's orientation (gmsd, nlpd, mad: lower is better). A metric that fails on a batch is retried
 pair by pair; a pair it still fails on gets NaN and a warning, the other metrics and pairs keep their values.
@@ -46,10 +44,11 @@ DEFAULT_METRICS = ["psnr", "ssim", "ms_ssim", "cw_ssim", "fsim", "vsi", "gmsd", 
 #: known but off by default: MAD costs about 3 s a 512x384 pair on a CPU core
 OPTIONAL_METRICS = ["mad"]
 KNOWN_METRICS = DEFAULT_METRICS + OPTIONAL_METRICS
-#: pairs of one size are batched up to this many pixels (pairs x height x width). On a GPU a batch fills the device (memory
-#: bounds it: the float64 steerable pyramids of cw_ssim and vif hold ~40 copies of each image). On a CPU these
-#: metrics are memory-bound, and a batch of four 512x384 pairs measured 1.2x (1024x768: 1.8x) slower per
-#: pair than one pair at a time, as the working set leaves the cache: only small images are batched there.
+#: pairs of one size are batched up to this many pixels (pairs x height x width). On a GPU a batch fills the
+#: device (memory bounds it: VSI's float64 full-size maps and FSIM's 16 complex responses a pixel are the
+#: largest). On a CPU one 512x384 pair at a time measured faster than the five calibration pairs as one batch
+#: (1.36 s against 1.80 s of CPU time, one thread): the working set leaves the caches; only small images are
+#: batched there.
 BATCH_PIXELS = {"cuda": 16 * 1024 * 1024, "cpu": 256 * 256}
 
 # pyiqa's MS-SSIM weights, kept as float32 as pyiqa stores them (`torch.FloatTensor`)
