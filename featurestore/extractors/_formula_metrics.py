@@ -475,17 +475,33 @@ def _sdsp_maps(size: tuple[int, int], omega_0, sigma_f, sigma_d, device, dtype):
     return lg, s_d
 
 
+def _lab(x):
+    """pyiqa's `xyz2lab(rgb2xyz(x))` (D50, 2 degrees) of float64 RGB (N, 3, H, W) on 0..1, per element the same
+    operations, with `torch.where` for its 0/1 masks (pyiqa multiplies both branches by them and adds: the
+    branch not taken is finite, times 0, plus an exact 0) and in the pixel-major layout its matrix products
+    use, instead of a conversion to it and back around each: a third of the passes."""
+    eps = torch.finfo(x.dtype).eps
+    linear = torch.where(x <= 0.04045, x / 12.92, torch.pow((x + 0.055) / 1.055, 2.4))
+    rgb_to_xyz = torch.tensor([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                               [0.0193339, 0.1191920, 0.9503041]]).to(x)  # float32 constants, as pyiqa's
+    xyz = torch.matmul(linear.permute(0, 2, 3, 1), rgb_to_xyz.t())  # (N, H, W, 3)
+    tmp = xyz / torch.tensor((0.9642119944211994, 1, 0.8251882845188288)).to(x)
+    # pyiqa: safe_frac_pow(tmp, 1/3) = sign(tmp) * |tmp + eps| ** (1/3), sign 1 where it is taken
+    tmp = torch.where(tmp > 0.008856, (tmp + eps).pow(1.0 / 3.0), (903.3 * tmp + 16.0) / 116.0)
+    xyz_to_lab = torch.tensor([[0, 116.0, 0], [500.0, -500.0, 0], [0, 200.0, -200.0]]).to(x)
+    lab = torch.matmul(tmp, xyz_to_lab.t()) + torch.tensor([-16.0, 0.0, 0.0]).to(x)
+    return lab.permute(0, 3, 1, 2).contiguous()
+
+
 def _saliency(x, omega_0: float = 0.021, sigma_f: float = 1.34, sigma_d: float = 145.0, sigma_c: float = 0.001):
     """pyiqa's `vsi_arch.sdsp` saliency of float64 RGB images (N, 3, H, W) on 0..1, before its min-max
     normalisation: (map (N, 1, H, W), its min, its max). pyiqa scales to 0..255 and back (x / 255 * 255,
     then / 255 in `rgb2lab`) around the bilinear resize; that resize is linear, so it is done here on the
     0..1 images directly (the same up to float64 rounding, ~1e-16)."""
-    from pyiqa.utils.color_util import rgb2xyz, xyz2lab
-
     size = x.size()
     size_to_use = (256, 256)
     x = F.interpolate(input=x, size=size_to_use, mode="bilinear", align_corners=False)
-    x_lab = xyz2lab(rgb2xyz(x))
+    x_lab = _lab(x)
     lg, s_d = _sdsp_maps(size_to_use, omega_0, sigma_f, sigma_d, x.device, x.dtype)
     # pyiqa: ifft2(fft2(x_lab) * lg).real; lg is radial, hence Hermitian-symmetric, so the half spectrum
     # gives the same real part (to float64 rounding) for half the work
