@@ -13,7 +13,10 @@ Each path runs in a fresh process (imports done before the clock starts, so both
 start-up outside the timing); `--repeats` alternates them and reports medians. The values of both paths
 are compared metric by metric, then a breakdown shows where each path spends its time.
 
-    python bench/bench_formula.py [--repeats 3] [--threads N] [--calib DIR] [--metrics psnr,ssim,...]
+Both paths run on `--device` (default cpu: the formula extractor's own default, auto, would take a GPU
+where there is one and the comparison would no longer be like for like).
+
+    python bench/bench_formula.py [--repeats 3] [--threads N] [--calib DIR] [--metrics psnr,ssim,...] [--device cpu]
 """
 from __future__ import annotations
 
@@ -39,14 +42,14 @@ def calib_pairs(calib: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_pyiqa(pairs, metrics) -> dict:
+def run_pyiqa(pairs, metrics, device) -> dict:
     import pyiqa
 
     per_metric, values, created = {}, {}, {}
     t0 = time.perf_counter()
     for m in metrics:
         t = time.perf_counter()
-        created[m] = pyiqa.create_metric(m, device="cpu")
+        created[m] = pyiqa.create_metric(m, device=device)
         values[m] = [created[m](dist, ref).item() for ref, dist in pairs]
         per_metric[m] = time.perf_counter() - t
     cold = time.perf_counter() - t0
@@ -57,7 +60,7 @@ def run_pyiqa(pairs, metrics) -> dict:
     return {"cold": cold, "warm": time.perf_counter() - t0, "values": values, "breakdown": per_metric}
 
 
-def run_siqa(pairs, metrics) -> dict:
+def run_siqa(pairs, metrics, device) -> dict:
     from featurestore.datasets import PairTable
     from featurestore.extractors import create
     from featurestore.sql import connect
@@ -67,14 +70,14 @@ def run_siqa(pairs, metrics) -> dict:
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         table = PairTable.from_paths(pairs)
-        FeatureStore(root).extract(table, [create("formula", metrics=metrics)], progress=False)
+        FeatureStore(root).extract(table, [create("formula", metrics=metrics, device=device)], progress=False)
         cold = time.perf_counter() - t0
 
         warm = []
         for _ in range(WARM_REPEATS):  # the first also pays DuckDB's start-up in this process
             t0 = time.perf_counter()
             table = PairTable.from_paths(pairs)
-            summary = FeatureStore(root).extract(table, [create("formula", metrics=metrics)], progress=False)
+            summary = FeatureStore(root).extract(table, [create("formula", metrics=metrics, device=device)], progress=False)
             con = connect(root)
             rows = con.execute(f"SELECT dist_path, {columns} FROM features ORDER BY dist_path").fetchall()
             con.close()
@@ -85,10 +88,10 @@ def run_siqa(pairs, metrics) -> dict:
     rows.sort(key=lambda r: order[r[0]])
     values = {m: [r[1 + j] for r in rows] for j, m in enumerate(metrics)}
     return {"cold": cold, "warm": warm[0], "warm_again": statistics.median(warm[1:]), "values": values,
-            "breakdown": siqa_breakdown(pairs, metrics)}
+            "breakdown": siqa_breakdown(pairs, metrics, device)}
 
 
-def siqa_breakdown(pairs, metrics) -> dict:
+def siqa_breakdown(pairs, metrics, device) -> dict:
     """Where a cold run's time goes: hashing + decoding, building the pyiqa networks, each metric's share
     of the batch, and the store around it (the timers wrap the extractor's per-metric scorers)."""
     from featurestore.datasets import PairTable
@@ -106,7 +109,7 @@ def siqa_breakdown(pairs, metrics) -> dict:
                for r in table.df.itertuples()]
     out["hash + decode"] = time.perf_counter() - t
 
-    ex = formula.FormulaExtractor(metrics=metrics)
+    ex = formula.FormulaExtractor(metrics=metrics, device=device)
     t = time.perf_counter()
     len(ex.nets)  # builds them
     out["build networks"] = time.perf_counter() - t
@@ -129,7 +132,7 @@ def siqa_breakdown(pairs, metrics) -> dict:
     return out
 
 
-def child(path: str, calib: Path, metrics: list[str], threads: int, out: Path) -> None:
+def child(path: str, calib: Path, metrics: list[str], threads: int, device: str, out: Path) -> None:
     import warnings
 
     import torch
@@ -145,7 +148,7 @@ def child(path: str, calib: Path, metrics: list[str], threads: int, out: Path) -
     import featurestore.store  # noqa: F401
 
     pairs = calib_pairs(calib)
-    result = run_pyiqa(pairs, metrics) if path == "pyiqa" else run_siqa(pairs, metrics)
+    result = run_pyiqa(pairs, metrics, device) if path == "pyiqa" else run_siqa(pairs, metrics, device)
     out.write_text(json.dumps(result))
 
 
@@ -157,12 +160,13 @@ def main() -> int:
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads in both paths (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="where both paths run: cpu, cuda, cuda:N")
     ap.add_argument("--child", choices=["siqa", "pyiqa"], help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     metrics = args.metrics.split(",")
     if args.child:
-        child(args.child, args.calib, metrics, args.threads, args.out)
+        child(args.child, args.calib, metrics, args.threads, args.device, args.out)
         return 0
 
     n = len(calib_pairs(args.calib))
@@ -172,7 +176,8 @@ def main() -> int:
             for path in ("pyiqa", "siqa") if r % 2 == 0 else ("siqa", "pyiqa"):
                 out = Path(tmp) / f"{path}{r}.json"
                 subprocess.run([sys.executable, __file__, "--child", path, "--calib", str(args.calib),
-                                "--metrics", args.metrics, "--threads", str(args.threads), "--out", str(out)],
+                                "--metrics", args.metrics, "--threads", str(args.threads), "--device", args.device,
+                                "--out", str(out)],
                                check=True)
                 runs[path].append(json.loads(out.read_text()))
                 print(f"  run {r + 1}/{args.repeats} {path:5s}: cold {runs[path][-1]['cold']:.3f}s  "
@@ -182,7 +187,8 @@ def main() -> int:
            for p in runs}
     pyiqa, siqa = med["pyiqa"], med["siqa"]
     threads = args.threads or "torch default"
-    print(f"\n{n} pairs, metrics {','.join(metrics)}, threads: {threads}, median of {args.repeats} fresh processes")
+    print(f"\n{n} pairs, metrics {','.join(metrics)}, device {args.device}, threads: {threads}, "
+          f"median of {args.repeats} fresh processes")
     print(f"  pyiqa CLI-style  cold {pyiqa['cold']:8.3f}s   same metric objects again {pyiqa['warm']:8.3f}s")
     print(f"  siqa store       cold {siqa['cold']:8.3f}s   warm: cached extract + SQL read {siqa['warm']:.4f}s "
           f"(first in the process), {siqa['warm_again']:.4f}s (again)")

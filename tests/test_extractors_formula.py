@@ -143,13 +143,17 @@ def test_mixed_sizes_come_back_in_input_order(extractor, pairs, values):
 
 
 def test_config():
+    import torch
+
     with pytest.raises(ValueError, match=r"metrics\[1\] = 'nonsense': Input should be 'psnr', 'ssim'"):
         FormulaExtractor(metrics=["psnr", "nonsense"])
     mad = FormulaExtractor(metrics=["psnr", "mad"])
     assert [c.name for c in mad.pair_columns()] == ["psnr", "mad"]
     assert mad.folder != FormulaExtractor().folder
-    # where the metrics run does not change what is stored
-    assert FormulaExtractor(device="cuda").folder == FormulaExtractor().folder
+    # where the metrics run does not change what is stored; by default, on the GPU when there is one
+    assert FormulaExtractor(device="cuda").folder == FormulaExtractor().folder == FormulaExtractor(device="cpu").folder
+    assert FormulaExtractor().config["device"] == "auto"
+    assert FormulaExtractor().device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_mad_runs_when_asked_for():
@@ -185,3 +189,122 @@ def test_formula_frequency_and_colour_through_the_store(tmp_path, seiqa_dir):
                          ("frequency_spectral_error", -1), ("frequency_band6_log_ratio", -1),
                          ("colour_delta_e2000", -1)):
         assert (sign * df[column]).corr(df.label, method="spearman") > 0.8, column
+
+
+def odd_pairs() -> list[DecodedPair]:
+    """245x183 (odd both ways: the pyramids' crops and the 2x2 averaging's padding), three distortions of one
+    reference."""
+    rgb = photo("coffee", 245)[:183]
+    ref = image(rgb, "odd-ref")
+    return [DecodedPair("odd-noise", ref, image(noisy(rgb, 12, seed=1), "odd-noise")),
+            DecodedPair("odd-blur", ref, image(blurred(rgb, 1.5), "odd-blur")),
+            DecodedPair("odd-both", ref, image(noisy(blurred(rgb, 1.0), 6, seed=2), "odd-both"))]
+
+
+def test_batched_odd_size_matches_pyiqa_pair_by_pair(monkeypatch):
+    """Several pairs in one batch (as on a GPU, or any device with a large `BATCH_PIXELS`) at an odd size:
+    every metric as pyiqa computes each pair alone, to the tolerances above."""
+    import pyiqa
+
+    from featurestore.extractors import formula
+
+    pairs = odd_pairs()
+    monkeypatch.setitem(formula.BATCH_PIXELS, "cpu", 10**9)
+    assert formula._size_batches(pairs, formula.BATCH_PIXELS["cpu"]) == [[0, 1, 2]]
+    values = FormulaExtractor().compute_pairs(pairs)
+    rel = {"vif": 1e-4}
+    for m in DEFAULT_METRICS:
+        metric = pyiqa.create_metric(m, device="cpu")
+        for i, p in enumerate(pairs):
+            expect = metric(p.dist.tensor, p.ref.tensor).item()
+            assert values[m][i] == pytest.approx(expect, rel=rel.get(m, 1e-5), abs=1e-6), (m, p.pair_id)
+
+
+def test_filter_banks_per_size_do_not_leak(pairs, monkeypatch):
+    """The filter banks cached per image size (FSIM, VSI, CW-SSIM, ...): two sizes in one run give each size's
+    values alone, bit for bit, and so does a cache that keeps one size only (rebuilt at every switch)."""
+    from featurestore.extractors import _formula_metrics as kernels
+
+    mixed = [pairs[1], *odd_pairs()[:1], pairs[3]]
+    kernels.clear_cache()
+    together = FormulaExtractor().compute_pairs(mixed)
+    alone = []
+    for p in mixed:
+        kernels.clear_cache()
+        alone.append(FormulaExtractor().compute_pairs([p]))
+    monkeypatch.setattr(kernels, "PER_SIZE_CACHE", 1)
+    kernels.clear_cache()
+    evicting = FormulaExtractor().compute_pairs(mixed[:2]), FormulaExtractor().compute_pairs(mixed[1:])
+    for m in DEFAULT_METRICS:
+        by_itself = np.array([a[m][0] for a in alone])
+        np.testing.assert_array_equal(together[m], by_itself, err_msg=m)
+        np.testing.assert_array_equal(np.r_[evicting[0][m], evicting[1][m][1:]], by_itself, err_msg=m)
+    assert len(kernels._cache) <= 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_filter_each_is_conv2d(n):
+    """The depthwise layout computes what `F.conv2d` does for every image and filter (strides, padding)."""
+    import torch
+    import torch.nn.functional as F
+
+    from featurestore.extractors._formula_metrics import filter_each
+
+    gen = torch.Generator().manual_seed(n)
+    images = torch.rand(n, 1, 37, 52, generator=gen) * 255
+    for k, size, stride, padding in ((1, 5, 1, 0), (2, 7, 1, 0), (1, 5, 2, 0), (2, 3, 1, 1), (3, 9, 3, 2)):
+        weights = torch.randn(k, 1, size, size, generator=gen)
+        got = filter_each(images, weights, stride=stride, padding=padding)
+        torch.testing.assert_close(got, F.conv2d(images, weights, stride=stride, padding=padding), rtol=1e-5, atol=1e-4)
+        assert got.is_contiguous()
+
+
+def test_filters_match_pyiqa():
+    """`_pyiqa_filters` restates pyiqa's size-only pieces (so the extractor need not import pyiqa.matlab_utils
+    and with it scipy): each one is pyiqa's, bit for bit, at even and odd sizes."""
+    import torch
+    from pyiqa.archs import fsim_arch, func_util, nlpd_arch, vsi_arch
+    from pyiqa.matlab_utils import fspecial, math_util
+
+    from featurestore.extractors import _pyiqa_filters as P
+
+    fsim_options = {k: v for k, v in P.FSIM_OPTIONS.items() if k != "chromatic"}
+    for h, w in ((192, 256), (183, 245)):
+        for ours, theirs in zip(P.meshgrid((h, w)), func_util.get_meshgrid((h, w))):
+            assert torch.equal(ours, theirs)
+        grid = torch.arange(h * w, dtype=torch.float32).reshape(h, w)
+        assert torch.equal(P.ifftshift(grid), func_util.ifftshift(grid))
+        options = {k: v for k, v in fsim_options.items() if k != "k"}
+        assert torch.equal(P.fsim_filters(h, w, **options),
+                           fsim_arch._construct_filters(torch.zeros(1, 1, h, w), **fsim_options))
+        lg = vsi_arch._log_gabor((h, w), P.VSI_OPTIONS["omega_0"], P.VSI_OPTIONS["sigma_f"])
+        assert torch.equal(P.log_gabor((h, w), P.VSI_OPTIONS["omega_0"], P.VSI_OPTIONS["sigma_f"]), lg)
+        log_rad, angle = P.prepare_grid(h, w)
+        theirs = math_util.prepare_grid(h, w)
+        assert np.array_equal(log_rad, theirs[0]) and np.array_equal(angle, theirs[1])
+        assert torch.equal(P.fspecial_gaussian([h - 6, w - 6], h / 4), fspecial([h - 6, w - 6], h / 4, 1))
+    assert P.FSIM_OPTIONS == pyiqa_fsim_options()
+    assert P.VSI_OPTIONS == vsi_arch.VSI().vsi.keywords
+    for ours, theirs in zip(P.rcos_fn(1, -0.5), math_util.rcosFn(1, -0.5)):
+        assert np.array_equal(ours, theirs)
+    table = np.linspace(-3, 3, 50)
+    assert np.array_equal(P.point_op(np.outer(table, table), np.cos(table), table),
+                          math_util.pointOp(np.outer(table, table), np.cos(table), table))
+    maps = torch.rand(2, 1, 9, 11, dtype=torch.float64), torch.rand(2, 1, 9, 11, dtype=torch.float64)
+    assert torch.equal(P.similarity_map(*maps, 386.0), func_util.similarity_map(*maps, 386.0))
+    assert torch.equal(P.similarity_map(*(m.float() for m in maps), 0.85),
+                       func_util.similarity_map(*(m.float() for m in maps), 0.85))
+    assert torch.equal(P.scharr_kernels(), torch.stack([func_util.scharr_filter(), func_util.scharr_filter().transpose(-1, -2)]))
+    net = nlpd_arch.NLPD()
+    assert net.k == P.NLPD_LEVELS and np.array_equal(nlpd_arch.LAPLACIAN_FILTER, P.LAPLACIAN_FILTER)
+    assert [s.item() for s in net.sigmas] == [torch.tensor(s, dtype=torch.float32).item() for s in P.NLPD_SIGMAS]
+    for ours, theirs in zip(P.NLPD_DN_FILTERS, net.dn_filts):
+        assert torch.equal(torch.tensor(ours, dtype=torch.float32).view(1, 1, 3, 3), theirs.data)
+    odd = torch.rand(2, 1, 13, 10)
+    assert torch.equal(P.symmetric_pad(odd, 2, 2, 2, 2), net.pad_sym(odd))
+
+
+def pyiqa_fsim_options() -> dict:
+    from pyiqa.archs.fsim_arch import FSIM
+
+    return FSIM().fsim.keywords

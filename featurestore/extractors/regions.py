@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 from PIL import Image
-from scipy import ndimage
 
 from ..devices import Runtime, model_batches, to_host
 from ..io import DecodedImage, DecodedPair
@@ -47,6 +46,9 @@ SALIENCY_SIDE = 64  # spectral residual works on a small image (the paper uses 6
 
 def spectral_residual_saliency(grey: np.ndarray) -> np.ndarray:
     """Saliency map of `grey` (H x W, any range) at SALIENCY_SIDE px on the long side, values >= 0."""
+    # imported here, not at the top: the registry loads this module for every `siqa` command (scipy.ndimage: ~0.5 s)
+    from scipy import ndimage
+
     h, w = grey.shape
     scale = SALIENCY_SIDE / max(h, w)
     small = np.asarray(Image.fromarray(grey.astype(np.float32)).resize(

@@ -1,0 +1,624 @@
+"""pyiqa's formula metrics with pyiqa's arithmetic, computed without its waste (the `formula` extractor's kernels).
+
+Every function takes the distorted and the reference batch (N images of one size) and returns N scores, the
+values pyiqa's own module gives pair by pair (`tests/test_extractors_formula.py` holds each to it, also for
+a batch of odd-sized pairs). What pyiqa's code spends for nothing, and what is done instead:
+
+- Ref and dist go through one pass: one pyramid, one FFT, one filter bank per batch, not one per image.
+- Filter banks are built once (`_per_size`: an LRU over image sizes for FSIM's 16 log-Gabor filters with
+  their noise sums and CW-SSIM's pyramid masks; `functools.cache` for the size-free ones). pyiqa rebuilds
+  FSIM's bank for each image, twice a pair: a third of its FSIM time.
+- Single-channel float32 convolutions (`filter_each`): pyiqa filters grey images as an (N, 1, H, W) batch,
+  which oneDNN runs through a generic kernel that slows down with N; the same filters over the images laid
+  side by side as the channels of one channels-last tensor are a depthwise convolution, vectorised across
+  images, with the same sums.
+- SSIM / MS-SSIM (`ssim_level`): pyiqa filters with an 11x11 float64 `conv2d` (im2col over 121 taps); the
+  Gaussian window is separable, so two 11-tap passes of in-place shifted adds do it ~30x cheaper.
+- CW-SSIM (`cw_ssim`): pyiqa builds the whole steerable pyramid (high-pass, all levels, 8 bands each) and
+  reads one level; only that level is built here.
+- VIF (`vif`): pyiqa builds the full steerable pyramid (high-pass and 6 orientations a level) and reads 2
+  orientations a level, then correlates its windowed statistics at every pixel to keep one position in
+  nine; here only the bands read are built, and the statistics are correlated at the kept positions only.
+- VSI (`vsi`): pyiqa converts the full-size images to LMN and normalises the full-size saliency map before
+  averaging 2x2 blocks; both are linear per pixel, so they follow the averaging here (float64 rounding).
+- FSIM, NLPD, GMSD: pyiqa's code, batched, with the filter banks and convolutions above.
+
+pyiqa's size-only pieces (grids, filter banks, constants) come from `_pyiqa_filters`, which restates them so
+that nothing here imports `pyiqa.matlab_utils` (and scipy.special with it). Measured against pyiqa's own path
+on the five 512x384 calibration pairs (`bench/bench_formula.py`, one thread), max relative difference: psnr,
+fsim, gmsd, vif 0 (the same bits); vsi, cw_ssim ~3e-16 (float64 rounding); nlpd 7e-8; ssim, ms_ssim 5e-7
+(the exact float64 window here, pyiqa's rounded to float32). VIF's Gaussian-scale-mixture fit is
+ill-conditioned (a float32-rounding change in its covariance moved VIF by 9e-5), so its statistics and fit
+are summed exactly as pyiqa sums them.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from functools import cache, partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import _pyiqa_filters as P
+
+#: filter banks that depend on the image size (FSIM's, CW-SSIM's: two a size), kept for the sizes met last;
+#: those that do not (VIF's, NLPD's, VSI's at its fixed 256x256) are kept once per device (`functools.cache`)
+PER_SIZE_CACHE = 16
+_cache: OrderedDict = OrderedDict()
+
+
+def _per_size(key: tuple, build):
+    """`build()` for `key` (which names the metric, size, device and dtype), kept for the last few keys."""
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    value = _cache[key] = build()
+    while len(_cache) > PER_SIZE_CACHE:
+        _cache.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    _cache.clear()
+    for built in (_vif_filters, _vif_windows, _sdsp_maps, _nlpd_filters):
+        built.cache_clear()
+
+
+def filter_each(images, weights, stride: int = 1, padding: int = 0):
+    """`F.conv2d(images, weights, stride, padding)` for single-channel images (N, 1, H, W) and filters
+    (K, 1, kh, kw): (N, K, h, w), each image correlated with each filter. On float32 (oneDNN's) it runs as one
+    depthwise convolution (K filters per channel) over the N images as the channels of one channels-last
+    image: oneDNN vectorises that across channels, where it runs an (N, 1, H, W) batch through a generic
+    kernel that slows down with N (a 7x7 filter pair over four 512x384 images: 9 ms against 33 ms; over ten:
+    30 against 79), with the same taps in the same order per output (bit-identical in every shape checked;
+    oneDNN does not promise it, so `tests/` compares with pyiqa). Float64 has no oneDNN kernel, and the
+    grouped form is the slow one there: pyiqa's plain call is kept."""
+    n, _, h, w = images.shape
+    k = weights.shape[0]
+    if images.dtype != torch.float32 or n == 1:  # one map: channels-last would pick another kernel
+        return F.conv2d(images, weights, stride=stride, padding=padding)
+    x = images.reshape(1, n, h, w).contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(x, weights.repeat(n, 1, 1, 1), stride=stride, padding=padding, groups=n)
+    oh, ow = out.shape[-2:]
+    return out.as_strided((n, k, oh, ow), (k, 1, ow * n * k, n * k)).contiguous()
+
+
+def _taps(filt: np.ndarray, device) -> torch.Tensor:
+    """A numpy filter as pyiqa makes it a conv weight: rounded to float32, (1, 1, kh, kw)."""
+    return torch.from_numpy(np.ascontiguousarray(filt)).float()[None, None].to(device)
+
+
+# ----------------------------------------------------------------------------------------------- SSIM
+_SSIM_RANGE = 255.0
+
+
+def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> list[float]:
+    """1-D factor of MATLAB's fspecial('gaussian', size, sigma): the 2-D window is its outer product."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(x * x) / (2 * sigma * sigma))
+    return (g / g.sum()).tolist()
+
+
+_TAPS = _gaussian_taps()
+
+
+def _gaussian_valid(maps):
+    """'valid' correlation of every map with the 11x11 SSIM window, as two separable 11-tap passes."""
+    k = len(_TAPS)
+    w = maps.shape[-1] - k + 1
+    rows = maps[..., :w] * _TAPS[0]
+    for i in range(1, k):
+        rows.add_(maps[..., i:i + w], alpha=_TAPS[i])
+    h = rows.shape[-2] - k + 1
+    out = rows[..., :h, :] * _TAPS[0]
+    for i in range(1, k):
+        out.add_(rows[..., i:i + h, :], alpha=_TAPS[i])
+    return out
+
+
+def ssim_level(x, y):
+    """pyiqa `ssim(..., get_cs=True)` at one scale: (mean SSIM, mean contrast-structure), each (n,)."""
+    c1 = (0.01 * _SSIM_RANGE) ** 2
+    c2 = (0.03 * _SSIM_RANGE) ** 2
+    mu1, mu2, xx, yy, xy = _gaussian_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1)).unbind(1)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    cs_map = F.relu((2 * (xy - mu1_mu2) + c2) / ((xx - mu1_sq) + (yy - mu2_sq) + c2))
+    ssim_map = ((2 * mu1_mu2 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map
+    return ssim_map.mean((1, 2)), cs_map.mean((1, 2))
+
+
+# -------------------------------------------------------------------------------------------- CW-SSIM
+def _cw_ssim_masks(h: int, w: int, levels: int, nbands: int, device):
+    """The masks of pyiqa's `SCFpyr_PyTorch` on the low-pass path down to level `levels` and that level's
+    oriented bands: pyiqa's lookup tables (`rcosFn`, `pointOp`), rounded to float32 as pyiqa does."""
+    def mask(grid, table, x):
+        return torch.from_numpy(P.point_op(grid, table, x)).float().to(device)
+
+    log_rad, angle = P.prepare_grid(h, w)
+    xrcos, yrcos = P.rcos_fn(1, -0.5)
+    yrcos = np.sqrt(yrcos)
+    yircos = np.sqrt(1 - yrcos**2)
+    lowpass = [((0, h), (0, w), mask(log_rad, yircos, xrcos))]
+    for _ in range(levels - 1):  # low-pass and subsample, as pyiqa does after each level's bands
+        xrcos = xrcos - 1
+        dims = np.array(log_rad.shape)
+        start = (np.ceil((dims + 0.5) / 2) - np.ceil((np.ceil((dims - 0.5) / 2) + 0.5) / 2)).astype(int)
+        end = (start + np.ceil((dims - 0.5) / 2)).astype(int)
+        log_rad = log_rad[start[0]:end[0], start[1]:end[1]]
+        angle = angle[start[0]:end[0], start[1]:end[1]]
+        lowpass.append(((start[0], end[0]), (start[1], end[1]), mask(log_rad, yircos, xrcos)))
+    xrcos = xrcos - 1
+    himask = mask(log_rad, yrcos, xrcos)
+    lutsize = 1024
+    xcosn = np.pi * np.arange(-(2 * lutsize + 1), lutsize + 2) / lutsize
+    alpha = (xcosn + np.pi) % (2 * np.pi) - np.pi
+    order = nbands - 1
+    const = 2.0 ** (2 * order) * math.factorial(order) ** 2 / (nbands * math.factorial(2 * order))
+    ycosn = 2 * np.sqrt(const) * np.cos(xcosn) ** order * (np.abs(alpha) < np.pi / 2)
+    angles = [mask(angle, ycosn, xcosn + np.pi * b / nbands) for b in range(nbands)]
+    return lowpass, himask, angles
+
+
+def _coarsest_oriented_bands(images, levels: int, nbands: int):
+    """Level `levels` of the complex steerable pyramid pyiqa's CW_SSIM builds, the only level it reads:
+    `SCFpyr_PyTorch(height=levels, nbands=nbands, scale_factor=2).build(images)[levels]`, as one complex
+    tensor (nbands, N, h, w). pyiqa builds the high-pass and every level's oriented bands first; the finer
+    bands are 98 % of its inverse FFTs and most of its mask interpolations, and they are skipped here. The
+    low-pass path is the same: pyiqa's masks, its crops, in its order, so the bands agree with pyiqa's to
+    rounding (~1e-16)."""
+    h, w = images.shape[-2:]
+    if levels > int(np.floor(np.log2(min(h, w)))) - 2:
+        raise RuntimeError(f"cannot build {levels} pyramid levels on a {w}x{h} image")
+    lowpass, himask, angles = _per_size(("cw_ssim", h, w, levels, nbands, str(images.device)),
+                                        lambda: _cw_ssim_masks(h, w, levels, nbands, images.device))
+    dft = torch.fft.fftshift(torch.fft.fft2(images[:, 0]), dim=(-2, -1))
+    for (r0, r1), (c0, c1), mask in lowpass:
+        dft = dft[:, r0:r1, c0:c1] * mask
+    order = nbands - 1
+    rotate = complex(np.power(complex(0, -1), order))  # pyiqa's `complex_fact_construct`
+    bands = [(dft * anglemask * himask) * rotate for anglemask in angles]
+    return torch.fft.ifft2(torch.fft.ifftshift(torch.stack(bands), dim=(-2, -1)))
+
+
+def cw_ssim(x, y, levels: int = 4, nbands: int = 8):
+    """pyiqa's CW-SSIM (K = 0, no guard band) of Y images (N, 1, H, W), from the one pyramid level it uses.
+    Dist and ref go through one pyramid."""
+    bands = _coarsest_oriented_bands(torch.cat([x, y]).to(torch.float64), levels, nbands)
+    bx, by = bands[:, :len(x)], bands[:, len(x):]
+    box = torch.ones(1, 1, 7, 7, dtype=torch.float64, device=x.device) / 49
+
+    def local_mean(maps):  # (nbands, N, h, w) -> 7x7 box means, 'valid'
+        b, n, h, w = maps.shape
+        return F.conv2d(maps.reshape(b * n, 1, h, w), box).reshape(b, n, h - 6, w - 6)
+
+    def modulus(z):  # pyiqa's |z| keeps 1e-12 under the root
+        return torch.sqrt(z.real**2 + z.imag**2 + 1e-12)
+
+    corr = bx * by.conj()
+    corr_mean = torch.complex(local_mean(corr.real), local_mean(corr.imag))
+    energy_mean = local_mean(modulus(bx) ** 2 + modulus(by) ** 2)
+    cssim = 2 * modulus(corr_mean) / energy_mean
+    h = bands.shape[-2]
+    weight = P.fspecial_gaussian([s - 6 for s in bands.shape[-2:]], h / 4).to(device=x.device, dtype=torch.float64)[0, 0]
+    return (cssim * weight).sum((-2, -1)).mean(0)
+
+
+# ------------------------------------------------------------------------------------------------ VIF
+@cache
+def _vif_filters(bands: tuple[int, ...], device):
+    """pyiqa's sp5 pyramid filters as conv weights: the first low-pass, the subsampling low-pass and the
+    oriented band filters `bands` stacked (len(bands), 1, 7, 7)."""
+    from pyiqa.archs.vif_arch import sp5_filters
+
+    f = sp5_filters()
+    size = int(np.floor(np.sqrt(f["bfilts"].shape[0])))
+    oriented = torch.cat([_taps(f["bfilts"][:, b].reshape(size, size).T, device) for b in bands])
+    return _taps(f["lo0filt"], device), _taps(f["lofilt"], device), oriented
+
+
+def _reflect_filter(images, weight, stride: int = 1):
+    """pyiqa's `corrDn`: reflect-pad by half the filter, correlate, subsample; every image with every filter."""
+    p = (weight.shape[-1] - 1) // 2
+    return filter_each(F.pad(images, (p, p, p, p), "reflect"), weight, stride)
+
+
+def _vif_subbands(net, images) -> dict[int, torch.Tensor]:
+    """The bands of pyiqa's `SteerablePyramidSpace(images, net.level, net.ori)[::-1]` that VIF reads
+    (`net.subbands`, 1-based), by their index in that list: only those are built."""
+    nori = net.ori + 1
+    total = 2 + net.level * nori  # high-pass, level x orientation bands, low-pass residual
+    wanted = {s - 1: total - s for s in net.subbands}  # reversed index -> index in build order
+    if any(k in (0, total - 1) for k in wanted.values()):
+        raise NotImplementedError("VIF subbands reading the high-pass or the residual")
+    bands = tuple(sorted({(k - 1) % nori for k in wanted.values()}))
+    lo0, lofilt, oriented = _vif_filters(bands, images.device)
+    built = {}
+    lo = _reflect_filter(images, lo0)
+    top = max((k - 1) // nori for k in wanted.values())
+    for level in range(top + 1):
+        out = _reflect_filter(lo, oriented)
+        for i, b in enumerate(bands):
+            built[1 + level * nori + b] = out[:, i:i + 1]
+        if level < top:
+            lo = _reflect_filter(lo, lofilt, stride=2)
+    return {r: built[k] for r, k in wanted.items()}
+
+
+@cache
+def _vif_windows(winsize: int, device):
+    """pyiqa's windows for the five statistics: mean, mean, then sums (x*y, x^2, y^2), (5, 1, k, k)."""
+    win = np.ones((winsize, winsize))
+    return torch.cat([_taps(win / winsize**2, device)] * 2 + [_taps(win, device)] * 3)
+
+
+def _correlate_kept(image, window, step: int, start: int, end: tuple[int, int]):
+    """pyiqa's `VIF.corrDn_win` (reflect-pad, correlate at every pixel, keep start::step up to end), correlating
+    at the kept positions only. pyiqa's single-map convolution, not `filter_each`: the GSM fit downstream is
+    ill-conditioned, and oneDNN's depthwise kernel sums the 3x3 window in another order (VIF moved 5e-7)."""
+    k = window.shape[-1]
+    p = (k - 1) // 2
+    image = F.pad(image, (p, p, p, p), "reflect")[:, :, start:end[0] - 1 + k, start:end[1] - 1 + k]
+    if len(image) == 1 or image.device.type != "cpu":
+        return F.conv2d(image, window, stride=step)
+    # image by image on a CPU, as pyiqa runs a pair: oneDNN's kernel for an (N, 1, H, W) batch is another
+    # one, slower with every image (4x the time of one image for 2, 8x for 4)
+    return torch.cat([F.conv2d(one, window, stride=step) for one in image.split(1)])
+
+
+def _vif_channel(net, org, dist):
+    """pyiqa `VIF.vifsub_est_M` (gain g and noise variance vv of the distortion channel per subband), with
+    its windowed sums computed only at the positions it keeps (every M-th, from the window's centre)."""
+    M, tol = net.M, net.tol
+    g_all, vv_all = [], []
+    for s in net.subbands:
+        sub = s - 1
+        y, yn = org[sub], dist[sub]
+        winsize = int(2 ** np.ceil((sub - 1) / 6) + 1)
+        h, w = int(np.floor(y.shape[2] / M) * M), int(np.floor(y.shape[3] / M) * M)
+        y, yn = y[:, :, :h, :w], yn[:, :, :h, :w]
+        start = int(np.floor(M / 2))
+        end = (int(h - np.ceil(M / 2)) + 1, int(w - np.ceil(M / 2)) + 1)
+        weights = _vif_windows(winsize, y.device)
+        at_kept = partial(_correlate_kept, step=M, start=start, end=end)
+        mean_x, mean_y = at_kept(y, weights[0:1]), at_kept(yn, weights[1:2])
+        cov_xy = at_kept(y * yn, weights[2:3]) - (winsize**2) * mean_x * mean_y
+        ss_x = at_kept(y**2, weights[3:4]) - (winsize**2) * mean_x**2
+        ss_y = at_kept(yn**2, weights[4:5]) - (winsize**2) * mean_y**2
+        ss_x = F.relu(ss_x)
+        ss_y = F.relu(ss_y)
+        g = cov_xy / (ss_x + tol)
+        vv = (ss_y - g * cov_xy) / (winsize**2)
+        g = g.masked_fill(ss_x < tol, 0)
+        vv = torch.where(ss_x < tol, ss_y, vv)  # pyiqa: vv[ss_x < tol] = ss_y[ss_x < tol]
+        g = g.masked_fill(ss_y < tol, 0)
+        vv = vv.masked_fill(ss_y < tol, 0)
+        vv = torch.where(g < 0, ss_y, vv)  # pyiqa: vv[g < 0] = ss_y[g < 0]
+        g = F.relu(g)
+        vv = vv.masked_fill(vv < tol, tol)
+        g_all.append(g)
+        vv_all.append(vv)
+    return g_all, vv_all
+
+
+def _vif_reference(net, org):
+    """pyiqa `VIF.refparams_vecgsm` (the reference's GSM covariance, its eigenvalues, and the multiplier
+    field s^2), centring the M x M neighbourhood vectors once instead of twice and without a repeated copy.
+    The covariance is summed exactly as pyiqa sums it: the fit is ill-conditioned (a float32-rounding change
+    in it, laying the vectors out as rows, moved VIF by 9e-5 on the calibration pairs)."""
+    M = net.M
+    ss_arr, l_arr = [], []
+    for s in net.subbands:
+        y = org[s - 1]
+        y = y[:, :, :int(np.floor(y.shape[2] / M) * M), :int(np.floor(y.shape[3] / M) * M)]
+        B, C, H, W = y.shape
+        temp = torch.stack([y[:, :, k:H - (M - k) + 1, j:W - (M - j) + 1].reshape(B, C, -1)
+                            for j in range(M) for k in range(M)], dim=3)
+        centred = temp - torch.mean(temp, dim=2).unsqueeze(2)
+        cu = torch.matmul(centred.permute(0, 1, 3, 2), centred) / temp.shape[2]
+        temp = torch.stack([y[:, :, k:H + 1:M, j:W + 1:M].reshape(B, C, -1) for j in range(M) for k in range(M)],
+                           dim=2)
+        ss = torch.matmul(torch.pinverse(cu), temp)
+        ss = torch.sum(ss * temp, dim=2) / (M * M)
+        ss_arr.append(ss.reshape(B, C, H // M, W // M))
+        l_arr.append(torch.linalg.eigh(cu, UPLO="U")[0])
+    return ss_arr, l_arr
+
+
+@cache
+def _vif_module():
+    """pyiqa's `VIF()` (its defaults, as `create_metric("vif")` builds it): its settings, not its forward."""
+    from pyiqa.archs.vif_arch import VIF
+
+    return VIF()
+
+
+def vif(x, y):
+    """pyiqa's `VIF.vif` of the Y images x (dist) and y (ref), (N, 1, H, W) float32 on 0..255, rounded
+    (`to_y_channel(img, 255)`)."""
+    net = _vif_module()
+    n = len(x)
+    subbands = _vif_subbands(net, torch.cat([x, y]))
+    sp_x = {k: b[:n] for k, b in subbands.items()}
+    sp_y = {k: b[n:] for k, b in subbands.items()}
+    g_all, vv_all = _vif_channel(net, sp_y, sp_x)
+    ss_arr, l_arr = _vif_reference(net, sp_y)
+    num, den = [], []
+    for i, sub in enumerate(net.subbands):
+        g, vv, ss, lamda = g_all[i], vv_all[i], ss_arr[i], l_arr[i]
+        winsize = 2 ** np.ceil((sub - 1) / 6) + 1
+        offset = int(np.ceil(((winsize - 1) / 2) / net.M))
+        _, _, H, W = g.shape
+        g = g[:, :, offset:H - offset, offset:W - offset]
+        vv = vv[:, :, offset:H - offset, offset:W - offset]
+        ss = ss[:, :, offset:H - offset, offset:W - offset]
+        # pyiqa loops over the eigenvalues, one map each; all of them at once here, with pyiqa's expression
+        # per element and its sum per map, and the maps' sums added in its order
+        cc = lamda[:, :, :, None, None]
+        sums1 = torch.sum(torch.log2(1 + (g * g * ss)[:, :, None] * cc / (vv + net.sigma_nsq)[:, :, None]), dim=[3, 4])
+        sums2 = torch.sum(torch.log2(1 + ss[:, :, None] * cc / (net.sigma_nsq)), dim=[3, 4])
+        temp1 = 0
+        temp2 = 0
+        for j in range(lamda.shape[2]):
+            temp1 = temp1 + sums1[:, :, j]
+            temp2 = temp2 + sums2[:, :, j]
+        num.append(temp1.mean(1))
+        den.append(temp2.mean(1))
+    return torch.stack(num, dim=1).sum(1) / (torch.stack(den, dim=1).sum(1) + 1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- FSIM
+def _pc_bank(h: int, w: int, scales: int, orientations: int, min_length, mult, sigma_f, delta_theta, k,
+             device, dtype):
+    """What pyiqa's `_phase_congruency` derives from the image size alone, for one image: the log-Gabor
+    filters (1, orientations * scales, h, w) and the noise model's filter sums (each (1, orientations, 1, 1, 1))."""
+    like = torch.empty(1, 1, h, w, device=device, dtype=dtype)
+    filters = P.fsim_filters(h, w, scales, orientations, min_length, mult, sigma_f, delta_theta).to(like)
+    filters_ifft = torch.fft.ifft2(filters).real * math.sqrt(h * w)
+    em_n = (filters.view(1, orientations, scales, h, w)[:, :, :1, ...] ** 2).sum(dim=[-2, -1], keepdims=True)
+    filters_ifft = filters_ifft.view(1, orientations, scales, h, w)
+    sum_an2 = torch.sum(filters_ifft**2, dim=-3, keepdim=True)
+    sum_ai_aj = torch.zeros(1, orientations, 1, h, w).to(like)
+    for s in range(scales - 1):
+        sum_ai_aj = sum_ai_aj + (filters_ifft[:, :, s:s + 1] * filters_ifft[:, :, s + 1:]).sum(dim=-3, keepdim=True)
+    sum_an2 = torch.sum(sum_an2, dim=[-1, -2], keepdim=True)
+    sum_ai_aj = torch.sum(sum_ai_aj, dim=[-1, -2], keepdim=True)
+    return filters, em_n, sum_an2, sum_ai_aj
+
+
+def _phase_congruency(x, scales: int = 4, orientations: int = 4, min_length: int = 6, mult: int = 2,
+                      sigma_f: float = 0.55, delta_theta: float = 1.2, k: float = 2.0):
+    """pyiqa's `fsim_arch._phase_congruency` of grey images (N, 1, H, W), its filter bank built once per size."""
+    EPS = torch.finfo(x.dtype).eps
+    N, _, H, W = x.shape
+    options = (scales, orientations, min_length, mult, sigma_f, delta_theta, k)
+    filters, em_n, sum_an2, sum_ai_aj = _per_size(
+        ("fsim", H, W, options, str(x.device), x.dtype), lambda: _pc_bank(H, W, *options, x.device, x.dtype))
+    imagefft = torch.fft.fft2(x)
+    responses = torch.fft.ifft2(imagefft * filters).view(N, orientations, scales, H, W)
+    even, odd = responses.real, responses.imag
+    an = torch.sqrt(even * even + odd * odd)  # pyiqa: sqrt(sum(even_odd ** 2, -1)), the same two roundings
+    sum_e = even.sum(dim=2, keepdims=True)
+    sum_o = odd.sum(dim=2, keepdims=True)
+    x_energy = torch.sqrt(sum_e**2 + sum_o**2) + EPS
+    mean_e = sum_e / x_energy
+    mean_o = sum_o / x_energy
+    energy = (even * mean_e + odd * mean_o - torch.abs(even * mean_o - odd * mean_e)).sum(dim=2, keepdim=True)
+    abs_eo = an[:, :, :1].reshape(N, orientations, 1, 1, H * W)  # the smallest scale's amplitude
+    median_e2n = torch.median(abs_eo**2, dim=-1, keepdim=True).values
+    mean_e2n = -median_e2n / math.log(0.5)
+    noise_power = mean_e2n / em_n
+    noise_energy2 = 2 * noise_power * sum_an2 + 4 * noise_power * sum_ai_aj
+    tau = torch.sqrt(noise_energy2 / 2)
+    noise_energy = tau * math.sqrt(math.pi / 2)
+    moise_energy_sigma = torch.sqrt((2 - math.pi / 2) * tau**2)
+    T = noise_energy + k * moise_energy_sigma
+    T = T / 1.7
+    energy = torch.max(energy - T, torch.zeros_like(T))
+    eps = torch.finfo(energy.dtype).eps
+    energy_all = energy.sum(dim=[1, 2]) + eps
+    an_all = an.sum(dim=[1, 2]) + eps
+    return (energy_all / an_all).unsqueeze(1)
+
+
+def _scharr(device, dtype):
+    """pyiqa's `gradient_map` kernels: Scharr in x and in y, (2, 1, 3, 3)."""
+    return P.scharr_kernels().to(device=device, dtype=dtype)
+
+
+def _gradient_map(x, kernels):
+    """pyiqa's `func_util.gradient_map` of grey images (N, 1, H, W)."""
+    grads = filter_each(x, kernels, padding=kernels.size(-1) // 2)
+    return torch.sqrt(torch.sum(grads**2, dim=-3, keepdim=True) + torch.finfo(x.dtype).eps)
+
+
+def fsim(x, y):
+    """pyiqa's `fsim_arch.fsim` with `FSIM()`'s options of RGB batches x (dist) and y (ref) in 0..1, through
+    one pass over both."""
+    from pyiqa.utils.color_util import rgb2yiq
+
+    opts = dict(P.FSIM_OPTIONS)
+    chromatic = opts.pop("chromatic")
+    n = len(x)
+    both = torch.cat([x, y]) / 1.0 * 255
+    kernel_size = max(1, round(min(both.shape[-2:]) / 256))
+    both = F.avg_pool2d(both, kernel_size)
+    if both.size(1) != 3:
+        raise ValueError("fsim expects RGB images")
+    yiq = rgb2yiq(both).contiguous()
+    lum = yiq[:, :1]
+    pc = _phase_congruency(lum, **opts)
+    grad = _gradient_map(lum, _scharr(lum.device, lum.dtype))
+    pc_x, pc_y = pc[:n], pc[n:]
+    T1, T2, T3, T4, lmbda = 0.85, 160, 200, 200, 0.03
+    PC = P.similarity_map(pc_x, pc_y, T1)
+    GM = P.similarity_map(grad[:n], grad[n:], T2)
+    pc_max = torch.where(pc_x > pc_y, pc_x, pc_y)
+    score = GM * PC * pc_max
+    if chromatic:
+        S_I = P.similarity_map(yiq[:n, 1:2], yiq[n:, 1:2], T3)
+        S_Q = P.similarity_map(yiq[:n, 2:], yiq[n:, 2:], T4)
+        score = score * torch.abs(S_I * S_Q) ** lmbda
+    return score.sum(dim=[1, 2, 3]) / pc_max.sum(dim=[1, 2, 3])
+
+
+# ------------------------------------------------------------------------------------------------ VSI
+@cache
+def _sdsp_maps(size: tuple[int, int], omega_0, sigma_f, sigma_d, device, dtype):
+    """The size-only factors of pyiqa's `vsi_arch.sdsp`: its log-Gabor filter and its centre-bias map."""
+    like = torch.empty(0, device=device, dtype=dtype)
+    lg = P.log_gabor(size, omega_0, sigma_f).to(like).view(1, 1, *size)
+    coordinates = torch.stack(P.meshgrid(size), dim=0).to(like)
+    coordinates = coordinates * size[0] + 1
+    s_d = torch.exp(-torch.sum(coordinates**2, dim=0) / sigma_d**2).view(1, 1, *size)
+    return lg, s_d
+
+
+def _lab(x):
+    """pyiqa's `xyz2lab(rgb2xyz(x))` (D50, 2 degrees) of float64 RGB (N, 3, H, W) on 0..1, per element the same
+    operations, with `torch.where` for its 0/1 masks (pyiqa multiplies both branches by them and adds: the
+    branch not taken is finite, times 0, plus an exact 0) and in the pixel-major layout its matrix products
+    use, instead of a conversion to it and back around each: a third of the passes."""
+    eps = torch.finfo(x.dtype).eps
+    linear = torch.where(x <= 0.04045, x / 12.92, torch.pow((x + 0.055) / 1.055, 2.4))
+    rgb_to_xyz = torch.tensor([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                               [0.0193339, 0.1191920, 0.9503041]]).to(x)  # float32 constants, as pyiqa's
+    xyz = torch.matmul(linear.permute(0, 2, 3, 1), rgb_to_xyz.t())  # (N, H, W, 3)
+    tmp = xyz / torch.tensor((0.9642119944211994, 1, 0.8251882845188288)).to(x)
+    # pyiqa: safe_frac_pow(tmp, 1/3) = sign(tmp) * |tmp + eps| ** (1/3), sign 1 where it is taken
+    tmp = torch.where(tmp > 0.008856, (tmp + eps).pow(1.0 / 3.0), (903.3 * tmp + 16.0) / 116.0)
+    xyz_to_lab = torch.tensor([[0, 116.0, 0], [500.0, -500.0, 0], [0, 200.0, -200.0]]).to(x)
+    lab = torch.matmul(tmp, xyz_to_lab.t()) + torch.tensor([-16.0, 0.0, 0.0]).to(x)
+    return lab.permute(0, 3, 1, 2).contiguous()
+
+
+def _saliency(x, omega_0: float = 0.021, sigma_f: float = 1.34, sigma_d: float = 145.0, sigma_c: float = 0.001):
+    """pyiqa's `vsi_arch.sdsp` saliency of float64 RGB images (N, 3, H, W) on 0..1, before its min-max
+    normalisation: (map (N, 1, H, W), its min, its max). pyiqa scales to 0..255 and back (x / 255 * 255,
+    then / 255 in `rgb2lab`) around the bilinear resize; that resize is linear, so it is done here on the
+    0..1 images directly (the same up to float64 rounding, ~1e-16)."""
+    size = x.size()
+    size_to_use = (256, 256)
+    x = F.interpolate(input=x, size=size_to_use, mode="bilinear", align_corners=False)
+    x_lab = _lab(x)
+    lg, s_d = _sdsp_maps(size_to_use, omega_0, sigma_f, sigma_d, x.device, x.dtype)
+    # pyiqa: ifft2(fft2(x_lab) * lg).real; lg is radial, hence Hermitian-symmetric, so the half spectrum
+    # gives the same real part (to float64 rounding) for half the work
+    x_ifft_real = torch.fft.irfft2(torch.fft.rfft2(x_lab) * lg[..., :size_to_use[1] // 2 + 1], s=size_to_use)
+    eps = torch.finfo(x_lab.dtype).eps
+    s_f = torch.sqrt(x_ifft_real.pow(2).sum(dim=1, keepdim=True) + eps)  # `safe_sqrt`
+    min_x = x_lab.amin(dim=(-2, -1), keepdim=True)
+    max_x = x_lab.amax(dim=(-2, -1), keepdim=True)
+    normalized = (x_lab - min_x) / (max_x - min_x + eps)
+    norm = normalized[:, 1:].pow(2).sum(dim=1, keepdim=True)
+    s_c = 1 - torch.exp(-norm / sigma_c**2)
+    vs_m = s_f * s_d * s_c
+    vs_m = F.interpolate(vs_m, size[-2:], mode="bilinear", align_corners=True)
+    return vs_m, vs_m.amin(dim=(-2, -1), keepdim=True), vs_m.amax(dim=(-2, -1), keepdim=True)
+
+
+def vsi(x, y):
+    """pyiqa's `vsi_arch.vsi` with `VSI()`'s options of RGB batches x (dist) and y (ref) in 0..1, through one
+    pass over both, in float64 as pyiqa. pyiqa converts the full-size images
+    to LMN and normalises the full-size saliency map before averaging 2x2 blocks (on a 512x384 image);
+    both are linear per pixel, so here they follow the averaging, on a quarter of the pixels (the same up
+    to float64 rounding, ~1e-16)."""
+    from pyiqa.utils.color_util import rgb2lmn
+
+    o = P.VSI_OPTIONS
+    c1, c2, c3, alpha, beta = o["c1"], o["c2"], o["c3"], o["alpha"], o["beta"]
+    if x.size(1) != 3:
+        raise ValueError("vsi expects RGB images")
+    n = len(x)
+    both = torch.cat([x, y]).double()
+    if o["data_range"] != 1:
+        both = both / o["data_range"]  # 0..1
+    vs, vs_min, vs_max = _saliency(both, omega_0=o["omega_0"], sigma_f=o["sigma_f"], sigma_d=o["sigma_d"],
+                                   sigma_c=o["sigma_c"])
+    kernel_size = max(1, round(min(vs.size()[-2:]) / 256))
+    padding = kernel_size // 2
+    if padding:
+        pad_to_use = [padding, (kernel_size - 1) // 2, padding, (kernel_size - 1) // 2]
+        vs = F.pad(vs, pad=pad_to_use, mode="replicate")
+        both = F.pad(both, pad=pad_to_use, mode="replicate")
+    eps = torch.finfo(vs.dtype).eps
+    vs = (F.avg_pool2d(vs, kernel_size=kernel_size) - vs_min) / (vs_max - vs_min + eps)
+    lmn = rgb2lmn(F.avg_pool2d(both, kernel_size=kernel_size) * 255.0)
+    gm = _gradient_map(lmn[:, :1], _scharr(lmn.device, lmn.dtype))
+    vs_x, vs_y = vs[:n], vs[n:]
+    s_vs = P.similarity_map(vs_x, vs_y, c1)
+    s_gm = P.similarity_map(gm[:n], gm[n:], c2)
+    s_m = P.similarity_map(lmn[:n, 1:2], lmn[n:, 1:2], c3)
+    s_n = P.similarity_map(lmn[:n, 2:], lmn[n:, 2:], c3)
+    s_c = s_m * s_n
+    s_c_complex = [s_c.abs(), torch.atan2(torch.zeros_like(s_c), s_c)]
+    s_c_complex_pow = [s_c_complex[0] ** beta, s_c_complex[1] * beta]
+    s_c_real_pow = s_c_complex_pow[0] * torch.cos(s_c_complex_pow[1])
+    s = s_vs * s_gm.pow(alpha) * s_c_real_pow
+    vs_max = torch.max(vs_x, vs_y)
+    output = s * vs_max
+    return ((output.sum(dim=(-1, -2)) + eps) / (vs_max.sum(dim=(-1, -2)) + eps)).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------------- NLPD
+@cache
+def _nlpd_filters(device):
+    """pyiqa `NLPD()`'s weights on `device`: the pyramid filter (1, 1, 5, 5), the divisive normalisation's
+    filters rotated by 180 degrees as pyiqa rotates them for each call (`tf.rotate`), and its constants."""
+    import torchvision.transforms.functional as tf
+
+    filt = torch.Tensor(P.LAPLACIAN_FILTER.reshape(1, 1, 5, 5)).to(device)
+    dn = [tf.rotate(torch.Tensor(np.reshape(f, (1, 1, 3, 3)).astype(np.float32)), 180).to(device)
+          for f in P.NLPD_DN_FILTERS]
+    sigmas = [torch.Tensor(np.array(x)).to(device) for x in P.NLPD_SIGMAS]
+    return filt, dn, sigmas
+
+
+def _nlpd_pyramid(im):
+    """pyiqa's `NLPD.pyramid` (channels = 1), all images through each convolution at once."""
+    filt, dn, sigmas = _nlpd_filters(im.device)
+    J = im
+    pyr = []
+    for i in range(P.NLPD_LEVELS - 1):
+        I = filter_each(P.symmetric_pad(J, 2, 2, 2, 2), filt, stride=2)  # MATLAB's 'symmetric', as pyiqa
+        odd_h, odd_w = 2 * I.size(2) - J.size(2), 2 * I.size(3) - J.size(3)
+        I_pad = F.pad(I, (1, 1, 1, 1), mode="replicate")
+        I_rep1, I_rep2, I_rep3 = torch.zeros_like(I_pad), torch.zeros_like(I_pad), torch.zeros_like(I_pad)
+        R = torch.cat([I_pad * 4, I_rep1, I_rep2, I_rep3], dim=1)
+        I_up = F.pixel_shuffle(R, 2)
+        I_up_conv = filter_each(F.pad(I_up, (2, 2, 2, 2)), filt)
+        I_up_conv = I_up_conv[:, :, 2:(I_up.shape[2] - 2 - odd_h), 2:(I_up.shape[3] - 2 - odd_w)]
+        out = J - I_up_conv
+        out_conv = filter_each(F.pad(torch.abs(out), (1, 1, 1, 1)), dn[i])
+        pyr.append(out / (sigmas[i] + out_conv))
+        J = I
+    out_conv = filter_each(F.pad(torch.abs(J), (1, 1, 1, 1)), dn[-1])
+    pyr.append(J / (sigmas[-1] + out_conv))
+    return pyr
+
+
+def nlpd(x, y):
+    """pyiqa's `NLPD.nlpd` (one channel, Y: its defaults) of the Y images x (dist) and y (ref) (N, 1, H, W)
+    on 0..1 (`to_y_channel(img)`), through one pyramid."""
+    n = len(x)
+    total = []
+    for z in _nlpd_pyramid(torch.cat([x, y])):
+        diff = (z[:n] - z[n:]) ** 2
+        total.append(torch.sqrt(torch.mean(diff, (1, 2, 3))))
+    return torch.stack(total, dim=1).mean(1)
+
+
+# ----------------------------------------------------------------------------------------------- GMSD
+def gmsd(x, y, T: int = 170):
+    """pyiqa's `gmsd_arch.gmsd` (test_y_channel) of the Y images x (dist) and y (ref) on 0..255, rounded."""
+    n = len(x)
+    dx = (torch.Tensor([[1, 0, -1], [1, 0, -1], [1, 0, -1]]) / 3.0).unsqueeze(0).unsqueeze(0).to(x)
+    dy = (torch.Tensor([[1, 1, 1], [0, 0, 0], [-1, -1, -1]]) / 3.0).unsqueeze(0).unsqueeze(0).to(x)
+    ave = torch.ones(1, 1, 2, 2).to(x) / 4.0
+    Y = filter_each(torch.cat([x, y]), ave, stride=2)
+    grad = filter_each(Y, torch.cat([dx, dy]), padding=1)
+    gradient_map = torch.sqrt(grad[:, :1] ** 2 + grad[:, 1:] ** 2 + 1e-12)
+    g1, g2 = gradient_map[:n], gradient_map[n:]
+    quality_map = (2 * g1 * g2 + T) / (g1**2 + g2**2 + T)
+    return torch.std(quality_map.view(quality_map.shape[0], -1), dim=1)
