@@ -157,7 +157,9 @@ class FormulaExtractor(PairExtractor):
     """pyiqa's formula FR metrics, one float64 column per metric, named as the metric."""
 
     name = "formula"
-    version = 1
+    # v2: cw_ssim takes its luma from float64 RGB as pyiqa does (stored values moved by up to 2.8e-5, onto pyiqa's),
+    # and the other metrics by float rounding at most: a store's v1 values are never mixed with these
+    version = 2
     # The device changes where the metrics run, not what they compute: CPU and GPU share stored features.
     runtime_keys = ("device",)
     batch_size = 16
