@@ -53,31 +53,38 @@ class LocalExecutor(Executor):
             self._run(catalog, plan, summary, progress)
 
     def _run(self, catalog, plan, summary, progress):
-        chunks = plan.chunks
-        decoded: dict[str, DecodedImage | None] = {}  # owned by this thread; workers only return results
-        bar = tqdm(total=sum(len(c.rows) for c in chunks), desc="features", unit="pair", disable=not progress)
-        with ThreadPoolExecutor(max_workers=1) as prefetch, ThreadPoolExecutor(max_workers=self.decode_workers) as pool:
-            future = prefetch.submit(decode_chunk, chunks[0].rows, frozenset(), pool)
-            for i, chunk in enumerate(chunks):
-                new, failures = future.result()
-                note_decoded(summary, new, failures)
-                decoded.update(new)
-                summary.resized_pairs += count_resized(chunk, plan.extractors, decoded)
-                if i + 1 < len(chunks):
-                    future = prefetch.submit(decode_chunk, chunks[i + 1].rows, frozenset(decoded), pool)
-                compute_chunk(catalog, ChunkInputs(chunk.rows, decoded), plan.extractors, chunk.keys, summary)
-                bar.update(len(chunk.rows))
-                # Keep only images the next chunks still need (a shared reference is decoded once).
-                later = set()
-                for c in chunks[i + 1:i + 3]:
-                    later.update(c.rows.ref_sha256)
-                    later.update(c.rows.dist_sha256)
-                for sha in [s for s in decoded if s not in later]:
-                    del decoded[sha]
+        bar = tqdm(total=sum(len(c.rows) for c in plan.chunks), desc="features", unit="pair", disable=not progress)
+        for chunk, decoded in decoded_chunks(plan, summary, self.decode_workers):
+            compute_chunk(catalog, ChunkInputs(chunk.rows, decoded), plan.extractors, chunk.keys, summary)
+            bar.update(len(chunk.rows))
         bar.close()
 
 
 # --- decoding -------------------------------------------------------------------------------------
+
+def decoded_chunks(plan: Plan, summary: ExtractSummary, decode_workers: int):
+    """The one decode stage of every local executor: each chunk of `plan` with the decoded images (sha256 ->
+    DecodedImage or None) it needs, while the next chunk decodes in the background on `decode_workers` threads.
+    The dict is one for all chunks: an image the next two chunks still need stays (a shared reference is decoded
+    once), the others are dropped when the caller asks for the next chunk."""
+    chunks, decoded = plan.chunks, {}
+    with ThreadPoolExecutor(max_workers=1) as prefetch, ThreadPoolExecutor(max_workers=decode_workers) as pool:
+        future = prefetch.submit(decode_chunk, chunks[0].rows, frozenset(), pool)
+        for i, chunk in enumerate(chunks):
+            new, failures = future.result()
+            note_decoded(summary, new, failures)
+            decoded.update(new)
+            summary.resized_pairs += count_resized(chunk, plan.extractors, decoded)
+            if i + 1 < len(chunks):
+                future = prefetch.submit(decode_chunk, chunks[i + 1].rows, frozenset(decoded), pool)
+            yield chunk, decoded
+            later = set()
+            for c in chunks[i + 1:i + 3]:
+                later.update(c.rows.ref_sha256)
+                later.update(c.rows.dist_sha256)
+            for sha in [s for s in decoded if s not in later]:
+                del decoded[sha]
+
 
 def decode_chunk(rows: pd.DataFrame, known: frozenset, pool) -> tuple[dict, dict]:
     """Every image of `rows` not in `known`, decoded on `pool`: (sha256 -> DecodedImage or None, failures

@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import pickle
 import signal
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
@@ -42,9 +42,9 @@ from ..devices import wants_gpu
 from ..errors import SiqaError
 from ..extractors.base import Extractor, PairExtractor
 from ..threads import pin_threads, threads_at_most
-from .execute import ChunkInputs, Executor, compute_chunk, count_resized, decode_chunk, note_decoded
+from .execute import ChunkInputs, Executor, compute_chunk, decoded_chunks
 from .layout import Catalog
-from .plan import Chunk, Plan
+from .plan import Chunk
 from .summary import ExtractSummary
 
 log = logging.getLogger(__name__)
@@ -65,35 +65,24 @@ class ProcessExecutor(Executor):
         here = [ex for ex in plan.extractors if wants_gpu(ex) or not travels(ex)]
         away = order_by_cost(catalog, [ex for ex in plan.extractors if ex not in here])
         bar = tqdm(total=sum(len(c.rows) for c in plan.chunks), desc="features", unit="pair", disable=not progress)
-        decoded: dict = {}
         out: list[tuple[Chunk, list[Future]]] = []  # chunks handed out, oldest first
         # a fresh interpreter per worker (no threads or locks inherited), its libraries pinned to one thread
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=start_worker, initargs=(os.getpid(),))
         try:
             # This process decodes and runs the GPU extractors; the workers have the CPUs.
-            with threads_at_most(1), ThreadPoolExecutor(max_workers=1) as prefetch, \
-                    ThreadPoolExecutor(max_workers=self.decode_workers) as decoders:
-                chunks = plan.chunks
-                future = prefetch.submit(decode_chunk, chunks[0].rows, frozenset(), decoders)
-                for i, chunk in enumerate(chunks):
-                    new, failures = future.result()
-                    note_decoded(summary, new, failures)
-                    decoded.update(new)
-                    summary.resized_pairs += count_resized(chunk, plan.extractors, decoded)
-                    if i + 1 < len(chunks):
-                        future = prefetch.submit(decode_chunk, chunks[i + 1].rows, frozenset(decoded), decoders)
+            with threads_at_most(1):
+                for i, (chunk, decoded) in enumerate(decoded_chunks(plan, summary, self.decode_workers)):
                     tasks = [pool.submit(compute_task, str(catalog.root), type(ex), ex.config, chunk.rows,
                                          needed_images(ex, chunk, decoded), chunk.keys[ex.name])
                              for ex in away if ex.name in chunk.keys]
                     out.append((chunk, tasks))
                     compute_chunk(catalog, ChunkInputs(chunk.rows, decoded), here, chunk.keys, summary)
-                    while len(out) > self.workers or (out and i + 1 == len(chunks)):
+                    while len(out) > self.workers or (out and i + 1 == len(plan.chunks)):
                         done, tasks = out.pop(0)
                         for task in tasks:
                             summary.add_work(task.result())
                         bar.update(len(done.rows))
-                    keep_for_next(decoded, chunks[i + 1:i + 3])
             pool.shutdown()
         except BrokenProcessPool as exc:
             raise SiqaError(f"a feature worker process died ({exc}); every shard written so far is kept and the "
@@ -134,16 +123,6 @@ def needed_images(ex: Extractor, chunk: Chunk, decoded: dict) -> dict:
     else:
         wanted = set(keys)
     return {sha: decoded.get(sha) for sha in wanted}
-
-
-def keep_for_next(decoded: dict, chunks: list[Chunk]) -> None:
-    """Drop the decoded images no chunk in `chunks` needs (a shared reference is decoded once)."""
-    later = set()
-    for c in chunks:
-        later.update(c.rows.ref_sha256)
-        later.update(c.rows.dist_sha256)
-    for sha in [s for s in decoded if s not in later]:
-        del decoded[sha]
 
 
 # --- in the worker ----------------------------------------------------------------------------------
