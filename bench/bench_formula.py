@@ -159,7 +159,10 @@ def main() -> int:
     ap.add_argument("--calib", type=Path, default=CALIB)
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads in both paths (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads of the pyiqa path (0: torch's default); the store computes on one thread "
+                         "whatever this says (featurestore.store.execute.LocalExecutor): --threads 1 compares like "
+                         "with like")
     ap.add_argument("--device", default="cpu", help="where both paths run: cpu, cuda, cuda:N")
     ap.add_argument("--child", choices=["siqa", "pyiqa"], help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -186,7 +189,7 @@ def main() -> int:
     med = {p: {k: statistics.median(run[k] for run in runs[p]) for k in runs[p][0] if "warm" in k or k == "cold"}
            for p in runs}
     pyiqa, siqa = med["pyiqa"], med["siqa"]
-    threads = args.threads or "torch default"
+    threads = f"pyiqa {args.threads or 'torch default'}, siqa 1 (the store's)"
     print(f"\n{n} pairs, metrics {','.join(metrics)}, device {args.device}, threads: {threads}, "
           f"median of {args.repeats} fresh processes")
     print(f"  pyiqa CLI-style  cold {pyiqa['cold']:8.3f}s   same metric objects again {pyiqa['warm']:8.3f}s")
