@@ -46,15 +46,15 @@ __all__ = ["IMAGE_KEY", "PAIR_KEY", "Catalog", "ExtractSummary", "Executor", "Fe
 
 
 class FeatureStore(Catalog):
-    def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True, chunk_pairs: int | None = None,
-                decode_workers: int = 2, executor: Executor | None = None, replace: bool = False,
+    def extract(self, table: PairTable, extractors: list[Extractor], progress: bool = True,
+                chunk_pairs: int | None = None, decode_workers: int = 2, executor: Executor | None = None, replace: bool = False,
                 workers: int | None = 1) -> ExtractSummary:
         """Compute every missing feature of `table` for `extractors` with `executor` (default: `workers` worker
         processes of one thread for the CPU extractors, `ProcessExecutor`, when there is work for more than
         one; None = one per CPU this process may use; 1 = all in this process, `LocalExecutor`), with
         `decode_workers` decoding threads, `chunk_pairs` pairs at a time (default: `CHUNK_PAIRS`); returns what
-        was done and adds its measured seconds to timings.json. Pairs registered before under the same split + name with other content or label are
-        refused unless `replace`."""
+        was done and adds its measured seconds to timings.json. Pairs registered before under the same split +
+        name with other content or label are refused unless `replace`."""
         t0 = time.perf_counter()
         summary = ExtractSummary(pairs=len(table))
         self.check_store(create=True)
