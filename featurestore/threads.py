@@ -55,7 +55,6 @@ def pin_threads(n: int) -> None:
     """At most `n` threads per library in this process, for good: torch (intra- and inter-op), the BLAS and
     OpenMP pools numpy and scipy use (threadpoolctl), OpenCV, and what `thread_budget` tells extractors that
     build onnxruntime sessions. Called once at the start of a worker process, before its extractors load."""
-    global _BUDGET
     # Pools of libraries loaded later read their size from the environment when they load (OpenMP, OpenBLAS,
     # MKL); those loaded already are resized through threadpoolctl below.
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -63,43 +62,40 @@ def pin_threads(n: int) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    _BUDGET = n
-    torch.set_num_threads(n)
+    _set_threads(n, n, n)
     try:
         torch.set_num_interop_threads(n)
     except RuntimeError:  # only possible before the first inter-op work; a fresh worker has done none
         pass
     threadpool_limits(n)
-    try:
-        import cv2
-    except ImportError:
-        return
-    cv2.setNumThreads(n)
 
 
 @contextmanager
 def threads_at_most(n: int):
     """`pin_threads(n)` for the duration of a `with` block in this process, then the settings as they were
     (the process that hands work to the workers keeps only what the workers leave)."""
-    global _BUDGET
-    import torch
     from threadpoolctl import threadpool_limits
 
-    before, budget = torch.get_num_threads(), _BUDGET
-    try:
-        import cv2
-        cv2_before = cv2.getNumThreads()
-    except ImportError:
-        cv2 = None
-    _BUDGET = n
-    torch.set_num_threads(n)
-    if cv2 is not None:
-        cv2.setNumThreads(n)
+    before = _set_threads(n, n, n)
     try:
         with threadpool_limits(n):
             yield
     finally:
-        _BUDGET = budget
-        torch.set_num_threads(before)
-        if cv2 is not None:
-            cv2.setNumThreads(cv2_before)
+        _set_threads(*before)
+
+
+def _set_threads(budget: int | None, torch_threads: int, cv2_threads: int | None) -> tuple:
+    """Set `thread_budget`, torch's intra-op threads and OpenCV's (where installed); returns what they were, in
+    this order."""
+    global _BUDGET
+    import torch
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    before = (_BUDGET, torch.get_num_threads(), cv2.getNumThreads() if cv2 is not None else None)
+    _BUDGET = budget
+    torch.set_num_threads(torch_threads)
+    if cv2 is not None and cv2_threads is not None:
+        cv2.setNumThreads(cv2_threads)
+    return before
