@@ -14,7 +14,10 @@ start-up outside the timing); `--repeats` alternates them and reports medians. T
 are compared metric by metric, then a breakdown shows where each path spends its time.
 
 Both paths run on `--device` (default cpu: the formula extractor's own default, auto, would take a GPU
-where there is one and the comparison would no longer be like for like).
+where there is one and the comparison would no longer be like for like), with the same CPUs: pyiqa with
+torch's threads, siqa as `siqa features --workers` runs (one task here: the formula extractor scores pairs
+side by side on that many threads, torch on one thread in each). `--threads N` sets both; the default is each
+library's own (torch: one thread per core; siqa: one worker per usable CPU).
 
     python bench/bench_formula.py [--repeats 3] [--threads N] [--calib DIR] [--metrics psnr,ssim,...] [--device cpu]
 """
@@ -60,7 +63,7 @@ def run_pyiqa(pairs, metrics, device) -> dict:
     return {"cold": cold, "warm": time.perf_counter() - t0, "values": values, "breakdown": per_metric}
 
 
-def run_siqa(pairs, metrics, device) -> dict:
+def run_siqa(pairs, metrics, device, workers) -> dict:
     from featurestore.datasets import PairTable
     from featurestore.extractors import create
     from featurestore.sql import connect
@@ -70,14 +73,16 @@ def run_siqa(pairs, metrics, device) -> dict:
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         table = PairTable.from_paths(pairs)
-        FeatureStore(root).extract(table, [create("formula", metrics=metrics, device=device)], progress=False)
+        FeatureStore(root).extract(table, [create("formula", metrics=metrics, device=device)], progress=False,
+                                   workers=workers)
         cold = time.perf_counter() - t0
 
         warm = []
         for _ in range(WARM_REPEATS):  # the first also pays DuckDB's start-up in this process
             t0 = time.perf_counter()
             table = PairTable.from_paths(pairs)
-            summary = FeatureStore(root).extract(table, [create("formula", metrics=metrics, device=device)], progress=False)
+            summary = FeatureStore(root).extract(table, [create("formula", metrics=metrics, device=device)],
+                                                 progress=False, workers=workers)
             con = connect(root)
             rows = con.execute(f"SELECT dist_path, {columns} FROM features ORDER BY dist_path").fetchall()
             con.close()
@@ -93,10 +98,12 @@ def run_siqa(pairs, metrics, device) -> dict:
 
 def siqa_breakdown(pairs, metrics, device) -> dict:
     """Where a cold run's time goes: hashing + decoding, building the pyiqa networks, each metric's share
-    of the batch, and the store around it (the timers wrap the extractor's per-metric scorers)."""
+    of the batch, and the store around it (the timers wrap the extractor's per-metric scorers); the pairs one
+    after another on one thread, so that the shares add up."""
     from featurestore.datasets import PairTable
     from featurestore.extractors import formula
     from featurestore.io import DecodedPair, decode, match_size
+    from featurestore.threads import threads_at_most
 
     out = {}
     t = time.perf_counter()
@@ -126,7 +133,8 @@ def siqa_breakdown(pairs, metrics, device) -> dict:
 
     formula._SCORERS.update({m: timed(m) for m in metrics})
     t = time.perf_counter()
-    ex.compute_pairs(decoded)
+    with threads_at_most(1):
+        ex.compute_pairs(decoded)
     out["batch + luma (rest of compute_pairs)"] = time.perf_counter() - t - sum(out.get(m, 0.0) for m in metrics)
     formula._SCORERS.update(real)
     return out
@@ -148,7 +156,10 @@ def child(path: str, calib: Path, metrics: list[str], threads: int, device: str,
     import featurestore.store  # noqa: F401
 
     pairs = calib_pairs(calib)
-    result = run_pyiqa(pairs, metrics, device) if path == "pyiqa" else run_siqa(pairs, metrics, device)
+    if path == "pyiqa":
+        result = run_pyiqa(pairs, metrics, device)
+    else:
+        result = run_siqa(pairs, metrics, device, workers=threads or None)
     out.write_text(json.dumps(result))
 
 
@@ -160,9 +171,8 @@ def main() -> int:
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads of the pyiqa path (0: torch's default); the store computes on one thread "
-                         "whatever this says (featurestore.store.execute.LocalExecutor): --threads 1 compares like "
-                         "with like")
+                    help="CPUs of both paths: pyiqa's torch threads, siqa's --workers (0: torch's default, one per "
+                         "usable CPU; the store's torch computes on one thread in each of its threads)")
     ap.add_argument("--device", default="cpu", help="where both paths run: cpu, cuda, cuda:N")
     ap.add_argument("--child", choices=["siqa", "pyiqa"], help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -189,7 +199,11 @@ def main() -> int:
     med = {p: {k: statistics.median(run[k] for run in runs[p]) for k in runs[p][0] if "warm" in k or k == "cold"}
            for p in runs}
     pyiqa, siqa = med["pyiqa"], med["siqa"]
-    threads = f"pyiqa {args.threads or 'torch default'}, siqa 1 (the store's)"
+    import torch
+
+    from featurestore.threads import usable_cpus
+    threads = (f"{args.threads} each" if args.threads else
+               f"pyiqa {torch.get_num_threads()} (torch's default), siqa {usable_cpus()} (usable CPUs)")
     print(f"\n{n} pairs, metrics {','.join(metrics)}, device {args.device}, threads: {threads}, "
           f"median of {args.repeats} fresh processes")
     print(f"  pyiqa CLI-style  cold {pyiqa['cold']:8.3f}s   same metric objects again {pyiqa['warm']:8.3f}s")

@@ -7,7 +7,10 @@ one thread, set through each library's own setting (`pin_threads`), and there ar
 process may use CPUs (`usable_cpus`: the affinity mask, bounded by a cgroup CPU quota, as a container sets
 it), so the machine is never asked for more threads than it has.
 
-Extractors that create their own thread pools read `thread_budget()` (onnxruntime sessions: `text`).
+Extractors that create their own thread pools read `thread_budget()`: onnxruntime sessions (`text`), and
+`formula`, which scores independent pairs side by side, each on one torch thread. A run in one process
+(`LocalExecutor`, when there is a single task to spread) keeps torch at one thread and gives those extractors
+the CPUs it was given instead.
 """
 from __future__ import annotations
 
@@ -71,12 +74,13 @@ def pin_threads(n: int) -> None:
 
 
 @contextmanager
-def threads_at_most(n: int):
+def threads_at_most(n: int, budget: int | None = None):
     """`pin_threads(n)` for the duration of a `with` block in this process, then the settings as they were
-    (the process that hands work to the workers keeps only what the workers leave)."""
+    (the process that hands work to the workers keeps only what the workers leave). `budget` (default `n`) is
+    what `thread_budget` says meanwhile: the threads extractors may run side by side on independent work."""
     from threadpoolctl import threadpool_limits
 
-    before = _set_threads(n, n, n)
+    before = _set_threads(budget or n, n, n)
     try:
         with threadpool_limits(n):
             yield

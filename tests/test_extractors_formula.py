@@ -3,6 +3,7 @@ with pyiqa's own per-metric path, and NaN (never a crash) for a pair a metric ca
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -90,6 +91,40 @@ def test_values_match_pyiqa_one_metric_and_pair_at_a_time(values, pairs):
         for i, p in enumerate(pairs[1:], start=1):
             expect = metric(p.dist.tensor, p.ref.tensor).item()
             assert values[m][i] == pytest.approx(expect, rel=rel.get(m, 1e-5), abs=1e-6), (m, p.pair_id)
+
+
+def test_pieces_on_several_threads_give_the_values_of_one(pairs, monkeypatch):
+    """A thread budget (the store's LocalExecutor sets it) runs batch x metric pieces side by side, torch on one
+    thread in each: the same bits as one after another, and the work really spreads."""
+    import threading
+
+    from featurestore.extractors import formula
+    from featurestore.threads import threads_at_most
+
+    mixed = pairs + [DecodedPair("small", image(pairs[0].ref.rgb[:40, :60], "r"), image(pairs[1].dist.rgb[:40, :60], "d"))]
+    extractor = FormulaExtractor(device="cpu")
+    with threads_at_most(1, budget=1):
+        one = extractor.compute_pairs(mixed)
+    threads, real = set(), formula.kernels.vif
+
+    def vif(x, y):
+        threads.add(threading.get_ident())
+        time.sleep(0.05)  # long enough that another thread takes the next piece
+        return real(x, y)
+
+    monkeypatch.setattr(formula.kernels, "vif", vif)
+    with threads_at_most(1, budget=3):
+        three = extractor.compute_pairs(mixed)
+    assert len(threads) > 1
+    for m in DEFAULT_METRICS:
+        np.testing.assert_array_equal(three[m], one[m], err_msg=m)
+
+
+def test_metrics_sharing_work_are_one_piece_the_dearest_first():
+    from featurestore.extractors.formula import _metric_groups
+
+    assert _metric_groups(["psnr", "ms_ssim", "vif", "ssim"]) == [("vif",), ("ssim", "ms_ssim"), ("psnr",)]
+    assert _metric_groups(["ms_ssim", "gmsd"]) == [("ms_ssim",), ("gmsd",)]
 
 
 def test_small_pair_gets_nan_for_the_metric_that_cannot_run(extractor, caplog):

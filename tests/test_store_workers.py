@@ -19,7 +19,7 @@ from featurestore.devices import wants_gpu
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
 from featurestore.store.workers import ProcessExecutor
-from featurestore.threads import cgroup_quota, pin_threads, threads_at_most
+from featurestore.threads import cgroup_quota, pin_threads, thread_budget, threads_at_most
 from test_ray_backend import DiesOnce, NeedsWeights, PairError, extractors, store_content
 
 OFFLINE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline.toml"
@@ -76,6 +76,25 @@ def test_the_store_picks_workers_only_where_there_is_work_to_spread(tmp_path, se
     assert chosen == [4]
     FeatureStore(tmp_path / "c").extract(table, extractors(), progress=False, workers=1)
     assert chosen == [4]
+
+
+def test_one_task_in_this_process_gets_the_workers_as_its_thread_budget(tmp_path, seiqa_dir):
+    """With a single task there is nothing to spread over processes: the task runs here, torch on one
+    thread, and an extractor that splits its work (formula's pieces) may use the CPUs the run was given."""
+    seen = []
+
+    class Budget(PairError):
+        def compute_pairs(self, pairs):
+            import torch
+            seen.append((thread_budget(), torch.get_num_threads()))
+            return super().compute_pairs(pairs)
+
+    table = load_pairs(seiqa_dir)
+    FeatureStore(tmp_path / "a").extract(table, [Budget()], progress=False, workers=3)
+    assert set(seen) == {(3, 1)}
+    seen.clear()
+    FeatureStore(tmp_path / "b").extract(table, [Budget()], progress=False)  # workers=1: the API default
+    assert set(seen) == {(1, 1)}
 
 
 class DiesAfterAShard(DiesOnce):

@@ -34,6 +34,7 @@ are summed exactly as pyiqa sums them.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from functools import cache, partial
 
@@ -49,15 +50,19 @@ PER_SIZE_CACHE = 16
 _cache: OrderedDict = OrderedDict()
 
 
+_cache_lock = threading.Lock()  # the formula extractor scores batches on several threads
+
+
 def _per_size(key: tuple, build):
     """`build()` for `key` (which names the metric, size, device and dtype), kept for the last few keys."""
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
-    value = _cache[key] = build()
-    while len(_cache) > PER_SIZE_CACHE:
-        _cache.popitem(last=False)
-    return value
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        value = _cache[key] = build()
+        while len(_cache) > PER_SIZE_CACHE:
+            _cache.popitem(last=False)
+        return value
 
 
 def clear_cache() -> None:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Literal
 
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from ..io import DecodedPair
+from ..threads import thread_budget
 from . import _formula_metrics as kernels
 from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor
 
@@ -150,6 +153,20 @@ _SCORERS = {
     "mad": _score_rgb("mad"),
 }
 _PYIQA_NETWORKS = {"psnr", "mad"}  # the metrics run by pyiqa's own module
+#: metrics computed together because they share work: ssim is level 0 of ms_ssim's pyramid
+_SHARING = [("ssim", "ms_ssim")]
+#: CPU seconds of each metric on a 512x384 pair, one thread (`bench/bench_formula.py`'s breakdown): the dearest
+#: piece of a batch starts first, so that threads running side by side finish together
+_COST = {"mad": 3.0, "vif": 0.073, "vsi": 0.064, "fsim": 0.058, "ssim": 0.026, "nlpd": 0.021, "cw_ssim": 0.019,
+         "ms_ssim": 0.008, "gmsd": 0.003, "psnr": 0.0014}
+
+
+def _metric_groups(metrics: list[str]) -> list[tuple[str, ...]]:
+    """`metrics` as the pieces of work one batch is cut into (`_SHARING`), the dearest first."""
+    groups = [tuple(m for m in shared if m in metrics) for shared in _SHARING]
+    groups = [g for g in groups if g]
+    groups += [(m,) for m in metrics if not any(m in g for g in groups)]
+    return sorted(groups, key=lambda g: -sum(_COST[m] for m in g))
 
 
 @EXTRACTORS.register()
@@ -200,18 +217,43 @@ class FormulaExtractor(PairExtractor):
         return self._nets
 
     def compute_pairs(self, pairs: list[DecodedPair]) -> dict[str, np.ndarray]:
+        """Every metric of every pair. The work is cut into pieces, one per batch and metric (ssim and ms_ssim as
+        one: they share a pyramid), the dearest of a batch first. On a CPU the pieces run side by side on
+        `thread_budget()` threads (the executor sets it; torch computes on one thread in each); a piece's
+        arithmetic does not depend on the others, so the values are the same for any number of threads."""
         out = {m: np.full(len(pairs), np.nan) for m in self.metrics}
-        with torch.inference_mode(), _full_float32():
-            for index in _size_batches(pairs, BATCH_PIXELS.get(self.device.type, BATCH_PIXELS["cpu"])):
-                scores = self._score_batch([pairs[i] for i in index])
-                values = torch.stack(list(scores.values())).cpu().numpy()  # one transfer a batch
-                for m, v in zip(scores, values):
-                    out[m][index] = v
-        return out
+        batches = _size_batches(pairs, BATCH_PIXELS.get(self.device.type, BATCH_PIXELS["cpu"]))
+        groups = _metric_groups(self.metrics)
+        pieces = [(b, group) for b in range(len(batches)) for group in groups]
+        threads = min(len(pieces), thread_budget() or 1) if self.device.type == "cpu" else 1
+        self.nets  # built once, before threads share them
+        lock = threading.Lock()
+        live: dict[int, _PairBatch] = {}  # the batches pieces are working on: dropped after their last piece
+        left = Counter(b for b, _ in pieces)
 
-    def _score_batch(self, pairs: list[DecodedPair]) -> dict[str, torch.Tensor]:
-        batch = _PairBatch(pairs, self.device)
-        return {m: self._score(m, batch, pairs) for m in self.metrics}
+        def score(piece):
+            b, group = piece
+            members = [pairs[i] for i in batches[b]]
+            with lock:
+                batch = live.get(b) or live.setdefault(b, _PairBatch(members, self.device))
+            with torch.inference_mode():
+                scores = {m: self._score(m, batch, members) for m in group}
+            with lock:
+                left[b] -= 1
+                if not left[b]:
+                    del live[b]
+            return b, scores
+
+        with _full_float32(), ThreadPoolExecutor(threads) as pool:
+            done = defaultdict(dict)
+            for b, scores in pool.map(score, pieces) if threads > 1 else map(score, pieces):
+                done[b].update(scores)
+                if len(done[b]) == len(self.metrics):  # the batch's last piece: one transfer a batch
+                    scores = done.pop(b)
+                    values = torch.stack([scores[m] for m in self.metrics]).cpu().numpy()
+                    for m, v in zip(self.metrics, values):
+                        out[m][batches[b]] = v
+        return out
 
     def _score(self, metric: str, batch: _PairBatch, pairs: list[DecodedPair]) -> torch.Tensor:
         """The metric's float64 scores (n,) on the device; NaN for a pair it is undefined on or fails on."""

@@ -86,9 +86,10 @@ def default_chunk_pairs(extractors: list[Extractor]) -> int:
 
 def default_executor(work: Plan, workers: int | None, decode_workers: int) -> Executor:
     """Worker processes when `workers` (None: one per usable CPU) is above one and the plan holds more than one
-    task (extractor x chunk) to spread; this process otherwise (a worker's start-up would cost more than it saves)."""
+    task (extractor x chunk) to spread; this process otherwise (a worker's start-up would cost more than it saves),
+    where extractors that can split a task run it on `workers` threads."""
     workers = usable_cpus() if workers is None else workers
     tasks = sum(len(chunk.keys) for chunk in work.chunks)
     if workers > 1 and tasks > 1:
         return ProcessExecutor(min(workers, tasks), decode_workers)
-    return LocalExecutor(decode_workers)
+    return LocalExecutor(decode_workers, threads=workers)

@@ -41,15 +41,18 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """This process: the next chunk decodes in the background while the extractors work on this one, each on
+    """This process: the next chunk decodes in the background while the extractors work on this one, torch on
     one CPU thread, as in a worker of `workers.ProcessExecutor` (the same bytes either way: torch's float32
-    CPU kernels split their sums by thread count, so two threads and one differ by about 1e-6)."""
+    CPU kernels split their sums by thread count, so two threads and one differ by about 1e-6). `threads` is
+    the `thread_budget` of extractors that run independent work side by side (`formula`'s pairs, each on one
+    torch thread: the same bytes for any budget)."""
 
-    def __init__(self, decode_workers: int = 2):
+    def __init__(self, decode_workers: int = 2, threads: int = 1):
         self.decode_workers = decode_workers
+        self.threads = threads
 
     def run(self, catalog, plan, summary, progress):
-        with threads_at_most(1):
+        with threads_at_most(1, budget=self.threads):
             self._run(catalog, plan, summary, progress)
 
     def _run(self, catalog, plan, summary, progress):
