@@ -151,9 +151,11 @@ def child(path: str, calib: Path, metrics: list[str], threads: int, device: str,
     # imports both paths share, outside the clock
     import pyiqa  # noqa: F401
 
-    import featurestore.extractors.formula
     import featurestore.sql
     import featurestore.store  # noqa: F401
+    from featurestore.extractors import EXTRACTORS
+
+    EXTRACTORS.names()  # imports every extractor module, as `siqa` does at start-up (`import pyiqa` does the same)
 
     pairs = calib_pairs(calib)
     if path == "pyiqa":

@@ -402,15 +402,25 @@ def _phase_congruency(x, scales: int = 4, orientations: int = 4, min_length: int
         ("fsim", H, W, options, str(x.device), x.dtype), lambda: _pc_bank(H, W, *options, x.device, x.dtype))
     imagefft = torch.fft.fft2(x)
     responses = torch.fft.ifft2(imagefft * filters).view(N, orientations, scales, H, W)
-    even, odd = responses.real, responses.imag
-    an = torch.sqrt(even * even + odd * odd)  # pyiqa: sqrt(sum(even_odd ** 2, -1)), the same two roundings
-    sum_e = even.sum(dim=2, keepdims=True)
-    sum_o = odd.sum(dim=2, keepdims=True)
-    x_energy = torch.sqrt(sum_e**2 + sum_o**2) + EPS
-    mean_e = sum_e / x_energy
-    mean_o = sum_o / x_energy
-    energy = (even * mean_e + odd * mean_o - torch.abs(even * mean_o - odd * mean_e)).sum(dim=2, keepdim=True)
-    abs_eo = an[:, :, :1].reshape(N, orientations, 1, 1, H * W)  # the smallest scale's amplitude
+    # pyiqa's per-scale maps. On a CPU one image and orientation at a time: its scales fit in the caches, where
+    # the whole batch's maps went to memory and back on every operation (a GPU takes them all at once). Its
+    # energy e * mean_e + o * mean_o - |e * mean_o - o * mean_e| is the real part minus the |imaginary part| of
+    # (e + io) * conj(mean): the same products (on the calibration pairs, the same bits as pyiqa's FSIM)
+    blocks = ([(slice(i, i + 1), slice(o, o + 1)) for i in range(N) for o in range(orientations)]
+              if x.device.type == "cpu" else [(slice(None), slice(None))])
+    energy, an_sum, abs_eo = torch.empty(3, N, orientations, 1, H, W, dtype=x.dtype, device=x.device)
+    for images, angles in blocks:
+        z = responses[images, angles]
+        even, odd = z.real, z.imag
+        an = torch.sqrt(even * even + odd * odd)  # pyiqa: sqrt(sum(even_odd ** 2, -1)), the same two roundings
+        abs_eo[images, angles] = an[:, :, :1]  # the smallest scale's amplitude
+        an_sum[images, angles] = an.sum(dim=2, keepdim=True)
+        sum_e = even.sum(dim=2, keepdim=True)
+        sum_o = odd.sum(dim=2, keepdim=True)
+        x_energy = torch.sqrt(sum_e**2 + sum_o**2) + EPS
+        turned = z * torch.complex(sum_e / x_energy, -(sum_o / x_energy))
+        energy[images, angles] = (turned.real - turned.imag.abs()).sum(dim=2, keepdim=True)
+    abs_eo = abs_eo.reshape(N, orientations, 1, 1, H * W)
     median_e2n = torch.median(abs_eo**2, dim=-1, keepdim=True).values
     mean_e2n = -median_e2n / math.log(0.5)
     noise_power = mean_e2n / em_n
@@ -423,7 +433,7 @@ def _phase_congruency(x, scales: int = 4, orientations: int = 4, min_length: int
     energy = torch.max(energy - T, torch.zeros_like(T))
     eps = torch.finfo(energy.dtype).eps
     energy_all = energy.sum(dim=[1, 2]) + eps
-    an_all = an.sum(dim=[1, 2]) + eps
+    an_all = an_sum.sum(dim=[1, 2]) + eps
     return (energy_all / an_all).unsqueeze(1)
 
 
