@@ -21,6 +21,8 @@ a batch of odd-sized pairs). What pyiqa's code spends for nothing, and what is d
   nine; here only the bands read are built, and the statistics are correlated at the kept positions only.
 - VSI (`vsi`): pyiqa converts the full-size images to LMN and normalises the full-size saliency map before
   averaging 2x2 blocks; both are linear per pixel, so they follow the averaging here (float64 rounding).
+- FSIM (`_phase_congruency`): on a CPU, the 16 filter responses' energy one image and orientation at a
+  time, in the caches, instead of whole-batch maps through memory on each of a dozen operations.
 - FSIM, NLPD, GMSD: pyiqa's code, batched, with the filter banks and convolutions above.
 
 pyiqa's size-only pieces (grids, filter banks, constants) come from `_pyiqa_filters`, which restates them so
