@@ -228,7 +228,7 @@ class FormulaExtractor(PairExtractor):
         groups = _metric_groups(self.metrics)
         pieces = [(b, group) for b in range(len(batches)) for group in groups]
         threads = min(len(pieces), thread_budget() or 1) if self.device.type == "cpu" else 1
-        self.nets  # built once, before threads share them
+        _ = self.nets  # built once, before threads share them
         lock = threading.Lock()
         live: dict[int, _PairBatch] = {}  # the batches pieces are working on: dropped after their last piece
         left = Counter(b for b, _ in pieces)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 
+from ..allocator import keep_freed_memory
 from ..datasets import PairTable
 from ..devices import wants_gpu
 from ..extractors.base import Extractor, ImageExtractor
@@ -56,6 +57,7 @@ class FeatureStore(Catalog):
         was done and adds its measured seconds to timings.json. Pairs registered before under the same split +
         name with other content or label are refused unless `replace`."""
         t0 = time.perf_counter()
+        keep_freed_memory()  # each image's tensors reuse the last one's pages (`featurestore.allocator`)
         summary = ExtractSummary(pairs=len(table))
         self.check_store(create=True)
         with self.lock():

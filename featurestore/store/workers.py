@@ -38,6 +38,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..allocator import keep_freed_memory
 from ..devices import wants_gpu
 from ..errors import SiqaError
 from ..extractors.base import Extractor, PairExtractor
@@ -129,9 +130,11 @@ def needed_images(ex: Extractor, chunk: Chunk, decoded: dict) -> dict:
 
 def start_worker(parent: int) -> None:
     """A worker's first steps: end with its parent (a `siqa features` killed with SIGKILL must not leave its
-    workers computing, nor holding its output pipes), then one thread per library."""
+    workers computing, nor holding its output pipes), then one thread per library, and freed memory kept for
+    the next image (`featurestore.allocator`)."""
     die_with_parent(parent)
     pin_threads(1)
+    keep_freed_memory()
 
 
 def die_with_parent(parent: int) -> None:
