@@ -13,14 +13,17 @@ a batch of odd-sized pairs). What pyiqa's code spends for nothing, and what is d
   side by side as the channels of one channels-last tensor are a depthwise convolution, vectorised across
   images, with the same sums.
 - SSIM / MS-SSIM (`ssim_level`): pyiqa filters with an 11x11 float64 `conv2d` (im2col over 121 taps); the
-  Gaussian window is separable, so two 11-tap passes of in-place shifted adds do it ~30x cheaper.
+  Gaussian window is separable, so two 11-tap passes of in-place shifted adds do it ~30x cheaper (on a CPU
+  one map and 64 rows at a time, in the caches).
 - CW-SSIM (`cw_ssim`): pyiqa builds the whole steerable pyramid (high-pass, all levels, 8 bands each) and
   reads one level; only that level is built here.
 - VIF (`vif`): pyiqa builds the full steerable pyramid (high-pass and 6 orientations a level) and reads 2
   orientations a level, then correlates its windowed statistics at every pixel to keep one position in
-  nine; here only the bands read are built, and the statistics are correlated at the kept positions only.
+  nine; here only the bands read are built, and the five statistics are correlated at the kept positions
+  only, as the channels of one grouped convolution.
 - VSI (`vsi`): pyiqa converts the full-size images to LMN and normalises the full-size saliency map before
   averaging 2x2 blocks; both are linear per pixel, so they follow the averaging here (float64 rounding).
+  Its float64 Scharr gradients are shifted adds (`_shifted_sums`), not im2col.
 - FSIM (`_phase_congruency`): on a CPU, the 16 filter responses' energy one image and orientation at a
   time, in the caches, instead of whole-batch maps through memory on each of a dozen operations.
 - FSIM, NLPD, GMSD: pyiqa's code, batched, with the filter banks and convolutions above.
@@ -28,17 +31,18 @@ a batch of odd-sized pairs). What pyiqa's code spends for nothing, and what is d
 pyiqa's size-only pieces (grids, filter banks, constants) come from `_pyiqa_filters`, which restates them so
 that nothing here imports `pyiqa.matlab_utils` (and scipy.special with it). Measured against pyiqa's own path
 on the five 512x384 calibration pairs (`bench/bench_formula.py`, one thread), max relative difference: psnr,
-fsim, gmsd, vif 0 (the same bits); vsi, cw_ssim ~3e-16 (float64 rounding); nlpd 7e-8; ssim, ms_ssim 5e-7
-(the exact float64 window here, pyiqa's rounded to float32). VIF's Gaussian-scale-mixture fit is
-ill-conditioned (a float32-rounding change in its covariance moved VIF by 9e-5), so its statistics and fit
-are summed exactly as pyiqa sums them.
+fsim, gmsd 0 (the same bits); vsi, cw_ssim ~3e-16 (float64 rounding); nlpd 7e-8; ssim, ms_ssim 5e-7 (the
+exact float64 window here, pyiqa's rounded to float32); vif 5e-7 (the grouped convolution's order of sums;
+on the 108 demo pairs 5.7e-6 from pyiqa, where the one-statistic-at-a-time version was 6.1e-6). VIF's
+Gaussian-scale-mixture fit is ill-conditioned (a float32-rounding change in its covariance moved VIF by
+9e-5), so the covariance and the fit are summed exactly as pyiqa sums them.
 """
 from __future__ import annotations
 
 import math
 import threading
 from collections import OrderedDict
-from functools import cache, partial
+from functools import cache
 
 import numpy as np
 import torch
@@ -84,12 +88,30 @@ def filter_each(images, weights, stride: int = 1, padding: int = 0):
     grouped form is the slow one there: pyiqa's plain call is kept."""
     n, _, h, w = images.shape
     k = weights.shape[0]
+    if images.dtype == torch.float64 and images.device.type == "cpu" and stride == 1:
+        return _shifted_sums(images, weights, padding)
     if images.dtype != torch.float32 or n == 1:  # one map: channels-last would pick another kernel
         return F.conv2d(images, weights, stride=stride, padding=padding)
     x = images.reshape(1, n, h, w).contiguous(memory_format=torch.channels_last)
     out = F.conv2d(x, weights.repeat(n, 1, 1, 1), stride=stride, padding=padding, groups=n)
     oh, ow = out.shape[-2:]
     return out.as_strided((n, k, oh, ow), (k, 1, ow * n * k, n * k)).contiguous()
+
+
+def _shifted_sums(images, weights, padding: int):
+    """`F.conv2d(images, weights, padding=padding)` as a sum of shifted images, one per nonzero tap: float64 on a
+    CPU has only im2col (`_slow_conv2d_forward`: 4.5 ms for VSI's two 3x3 Scharr filters on two 256x192 maps,
+    against 1 ms here). The same products, summed in another order (float64 rounding, ~1e-16)."""
+    x = F.pad(images, (padding,) * 4)
+    kh, kw = weights.shape[-2:]
+    h, w = x.shape[-2] - kh + 1, x.shape[-1] - kw + 1
+    out = images.new_zeros(len(images), len(weights), h, w)
+    for j, taps in enumerate(weights[:, 0].tolist()):
+        for a, row in enumerate(taps):
+            for b, tap in enumerate(row):
+                if tap:
+                    out[:, j].add_(x[:, 0, a:a + h, b:b + w], alpha=tap)
+    return out
 
 
 def _taps(filt: np.ndarray, device) -> torch.Tensor:
@@ -280,18 +302,19 @@ def _vif_windows(winsize: int, device):
     return torch.cat([_taps(win / winsize**2, device)] * 2 + [_taps(win, device)] * 3)
 
 
-def _correlate_kept(image, window, step: int, start: int, end: tuple[int, int]):
-    """pyiqa's `VIF.corrDn_win` (reflect-pad, correlate at every pixel, keep start::step up to end), correlating
-    at the kept positions only. pyiqa's single-map convolution, not `filter_each`: the GSM fit downstream is
-    ill-conditioned, and oneDNN's depthwise kernel sums the 3x3 window in another order (VIF moved 5e-7)."""
-    k = window.shape[-1]
+def _correlate_kept(maps, windows, step: int, start: int, end: tuple[int, int]):
+    """pyiqa's `VIF.corrDn_win` (reflect-pad, correlate at every pixel, keep start::step up to end) of each
+    channel of `maps` (N, C, H, W) with its window (C, 1, k, k), correlating at the kept positions only, as one
+    grouped convolution (pyiqa: one convolution a statistic; VIF moves by float32 rounding, 5e-7 relative on
+    the calibration pairs)."""
+    k = windows.shape[-1]
     p = (k - 1) // 2
-    image = F.pad(image, (p, p, p, p), "reflect")[:, :, start:end[0] - 1 + k, start:end[1] - 1 + k]
-    if len(image) == 1 or image.device.type != "cpu":
-        return F.conv2d(image, window, stride=step)
-    # image by image on a CPU, as pyiqa runs a pair: oneDNN's kernel for an (N, 1, H, W) batch is another
+    maps = F.pad(maps, (p, p, p, p), "reflect")[:, :, start:end[0] - 1 + k, start:end[1] - 1 + k]
+    if len(maps) == 1 or maps.device.type != "cpu":
+        return F.conv2d(maps, windows, stride=step, groups=len(windows))
+    # image by image on a CPU, as pyiqa runs a pair: oneDNN's kernel for a batch of images is another
     # one, slower with every image (4x the time of one image for 2, 8x for 4)
-    return torch.cat([F.conv2d(one, window, stride=step) for one in image.split(1)])
+    return torch.cat([F.conv2d(one, windows, stride=step, groups=len(windows)) for one in maps.split(1)])
 
 
 def _vif_channel(net, org, dist):
@@ -307,12 +330,13 @@ def _vif_channel(net, org, dist):
         y, yn = y[:, :, :h, :w], yn[:, :, :h, :w]
         start = int(np.floor(M / 2))
         end = (int(h - np.ceil(M / 2)) + 1, int(w - np.ceil(M / 2)) + 1)
-        weights = _vif_windows(winsize, y.device)
-        at_kept = partial(_correlate_kept, step=M, start=start, end=end)
-        mean_x, mean_y = at_kept(y, weights[0:1]), at_kept(yn, weights[1:2])
-        cov_xy = at_kept(y * yn, weights[2:3]) - (winsize**2) * mean_x * mean_y
-        ss_x = at_kept(y**2, weights[3:4]) - (winsize**2) * mean_x**2
-        ss_y = at_kept(yn**2, weights[4:5]) - (winsize**2) * mean_y**2
+        # the five windowed statistics as the channels of one convolution
+        stats = _correlate_kept(torch.cat([y, yn, y * yn, y**2, yn**2], dim=1), _vif_windows(winsize, y.device),
+                                step=M, start=start, end=end)
+        mean_x, mean_y, sum_xy, sum_xx, sum_yy = stats.split(1, dim=1)
+        cov_xy = sum_xy - (winsize**2) * mean_x * mean_y
+        ss_x = sum_xx - (winsize**2) * mean_x**2
+        ss_y = sum_yy - (winsize**2) * mean_y**2
         ss_x = F.relu(ss_x)
         ss_y = F.relu(ss_y)
         g = cov_xy / (ss_x + tol)
@@ -568,7 +592,8 @@ def vsi(x, y):
     if x.size(1) != 3:
         raise ValueError("vsi expects RGB images")
     n = len(x)
-    both = torch.cat([x, y]).double()
+    both = x.new_empty((2 * n, *x.shape[1:]), dtype=torch.float64)  # torch.cat([x, y]).double() in one pass
+    both[:n], both[n:] = x, y
     if o["data_range"] != 1:
         both = both / o["data_range"]  # 0..1
     vs, vs_min, vs_max = _saliency(both, omega_0=o["omega_0"], sigma_f=o["sigma_f"], sigma_d=o["sigma_d"],
