@@ -24,7 +24,7 @@ from featurestore.weights import MissingWeights
 #: keys to their defaults only). These names are the store's compatibility: a change here recomputes
 #: every stored feature of that extractor, so it must come with a version bump, never by accident.
 PINNED_FOLDERS = {
-    "formula": "formula-v2-e7d57331",  # v2: cw_ssim's luma from float64 RGB, as pyiqa's
+    "formula": "formula-v3-e7d57331",  # v2: cw_ssim's luma from float64 RGB, as pyiqa's; v3: fsim, vif summed in another order
     "frequency": "frequency-v1-44136fa3",
     "colour": "colour-v1-44136fa3",
     "imagenet": "imagenet-v1-8314ce36",
