@@ -44,8 +44,8 @@ class LocalExecutor(Executor):
     """This process: the next chunk decodes in the background while the extractors work on this one, torch on
     one CPU thread, as in a worker of `workers.ProcessExecutor` (the same bytes either way: torch's float32
     CPU kernels split their sums by thread count, so two threads and one differ by about 1e-6). `threads` is
-    the `thread_budget` of extractors that run independent work side by side (`formula`'s pairs, each on one
-    torch thread: the same bytes for any budget)."""
+    the `thread_budget` of extractors that run independent work side by side (`formula`'s batch x metric pieces,
+    each on one torch thread: the same bytes for any budget)."""
 
     def __init__(self, decode_workers: int = 2, threads: int = 1):
         self.decode_workers = decode_workers
