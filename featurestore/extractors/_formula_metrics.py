@@ -119,6 +119,16 @@ def _taps(filt: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(filt)).float()[None, None].to(device)
 
 
+# ----------------------------------------------------------------------------------------------- PSNR
+def psnr(x, y):
+    """pyiqa's own `psnr_arch.psnr` with `PSNR()`'s defaults (all three channels, no border crop) of RGB batches
+    x (dist) and y (ref) on 0..1: the function, without `create_metric`, whose first call scans every installed
+    package's entry points for pyiqa plug-ins (14 ms of a cold run)."""
+    from pyiqa.archs.psnr_arch import psnr as pyiqa_psnr
+
+    return pyiqa_psnr(x, y, test_y_channel=False)
+
+
 # ----------------------------------------------------------------------------------------------- SSIM
 _SSIM_RANGE = 255.0
 
@@ -133,28 +143,14 @@ def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> list[float]:
 _TAPS = _gaussian_taps()
 
 
-#: output rows of `_gaussian_valid` computed at a time on a CPU: with one map of a 512x384 image in float64,
-#: 64 rows keep a pass's input and output in the caches (8.4 ms for five maps against 13 ms whole)
-GAUSSIAN_ROWS = 64
+#: output rows of an SSIM level computed at a time on a CPU: with a 512x384 image in float64, 64 rows keep the
+#: separable filter's passes and the maps after it in the caches (the filter alone: 8.4 ms for five maps
+#: against 13 ms whole)
+SSIM_ROWS = 64
 
 
 def _gaussian_valid(maps):
-    """'valid' correlation of every map with the 11x11 SSIM window, as two separable 11-tap passes. On a CPU one
-    map and `GAUSSIAN_ROWS` output rows at a time (the same operations per element, so the same bits)."""
-    k = len(_TAPS)
-    h, w = maps.shape[-2] - k + 1, maps.shape[-1] - k + 1
-    if maps.device.type != "cpu":
-        return _separable_valid(maps)
-    out = maps.new_empty(*maps.shape[:-2], h, w)
-    for i in range(maps.shape[0]):
-        for c in range(maps.shape[1]):
-            for r in range(0, h, GAUSSIAN_ROWS):
-                rows = slice(r, min(h, r + GAUSSIAN_ROWS))
-                out[i, c, rows] = _separable_valid(maps[i, c, r:rows.stop + k - 1])
-    return out
-
-
-def _separable_valid(maps):
+    """'valid' correlation of every map (..., H, W) with the 11x11 SSIM window, as two separable 11-tap passes."""
     k = len(_TAPS)
     w = maps.shape[-1] - k + 1
     rows = maps[..., :w] * _TAPS[0]
@@ -167,14 +163,31 @@ def _separable_valid(maps):
     return out
 
 
-def ssim_level(x, y):
-    """pyiqa `ssim(..., get_cs=True)` at one scale: (mean SSIM, mean contrast-structure), each (n,)."""
+def _ssim_maps(x, y):
+    """pyiqa's SSIM and contrast-structure maps of grey images (..., H, W), 'valid' (..., H - 10, W - 10)."""
     c1 = (0.01 * _SSIM_RANGE) ** 2
     c2 = (0.03 * _SSIM_RANGE) ** 2
-    mu1, mu2, xx, yy, xy = _gaussian_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1)).unbind(1)
+    mu1, mu2, xx, yy, xy = (_gaussian_valid(m) for m in (x, y, x * x, y * y, x * y))
     mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     cs_map = F.relu((2 * (xy - mu1_mu2) + c2) / ((xx - mu1_sq) + (yy - mu2_sq) + c2))
     ssim_map = ((2 * mu1_mu2 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map
+    return ssim_map, cs_map
+
+
+def ssim_level(x, y):
+    """pyiqa `ssim(..., get_cs=True)` at one scale of (n, 1, H, W) images: (mean SSIM, mean contrast-structure),
+    each (n,). On a CPU one image and `SSIM_ROWS` rows of the maps at a time: the same operations per element,
+    so the same bits, without the whole maps going to memory and back on each of two dozen operations."""
+    if x.device.type != "cpu":
+        ssim_map, cs_map = _ssim_maps(x[:, 0], y[:, 0])
+        return ssim_map.mean((1, 2)), cs_map.mean((1, 2))
+    k = len(_TAPS)
+    n, h, w = len(x), x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    ssim_map, cs_map = x.new_empty(2, n, h, w)
+    for i in range(n):
+        for r in range(0, h, SSIM_ROWS):
+            rows = slice(r, min(h, r + SSIM_ROWS))
+            ssim_map[i, rows], cs_map[i, rows] = _ssim_maps(x[i, 0, r:rows.stop + k - 1], y[i, 0, r:rows.stop + k - 1])
     return ssim_map.mean((1, 2)), cs_map.mean((1, 2))
 
 

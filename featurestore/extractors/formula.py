@@ -6,8 +6,8 @@ check, a fresh RGB->Y conversion inside each metric, and autograd bookkeeping. H
 `BATCH_PIXELS`), and what several metrics share is computed once per batch: both sides as one tensor, the
 rounded YIQ luma on the 0..255 scale (pyiqa's `to_y_channel(x, 255)`) for ssim, ms_ssim, vif and gmsd, and
 `ssim` is level 0 of `ms_ssim`, so asking for both costs one SSIM pyramid. The metrics themselves are pyiqa's
-arithmetic without its waste (`_formula_metrics`, which says what and how close); psnr and mad run pyiqa's
-own modules. On a CPU the work of a call is cut into pieces (batch x metric) that run side by side on the
+arithmetic without its waste (`_formula_metrics`, which says what and how close); psnr runs pyiqa's own
+function and mad pyiqa's own module. On a CPU the work of a call is cut into pieces (batch x metric) that run side by side on the
 threads the executor allows (`featurestore.threads.thread_budget`), torch on one thread in each: the values do
 not depend on the number of threads.
 
@@ -141,9 +141,9 @@ def _score_rgb(name):
     return score
 
 
-#: how each metric is computed from a batch: pyiqa's networks for psnr and mad, `_formula_metrics` for the others
+#: how each metric is computed from a batch: pyiqa's network for mad, `_formula_metrics` for the others
 _SCORERS = {
-    "psnr": _score_rgb("psnr"),
+    "psnr": lambda batch, nets: kernels.psnr(batch.dist, batch.ref),
     "ssim": _score_ssim,
     "ms_ssim": _score_ms_ssim,
     "cw_ssim": _score_cw_ssim,
@@ -154,7 +154,7 @@ _SCORERS = {
     "nlpd": lambda batch, nets: kernels.nlpd(batch.luma_unit[:batch.n], batch.luma_unit[batch.n:]),
     "mad": _score_rgb("mad"),
 }
-_PYIQA_NETWORKS = {"psnr", "mad"}  # the metrics run by pyiqa's own module
+_PYIQA_NETWORKS = {"mad"}  # the metrics run by pyiqa's own module
 #: metrics computed together because they share work: ssim is level 0 of ms_ssim's pyramid
 _SHARING = [("ssim", "ms_ssim")]
 #: CPU seconds of each metric on a 512x384 pair, one thread (`bench/bench_formula.py`'s breakdown): the dearest
