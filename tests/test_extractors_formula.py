@@ -120,6 +120,22 @@ def test_pieces_on_several_threads_give_the_values_of_one(pairs, monkeypatch):
         np.testing.assert_array_equal(three[m], one[m], err_msg=m)
 
 
+def test_blocks_in_the_caches_give_the_values_of_the_whole_batch(pairs, monkeypatch):
+    """SSIM's maps and FSIM's phase congruency go through a CPU in blocks and through a GPU whole: the whole-batch
+    path (run here on the CPU) gives the same bits."""
+    from featurestore.extractors import _formula_metrics as kernels
+
+    mixed = pairs + [DecodedPair("odd", image(pairs[0].ref.rgb[:181, :203], "r"), image(pairs[2].dist.rgb[:181, :203], "d"))]
+    extractor = FormulaExtractor(device="cpu", metrics=["ssim", "ms_ssim", "fsim"])
+    blocked = extractor.compute_pairs(mixed)
+    asked = []
+    monkeypatch.setattr(kernels, "in_blocks", lambda x: asked.append(x.shape) or False)
+    whole = extractor.compute_pairs(mixed)
+    assert len(asked) >= 2 * 5 + 2  # every SSIM level and every FSIM call of both sizes took the whole path
+    for m in blocked:
+        np.testing.assert_array_equal(whole[m], blocked[m], err_msg=m)
+
+
 def test_metrics_sharing_work_are_one_piece_the_dearest_first():
     from featurestore.extractors.formula import _metric_groups
 

@@ -77,6 +77,12 @@ def clear_cache() -> None:
         built.cache_clear()
 
 
+def in_blocks(x: torch.Tensor) -> bool:
+    """Work through `x` a few rows or images at a time, in the CPU's caches (SSIM, FSIM), rather than all at once
+    (a GPU: one launch per operation)? The values are the same either way (`tests/` checks both on a CPU)."""
+    return x.device.type == "cpu"
+
+
 def filter_each(images, weights, stride: int = 1, padding: int = 0):
     """`F.conv2d(images, weights, stride, padding)` for single-channel images (N, 1, H, W) and filters
     (K, 1, kh, kw): (N, K, h, w), each image correlated with each filter. On float32 (oneDNN's) it runs as one
@@ -178,7 +184,7 @@ def ssim_level(x, y):
     """pyiqa `ssim(..., get_cs=True)` at one scale of (n, 1, H, W) images: (mean SSIM, mean contrast-structure),
     each (n,). On a CPU one image and `SSIM_ROWS` rows of the maps at a time: the same operations per element,
     so the same bits, without the whole maps going to memory and back on each of two dozen operations."""
-    if x.device.type != "cpu":
+    if not in_blocks(x):
         ssim_map, cs_map = _ssim_maps(x[:, 0], y[:, 0])
         return ssim_map.mean((1, 2)), cs_map.mean((1, 2))
     k = len(_TAPS)
@@ -467,7 +473,7 @@ def _phase_congruency(x, scales: int = 4, orientations: int = 4, min_length: int
     # (e + io) * conj(mean): the same products, summed in blocks (the same bits as pyiqa's FSIM on the calibration
     # pairs; float32 rounding elsewhere, up to 1.9e-7 relative on the demo pairs)
     blocks = ([(slice(i, i + 1), slice(o, o + 1)) for i in range(N) for o in range(orientations)]
-              if x.device.type == "cpu" else [(slice(None), slice(None))])
+              if in_blocks(x) else [(slice(None), slice(None))])
     energy, an_sum, abs_eo = torch.empty(3, N, orientations, 1, H, W, dtype=x.dtype, device=x.device)
     for images, angles in blocks:
         z = responses[images, angles]
