@@ -3,7 +3,11 @@ with pyiqa's own per-metric path, and NaN (never a crash) for a pair a metric ca
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from featurestore.extractors.base import check_columns
 from featurestore.extractors.formula import DEFAULT_METRICS, FormulaExtractor
 from featurestore.io import DecodedImage, DecodedPair
 
+ROOT = Path(__file__).resolve().parents[1]
 LOWER_BETTER = {"gmsd", "nlpd", "mad"}
 
 
@@ -118,6 +123,57 @@ def test_pieces_on_several_threads_give_the_values_of_one(pairs, monkeypatch):
     assert len(threads) > 1
     for m in DEFAULT_METRICS:
         np.testing.assert_array_equal(three[m], one[m], err_msg=m)
+
+
+def test_threads_of_a_fresh_process_do_not_import_pyiqa_at_once():
+    """The first pieces of a process import pyiqa's modules; two threads doing that at once met pyiqa's circular
+    imports half done and stored NaN for vsi and vif (an ImportError per pair): they are imported before the
+    threads start."""
+    code = (
+        "import numpy as np\n"
+        "from featurestore.extractors.formula import FormulaExtractor\n"
+        "from featurestore.io import DecodedImage, DecodedPair\n"
+        "from featurestore.threads import threads_at_most\n"
+        "rng = np.random.default_rng(0)\n"
+        "im = lambda: DecodedImage(sha256='x', rgb=rng.integers(0, 256, (192, 256, 3), dtype=np.uint8))\n"
+        "with threads_at_most(1, budget=2):\n"
+        "    out = FormulaExtractor(device='cpu').compute_pairs([DecodedPair('a', im(), im()), DecodedPair('b', im(), im())])\n"
+        "print(sorted(m for m, v in out.items() if np.isnan(v).any()))\n")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().splitlines()[-1] == "[]", ran.stderr
+
+
+def test_the_pyiqa_modules_imported_first_are_all_the_kernels_take():
+    import ast
+
+    from featurestore.extractors import _formula_metrics as kernels
+
+    tree = ast.parse(Path(kernels.__file__).read_text())
+    taken = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+             and node.module.startswith("pyiqa")}
+    assert taken and taken == set(kernels.PYIQA_MODULES)
+
+
+def test_luma_is_pyiqas_to_y_channel(pairs):
+    """The Y row computed alone: pyiqa's values (the same bits where its product rounds as this CPU's MKL does;
+    elsewhere within float rounding, which the rounding to 0..255 levels may turn into one level)."""
+    import torch
+    from pyiqa.utils.color_util import to_y_channel
+
+    from featurestore.extractors.formula import _PairBatch
+
+    batch = _PairBatch(pairs, "cpu")
+    with torch.inference_mode():
+        for ours, scale, rgb in ((batch.luma_unit, 1.0, batch.both), (batch.luma, 255, batch.both),
+                                 (batch.luma64, 255, batch.both.double())):
+            theirs = to_y_channel(rgb, scale, "yiq")
+            assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+            if scale == 1.0:
+                torch.testing.assert_close(ours, theirs, rtol=2e-7, atol=0)
+            else:
+                assert ((ours - theirs).abs() <= 1).all() and (ours != theirs).float().mean() < 1e-4
 
 
 def test_blocks_in_the_caches_give_the_values_of_the_whole_batch(pairs, monkeypatch):

@@ -39,6 +39,7 @@ Gaussian-scale-mixture fit is ill-conditioned (a float32-rounding change in its 
 """
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 from collections import OrderedDict
@@ -69,6 +70,19 @@ def _per_size(key: tuple, build):
         while len(_cache) > PER_SIZE_CACHE:
             _cache.popitem(last=False)
         return value
+
+
+#: the pyiqa modules the kernels take functions and settings from, imported on first use (a cold run of a few
+#: metrics pays only for theirs)
+PYIQA_MODULES = ("pyiqa.archs.psnr_arch", "pyiqa.archs.vif_arch", "pyiqa.utils.color_util")
+
+
+def import_pyiqa() -> None:
+    """Import `PYIQA_MODULES` in this thread, before threads share the kernels: two threads importing pyiqa's
+    modules at once meet its circular imports half done ("cannot import name 'build_network' from partially
+    initialized module 'pyiqa.archs'"), and the metric fails on that pair."""
+    for name in PYIQA_MODULES:
+        importlib.import_module(name)
 
 
 def clear_cache() -> None:
