@@ -366,6 +366,20 @@ def test_filter_each_is_conv2d(n):
         assert got.is_contiguous()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_avg_pool_is_torchs_bit_for_bit(dtype):
+    """The strided-view pooling sums each window as torch's CPU kernel does: FSIM and VSI keep pyiqa's bits."""
+    import torch
+    import torch.nn.functional as F
+
+    from featurestore.extractors._formula_metrics import avg_pool
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, k in (((2, 3, 384, 512), 2), ((1, 3, 37, 52), 2), ((2, 1, 41, 50), 3), ((1, 2, 64, 66), 4), ((1, 1, 9, 9), 1)):
+        x = torch.randn(*shape, generator=gen, dtype=getattr(torch, dtype)) * 100
+        assert torch.equal(avg_pool(x, k), F.avg_pool2d(x, k)), (shape, k)
+
+
 def test_filters_match_pyiqa():
     """`_pyiqa_filters` restates pyiqa's size-only pieces (so the extractor need not import pyiqa.matlab_utils
     and with it scipy): each one is pyiqa's, bit for bit, at even and odd sizes."""

@@ -118,6 +118,20 @@ def filter_each(images, weights, stride: int = 1, padding: int = 0):
     return out.as_strided((n, k, oh, ow), (k, 1, ow * n * k, n * k)).contiguous()
 
 
+def avg_pool(x, k: int):
+    """`F.avg_pool2d(x, k)` (no padding). On a CPU as torch's kernel sums each window (row by row, in the
+    images' dtype, then divided by k*k), over the k*k strided views of `x`: the same bits (`tests/` checks them)
+    in a third of the time (a float32 512x384 pair: 0.9 ms against 2.6; float64: 1.3 against 2.4)."""
+    if x.device.type != "cpu" or k == 1:
+        return F.avg_pool2d(x, k)
+    h, w = x.shape[-2] // k * k, x.shape[-1] // k * k
+    views = [x[..., i:h:k, j:w:k] for i in range(k) for j in range(k)]
+    total = views[0] + views[1]
+    for view in views[2:]:
+        total.add_(view)
+    return total.div_(k * k)
+
+
 def _shifted_sums(images, weights, padding: int):
     """`F.conv2d(images, weights, padding=padding)` as a sum of shifted images, one per nonzero tap: float64 on a
     CPU has only im2col (`_slow_conv2d_forward`). Alone the two are close (0.8 ms for VSI's two 3x3 Scharr filters
@@ -550,9 +564,9 @@ def fsim(x, y):
     opts = dict(P.FSIM_OPTIONS)
     chromatic = opts.pop("chromatic")
     n = len(x)
-    both = torch.cat([x, y]) / 1.0 * 255
+    both = torch.cat([x, y]) * 255  # pyiqa: / data_range (1.0: the same values) * 255
     kernel_size = max(1, round(min(both.shape[-2:]) / 256))
-    both = F.avg_pool2d(both, kernel_size)
+    both = avg_pool(both, kernel_size)
     if both.size(1) != 3:
         raise ValueError("fsim expects RGB images")
     yiq = rgb2yiq(both).contiguous()
@@ -653,8 +667,8 @@ def vsi(x, y):
         vs = F.pad(vs, pad=pad_to_use, mode="replicate")
         both = F.pad(both, pad=pad_to_use, mode="replicate")
     eps = torch.finfo(vs.dtype).eps
-    vs = (F.avg_pool2d(vs, kernel_size=kernel_size) - vs_min) / (vs_max - vs_min + eps)
-    lmn = rgb2lmn(F.avg_pool2d(both, kernel_size=kernel_size) * 255.0)
+    vs = (avg_pool(vs, kernel_size) - vs_min) / (vs_max - vs_min + eps)
+    lmn = rgb2lmn(avg_pool(both, kernel_size) * 255.0)
     gm = _gradient_map(lmn[:, :1], _scharr(lmn.device, lmn.dtype))
     vs_x, vs_y = vs[:n], vs[n:]
     s_vs = P.similarity_map(vs_x, vs_y, c1)
