@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +72,18 @@ def pin_threads(n: int) -> None:
     except RuntimeError:  # only possible before the first inter-op work; a fresh worker has done none
         pass
     threadpool_limits(n)
+
+
+def side_by_side(n: int) -> ThreadPoolExecutor:
+    """A pool of `n` threads for work that computes with torch, each thread's torch at the number of threads it
+    has in the thread that makes the pool (one, where `threads_at_most` gave the pool a budget). OpenMP's thread
+    count is a setting of each thread and starts at one per core in a fresh thread; torch sets it there on the
+    thread's first parallel operation, but an MKL product or FFT before that runs on every core (a 2000x2000
+    product as a fresh thread's first operation here: 1.93 CPU-seconds a second). `torch.set_num_threads` in
+    each thread sets it from the start."""
+    import torch
+
+    return ThreadPoolExecutor(n, initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),))
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from featurestore.devices import wants_gpu
 from featurestore.errors import SiqaError
 from featurestore.store import FeatureStore
 from featurestore.store.workers import ProcessExecutor
-from featurestore.threads import cgroup_quota, pin_threads, thread_budget, threads_at_most
+from featurestore.threads import cgroup_quota, pin_threads, thread_budget, threads_at_most, usable_cpus
 from test_ray_backend import DiesOnce, NeedsWeights, PairError, extractors, store_content
 
 OFFLINE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline.toml"
@@ -173,6 +173,28 @@ def test_the_main_process_gets_its_threads_back():
     with threads_at_most(1):
         assert _threads()["torch"] == 1 and _threads()["cv2"] == 1
     assert _threads() == before
+
+
+def _openmp_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp")
+
+
+def test_threads_side_by_side_start_at_the_torch_threads_of_their_maker():
+    """OpenMP's thread count is per thread: a plain pool's fresh thread starts at one per core (an MKL product as
+    its first operation ran on every core); `side_by_side` threads start at torch's count of the maker."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from featurestore.threads import side_by_side
+
+    with threads_at_most(1, budget=2):
+        with ThreadPoolExecutor(1) as plain:
+            fresh = plain.submit(_openmp_threads).result()
+        with side_by_side(2) as pool:
+            assert set(pool.map(lambda _: _openmp_threads(), range(4))) == {1}
+    if usable_cpus() > 1:
+        assert fresh > 1  # what the initializer is for (one CPU: nothing to see)
 
 
 @pytest.mark.parametrize("files, quota", [

@@ -29,7 +29,6 @@ import math
 import threading
 import warnings
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Literal
 
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from ..io import DecodedPair
-from ..threads import thread_budget
+from ..threads import side_by_side, thread_budget
 from . import _formula_metrics as kernels
 from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor
 
@@ -259,7 +258,7 @@ class FormulaExtractor(PairExtractor):
                     del live[b]
             return b, scores
 
-        with _full_float32(), ThreadPoolExecutor(threads) as pool:
+        with _full_float32(), side_by_side(threads) as pool:
             done = defaultdict(dict)
             for b, scores in pool.map(score, pieces) if threads > 1 else map(score, pieces):
                 done[b].update(scores)
