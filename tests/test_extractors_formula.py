@@ -380,6 +380,19 @@ def test_avg_pool_is_torchs_bit_for_bit(dtype):
         assert torch.equal(avg_pool(x, k), F.avg_pool2d(x, k)), (shape, k)
 
 
+def test_exp_far_below_range_is_torchs():
+    import torch
+
+    from featurestore.extractors._formula_metrics import _exp
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([-torch.rand(40_000, generator=gen, dtype=torch.float64) * 1e5,
+                   torch.rand(39_993, generator=gen, dtype=torch.float64) * 60 - 50,
+                   torch.tensor([-745.1, -745.2, -746.0, -746.1, -float("inf"), float("nan"), 0.0], dtype=torch.float64)])
+    x = x[torch.randperm(len(x), generator=gen)].reshape(1, 1, 2, -1)
+    torch.testing.assert_close(_exp(x), torch.exp(x), rtol=0, atol=0, equal_nan=True)
+
+
 def test_filters_match_pyiqa():
     """`_pyiqa_filters` restates pyiqa's size-only pieces (so the extractor need not import pyiqa.matlab_utils
     and with it scipy): each one is pyiqa's, bit for bit, at even and odd sizes."""

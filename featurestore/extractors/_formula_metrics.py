@@ -616,6 +616,15 @@ def _lab(x):
     return lab.permute(0, 3, 1, 2).contiguous()
 
 
+def _exp(x):
+    """`torch.exp(x)`, fast where x is far below the smallest float64 exp (-745.13: the result is 0). VSI's colour
+    term takes exp of -norm / 1e-6, mostly thousands below it, where torch's vectorised exp leaves its fast path
+    (2.9 ms for a 256x256 pair against 0.1 in range). Those elements are computed as exp(0) and zeroed: every
+    element keeps its place in the loop, so the others get the same bits."""
+    far = x < -746.0
+    return torch.exp(x.masked_fill(far, 0.0)).masked_fill_(far, 0.0)
+
+
 def _saliency(x, omega_0: float = 0.021, sigma_f: float = 1.34, sigma_d: float = 145.0, sigma_c: float = 0.001):
     """pyiqa's `vsi_arch.sdsp` saliency of float64 RGB images (N, 3, H, W) on 0..1, before its min-max
     normalisation: (map (N, 1, H, W), its min, its max). pyiqa scales to 0..255 and back (x / 255 * 255,
@@ -635,7 +644,7 @@ def _saliency(x, omega_0: float = 0.021, sigma_f: float = 1.34, sigma_d: float =
     max_x = x_lab.amax(dim=(-2, -1), keepdim=True)
     normalized = (x_lab - min_x) / (max_x - min_x + eps)
     norm = normalized[:, 1:].pow(2).sum(dim=1, keepdim=True)
-    s_c = 1 - torch.exp(-norm / sigma_c**2)
+    s_c = 1 - _exp(-norm / sigma_c**2)
     vs_m = s_f * s_d * s_c
     vs_m = F.interpolate(vs_m, size[-2:], mode="bilinear", align_corners=True)
     return vs_m, vs_m.amin(dim=(-2, -1), keepdim=True), vs_m.amax(dim=(-2, -1), keepdim=True)
