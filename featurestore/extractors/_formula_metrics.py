@@ -321,26 +321,35 @@ def _reflect_filter(images, weight, stride: int = 1):
     return filter_each(F.pad(images, (p, p, p, p), "reflect"), weight, stride)
 
 
-def _vif_subbands(net, images) -> dict[int, torch.Tensor]:
-    """The bands of pyiqa's `SteerablePyramidSpace(images, net.level, net.ori)[::-1]` that VIF reads
-    (`net.subbands`, 1-based), by their index in that list: only those are built."""
+def _vif_winsize(s: int) -> int:
+    """pyiqa's window for subband `s` (`net.subbands`' numbering)."""
+    return int(2 ** np.ceil((s - 2) / 6) + 1)
+
+
+def _vif_levels(net, images) -> list[tuple[tuple[int, ...], torch.Tensor]]:
+    """The bands of pyiqa's `SteerablePyramidSpace(images, net.level, net.ori)[::-1]` that VIF reads (`net.subbands`,
+    1-based in that list), built here only: [(subbands, maps (N, len(subbands), h, w))], the subbands of one level
+    and one window as the channels of one tensor, so that each step below runs once for them (pyiqa: once a subband;
+    the same values, one channel each)."""
     nori = net.ori + 1
     total = 2 + net.level * nori  # high-pass, level x orientation bands, low-pass residual
-    wanted = {s - 1: total - s for s in net.subbands}  # reversed index -> index in build order
-    if any(k in (0, total - 1) for k in wanted.values()):
+    wanted = {total - s for s in net.subbands}  # their index in build order
+    if any(k in (0, total - 1) for k in wanted):
         raise NotImplementedError("VIF subbands reading the high-pass or the residual")
-    bands = tuple(sorted({(k - 1) % nori for k in wanted.values()}))
+    bands = tuple(sorted({(k - 1) % nori for k in wanted}))
     lo0, lofilt, oriented = _vif_filters(bands, images.device)
-    built = {}
+    levels = []
     lo = _reflect_filter(images, lo0)
-    top = max((k - 1) // nori for k in wanted.values())
+    top = max((k - 1) // nori for k in wanted)
     for level in range(top + 1):
         out = _reflect_filter(lo, oriented)
-        for i, b in enumerate(bands):
-            built[1 + level * nori + b] = out[:, i:i + 1]
+        subbands = [total - (1 + level * nori + b) for b in bands]  # out's channels, numbered as net.subbands
+        for winsize in sorted({_vif_winsize(s) for s in subbands if s in net.subbands}):
+            keep = [i for i, s in enumerate(subbands) if s in net.subbands and _vif_winsize(s) == winsize]
+            levels.append((tuple(subbands[i] for i in keep), out if len(keep) == len(bands) else out[:, keep]))
         if level < top:
             lo = _reflect_filter(lo, lofilt, stride=2)
-    return {r: built[k] for r, k in wanted.items()}
+    return levels
 
 
 @cache
@@ -365,66 +374,56 @@ def _correlate_kept(maps, windows, step: int, start: int, end: tuple[int, int]):
     return torch.cat([F.conv2d(one, windows, stride=step, groups=len(windows)) for one in maps.split(1)])
 
 
-def _vif_channel(net, org, dist):
-    """pyiqa `VIF.vifsub_est_M` (gain g and noise variance vv of the distortion channel per subband), with
-    its windowed sums computed only at the positions it keeps (every M-th, from the window's centre)."""
+def _vif_channel(net, winsize: int, y, yn):
+    """pyiqa `VIF.vifsub_est_M` (gain g and noise variance vv of the distortion channel) of reference and distorted
+    subbands y, yn (N, C, h, w) of one window, with its windowed sums computed only at the positions it keeps (every
+    M-th, from the window's centre)."""
     M, tol = net.M, net.tol
-    g_all, vv_all = [], []
-    for s in net.subbands:
-        sub = s - 1
-        y, yn = org[sub], dist[sub]
-        winsize = int(2 ** np.ceil((sub - 1) / 6) + 1)
-        h, w = int(np.floor(y.shape[2] / M) * M), int(np.floor(y.shape[3] / M) * M)
-        y, yn = y[:, :, :h, :w], yn[:, :, :h, :w]
-        start = int(np.floor(M / 2))
-        end = (int(h - np.ceil(M / 2)) + 1, int(w - np.ceil(M / 2)) + 1)
-        # the five windowed statistics as the channels of one convolution
-        stats = _correlate_kept(torch.cat([y, yn, y * yn, y**2, yn**2], dim=1), _vif_windows(winsize, y.device),
-                                step=M, start=start, end=end)
-        mean_x, mean_y, sum_xy, sum_xx, sum_yy = stats.split(1, dim=1)
-        cov_xy = sum_xy - (winsize**2) * mean_x * mean_y
-        ss_x = sum_xx - (winsize**2) * mean_x**2
-        ss_y = sum_yy - (winsize**2) * mean_y**2
-        ss_x = F.relu(ss_x)
-        ss_y = F.relu(ss_y)
-        g = cov_xy / (ss_x + tol)
-        vv = (ss_y - g * cov_xy) / (winsize**2)
-        g = g.masked_fill(ss_x < tol, 0)
-        vv = torch.where(ss_x < tol, ss_y, vv)  # pyiqa: vv[ss_x < tol] = ss_y[ss_x < tol]
-        g = g.masked_fill(ss_y < tol, 0)
-        vv = vv.masked_fill(ss_y < tol, 0)
-        vv = torch.where(g < 0, ss_y, vv)  # pyiqa: vv[g < 0] = ss_y[g < 0]
-        g = F.relu(g)
-        vv = vv.masked_fill(vv < tol, tol)
-        g_all.append(g)
-        vv_all.append(vv)
-    return g_all, vv_all
+    h, w = int(np.floor(y.shape[2] / M) * M), int(np.floor(y.shape[3] / M) * M)
+    y, yn = y[:, :, :h, :w], yn[:, :, :h, :w]
+    start = int(np.floor(M / 2))
+    end = (int(h - np.ceil(M / 2)) + 1, int(w - np.ceil(M / 2)) + 1)
+    # the five windowed statistics of every subband as the channels of one convolution
+    stats = _correlate_kept(torch.cat([y, yn, y * yn, y**2, yn**2], dim=1),
+                            _vif_windows(winsize, y.device).repeat_interleave(y.shape[1], dim=0), step=M, start=start, end=end)
+    mean_x, mean_y, sum_xy, sum_xx, sum_yy = stats.chunk(5, dim=1)
+    cov_xy = sum_xy - (winsize**2) * mean_x * mean_y
+    ss_x = sum_xx - (winsize**2) * mean_x**2
+    ss_y = sum_yy - (winsize**2) * mean_y**2
+    ss_x = F.relu(ss_x)
+    ss_y = F.relu(ss_y)
+    g = cov_xy / (ss_x + tol)
+    vv = (ss_y - g * cov_xy) / (winsize**2)
+    g = g.masked_fill(ss_x < tol, 0)
+    vv = torch.where(ss_x < tol, ss_y, vv)  # pyiqa: vv[ss_x < tol] = ss_y[ss_x < tol]
+    g = g.masked_fill(ss_y < tol, 0)
+    vv = vv.masked_fill(ss_y < tol, 0)
+    vv = torch.where(g < 0, ss_y, vv)  # pyiqa: vv[g < 0] = ss_y[g < 0]
+    g = F.relu(g)
+    vv = vv.masked_fill(vv < tol, tol)
+    return g, vv
 
 
-def _vif_reference(net, org):
-    """pyiqa `VIF.refparams_vecgsm` (the reference's GSM covariance, its eigenvalues, and the multiplier
-    field s^2), centring the M x M neighbourhood vectors once instead of twice and without a repeated copy.
-    The covariance is summed exactly as pyiqa sums it: the fit is ill-conditioned (a float32-rounding change
-    in it, laying the vectors out as rows, moved VIF by 9e-5 on the calibration pairs)."""
+def _vif_reference(net, y):
+    """pyiqa `VIF.refparams_vecgsm` of reference subbands y (N, C, h, w): the GSM covariance of each, its eigenvalues
+    (N, C, M*M), and the multiplier field s^2 (N, C, h / M, w / M), centring the M x M neighbourhood vectors once
+    instead of twice and without a repeated copy. The covariance is summed exactly as pyiqa sums it: the fit is
+    ill-conditioned (a float32-rounding change in it, laying the vectors out as rows, moved VIF by 9e-5 on the
+    calibration pairs)."""
     M = net.M
-    ss_arr, l_arr = [], []
-    for s in net.subbands:
-        y = org[s - 1]
-        y = y[:, :, :int(np.floor(y.shape[2] / M) * M), :int(np.floor(y.shape[3] / M) * M)]
-        B, C, H, W = y.shape
-        # pyiqa stacks the M*M shifted copies as the last dimension (L, M*M), element by element; stacked as rows
-        # and transposed in blocks it is the same tensor in half the time
-        temp = torch.stack([y[:, :, k:H - (M - k) + 1, j:W - (M - j) + 1] for j in range(M) for k in range(M)], dim=2)
-        temp = temp.reshape(B, C, M * M, -1).transpose(-1, -2).contiguous()
-        centred = temp - torch.mean(temp, dim=2).unsqueeze(2)
-        cu = torch.matmul(centred.permute(0, 1, 3, 2), centred) / temp.shape[2]
-        temp = torch.stack([y[:, :, k:H + 1:M, j:W + 1:M] for j in range(M) for k in range(M)], dim=2)
-        temp = temp.reshape(B, C, M * M, -1)
-        ss = torch.matmul(torch.pinverse(cu), temp)
-        ss = torch.sum(ss * temp, dim=2) / (M * M)
-        ss_arr.append(ss.reshape(B, C, H // M, W // M))
-        l_arr.append(torch.linalg.eigh(cu, UPLO="U")[0])
-    return ss_arr, l_arr
+    y = y[:, :, :int(np.floor(y.shape[2] / M) * M), :int(np.floor(y.shape[3] / M) * M)]
+    B, C, H, W = y.shape
+    # pyiqa stacks the M*M shifted copies as the last dimension (L, M*M), element by element; stacked as rows
+    # and transposed in blocks it is the same tensor in half the time
+    temp = torch.stack([y[:, :, k:H - (M - k) + 1, j:W - (M - j) + 1] for j in range(M) for k in range(M)], dim=2)
+    temp = temp.reshape(B, C, M * M, -1).transpose(-1, -2).contiguous()
+    centred = temp - torch.mean(temp, dim=2).unsqueeze(2)
+    cu = torch.matmul(centred.permute(0, 1, 3, 2), centred) / temp.shape[2]
+    temp = torch.stack([y[:, :, k:H + 1:M, j:W + 1:M] for j in range(M) for k in range(M)], dim=2)
+    temp = temp.reshape(B, C, M * M, -1)
+    ss = torch.matmul(torch.pinverse(cu), temp)
+    ss = torch.sum(ss * temp, dim=2) / (M * M)
+    return ss.reshape(B, C, H // M, W // M), torch.linalg.eigh(cu, UPLO="U")[0]
 
 
 @cache
@@ -437,27 +436,22 @@ def _vif_module():
 
 def vif(x, y):
     """pyiqa's `VIF.vif` of the Y images x (dist) and y (ref), (N, 1, H, W) float32 on 0..255, rounded
-    (`to_y_channel(img, 255)`)."""
+    (`to_y_channel(img, 255)`): the subbands of one level and window together (`_vif_levels`), the same values."""
     net = _vif_module()
     n = len(x)
-    subbands = _vif_subbands(net, torch.cat([x, y]))
-    sp_x = {k: b[:n] for k, b in subbands.items()}
-    sp_y = {k: b[n:] for k, b in subbands.items()}
-    g_all, vv_all = _vif_channel(net, sp_y, sp_x)
-    ss_arr, l_arr = _vif_reference(net, sp_y)
-    num, den = [], []
-    for i, sub in enumerate(net.subbands):
-        g, vv, ss, lamda = g_all[i], vv_all[i], ss_arr[i], l_arr[i]
-        winsize = 2 ** np.ceil((sub - 1) / 6) + 1
+    num, den = {}, {}
+    for subbands, maps in _vif_levels(net, torch.cat([x, y])):
+        winsize = _vif_winsize(subbands[0])
+        g, vv = _vif_channel(net, winsize, maps[n:], maps[:n])
+        ss, lamda = _vif_reference(net, maps[n:])
         offset = int(np.ceil(((winsize - 1) / 2) / net.M))
         _, _, H, W = g.shape
         g = g[:, :, offset:H - offset, offset:W - offset]
         vv = vv[:, :, offset:H - offset, offset:W - offset]
         ss = ss[:, :, offset:H - offset, offset:W - offset]
         # pyiqa loops over the eigenvalues, one map each; all of them at once here, with pyiqa's expression
-        # per element and its sum per map, and the maps' sums added in its order
+        # per element (in place: without a fresh map for each) and its sum per map, the maps' sums added in its order
         cc = lamda[:, :, :, None, None]
-        # in place: the same operations without a fresh map for each
         sums1 = ((g * g * ss)[:, :, None] * cc).div_((vv + net.sigma_nsq)[:, :, None]).add_(1).log2_().sum(dim=[3, 4])
         sums2 = (ss[:, :, None] * cc).div_(net.sigma_nsq).add_(1).log2_().sum(dim=[3, 4])
         temp1 = 0
@@ -465,9 +459,12 @@ def vif(x, y):
         for j in range(lamda.shape[2]):
             temp1 = temp1 + sums1[:, :, j]
             temp2 = temp2 + sums2[:, :, j]
-        num.append(temp1.mean(1))
-        den.append(temp2.mean(1))
-    return torch.stack(num, dim=1).sum(1) / (torch.stack(den, dim=1).sum(1) + 1e-12)
+        for c, s in enumerate(subbands):  # pyiqa's mean over its one channel: the value itself
+            num[s], den[s] = temp1[:, c], temp2[:, c]
+    # the subbands' terms added in pyiqa's order
+    num = torch.stack([num[s] for s in net.subbands], dim=1).sum(1)
+    den = torch.stack([den[s] for s in net.subbands], dim=1).sum(1)
+    return num / (den + 1e-12)
 
 
 # ----------------------------------------------------------------------------------------------- FSIM
