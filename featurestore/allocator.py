@@ -11,8 +11,8 @@ time 1.8-2.0 s) against 19.1-19.7 s (2.7-3.0 s) without, three runs each. Thread
 extractor's pieces on two threads (`featurestore.threads.side_by_side`) took 48,000-131,000 page faults in a cold
 run of the five calibration pairs (system time 0.17-0.30 s), against ~50,000 (0.13-0.16 s) with a top pad that
 keeps them. `keep_freed_memory()` sets the three for good (`mallopt`): blocks up to `MMAP_THRESHOLD` come from the
-heap and stay there, up to `TRIM_THRESHOLD` of free heap stays mapped, and heaps grow and shrink by `TOP_PAD`
-at a time. The process's resident memory therefore stays near its peak until it exits (a feature run, a worker
+heap and stay there, up to `TRIM_THRESHOLD` of free heap stays mapped, and a heap grows by `TOP_PAD` more than it
+is asked for and keeps that much when it shrinks. The process's resident memory therefore stays near its peak until it exits (a feature run, a worker
 process), which is the trade.
 
 Linux with glibc only; elsewhere, or when the user configured glibc's malloc (`MALLOC_*_` variables or
