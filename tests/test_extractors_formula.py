@@ -438,6 +438,21 @@ def test_filters_match_pyiqa():
     assert torch.equal(P.symmetric_pad(odd, 2, 2, 2, 2), net.pad_sym(odd))
 
 
+@pytest.mark.parametrize("size", [(13, 10), (5, 6), (3, 7), (1, 1)])
+def test_symmetric_pad_is_pyiqas_for_narrow_and_wide_pads(size):
+    """Strips copied into place (a pad no wider than the image) or pyiqa's gather (wider): MATLAB's 'symmetric'."""
+    import itertools
+
+    import torch
+    from pyiqa.matlab_utils.padding import symm_pad
+
+    from featurestore.extractors import _pyiqa_filters as P
+
+    im = torch.rand(2, 1, *size)
+    for pads in itertools.product((0, 1, 2, 5, 8), repeat=4):
+        assert torch.equal(P.symmetric_pad(im, *pads), symm_pad(im, pads)), pads
+
+
 def pyiqa_fsim_options() -> dict:
     from pyiqa.archs.fsim_arch import FSIM
 
