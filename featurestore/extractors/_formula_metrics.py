@@ -19,14 +19,19 @@ a batch of odd-sized pairs). What pyiqa's code spends for nothing, and what is d
   reads one level; only that level is built here.
 - VIF (`vif`): pyiqa builds the full steerable pyramid (high-pass and 6 orientations a level) and reads 2
   orientations a level, then correlates its windowed statistics at every pixel to keep one position in
-  nine; here only the bands read are built, and the five statistics are correlated at the kept positions
-  only, as the channels of one grouped convolution.
+  nine; here only the bands read are built, the five statistics are correlated at the kept positions
+  only, as the channels of one grouped convolution, and a level's two subbands go through every step
+  together, as two channels (pyiqa: one subband at a time; the same values).
 - VSI (`vsi`): pyiqa converts the full-size images to LMN and normalises the full-size saliency map before
   averaging 2x2 blocks; both are linear per pixel, so they follow the averaging here (float64 rounding).
   Its float64 Scharr gradients are shifted adds (`_shifted_sums`), not im2col.
 - FSIM (`_phase_congruency`): on a CPU, the 16 filter responses' energy one image and orientation at a
   time, in the caches, instead of whole-batch maps through memory on each of a dozen operations.
 - FSIM, NLPD, GMSD: pyiqa's code, batched, with the filter banks and convolutions above.
+- Where pyiqa's way through an operation is slow for the same values, another way gives them: block averages
+  as sums of strided views in the pooling kernel's order (`avg_pool`), FSIM's noise median by selection
+  (`_median`), VSI's exp without torch's slow path far below its range (`_exp`), MATLAB's symmetric pad as
+  copied strips (`_pyiqa_filters.symmetric_pad`); `tests/` checks each bit for bit.
 
 pyiqa's size-only pieces (grids, filter banks, constants) come from `_pyiqa_filters`, which restates them so
 that nothing here imports `pyiqa.matlab_utils` (and scipy.special with it). Measured against pyiqa's own path

@@ -168,8 +168,8 @@ _PYIQA_NETWORKS = {"mad"}  # the metrics run by pyiqa's own module
 _SHARING = [("ssim", "ms_ssim")]
 #: CPU seconds of each metric on a 512x384 pair, one thread (`bench/bench_formula.py`'s breakdown): the dearest
 #: piece of a batch starts first, so that threads running side by side finish together
-_COST = {"mad": 3.0, "vif": 0.073, "vsi": 0.064, "fsim": 0.058, "ssim": 0.026, "nlpd": 0.021, "cw_ssim": 0.019,
-         "ms_ssim": 0.008, "gmsd": 0.003, "psnr": 0.0014}
+_COST = {"mad": 3.0, "vif": 0.045, "vsi": 0.027, "fsim": 0.021, "nlpd": 0.014, "cw_ssim": 0.012, "ssim": 0.010,
+         "ms_ssim": 0.006, "gmsd": 0.002, "psnr": 0.0006}
 
 
 def _metric_groups(metrics: list[str]) -> list[tuple[str, ...]]:
