@@ -380,6 +380,21 @@ def test_avg_pool_is_torchs_bit_for_bit(dtype):
         assert torch.equal(avg_pool(x, k), F.avg_pool2d(x, k)), (shape, k)
 
 
+def test_median_is_torchs():
+    """numpy's selection gives the element torch.median gives (the lower middle one), rows with NaN left to torch."""
+    import torch
+
+    from featurestore.extractors._formula_metrics import _median
+
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((2, 4, 1, 1, 49152), (3, 5), (1, 1), (2, 6)):
+        x = torch.rand(*shape, generator=gen) ** 2
+        x[..., ::7] = x[..., :1].clone()  # ties
+        assert torch.equal(_median(x), torch.median(x, dim=-1, keepdim=True).values), shape
+    x[0, 1] = float("nan")
+    torch.testing.assert_close(_median(x), torch.median(x, dim=-1, keepdim=True).values, rtol=0, atol=0, equal_nan=True)
+
+
 def test_exp_far_below_range_is_torchs():
     import torch
 
