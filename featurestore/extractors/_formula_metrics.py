@@ -422,7 +422,7 @@ def _vif_reference(net, y):
     # and transposed in blocks it is the same tensor in half the time
     temp = torch.stack([y[:, :, k:H - (M - k) + 1, j:W - (M - j) + 1] for j in range(M) for k in range(M)], dim=2)
     temp = temp.reshape(B, C, M * M, -1).transpose(-1, -2).contiguous()
-    centred = temp - torch.mean(temp, dim=2).unsqueeze(2)
+    centred = temp.sub_(torch.mean(temp, dim=2).unsqueeze(2))  # in place: the stacked copy is not read again
     cu = torch.matmul(centred.permute(0, 1, 3, 2), centred) / temp.shape[2]
     temp = torch.stack([y[:, :, k:H + 1:M, j:W + 1:M] for j in range(M) for k in range(M)], dim=2)
     temp = temp.reshape(B, C, M * M, -1)
