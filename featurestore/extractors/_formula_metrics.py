@@ -276,8 +276,8 @@ def _coarsest_oriented_bands(images, levels: int, nbands: int):
     lowpass, himask, angles = _per_size(("cw_ssim", h, w, levels, nbands, str(images.device)),
                                         lambda: _cw_ssim_masks(h, w, levels, nbands, images.device))
     dft = torch.fft.fftshift(torch.fft.fft2(images[:, 0]), dim=(-2, -1))
-    for (r0, r1), (c0, c1), mask in lowpass:
-        dft = dft[:, r0:r1, c0:c1] * mask
+    for (r0, r1), (c0, c1), mask in lowpass:  # the first is the whole spectrum: a fresh tensor, masked in place
+        dft = dft.mul_(mask) if (r1 - r0, c1 - c0) == dft.shape[-2:] else dft[:, r0:r1, c0:c1] * mask
     order = nbands - 1
     rotate = complex(np.power(complex(0, -1), order))  # pyiqa's `complex_fact_construct`
     bands = [(dft * anglemask * himask) * rotate for anglemask in angles]
