@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +85,21 @@ def side_by_side(n: int) -> ThreadPoolExecutor:
     import torch
 
     return ThreadPoolExecutor(n, initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),))
+
+
+@contextmanager
+def fewer_gil_switches(interval: float = 0.05):
+    """The interpreter's switch interval at `interval` seconds (default 5 ms) for the block, then as it was. Threads
+    that compute with torch hand the GIL over at every operation; the interval is how long one waits before the
+    interpreter makes the other give it up anyway. The formula extractor's pieces on two threads took 5% less
+    wall and CPU time at 50 ms (0.474 against 0.501 s for the five calibration pairs, median of 12 alternating
+    runs; one thread unchanged)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 @contextmanager

@@ -197,6 +197,20 @@ def test_threads_side_by_side_start_at_the_torch_threads_of_their_maker():
         assert fresh > 1  # what the initializer is for (one CPU: nothing to see)
 
 
+def test_fewer_gil_switches_for_a_block_then_as_before():
+    import sys
+
+    from featurestore.threads import fewer_gil_switches
+
+    before = sys.getswitchinterval()
+    with fewer_gil_switches(0.03):
+        assert sys.getswitchinterval() == pytest.approx(0.03)
+    assert sys.getswitchinterval() == before
+    with pytest.raises(KeyError), fewer_gil_switches(0.03):
+        raise KeyError
+    assert sys.getswitchinterval() == before
+
+
 @pytest.mark.parametrize("files, quota", [
     ({"cpu.max": "max 100000\n"}, None),
     ({"cpu.max": "150000 100000\n"}, 1.5),

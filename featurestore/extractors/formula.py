@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from ..io import DecodedPair
-from ..threads import side_by_side, thread_budget
+from ..threads import fewer_gil_switches, side_by_side, thread_budget
 from . import _formula_metrics as kernels
 from .base import EXTRACTORS, Column, ExtractorSettings, PairExtractor
 
@@ -258,7 +258,8 @@ class FormulaExtractor(PairExtractor):
                     del live[b]
             return b, scores
 
-        with _full_float32(), side_by_side(threads) as pool:
+        switches = fewer_gil_switches() if threads > 1 else contextlib.nullcontext()
+        with _full_float32(), side_by_side(threads) as pool, switches:
             done = defaultdict(dict)
             for b, scores in pool.map(score, pieces) if threads > 1 else map(score, pieces):
                 done[b].update(scores)
