@@ -12,8 +12,8 @@ extractor's pieces on two threads (`featurestore.threads.side_by_side`) took 48,
 run of the five calibration pairs (system time 0.17-0.30 s), against ~50,000 (0.13-0.16 s) with a top pad that
 keeps them. `keep_freed_memory()` sets the three for good (`mallopt`): blocks up to `MMAP_THRESHOLD` come from the
 heap and stay there, up to `TRIM_THRESHOLD` of free heap stays mapped, and a heap grows by `TOP_PAD` more than it
-is asked for and keeps that much when it shrinks. The process's resident memory therefore stays near its peak until it exits (a feature run, a worker
-process), which is the trade.
+is asked for and keeps that much when it shrinks. The process's resident memory therefore stays near its peak
+until it exits (a feature run, a worker process), which is the trade.
 
 Linux with glibc only; elsewhere, or when the user configured glibc's malloc (`MALLOC_*_` variables or
 `glibc.malloc` tunables: theirs win), nothing is changed.

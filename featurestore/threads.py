@@ -89,11 +89,11 @@ def side_by_side(n: int) -> ThreadPoolExecutor:
 
 @contextmanager
 def fewer_gil_switches(interval: float = 0.05):
-    """The interpreter's switch interval at `interval` seconds (default 5 ms) for the block, then as it was. Threads
-    that compute with torch hand the GIL over at every operation; the interval is how long one waits before the
-    interpreter makes the other give it up anyway. The formula extractor's pieces on two threads took 5% less
-    wall and CPU time at 50 ms (0.474 against 0.501 s for the five calibration pairs, median of 12 alternating
-    runs; one thread unchanged)."""
+    """The interpreter's switch interval at `interval` seconds (its own default: 5 ms) for the block, then as it
+    was. Threads that compute with torch hand the GIL over at every operation; the interval is how long one waits
+    before the interpreter makes the other give it up anyway. The formula extractor's pieces on two threads took
+    5% less wall and CPU time at 50 ms (0.474 against 0.501 s for the five calibration pairs, median of 12
+    alternating runs; one thread unchanged)."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(interval)
     try:

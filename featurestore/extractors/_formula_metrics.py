@@ -389,8 +389,8 @@ def _vif_channel(net, winsize: int, y, yn):
     start = int(np.floor(M / 2))
     end = (int(h - np.ceil(M / 2)) + 1, int(w - np.ceil(M / 2)) + 1)
     # the five windowed statistics of every subband as the channels of one convolution
-    stats = _correlate_kept(torch.cat([y, yn, y * yn, y**2, yn**2], dim=1),
-                            _vif_windows(winsize, y.device).repeat_interleave(y.shape[1], dim=0), step=M, start=start, end=end)
+    windows = _vif_windows(winsize, y.device).repeat_interleave(y.shape[1], dim=0)  # each statistic's, per subband
+    stats = _correlate_kept(torch.cat([y, yn, y * yn, y**2, yn**2], dim=1), windows, step=M, start=start, end=end)
     mean_x, mean_y, sum_xy, sum_xx, sum_yy = stats.chunk(5, dim=1)
     cov_xy = sum_xy - (winsize**2) * mean_x * mean_y
     ss_x = sum_xx - (winsize**2) * mean_x**2
