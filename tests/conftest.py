@@ -1,9 +1,10 @@
 """Shared fixtures: small real photos (scikit-image) written as tiny datasets."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,17 @@ SHARED = Path(os.environ.get("SIQA_SHARED_DIR") or Path(__file__).resolve().pare
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+def fresh_python(code: str, env: dict | None = None, timeout: float = 300) -> str:
+    """`code` run by a fresh interpreter at the project root, for what is set once per process (malloc options,
+    OpenMP runtimes, first imports); its standard output, stripped. `env` replaces this process's environment. A
+    failure raises with the child's standard error."""
+    root = Path(__file__).resolve().parents[1]
+    ran = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=timeout,
+                         env={**(os.environ if env is None else env), "PYTHONPATH": str(root)})
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout.strip()
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:

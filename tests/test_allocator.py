@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import fresh_python
 
-ROOT = Path(__file__).resolve().parents[1]
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
 
 
 def run(code: str, **env) -> str:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, "PYTHONPATH": str(ROOT), **env},
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    return fresh_python(code, env={**clean, **env})
 
 
 @glibc

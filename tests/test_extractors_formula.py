@@ -3,15 +3,12 @@ with pyiqa's own per-metric path, and NaN (never a crash) for a pair a metric ca
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import photo
+from conftest import fresh_python, photo
 from PIL import Image, ImageFilter
 
 from featurestore.extractors import create
@@ -19,7 +16,6 @@ from featurestore.extractors.base import check_columns
 from featurestore.extractors.formula import DEFAULT_METRICS, FormulaExtractor
 from featurestore.io import DecodedImage, DecodedPair
 
-ROOT = Path(__file__).resolve().parents[1]
 LOWER_BETTER = {"gmsd", "nlpd", "mad"}
 
 
@@ -139,10 +135,7 @@ def test_threads_of_a_fresh_process_do_not_import_pyiqa_at_once():
         "with threads_at_most(1, budget=2):\n"
         "    out = FormulaExtractor(device='cpu').compute_pairs([DecodedPair('a', im(), im()), DecodedPair('b', im(), im())])\n"
         "print(sorted(m for m, v in out.items() if np.isnan(v).any()))\n")
-    ran = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, timeout=300)
-    assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.strip().splitlines()[-1] == "[]", ran.stderr
+    assert fresh_python(code).splitlines()[-1] == "[]"
 
 
 def test_the_pyiqa_modules_imported_first_are_all_the_kernels_take():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fresh_python
 from PIL import Image
 
 from featurestore.config import build_extractors, extractor_settings, read_toml
@@ -196,14 +197,7 @@ def test_threads_side_by_side_start_at_the_torch_threads_of_their_maker():
     its first operation ran on every core); `side_by_side` threads start at torch's count of the maker. In a fresh
     interpreter, where torch's OpenMP runtime is the only one (a test run may load LightGBM's first, and torch then
     shares it)."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    ran = subprocess.run([sys.executable, "-c", "import torch\n" + _SIDE_BY_SIDE_PROBE], cwd=root, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
-    assert ran.returncode == 0, ran.stderr
-    plain, side_by_side = ran.stdout.strip().splitlines()[-2:]
+    plain, side_by_side = fresh_python("import torch\n" + _SIDE_BY_SIDE_PROBE, timeout=120).splitlines()[-2:]
     assert side_by_side == "[1]"
     if usable_cpus() > 1:
         assert plain != "[1]"  # what the initializer is for (one CPU: nothing to see)
