@@ -7,9 +7,9 @@ check, a fresh RGB->Y conversion inside each metric, and autograd bookkeeping. H
 rounded YIQ luma on the 0..255 scale (pyiqa's `to_y_channel(x, 255)`) for ssim, ms_ssim, vif and gmsd, and
 `ssim` is level 0 of `ms_ssim`, so asking for both costs one SSIM pyramid. The metrics themselves are pyiqa's
 arithmetic without its waste (`_formula_metrics`, which says what and how close); psnr runs pyiqa's own
-function and mad pyiqa's own module. On a CPU the work of a call is cut into pieces (batch x metric) that run side by side on the
-threads the executor allows (`featurestore.threads.thread_budget`), torch on one thread in each: the values do
-not depend on the number of threads.
+function and mad pyiqa's own module. On a CPU the work of a call is cut into pieces (batch x metric) that run
+side by side on the threads the executor allows (`featurestore.threads.thread_budget`), torch on one thread in
+each: the values do not depend on the number of threads.
 
 Where: `device = "auto"` (the default) runs on the GPU when there is one. The device is a runtime key (not
 hashed), so CPU and GPU runs share one store folder and their values must agree: the GPU computes in full
