@@ -364,14 +364,23 @@ def _vif_windows(winsize: int, device):
     return torch.cat([_taps(win / winsize**2, device)] * 2 + [_taps(win, device)] * 3)
 
 
-def _correlate_kept(maps, windows, step: int, start: int, end: tuple[int, int]):
-    """pyiqa's `VIF.corrDn_win` (reflect-pad, correlate at every pixel, keep start::step up to end) of each
-    channel of `maps` (N, C, H, W) with its window (C, 1, k, k), correlating at the kept positions only, as one
-    grouped convolution (pyiqa: one convolution a statistic; VIF moves by float32 rounding, 5e-7 relative on
-    the calibration pairs)."""
+def _correlate_kept(y, yn, windows, step: int, start: int, end: tuple[int, int]):
+    """pyiqa's `VIF.corrDn_win` (reflect-pad, correlate at every pixel, keep start::step up to end) of the five
+    statistics' maps y, yn, y * yn, y^2, yn^2 of subbands y, yn (N, C, H, W), each map with its window (5C, 1, k, k),
+    correlating at the kept positions only, as one grouped convolution (pyiqa: one convolution a statistic; VIF
+    moves by float32 rounding, 5e-7 relative on the calibration pairs). Reflecting a map copies its values, so
+    the products of the reflected subbands are the reflected products: y and yn are padded, and the five maps
+    written once, into the convolution's input (not stacked, padded and cropped, three passes over all five)."""
     k = windows.shape[-1]
     p = (k - 1) // 2
-    maps = F.pad(maps, (p, p, p, p), "reflect")[:, :, start:end[0] - 1 + k, start:end[1] - 1 + k]
+    region = (slice(None), slice(None), slice(start, end[0] - 1 + k), slice(start, end[1] - 1 + k))
+    y, yn = (F.pad(m, (p, p, p, p), "reflect")[region] for m in (y, yn))
+    c = y.shape[1]
+    maps = y.new_empty(len(y), 5 * c, *y.shape[2:])
+    maps[:, :c], maps[:, c:2 * c] = y, yn
+    torch.mul(y, yn, out=maps[:, 2 * c:3 * c])
+    torch.pow(y, 2, out=maps[:, 3 * c:4 * c])
+    torch.pow(yn, 2, out=maps[:, 4 * c:])
     if len(maps) == 1 or maps.device.type != "cpu":
         return F.conv2d(maps, windows, stride=step, groups=len(windows))
     # image by image on a CPU, as pyiqa runs a pair: oneDNN's kernel for a batch of images is another
@@ -390,7 +399,7 @@ def _vif_channel(net, winsize: int, y, yn):
     end = (int(h - np.ceil(M / 2)) + 1, int(w - np.ceil(M / 2)) + 1)
     # the five windowed statistics of every subband as the channels of one convolution
     windows = _vif_windows(winsize, y.device).repeat_interleave(y.shape[1], dim=0)  # each statistic's, per subband
-    stats = _correlate_kept(torch.cat([y, yn, y * yn, y**2, yn**2], dim=1), windows, step=M, start=start, end=end)
+    stats = _correlate_kept(y, yn, windows, step=M, start=start, end=end)
     mean_x, mean_y, sum_xy, sum_xx, sum_yy = stats.chunk(5, dim=1)
     cov_xy = sum_xy - (winsize**2) * mean_x * mean_y
     ss_x = sum_xx - (winsize**2) * mean_x**2
