@@ -373,6 +373,21 @@ def test_avg_pool_is_torchs_bit_for_bit(dtype):
         assert torch.equal(avg_pool(x, k), F.avg_pool2d(x, k)), (shape, k)
 
 
+def test_joined_is_cat_and_a_view_only_of_adjacent_halves():
+    """`joined(x, y)` is `torch.cat([x, y])`; a view only where y follows x in one tensor (a batch's halves)."""
+    import torch
+
+    from featurestore.extractors._formula_metrics import joined
+
+    both = torch.rand(4, 1, 5, 6, generator=torch.Generator().manual_seed(0))
+    view = joined(both[:2], both[2:])
+    assert torch.equal(view, both) and view.data_ptr() == both.data_ptr()
+    for x, y in ((both[2:], both[:2]), (both[:1], both[2:]), (both[:2], both[2:].clone()),
+                 (both[:2, :, :, :3], both[2:, :, :, :3]), (both[:2], both[2:].double())):
+        got = joined(x, y)
+        assert torch.equal(got, torch.cat([x, y])) and got.data_ptr() not in (x.data_ptr(), y.data_ptr())
+
+
 def test_median_is_torchs():
     """numpy's selection gives the element torch.median gives (the lower middle one), rows with NaN left to torch."""
     import torch

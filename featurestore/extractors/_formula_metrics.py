@@ -102,6 +102,16 @@ def in_blocks(x: torch.Tensor) -> bool:
     return x.device.type == "cpu"
 
 
+def joined(x, y):
+    """`torch.cat([x, y])`, as a view where y follows x in one tensor, as the dist and ref halves of the formula
+    extractor's batch do (a copy of both sides saved in every metric that takes them through one pass)."""
+    if (x.dtype == y.dtype and x.shape[1:] == y.shape[1:] and x.is_contiguous() and y.is_contiguous()
+            and x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
+            and y.storage_offset() == x.storage_offset() + x.numel()):
+        return x.as_strided((len(x) + len(y), *x.shape[1:]), x.stride())
+    return torch.cat([x, y])
+
+
 def filter_each(images, weights, stride: int = 1, padding: int = 0):
     """`F.conv2d(images, weights, stride, padding)` for single-channel images (N, 1, H, W) and filters
     (K, 1, kh, kw): (N, K, h, w), each image correlated with each filter. On float32 (oneDNN's) it runs as one
@@ -287,7 +297,7 @@ def _coarsest_oriented_bands(images, levels: int, nbands: int):
 def cw_ssim(x, y, levels: int = 4, nbands: int = 8):
     """pyiqa's CW-SSIM (K = 0, no guard band) of Y images (N, 1, H, W), from the one pyramid level it uses.
     Dist and ref go through one pyramid."""
-    bands = _coarsest_oriented_bands(torch.cat([x, y]).to(torch.float64), levels, nbands)
+    bands = _coarsest_oriented_bands(joined(x, y).to(torch.float64), levels, nbands)
     bx, by = bands[:, :len(x)], bands[:, len(x):]
     box = torch.ones(1, 1, 7, 7, dtype=torch.float64, device=x.device) / 49
 
@@ -458,7 +468,7 @@ def vif(x, y):
     net = _vif_module()
     n = len(x)
     num, den = {}, {}
-    for subbands, maps in _vif_levels(net, torch.cat([x, y])):
+    for subbands, maps in _vif_levels(net, joined(x, y)):
         winsize = _vif_winsize(subbands[0])
         g, vv = _vif_channel(net, winsize, maps[n:], maps[:n])
         ss, lamda = _vif_reference(net, maps[n:])
@@ -489,7 +499,9 @@ def vif(x, y):
 def _pc_bank(h: int, w: int, scales: int, orientations: int, min_length, mult, sigma_f, delta_theta, k,
              device, dtype):
     """What pyiqa's `_phase_congruency` derives from the image size alone, for one image: the log-Gabor
-    filters (1, orientations * scales, h, w) and the noise model's filter sums (each (1, orientations, 1, 1, 1))."""
+    filters (1, orientations * scales, h, w), as complex numbers (the image's spectrum times a real filter converts
+    the filter to complex first: done here once, the same products), and the noise model's filter sums (each
+    (1, orientations, 1, 1, 1))."""
     like = torch.empty(1, 1, h, w, device=device, dtype=dtype)
     filters = P.fsim_filters(h, w, scales, orientations, min_length, mult, sigma_f, delta_theta).to(like)
     filters_ifft = torch.fft.ifft2(filters).real * math.sqrt(h * w)
@@ -501,7 +513,7 @@ def _pc_bank(h: int, w: int, scales: int, orientations: int, min_length, mult, s
         sum_ai_aj = sum_ai_aj + (filters_ifft[:, :, s:s + 1] * filters_ifft[:, :, s + 1:]).sum(dim=-3, keepdim=True)
     sum_an2 = torch.sum(sum_an2, dim=[-1, -2], keepdim=True)
     sum_ai_aj = torch.sum(sum_ai_aj, dim=[-1, -2], keepdim=True)
-    return filters, em_n, sum_an2, sum_ai_aj
+    return filters.to(dtype.to_complex()), em_n, sum_an2, sum_ai_aj
 
 
 def _median(x):
@@ -580,7 +592,7 @@ def fsim(x, y):
     opts = dict(P.FSIM_OPTIONS)
     chromatic = opts.pop("chromatic")
     n = len(x)
-    both = torch.cat([x, y]) * 255  # pyiqa: / data_range (1.0: the same values) * 255
+    both = joined(x, y) * 255  # pyiqa: / data_range (1.0: the same values) * 255
     kernel_size = max(1, round(min(both.shape[-2:]) / 256))
     both = avg_pool(both, kernel_size)
     if both.size(1) != 3:
@@ -752,7 +764,7 @@ def nlpd(x, y):
     on 0..1 (`to_y_channel(img)`), through one pyramid."""
     n = len(x)
     total = []
-    for z in _nlpd_pyramid(torch.cat([x, y])):
+    for z in _nlpd_pyramid(joined(x, y)):
         diff = (z[:n] - z[n:]) ** 2
         total.append(torch.sqrt(torch.mean(diff, (1, 2, 3))))
     return torch.stack(total, dim=1).mean(1)
@@ -765,7 +777,7 @@ def gmsd(x, y, T: int = 170):
     dx = (torch.Tensor([[1, 0, -1], [1, 0, -1], [1, 0, -1]]) / 3.0).unsqueeze(0).unsqueeze(0).to(x)
     dy = (torch.Tensor([[1, 1, 1], [0, 0, 0], [-1, -1, -1]]) / 3.0).unsqueeze(0).unsqueeze(0).to(x)
     ave = torch.ones(1, 1, 2, 2).to(x) / 4.0
-    Y = filter_each(torch.cat([x, y]), ave, stride=2)
+    Y = filter_each(joined(x, y), ave, stride=2)
     grad = filter_each(Y, torch.cat([dx, dy]), padding=1)
     gradient_map = torch.sqrt(grad[:, :1] ** 2 + grad[:, 1:] ** 2 + 1e-12)
     g1, g2 = gradient_map[:n], gradient_map[n:]
