@@ -180,7 +180,9 @@ def pixel_sha256(rgb: np.ndarray) -> str:
     """sha256 of decoded pixels (shape, then the HxWx3 uint8 bytes): the same picture from a JPEG file, its
     decoded array or a PNG of that array hashes alike, where the file hashes (the store's keys) differ."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    return hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()
+    digest = hashlib.sha256(f"{rgb.shape}".encode())
+    digest.update(memoryview(rgb).cast("B"))  # the pixels where they are, not a copy of them
+    return digest.hexdigest()
 
 
 def image_size(path) -> tuple[int, int]:
@@ -240,6 +242,11 @@ class DecodedImage:
     @property
     def width(self) -> int:
         return int(self.rgb.shape[1])
+
+    @cached_property
+    def pixel_sha256(self) -> str:
+        """`pixel_sha256(self.rgb)`."""
+        return pixel_sha256(self.rgb)
 
     @cached_property
     def float01(self) -> np.ndarray:

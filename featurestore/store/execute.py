@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SiqaError
 from ..extractors.base import PAIR_KEY, Column, Extractor, ImageExtractor, PairExtractor, check_columns
-from ..io import DecodedImage, DecodedPair, decode, match_size, pixel_sha256
+from ..io import DecodedImage, DecodedPair, decode, match_size
 from ..threads import threads_at_most
 from .layout import LEVEL_KEYS, Catalog, column_numpy, to_arrow
 from .plan import Chunk, Plan
@@ -101,7 +101,9 @@ def decode_chunk(rows: pd.DataFrame, known: frozenset, pool) -> tuple[dict, dict
     def one(item):
         sha, path = item
         try:
-            return sha, decode(path, sha), None
+            image = decode(path, sha)
+            image.pixel_sha256  # hashed here, on the decoding threads, for `note_decoded`
+            return sha, image, None
         except SiqaError as exc:
             return sha, None, (path, str(exc).split(": ", 1)[-1])
 
@@ -117,7 +119,7 @@ def note_decoded(summary: ExtractSummary, images: dict, failures: dict) -> None:
     fresh = [im for im in images.values() if im is not None]
     summary.decode_seconds += sum(im.decode_seconds for im in fresh)
     summary.decoded_images += len(fresh)
-    summary.pixels.update({pixel_sha256(im.rgb): im.sha256 for im in fresh})
+    summary.pixels.update({im.pixel_sha256: im.sha256 for im in fresh})
     summary.failures.update(failures)
 
 
