@@ -745,11 +745,13 @@ def _nlpd_pyramid(im):
         I = filter_each(P.symmetric_pad(J, 2, 2, 2, 2), filt, stride=2)  # MATLAB's 'symmetric', as pyiqa
         odd_h, odd_w = 2 * I.size(2) - J.size(2), 2 * I.size(3) - J.size(3)
         I_pad = F.pad(I, (1, 1, 1, 1), mode="replicate")
-        I_rep1, I_rep2, I_rep3 = torch.zeros_like(I_pad), torch.zeros_like(I_pad), torch.zeros_like(I_pad)
-        R = torch.cat([I_pad * 4, I_rep1, I_rep2, I_rep3], dim=1)
-        I_up = F.pixel_shuffle(R, 2)
-        I_up_conv = filter_each(F.pad(I_up, (2, 2, 2, 2)), filt)
-        I_up_conv = I_up_conv[:, :, 2:(I_up.shape[2] - 2 - odd_h), 2:(I_up.shape[3] - 2 - odd_w)]
+        # pyiqa upsamples as MATLAB does, with zeros between the pixels (a pixel shuffle of I_pad * 4 and three
+        # zero maps), then zero-pads by 2 for the filter: the same map written once into zeros
+        h, w = 2 * I_pad.shape[2], 2 * I_pad.shape[3]
+        I_up = I_pad.new_zeros(I_pad.shape[0], 1, h + 4, w + 4)
+        torch.mul(I_pad, 4, out=I_up[:, :, 2:h + 2:2, 2:w + 2:2])
+        I_up_conv = filter_each(I_up, filt)
+        I_up_conv = I_up_conv[:, :, 2:(h - 2 - odd_h), 2:(w - 2 - odd_w)]
         out = J - I_up_conv
         out_conv = filter_each(F.pad(torch.abs(out), (1, 1, 1, 1)), dn[i])
         pyr.append(out / (sigmas[i] + out_conv))
