@@ -78,6 +78,8 @@ def store_content(root, drop: str = "") -> dict:
     out = {}
     for folder in sorted((root / "features").glob("*/*")):
         shards = FeatureStore.shards(folder)
+        if not shards:  # made by a worker killed before its first shard landed (its temp file aside): holds nothing
+            continue
         table = FeatureStore(root).read(folder)
         key = table.column_names[0]
         rows = {r[key]: {c: v for c, v in r.items() if c not in (key, drop)} for r in table.to_pylist()}
