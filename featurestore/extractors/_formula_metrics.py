@@ -691,8 +691,7 @@ def vsi(x, y):
     if x.size(1) != 3:
         raise ValueError("vsi expects RGB images")
     n = len(x)
-    both = x.new_empty((2 * n, *x.shape[1:]), dtype=torch.float64)  # torch.cat([x, y]).double() in one pass
-    both[:n], both[n:] = x, y
+    both = joined(x, y).to(torch.float64)  # pyiqa's torch.cat([x, y]).double(), in one pass
     if o["data_range"] != 1:
         both = both / o["data_range"]  # 0..1
     vs, vs_min, vs_max = _saliency(both, omega_0=o["omega_0"], sigma_f=o["sigma_f"], sigma_d=o["sigma_d"],
