@@ -166,10 +166,10 @@ _SCORERS = {
 _PYIQA_NETWORKS = {"mad"}  # the metrics run by pyiqa's own module
 #: metrics computed together because they share work: ssim is level 0 of ms_ssim's pyramid
 _SHARING = [("ssim", "ms_ssim")]
-#: CPU seconds of each metric on a 512x384 pair, one thread (`bench/bench_formula.py`'s breakdown): the dearest
-#: piece of a batch starts first, so that threads running side by side finish together
-_COST = {"mad": 3.0, "vif": 0.045, "vsi": 0.027, "fsim": 0.021, "nlpd": 0.014, "cw_ssim": 0.012, "ssim": 0.010,
-         "ms_ssim": 0.006, "gmsd": 0.002, "psnr": 0.0006}
+#: CPU seconds of each metric on a 512x384 pair, one thread (`bench/bench_formula.py`'s breakdown in bench/results):
+#: the dearest piece of a batch starts first, so that threads running side by side finish together
+_COST = {"mad": 3.0, "vif": 0.045, "vsi": 0.037, "fsim": 0.025, "cw_ssim": 0.015, "ssim": 0.012, "nlpd": 0.011,
+         "ms_ssim": 0.007, "gmsd": 0.002, "psnr": 0.001}
 
 
 def _metric_groups(metrics: list[str]) -> list[tuple[str, ...]]:
