@@ -373,6 +373,25 @@ def test_avg_pool_is_torchs_bit_for_bit(dtype):
         assert torch.equal(avg_pool(x, k), F.avg_pool2d(x, k)), (shape, k)
 
 
+@pytest.mark.parametrize("dtype", [None, "float64"])
+def test_replicate_pad_is_torchs_pad_of_the_converted_images(dtype):
+    """`replicate_pad` (VSI's padding before its block averages) is `F.pad(x.to(dtype), pad, "replicate")`, for
+    pads on every side, on some sides and on none."""
+    import torch
+    import torch.nn.functional as F
+
+    from featurestore.extractors._formula_metrics import replicate_pad
+
+    gen = torch.Generator().manual_seed(0)
+    to = getattr(torch, dtype) if dtype else None
+    for shape, pad in (((2, 3, 384, 512), (1, 0, 1, 0)), ((1, 1, 37, 52), (2, 1, 2, 1)), ((2, 2, 9, 11), (0, 3, 1, 0)),
+                       ((1, 3, 8, 8), (0, 0, 0, 0)), ((3, 5, 6), (1, 1, 1, 1))):
+        x = torch.rand(*shape, generator=gen)
+        got = replicate_pad(x, pad, to)
+        assert got.dtype == (to or x.dtype)
+        assert torch.equal(got, F.pad(x.to(to or x.dtype), pad, mode="replicate")), (shape, pad)
+
+
 def test_joined_is_cat_and_a_view_only_of_adjacent_halves():
     """`joined(x, y)` is `torch.cat([x, y])`; a view only where y follows x in one tensor (a batch's halves)."""
     import torch
