@@ -320,16 +320,21 @@ def cw_ssim(x, y, levels: int = 4, nbands: int = 8):
     bx, by = bands[:, :len(x)], bands[:, len(x):]
     box = torch.ones(1, 1, 7, 7, dtype=torch.float64, device=x.device) / 49
 
-    def local_mean(maps):  # (nbands, N, h, w) -> 7x7 box means, 'valid'
-        b, n, h, w = maps.shape
-        return F.conv2d(maps.reshape(b * n, 1, h, w), box).reshape(b, n, h - 6, w - 6)
+    def local_means(maps):  # (..., h, w) -> 7x7 box means, 'valid'
+        *lead, h, w = maps.shape
+        # every map as a channel of one image, one group each: the same sums as pyiqa's conv2d of a batch of
+        # single-channel maps (im2col in float64), three calls of it in one (1.0-1.2 ms a 512x384 pair less)
+        flat = maps.reshape(1, -1, h, w)
+        means = F.conv2d(flat, box.expand(flat.shape[1], 1, 7, 7), groups=flat.shape[1])
+        return means.reshape(*lead, h - 6, w - 6)
 
     def modulus(z):  # pyiqa's |z| keeps 1e-12 under the root
         return torch.sqrt(z.real**2 + z.imag**2 + 1e-12)
 
     corr = bx * by.conj()
-    corr_mean = torch.complex(local_mean(corr.real), local_mean(corr.imag))
-    energy_mean = local_mean(modulus(bx) ** 2 + modulus(by) ** 2)
+    corr_real, corr_imag, energy_mean = local_means(
+        torch.stack([corr.real, corr.imag, modulus(bx) ** 2 + modulus(by) ** 2]))
+    corr_mean = torch.complex(corr_real, corr_imag)
     cssim = 2 * modulus(corr_mean) / energy_mean
     h = bands.shape[-2]
     weight = P.fspecial_gaussian([s - 6 for s in bands.shape[-2:]], h / 4).to(device=x.device, dtype=torch.float64)[0, 0]
