@@ -102,3 +102,31 @@ def test_channels_last_on_cpu_changes_only_rounding(name):
     assert got.keys() == want.keys()
     for column in want:
         np.testing.assert_allclose(got[column], want[column], rtol=1e-3, atol=1e-5, err_msg=column)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_same_padding_in_the_convolution_is_the_packages_network_bit_for_bit(channels_last):
+    """`build_lite` lets each TF-"same" convolution pad inside the convolution where both sides get the same padding,
+    instead of padding a copy first: with the packaged weights its feature maps and logits are the package's own
+    network's, bit for bit, on sides odd and even (stride 2 pads them differently), in both memory formats."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from featurestore.extractors.imagenet import SamePaddingInConv, build_lite
+
+    path = create("imagenet").weight_sources()[0].found
+    ours = build_lite("efficientnet-lite0", path).eval()
+    package = EfficientNet.from_name("efficientnet-lite0", image_size=None).eval()
+    package.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    assert sum(isinstance(m, SamePaddingInConv) for m in ours.modules()) > 40
+    assert not any(isinstance(m, SamePaddingInConv) for m in package.modules())
+    if channels_last:
+        ours, package = (net.to(memory_format=torch.channels_last) for net in (ours, package))
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for shape in ((2, 3, 224, 224), (1, 3, 183, 275), (1, 3, 314, 470), (1, 3, 97, 131)):
+            x = torch.randn(*shape, generator=gen)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            assert torch.equal(ours.extract_features(x), package.extract_features(x)), shape
+            assert torch.equal(ours(x), package(x)), shape
