@@ -729,10 +729,9 @@ def vsi(x, y):
                                    sigma_c=o["sigma_c"])
     if padding:
         vs = replicate_pad(vs, pad_to_use)
-        both = padded
     eps = torch.finfo(vs.dtype).eps
     vs = (avg_pool(vs, kernel_size) - vs_min) / (vs_max - vs_min + eps)
-    lmn = rgb2lmn(avg_pool(both, kernel_size) * 255.0)
+    lmn = rgb2lmn(avg_pool(padded, kernel_size) * 255.0)
     gm = _gradient_map(lmn[:, :1], _scharr(lmn.device, lmn.dtype))
     vs_x, vs_y = vs[:n], vs[n:]
     s_vs = P.similarity_map(vs_x, vs_y, c1)
